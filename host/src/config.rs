@@ -1,0 +1,55 @@
+//! The node's configuration: one typed struct with documented defaults.
+//! Command-line flags and environment variables are read only in `main`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Root of the node's store (files, metadata, temp files).
+    pub data_dir: PathBuf,
+    /// Folder whose `*.wasm` components are loaded as plugins at start.
+    pub plugins_dir: PathBuf,
+    /// Limits every plugin call runs under.
+    pub limits: PluginLimits,
+    /// Largest upload body accepted, in bytes (`413` above it).
+    /// Default: 64 GiB.
+    pub max_upload_bytes: u64,
+}
+
+/// Limits on each plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    /// Wall-clock budget of one call into a plugin (one list, one chunk
+    /// written or read). Enforced by epoch interruption. Default: 30 s,
+    /// enough for an index plugin to hash a few GB of files copied in by hand.
+    pub call_timeout: Duration,
+    /// Most linear memory one plugin instance may hold. Default: 64 MiB.
+    pub memory_bytes: usize,
+    /// Bytes handed to or asked of a plugin per write or read call.
+    /// Default: 256 KiB.
+    pub chunk_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            chunk_bytes: 256 << 10,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A configuration with the documented defaults for the given folders.
+    pub fn new(data_dir: impl Into<PathBuf>, plugins_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            plugins_dir: plugins_dir.into(),
+            limits: PluginLimits::default(),
+            max_upload_bytes: 64 << 30,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # ringshare node host
+//!
+//! One node of the ringshare network: a REST API whose file behaviours
+//! (listing, upload, download) are WebAssembly component plugins, each
+//! sandboxed to the node's store directory.
+//!
+//! - [`config`]: the node's typed configuration and its defaults;
+//! - [`store`]: file names and the on-disk layout of a node's store;
+//! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
+//!   and the calls/sessions the rest of the host makes into plugins;
+//! - [`rest`]: the axum routes users and clients call;
+//! - [`node`]: [`run`] ties them together on a bound listener.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod node;
+pub mod plugins;
+pub mod rest;
+pub mod store;
+
+pub use config::{NodeConfig, PluginLimits};
+pub use node::run;
+pub use plugins::{PluginError, PluginHost, PluginKind};
+pub use store::{FileName, NameError};

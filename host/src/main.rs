@@ -1,0 +1,95 @@
+//! `ringshare`: parses flags, binds the listener, runs the node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ringshare::{NodeConfig, PluginLimits};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A peer-to-peer file-sharing node with sandboxed WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "RINGSHARE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The node's store (created if missing).
+    #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
+    data: PathBuf,
+    /// Folder of plugin components (`*.wasm`), loaded at start.
+    #[arg(
+        long,
+        env = "RINGSHARE_PLUGINS",
+        default_value = "target/plugins/default"
+    )]
+    plugins: PathBuf,
+    /// Largest upload accepted, in bytes.
+    #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
+    max_upload_bytes: u64,
+    /// Deadline of one plugin call, in milliseconds.
+    #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
+    plugin_timeout_ms: u64,
+    /// Linear-memory cap of one plugin instance, in MiB.
+    #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    plugin_memory_mib: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Node(args) = Cli::parse().command;
+    let mut config = NodeConfig::new(args.data, args.plugins);
+    config.max_upload_bytes = args.max_upload_bytes;
+    config.limits = PluginLimits {
+        call_timeout: Duration::from_millis(args.plugin_timeout_ms),
+        memory_bytes: args.plugin_memory_mib << 20,
+        ..PluginLimits::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    // Scripts and tests wait for this line.
+    println!(
+        "ringshare node listening on http://{}",
+        listener.local_addr()?
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    ringshare::run(listener, config, shutdown.cancelled_owned()).await
+}
+
+/// Cancels `token` on ctrl-c or SIGTERM.
+async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,0 +1,139 @@
+//! What a plugin instance may touch: its store directory (read-only or
+//! read-write by kind), a memory cap, and a log import. Nothing else: no
+//! environment, no arguments, no network, no other host path.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::PluginKind;
+use super::bindings::log;
+
+/// How much of a plugin's stderr (panic messages) is kept for error reports.
+const STDERR_BYTES: usize = 16 << 10;
+
+/// The per-instance state of a plugin's `Store`.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    stderr: MemoryOutputPipe,
+    plugin: Arc<str>,
+}
+
+/// Refuses linear-memory growth past a cap and remembers that it did, so a
+/// trap caused by the cap is reported as such.
+pub struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "memory cap of {} bytes reached",
+                self.limit
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl Sandbox {
+    /// A store for one instance of `plugin` (a file name, for logs), granted
+    /// `store_root` as `/store` with the permissions of its kind.
+    pub fn new_store(
+        engine: &wasmtime::Engine,
+        plugin: &Arc<str>,
+        kind: PluginKind,
+        store_root: &Path,
+        memory_bytes: usize,
+    ) -> wasmtime::Result<Store<Sandbox>> {
+        let perms = match kind {
+            PluginKind::Upload => FsPerms::ReadWrite,
+            PluginKind::Index | PluginKind::Download => FsPerms::ReadOnly,
+        };
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.preopened_dir(store_root, "/store", perms)?
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            // Plugins run on a blocking thread already: let file calls run
+            // there directly rather than hop to another one.
+            .allow_blocking_current_thread(true);
+        let sandbox = Sandbox {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: memory_bytes,
+                hit: false,
+            },
+            stderr,
+            plugin: plugin.clone(),
+        };
+        let mut store = Store::new(engine, sandbox);
+        store.limiter(|s| &mut s.memory);
+        Ok(store)
+    }
+
+    /// Whether the memory cap stopped this instance.
+    pub fn memory_cap_hit(&self) -> bool {
+        self.memory.hit
+    }
+
+    /// The memory cap in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.memory.limit
+    }
+
+    /// What the plugin wrote to stderr (for a trap's report), trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl log::Host for Sandbox {
+    fn log(&mut self, level: log::Level, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The original system's routes, kept as aliases of the new ones:
+//! `GET /index`, `POST /upload/` (multipart field `file`) and
+//! `GET /download/{filename}` (served by `files::download`).
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::files::store_stream;
+use super::{ApiError, AppState};
+use crate::store::FileName;
+
+#[derive(Serialize)]
+pub struct IndexJson {
+    files: Vec<IndexEntry>,
+}
+
+#[derive(Serialize)]
+pub struct IndexEntry {
+    filename: String,
+    /// Where the file is downloaded from on this node.
+    path: String,
+}
+
+/// `GET /index` → `{"files":[{"filename","path"}]}`.
+pub async fn index(State(app): State<AppState>) -> Result<Json<IndexJson>, ApiError> {
+    let mut files: Vec<IndexEntry> = app
+        .plugins
+        .list()
+        .await?
+        .into_iter()
+        .map(|e| IndexEntry {
+            path: format!("/download/{}", e.name),
+            filename: e.name,
+        })
+        .collect();
+    files.sort_by(|a, b| a.filename.cmp(&b.filename));
+    Ok(Json(IndexJson { files }))
+}
+
+#[derive(Serialize)]
+pub struct UploadJson {
+    filename: String,
+    message: String,
+    size: u64,
+    sha256: String,
+}
+
+/// `POST /upload/` with a multipart field `file`: stored under the part's
+/// file name, replacing any file of that name (as the original system did).
+pub async fn upload(
+    State(app): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-multipart", message);
+    let mut multipart = multipart.map_err(|e| bad(e.body_text()))?;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad(e.body_text()))?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let Some(filename) = field.file_name().map(str::to_owned) else {
+            return Err(bad("the `file` part has no filename".into()));
+        };
+        let name = FileName::parse(&filename)?;
+        let entry = store_stream(&app, &name, true, field).await?;
+        let message = format!(
+            "File '{}' uploaded successfully ({} bytes)",
+            entry.name, entry.size
+        );
+        let reply = UploadJson {
+            filename: entry.name,
+            message,
+            size: entry.size,
+            sha256: entry.sha256,
+        };
+        return Ok((StatusCode::OK, Json(reply)));
+    }
+    Err(bad("no `file` part in the form".into()))
+}

@@ -1,0 +1,63 @@
+//! The REST API users and clients call (axum).
+//!
+//! - `files`: `GET /files`, `PUT|GET|HEAD /files/{name}`;
+//! - `legacy`: the original system's routes, kept as aliases;
+//! - `range`: `Range` header handling for downloads;
+//! - `error`: the one place errors become `{"error","code"}` responses.
+
+mod error;
+mod files;
+mod legacy;
+mod range;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::plugins::{PluginHost, PluginStatus};
+
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node's plugins.
+    pub plugins: Arc<PluginHost>,
+    /// Largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Size of the chunks handed to the upload plugin.
+    pub chunk_bytes: usize,
+}
+
+/// All routes of a node.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/files", get(files::list))
+        .route("/files/{name}", get(files::download).put(files::upload))
+        .route("/plugins", get(plugins))
+        .route("/index", get(legacy::index))
+        .route("/upload", axum::routing::post(legacy::upload))
+        .route("/upload/", axum::routing::post(legacy::upload))
+        .route("/download/{filename}", get(files::download))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
+        })
+        // Upload handlers stream and count bytes themselves against
+        // `max_upload_bytes`; axum's buffered-body limit does not apply.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// `GET /plugins`: what was loaded from the plugins folder and what was
+/// refused, with reasons.
+async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
+    Json(app.plugins.statuses().to_vec())
+}

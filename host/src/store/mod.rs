@@ -1,0 +1,47 @@
+//! A node's files: the names users may give them and the on-disk layout the
+//! plugins are granted.
+//!
+//! ```text
+//! <data>/files/<name>   complete files
+//! <data>/meta/<name>    recorded size, mtime and sha256 of each file
+//! <data>/tmp/           uploads in progress; emptied at start
+//! ```
+//! Only plugins read and write inside it; the host creates the folders.
+
+mod name;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use name::{FileName, NameError};
+
+/// The folders of a node's store, created and ready.
+#[derive(Debug, Clone)]
+pub struct StoreDir {
+    root: PathBuf,
+}
+
+impl StoreDir {
+    /// Creates the layout under `root` if missing and removes leftovers of
+    /// uploads that were in progress when the node last stopped.
+    pub fn prepare(root: &Path) -> io::Result<Self> {
+        for sub in ["files", "meta", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        for leftover in std::fs::read_dir(root.join("tmp"))? {
+            let path = leftover?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path)?;
+                tracing::info!(path = %path.display(), "removed an unfinished upload");
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The folder granted to plugins as `/store`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}

@@ -1,0 +1,48 @@
+//! Hostile test plugin (index world): `list` tries to reach outside its
+//! capabilities and reports each attempt as an entry named
+//! `<attempt>=<allowed|denied>`. The host's tests expect every attempt but the
+//! control (`control-read`, a file inside the store) to be denied.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "index-plugin" });
+
+use std::fs;
+
+use exports::ringshare::plugin::index::Guest;
+use ringshare::plugin::types::{Error, FileEntry};
+
+struct Plugin;
+
+fn outcome<T, E>(label: &str, result: Result<T, E>) -> FileEntry {
+    let verdict = if result.is_ok() { "allowed" } else { "denied" };
+    FileEntry { name: format!("{label}={verdict}"), size: 0, sha256: String::new(), modified_ns: 0 }
+}
+
+fn nonempty(label: &str, count: usize) -> FileEntry {
+    outcome(label, if count > 0 { Ok(()) } else { Err(()) })
+}
+
+impl Guest for Plugin {
+    fn list() -> Result<Vec<FileEntry>, Error> {
+        let control = fs::read_dir("/store/files")
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        Ok(vec![
+            outcome("control-read", control.ok_or(()).and_then(|p| fs::read(p).map_err(|_| ()))),
+            outcome("parent-of-store", fs::read_dir("/store/..").map(|d| d.count())),
+            outcome("dotdot-secret", fs::read("/store/../secret.txt")),
+            outcome("files-dotdot-dotdot", fs::read("/store/files/../../secret.txt")),
+            outcome("relative-dotdot", fs::read("../secret.txt")),
+            outcome("absolute-etc-passwd", fs::read("/etc/passwd")),
+            outcome("root-listing", fs::read_dir("/").map(|d| d.count())),
+            outcome("symlink-out", fs::read("/store/files/link-out")),
+            outcome("write-readonly-store", fs::write("/store/files/planted.txt", b"x")),
+            outcome("create-dir", fs::create_dir("/store/planted")),
+            nonempty("env-vars", std::env::vars().count()),
+            nonempty("args", std::env::args().count()),
+        ])
+    }
+}
+
+export!(Plugin);

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds every plugin in plugins/ as a wasm32-wasip2 component and lays them out:
+#   target/plugins/default/{index,upload,download}.wasm   the node's default plugins
+#   target/plugins/testdata/<name>.wasm                   hostile plugins for the tests
+# Route A: rustup's wasm32-wasip2 target (installed here if rustup can fetch it).
+# Route B: Debian's rustc-web with -Zbuild-std (see shared/TOOLCHAIN.md), used
+# when route A is not available.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="$root/target/plugins"
+cd "$root/plugins"
+
+have_rustup_target() {
+  command -v rustup >/dev/null 2>&1 &&
+    rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2
+}
+
+if ! have_rustup_target && command -v rustup >/dev/null 2>&1; then
+  echo "build-plugins: adding rustup target wasm32-wasip2" >&2
+  timeout 180 rustup target add wasm32-wasip2 >&2 || true
+fi
+
+if have_rustup_target; then
+  echo "build-plugins: route A (rustup wasm32-wasip2)" >&2
+  cargo build --release --target wasm32-wasip2 --quiet
+else
+  echo "build-plugins: route B (Debian rustc-web + build-std)" >&2
+  if [ ! -x /usr/bin/rustc ] || [ ! -d /usr/lib/wasm32-wasi ]; then
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc >&2
+  fi
+  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
+    /usr/bin/cargo build --release --target wasm32-wasip2 --quiet \
+    -Zbuild-std=std,panic_abort
+fi
+
+built="$root/plugins/target/wasm32-wasip2/release"
+mkdir -p "$out/default" "$out/testdata"
+for kind in index upload download; do
+  cp "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
+done
+for name in spin hog escape crash; do
+  cp "$built/ringshare_test_${name}.wasm" "$out/testdata/$name.wasm"
+done
+cp "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"
+echo "build-plugins: components in $out" >&2
