@@ -15,12 +15,12 @@ have_rustup_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2
 }
 
-if ! have_rustup_target && command -v rustup >/dev/null 2>&1; then
+if [ "${RINGSHARE_PLUGIN_ROUTE:-}" != debian ] && ! have_rustup_target && command -v rustup >/dev/null 2>&1; then
   echo "build-plugins: adding rustup target wasm32-wasip2" >&2
   timeout 180 rustup target add wasm32-wasip2 >&2 || true
 fi
 
-if have_rustup_target; then
+if have_rustup_target && [ "${RINGSHARE_PLUGIN_ROUTE:-}" != debian ]; then
   echo "build-plugins: route A (rustup wasm32-wasip2)" >&2
   cargo build --release --target wasm32-wasip2 --quiet
 else

@@ -1,7 +1,8 @@
 //! Hostile test plugin (index world): `list` tries to reach outside its
 //! capabilities and reports each attempt as an entry named
 //! `<attempt>=<allowed|denied>`. The host's tests expect every attempt but the
-//! control (`control-read`, a file inside the store) to be denied.
+//! control (`control-read` of `inside.txt`, a file
+//! the test puts inside the store) to be denied.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "index-plugin" });
 
@@ -23,13 +24,8 @@ fn nonempty(label: &str, count: usize) -> FileEntry {
 
 impl Guest for Plugin {
     fn list() -> Result<Vec<FileEntry>, Error> {
-        let control = fs::read_dir("/store/files")
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path());
         Ok(vec![
-            outcome("control-read", control.ok_or(()).and_then(|p| fs::read(p).map_err(|_| ()))),
+            outcome("control-read", fs::read("/store/files/inside.txt")),
             outcome("parent-of-store", fs::read_dir("/store/..").map(|d| d.count())),
             outcome("dotdot-secret", fs::read("/store/../secret.txt")),
             outcome("files-dotdot-dotdot", fs::read("/store/files/../../secret.txt")),

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing need and is not on the machine yet.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if ! command -v cargo >/dev/null 2>&1; then
+  # No rustup toolchain: Debian's recent Rust (also what route B of the
+  # plugin build uses).
+  need_apt+=(rustc-web cargo-web)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2
+fi

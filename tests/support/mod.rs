@@ -1,0 +1,215 @@
+//! Helpers for the end-to-end tests: start real nodes on `127.0.0.1:0` with
+//! plugins built from `plugins/` (by `scripts/build-plugins.sh`, which
+//! `make test` runs first), and talk to them over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ringshare::{NodeConfig, PluginLimits};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The default plugins.
+pub const DEFAULT_PLUGINS: [&str; 3] = ["default/index", "default/upload", "default/download"];
+
+/// A built plugin component, e.g. `default/index` or `testdata/spin`.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugins first (scripts/build-plugins.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A running node and the folders it owns.
+pub struct TestNode {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Holds `data/` (the store) and `plugins/`; removed on drop.
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// How to start a test node.
+pub struct NodeSetup {
+    /// Plugins copied into the node's plugins folder.
+    pub plugins: Vec<String>,
+    /// Extra files written into the plugins folder: (file name, bytes).
+    pub extra_files: Vec<(String, Vec<u8>)>,
+    /// The node's configuration, with the folders filled in at start.
+    pub limits: PluginLimits,
+    /// Upload limit in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for NodeSetup {
+    fn default() -> Self {
+        Self {
+            plugins: DEFAULT_PLUGINS.iter().map(|p| p.to_string()).collect(),
+            extra_files: Vec::new(),
+            limits: PluginLimits {
+                call_timeout: Duration::from_secs(2),
+                memory_bytes: 32 << 20,
+                chunk_bytes: 64 << 10,
+            },
+            max_upload_bytes: 64 << 30,
+        }
+    }
+}
+
+impl NodeSetup {
+    /// The default plugins, but only those whose name is in `kinds`, plus `extra`.
+    pub fn with_plugins(plugins: &[&str]) -> Self {
+        Self {
+            plugins: plugins.iter().map(|p| p.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Starts the node in a new temporary folder.
+    pub async fn start(self) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        self.start_in(dir).await
+    }
+
+    /// Starts the node in `dir` (reusing a store left there by an earlier node).
+    pub async fn start_in(self, dir: TempDir) -> TestNode {
+        let plugins_dir = dir.path().join("plugins");
+        let _ = std::fs::remove_dir_all(&plugins_dir);
+        std::fs::create_dir_all(&plugins_dir).expect("plugins dir");
+        for name in &self.plugins {
+            let src = plugin(name);
+            std::fs::copy(&src, plugins_dir.join(src.file_name().unwrap())).expect("copy plugin");
+        }
+        for (file, bytes) in &self.extra_files {
+            std::fs::write(plugins_dir.join(file), bytes).expect("write extra file");
+        }
+        let mut config = NodeConfig::new(dir.path().join("data"), plugins_dir);
+        config.limits = self.limits;
+        config.max_upload_bytes = self.max_upload_bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ringshare::run(
+            listener,
+            config,
+            shutdown.clone().cancelled_owned(),
+        ));
+        TestNode {
+            url,
+            dir,
+            shutdown,
+            task,
+        }
+    }
+}
+
+impl TestNode {
+    /// Starts a node with the default plugins and settings.
+    pub async fn start() -> TestNode {
+        NodeSetup::default().start().await
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The node's store folder.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Names of files left in the store's temp folder.
+    pub fn temp_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.data().join("tmp"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the node gracefully and hands back its folder.
+    pub async fn stop(self) -> TempDir {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("node task")
+            .expect("node ran cleanly");
+        self.dir
+    }
+}
+
+/// An HTTP client for the tests (no proxies: loopback only).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so big payloads need no storage.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Sends `method target` with `body` over a raw connection, byte for byte as
+/// given (HTTP clients normalise targets such as `/files/%2E%2E` away), and
+/// returns the status and body of the answer.
+pub async fn raw_request(
+    node: &TestNode,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = node.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.expect("send head");
+    socket.write_all(body).await.expect("send body");
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.expect("read answer");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP answer");
+    let status_line = String::from_utf8_lossy(&answer[..split])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, answer[split + 4..].to_vec())
+}
