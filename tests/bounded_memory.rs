@@ -15,12 +15,7 @@ const CHUNKS: u64 = 256; // 256 MiB
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,20 +23,8 @@ async fn a_large_file_streams_through_in_bounded_memory() {
     let node = TestNode::start().await;
     let http = client();
     // Warm up: plugins compiled, one small transfer done.
-    http.put(node.at("/files/warm"))
-        .body(pattern(1, CHUNK))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    http.get(node.at("/files/warm"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    http.put(node.at("/files/warm")).body(pattern(1, CHUNK)).send().await.unwrap().error_for_status().unwrap();
+    http.get(node.at("/files/warm")).send().await.unwrap().bytes().await.unwrap();
     let before = peak_rss();
 
     let block = bytes::Bytes::from(pattern(7, CHUNK));
@@ -54,12 +37,7 @@ async fn a_large_file_streams_through_in_bounded_memory() {
         let block = block.clone();
         move |_| Ok::<_, std::io::Error>(block.clone())
     }));
-    let put = http
-        .put(node.at("/files/big"))
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(node.at("/files/big")).body(reqwest::Body::wrap_stream(body)).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     let entry: serde_json::Value = put.json().await.unwrap();
     assert_eq!(entry["sha256"], expected);
@@ -78,13 +56,6 @@ async fn a_large_file_streams_through_in_bounded_memory() {
 
     let growth = peak_rss().saturating_sub(before);
     let file = CHUNKS * CHUNK as u64;
-    println!(
-        "peak RSS grew by {} MiB while moving a {} MiB file up and down",
-        growth >> 20,
-        file >> 20
-    );
-    assert!(
-        growth < file / 4,
-        "peak RSS grew by {growth} bytes for a {file}-byte file"
-    );
+    println!("peak RSS grew by {} MiB while moving a {} MiB file up and down", growth >> 20, file >> 20);
+    assert!(growth < file / 4, "peak RSS grew by {growth} bytes for a {file}-byte file");
 }

@@ -8,39 +8,19 @@ use serde_json::Value;
 async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
     let status = response.status();
     let body: Value = response.json().await.expect("a JSON error body");
-    (
-        status,
-        body["code"].as_str().unwrap_or_default().into(),
-        body["error"].as_str().unwrap_or_default().into(),
-    )
+    (status, body["code"].as_str().unwrap_or_default().into(), body["error"].as_str().unwrap_or_default().into())
 }
 
 async fn statuses(node: &TestNode) -> Vec<Value> {
-    client()
-        .get(node.at("/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<Value>>()
-        .await
-        .unwrap()
+    client().get(node.at("/plugins")).send().await.unwrap().json::<Vec<Value>>().await.unwrap()
 }
 
 /// The node still lists, uploads and downloads with its working plugins.
 async fn assert_still_serves(node: &TestNode, name: &str) {
     let http = client();
-    let put = http
-        .put(node.at(&format!("/files/{name}")))
-        .body(pattern(9, 10_000))
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(node.at(&format!("/files/{name}"))).body(pattern(9, 10_000)).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
-    let get = http
-        .get(node.at(&format!("/files/{name}")))
-        .send()
-        .await
-        .unwrap();
+    let get = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap();
     assert_eq!(get.bytes().await.unwrap(), pattern(9, 10_000));
 }
 
@@ -76,53 +56,22 @@ async fn files_that_are_not_plugins_are_refused_and_the_node_runs_on() {
     }
     let garbage = by_file("garbage.wasm");
     assert_eq!(garbage["loaded"], false);
-    assert!(
-        garbage["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not a WebAssembly component"),
-        "{garbage}"
-    );
+    assert!(garbage["reason"].as_str().unwrap().contains("not a WebAssembly component"), "{garbage}");
     let core = by_file("core-module.wasm");
     assert_eq!(core["loaded"], false);
-    assert!(
-        core["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not a WebAssembly component"),
-        "{core}"
-    );
+    assert!(core["reason"].as_str().unwrap().contains("not a WebAssembly component"), "{core}");
     let other_world = by_file("not-a-plugin.wasm");
     assert_eq!(other_world["loaded"], false);
-    assert!(
-        other_world["reason"]
-            .as_str()
-            .unwrap()
-            .contains("exports none of the plugin interfaces"),
-        "{other_world}"
-    );
+    assert!(other_world["reason"].as_str().unwrap().contains("exports none of the plugin interfaces"), "{other_world}");
     // spin.wasm sorts after index.wasm: a second index plugin.
     let second = by_file("spin.wasm");
     assert_eq!(second["loaded"], false);
     assert_eq!(second["kind"], "index");
-    assert!(
-        second["reason"]
-            .as_str()
-            .unwrap()
-            .contains("already loaded from index.wasm"),
-        "{second}"
-    );
+    assert!(second["reason"].as_str().unwrap().contains("already loaded from index.wasm"), "{second}");
     assert!(statuses.iter().all(|s| s["file"] != "notes.txt"));
 
     assert_still_serves(&node, "after-refusals").await;
-    let list: Value = client()
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = client().get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list[0]["name"], "after-refusals");
 }
 
@@ -130,42 +79,20 @@ async fn files_that_are_not_plugins_are_refused_and_the_node_runs_on() {
 async fn missing_plugins_make_their_routes_503_until_restored() {
     let node = NodeSetup::with_plugins(&["default/index"]).start().await;
     let http = client();
-    let (status, code, error) = error_of(
-        http.put(node.at("/files/x"))
-            .body("x")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable")
-    );
+    let (status, code, error) = error_of(http.put(node.at("/files/x")).body("x").send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
     assert!(error.contains("no upload plugin"), "{error}");
     let (status, _, error) = error_of(http.get(node.at("/files/x")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(error.contains("no download plugin"), "{error}");
     let (status, _, _) = error_of(http.get(node.at("/download/x")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
-    );
-    let (status, _, _) = error_of(
-        http.post(node.at("/upload/"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let form =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"));
+    let (status, _, _) = error_of(http.post(node.at("/upload/")).multipart(form).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // The index still answers.
-    assert_eq!(
-        http.get(node.at("/files")).send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(http.get(node.at("/files")).send().await.unwrap().status(), StatusCode::OK);
 
     // Put the plugins back and restart on the same store: served again.
     let dir = node.stop().await;
@@ -174,38 +101,20 @@ async fn missing_plugins_make_their_routes_503_until_restored() {
 
     // And without an index plugin, listing is 503 while files still download.
     let dir = node.stop().await;
-    let node = NodeSetup::with_plugins(&["default/upload", "default/download"])
-        .start_in(dir)
-        .await;
+    let node = NodeSetup::with_plugins(&["default/upload", "default/download"]).start_in(dir).await;
     let (status, code, _) = error_of(http.get(node.at("/files")).send().await.unwrap()).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
     let (status, _, _) = error_of(http.get(node.at("/index")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        http.get(node.at("/files/restored"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(http.get(node.at("/files/restored")).send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_deadline() {
-    let node = NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"])
-        .start()
-        .await;
+    let node = NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"]).start().await;
     for _ in 0..2 {
-        let (status, code, error) =
-            error_of(client().get(node.at("/files")).send().await.unwrap()).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout")
-        );
+        let (status, code, error) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"));
         assert!(error.contains("spin.wasm"), "{error}");
     }
     assert_still_serves(&node, "after-spin").await;
@@ -213,15 +122,9 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
 
 #[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_cap() {
-    let node = NodeSetup::with_plugins(&["testdata/hog", "default/upload", "default/download"])
-        .start()
-        .await;
-    let (status, code, error) =
-        error_of(client().get(node.at("/files")).send().await.unwrap()).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory")
-    );
+    let node = NodeSetup::with_plugins(&["testdata/hog", "default/upload", "default/download"]).start().await;
+    let (status, code, error) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory"));
     assert!(error.contains("hog.wasm"), "{error}");
     assert!(error.contains(&(32u64 << 20).to_string()), "{error}");
     assert_still_serves(&node, "after-hog").await;
@@ -229,37 +132,15 @@ async fn a_memory_bomb_is_stopped_by_the_cap() {
 
 #[tokio::test]
 async fn a_trapping_plugin_is_reported_with_its_panic() {
-    let node = NodeSetup::with_plugins(&["default/index", "default/upload", "testdata/crash"])
-        .start()
-        .await;
+    let node = NodeSetup::with_plugins(&["default/index", "default/upload", "testdata/crash"]).start().await;
     let http = client();
-    http.put(node.at("/files/doomed"))
-        .body("x")
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let (status, code, error) =
-        error_of(http.get(node.at("/files/doomed")).send().await.unwrap()).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed")
-    );
+    http.put(node.at("/files/doomed")).body("x").send().await.unwrap().error_for_status().unwrap();
+    let (status, code, error) = error_of(http.get(node.at("/files/doomed")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
     assert!(error.contains("crash.wasm"), "{error}");
-    assert!(
-        error.contains("crash plugin asked to open"),
-        "the panic message is reported: {error}"
-    );
+    assert!(error.contains("crash plugin asked to open"), "the panic message is reported: {error}");
     // Everything else keeps working, and so does the next call to the same plugin.
-    let list: Value = http
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list[0]["name"], "doomed");
     let (status, _, _) = error_of(http.get(node.at("/files/doomed")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -267,44 +148,20 @@ async fn a_trapping_plugin_is_reported_with_its_panic() {
 
 #[tokio::test]
 async fn plugins_cannot_reach_outside_their_store() {
-    let node = NodeSetup::with_plugins(&["testdata/escape", "default/upload", "default/download"])
-        .start()
-        .await;
+    let node = NodeSetup::with_plugins(&["testdata/escape", "default/upload", "default/download"]).start().await;
     let http = client();
     // A secret next to the store, and a symlink from inside the store to it.
-    let secret = node.dir.path().join("secret.txt");
+    let secret = node.root().join("secret.txt");
     std::fs::write(&secret, "top secret").unwrap();
-    http.put(node.at("/files/inside.txt"))
-        .body("inside")
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    http.put(node.at("/files/inside.txt")).body("inside").send().await.unwrap().error_for_status().unwrap();
     std::os::unix::fs::symlink(&secret, node.data().join("files/link-out")).unwrap();
 
-    let list: Value = http
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let outcomes: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    let outcomes: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(outcomes.len(), 12, "{outcomes:?}");
     for outcome in &outcomes {
         let (attempt, verdict) = outcome.split_once('=').unwrap();
-        let expected = if attempt == "control-read" {
-            "allowed"
-        } else {
-            "denied"
-        };
+        let expected = if attempt == "control-read" { "allowed" } else { "denied" };
         assert_eq!(verdict, expected, "{attempt}: {outcomes:?}");
     }
     assert!(!node.data().join("files/planted.txt").exists());

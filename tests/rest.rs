@@ -9,11 +9,7 @@ use serde_json::Value;
 async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
     let status = response.status();
     let body: Value = response.json().await.expect("a JSON error body");
-    (
-        status,
-        body["code"].as_str().unwrap_or_default().into(),
-        body["error"].as_str().unwrap_or_default().into(),
-    )
+    (status, body["code"].as_str().unwrap_or_default().into(), body["error"].as_str().unwrap_or_default().into())
 }
 
 #[tokio::test]
@@ -22,12 +18,7 @@ async fn upload_list_download_round_trip() {
     let http = client();
     let data = pattern(1, 3 * 1024 * 1024 + 17);
 
-    let put = http
-        .put(node.at("/files/report%20v1.bin"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(node.at("/files/report%20v1.bin")).body(data.clone()).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     assert_eq!(put.headers()[header::LOCATION], "/files/report%20v1.bin");
     let entry: Value = put.json().await.unwrap();
@@ -35,32 +26,15 @@ async fn upload_list_download_round_trip() {
     assert_eq!(entry["size"], data.len() as u64);
     assert_eq!(entry["sha256"], sha256_hex(&data));
 
-    let list: Value = http
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "report v1.bin");
     assert_eq!(list[0]["sha256"], sha256_hex(&data));
 
-    let get = http
-        .get(node.at("/files/report%20v1.bin"))
-        .send()
-        .await
-        .unwrap();
+    let get = http.get(node.at("/files/report%20v1.bin")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(
-        get.headers()[header::ETAG],
-        format!("\"{}\"", sha256_hex(&data))
-    );
-    assert_eq!(
-        get.headers()[header::CONTENT_LENGTH],
-        data.len().to_string()
-    );
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(&data)));
+    assert_eq!(get.headers()[header::CONTENT_LENGTH], data.len().to_string());
     assert_eq!(get.bytes().await.unwrap(), data);
 
     // Nothing but the file itself is visible in the store.
@@ -73,26 +47,13 @@ async fn upload_list_download_round_trip() {
 async fn empty_file_round_trip() {
     let node = TestNode::start().await;
     let http = client();
-    let put = http
-        .put(node.at("/files/empty"))
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let put = http.put(node.at("/files/empty")).body(Vec::new()).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     let get = http.get(node.at("/files/empty")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(
-        get.headers()[header::ETAG],
-        format!("\"{}\"", sha256_hex(b""))
-    );
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(b"")));
     assert!(get.bytes().await.unwrap().is_empty());
-    let ranged = http
-        .get(node.at("/files/empty"))
-        .header(header::RANGE, "bytes=0-")
-        .send()
-        .await
-        .unwrap();
+    let ranged = http.get(node.at("/files/empty")).header(header::RANGE, "bytes=0-").send().await.unwrap();
     assert_eq!(ranged.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 }
 
@@ -100,60 +61,25 @@ async fn empty_file_round_trip() {
 async fn existing_files_conflict_unless_overwrite() {
     let node = TestNode::start().await;
     let http = client();
-    let first = http
-        .put(node.at("/files/a"))
-        .body("first")
-        .send()
-        .await
-        .unwrap();
+    let first = http.put(node.at("/files/a")).body("first").send().await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
 
-    let again = http
-        .put(node.at("/files/a"))
-        .body("second")
-        .send()
-        .await
-        .unwrap();
+    let again = http.put(node.at("/files/a")).body("second").send().await.unwrap();
     let (status, code, error) = error_code(again).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code, "already-exists");
     assert!(error.contains("upload.wasm"), "{error}");
-    assert_eq!(
-        http.get(node.at("/files/a"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "first"
-    );
+    assert_eq!(http.get(node.at("/files/a")).send().await.unwrap().text().await.unwrap(), "first");
 
-    let replaced = http
-        .put(node.at("/files/a?overwrite=true"))
-        .body("second")
-        .send()
-        .await
-        .unwrap();
+    let replaced = http.put(node.at("/files/a?overwrite=true")).body("second").send().await.unwrap();
     assert_eq!(replaced.status(), StatusCode::CREATED);
     let get = http.get(node.at("/files/a")).send().await.unwrap();
-    assert_eq!(
-        get.headers()[header::ETAG],
-        format!("\"{}\"", sha256_hex(b"second"))
-    );
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(b"second")));
     assert_eq!(get.text().await.unwrap(), "second");
 
-    let bad = http
-        .put(node.at("/files/a?overwrite=perhaps"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let bad = http.put(node.at("/files/a?overwrite=perhaps")).body("x").send().await.unwrap();
     let (status, code, _) = error_code(bad).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "bad-query")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "bad-query"));
     assert!(node.temp_files().is_empty());
 }
 
@@ -162,108 +88,51 @@ async fn ranges_head_and_conditional_requests() {
     let node = TestNode::start().await;
     let http = client();
     let data = pattern(2, 200_000);
-    http.put(node.at("/files/r"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    http.put(node.at("/files/r")).body(data.clone()).send().await.unwrap().error_for_status().unwrap();
     let url = node.at("/files/r");
 
     for (range, expected, content_range) in [
         ("bytes=0-9", &data[0..10], "bytes 0-9/200000"),
-        (
-            "bytes=100000-",
-            &data[100_000..],
-            "bytes 100000-199999/200000",
-        ),
+        ("bytes=100000-", &data[100_000..], "bytes 100000-199999/200000"),
         ("bytes=-5", &data[199_995..], "bytes 199995-199999/200000"),
-        (
-            "bytes=65530-65545",
-            &data[65_530..65_546],
-            "bytes 65530-65545/200000",
-        ),
+        ("bytes=65530-65545", &data[65_530..65_546], "bytes 65530-65545/200000"),
     ] {
-        let response = http
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
+        let response = http.get(&url).header(header::RANGE, range).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(response.headers()[header::CONTENT_RANGE], content_range);
-        assert_eq!(
-            response.headers()[header::CONTENT_LENGTH],
-            expected.len().to_string()
-        );
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], expected.len().to_string());
         assert_eq!(response.bytes().await.unwrap(), expected, "{range}");
     }
 
-    let outside = http
-        .get(&url)
-        .header(header::RANGE, "bytes=200000-")
-        .send()
-        .await
-        .unwrap();
+    let outside = http.get(&url).header(header::RANGE, "bytes=200000-").send().await.unwrap();
     assert_eq!(outside.headers()[header::CONTENT_RANGE], "bytes */200000");
     let (status, code, _) = error_code(outside).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable"));
 
     // A stale If-Range gets the whole file.
-    let stale = http
-        .get(&url)
-        .header(header::RANGE, "bytes=0-9")
-        .header(header::IF_RANGE, "\"old\"")
-        .send()
-        .await
-        .unwrap();
+    let stale =
+        http.get(&url).header(header::RANGE, "bytes=0-9").header(header::IF_RANGE, "\"old\"").send().await.unwrap();
     assert_eq!(stale.status(), StatusCode::OK);
     assert_eq!(stale.bytes().await.unwrap().len(), data.len());
 
     let head = http.head(&url).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()[header::CONTENT_LENGTH], "200000");
-    assert_eq!(
-        head.headers()[header::ETAG],
-        format!("\"{}\"", sha256_hex(&data))
-    );
+    assert_eq!(head.headers()[header::ETAG], format!("\"{}\"", sha256_hex(&data)));
     assert!(head.bytes().await.unwrap().is_empty());
 
     let etag = format!("\"{}\"", sha256_hex(&data));
-    let cached = http
-        .get(&url)
-        .header(header::IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let cached = http.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
 }
 
 #[tokio::test]
 async fn missing_files_are_404_json() {
     let node = TestNode::start().await;
-    let (status, code, error) = error_code(
-        client()
-            .get(node.at("/files/nothing"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::NOT_FOUND, "not-found")
-    );
+    let (status, code, error) = error_code(client().get(node.at("/files/nothing")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "not-found"));
     assert!(error.contains("nothing"), "{error}");
-    let head = client()
-        .head(node.at("/files/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let head = client().head(node.at("/files/nothing")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
 }
 
@@ -289,99 +158,45 @@ async fn hostile_names_are_refused_and_create_nothing() {
     ];
     for name in names {
         for method in ["PUT", "GET"] {
-            let (status, body) =
-                raw_request(&node, method, &format!("/files/{name}"), b"evil").await;
-            assert_eq!(
-                status,
-                400,
-                "{method} {name}: {}",
-                String::from_utf8_lossy(&body)
-            );
+            let (status, body) = raw_request(&node, method, &format!("/files/{name}"), b"evil").await;
+            assert_eq!(status, 400, "{method} {name}: {}", String::from_utf8_lossy(&body));
             let body: Value = serde_json::from_slice(&body).expect("JSON error");
             assert_eq!(body["code"], "invalid-name", "{method} {name}");
         }
     }
-    let list: Value = client()
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = client().get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list, serde_json::json!([]));
-    assert!(
-        std::fs::read_dir(node.data().join("files"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert!(std::fs::read_dir(node.data().join("files")).unwrap().next().is_none());
     assert!(node.temp_files().is_empty());
-    assert!(!node.dir.path().join("escape").exists());
+    assert!(!node.root().join("escape").exists());
 }
 
 #[tokio::test]
 async fn uploads_over_the_limit_are_413_and_leave_nothing() {
-    let node = NodeSetup {
-        max_upload_bytes: 100_000,
-        ..NodeSetup::default()
-    }
-    .start()
-    .await;
+    let node = NodeSetup { max_upload_bytes: 100_000, ..NodeSetup::default() }.start().await;
     let http = client();
 
     // Declared too large: refused before any byte is read.
-    let declared = http
-        .put(node.at("/files/big"))
-        .body(pattern(3, 100_001))
-        .send()
-        .await
-        .unwrap();
+    let declared = http.put(node.at("/files/big")).body(pattern(3, 100_001)).send().await.unwrap();
     let (status, code, _) = error_code(declared).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
 
     // Undeclared (chunked) and too large: refused once the limit is crossed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..10).map(|i| Ok(pattern(i, 20_000))).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|i| Ok(pattern(i, 20_000))).collect();
     let streamed = http
         .put(node.at("/files/big"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
         .unwrap();
     let (status, code, _) = error_code(streamed).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
 
-    let exact = http
-        .put(node.at("/files/fits"))
-        .body(pattern(4, 100_000))
-        .send()
-        .await
-        .unwrap();
+    let exact = http.put(node.at("/files/fits")).body(pattern(4, 100_000)).send().await.unwrap();
     assert_eq!(exact.status(), StatusCode::CREATED);
 
-    let list: Value = http
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["fits"]);
     assert!(node.temp_files().is_empty(), "{:?}", node.temp_files());
 }
@@ -392,8 +207,7 @@ async fn an_aborted_upload_leaves_nothing_visible() {
     let node = TestNode::start().await;
     let addr = node.url.trim_start_matches("http://").to_owned();
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head =
-        format!("PUT /files/partial HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000000\r\n\r\n");
+    let head = format!("PUT /files/partial HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000000\r\n\r\n");
     socket.write_all(head.as_bytes()).await.unwrap();
     socket.write_all(&pattern(5, 300_000)).await.unwrap();
     socket.flush().await.unwrap();
@@ -401,10 +215,7 @@ async fn an_aborted_upload_leaves_nothing_visible() {
     // Wait (bounded) until the node has the upload in progress, then cut it.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while node.temp_files().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the upload never started"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the upload never started");
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -412,27 +223,12 @@ async fn an_aborted_upload_leaves_nothing_visible() {
 
     // The temp file goes once the node notices the connection is gone.
     while !node.temp_files().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "temp file left behind: {:?}",
-            node.temp_files()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "temp file left behind: {:?}", node.temp_files());
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let list: Value = client()
-        .get(node.at("/files"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = client().get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list, serde_json::json!([]));
-    let get = client()
-        .get(node.at("/files/partial"))
-        .send()
-        .await
-        .unwrap();
+    let get = client().get(node.at("/files/partial")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::NOT_FOUND);
 }
 
@@ -443,102 +239,37 @@ async fn legacy_routes_still_work() {
     let data = pattern(6, 70_000);
     let form = reqwest::multipart::Form::new()
         .text("note", "ignored")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(data.clone()).file_name("old.txt"),
-        );
-    let upload = http
-        .post(node.at("/upload/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .part("file", reqwest::multipart::Part::bytes(data.clone()).file_name("old.txt"));
+    let upload = http.post(node.at("/upload/")).multipart(form).send().await.unwrap();
     assert_eq!(upload.status(), StatusCode::OK);
     let reply: Value = upload.json().await.unwrap();
     assert_eq!(reply["filename"], "old.txt");
     assert!(reply["message"].as_str().unwrap().contains("uploaded"));
 
-    let index: Value = http
-        .get(node.at("/index"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        index,
-        serde_json::json!({"files": [{"filename": "old.txt", "path": "/download/old.txt"}]})
-    );
+    let index: Value = http.get(node.at("/index")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(index, serde_json::json!({"files": [{"filename": "old.txt", "path": "/download/old.txt"}]}));
 
     let download = http.get(node.at("/download/old.txt")).send().await.unwrap();
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(download.bytes().await.unwrap(), data);
 
     // The original system replaced files of the same name.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"v2".to_vec()).file_name("old.txt"),
-    );
-    http.post(node.at("/upload/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    assert_eq!(
-        http.get(node.at("/download/old.txt"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "v2"
-    );
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(b"v2".to_vec()).file_name("old.txt"));
+    http.post(node.at("/upload/")).multipart(form).send().await.unwrap().error_for_status().unwrap();
+    assert_eq!(http.get(node.at("/download/old.txt")).send().await.unwrap().text().await.unwrap(), "v2");
 
     // Bad forms get JSON errors.
     let no_file = reqwest::multipart::Form::new().text("file", "not a file part");
-    let (status, code, _) = error_code(
-        http.post(node.at("/upload/"))
-            .multipart(no_file)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "bad-multipart")
-    );
-    let evil = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name(".."),
-    );
-    let (status, code, _) = error_code(
-        http.post(node.at("/upload/"))
-            .multipart(evil)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid-name")
-    );
-    let not_multipart = http
-        .post(node.at("/upload/"))
-        .body("plain")
-        .send()
-        .await
-        .unwrap();
+    let (status, code, _) = error_code(http.post(node.at("/upload/")).multipart(no_file).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "bad-multipart"));
+    let evil =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"x".to_vec()).file_name(".."));
+    let (status, code, _) = error_code(http.post(node.at("/upload/")).multipart(evil).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "invalid-name"));
+    let not_multipart = http.post(node.at("/upload/")).body("plain").send().await.unwrap();
     let (status, code, _) = error_code(not_multipart).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "bad-multipart")
-    );
+    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "bad-multipart"));
 }
 
 #[tokio::test]
@@ -546,12 +277,8 @@ async fn unknown_routes_and_methods_are_json_errors() {
     let node = TestNode::start().await;
     let (status, code, _) = error_code(client().get(node.at("/nope")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "no-route"));
-    let (status, code, _) =
-        error_code(client().delete(node.at("/files")).send().await.unwrap()).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
-    );
+    let (status, code, _) = error_code(client().delete(node.at("/files")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"));
 }
 
 #[tokio::test]
@@ -560,14 +287,7 @@ async fn concurrent_uploads_and_downloads() {
     let http = client();
     let uploads = (0..8u64).map(|i| {
         let (http, url) = (http.clone(), node.at(&format!("/files/f{i}")));
-        async move {
-            http.put(url)
-                .body(pattern(i + 10, 500_000))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { http.put(url).body(pattern(i + 10, 500_000)).send().await.unwrap().status() }
     });
     for status in futures_util::future::join_all(uploads).await {
         assert_eq!(status, StatusCode::CREATED);
@@ -576,11 +296,7 @@ async fn concurrent_uploads_and_downloads() {
         let (http, url) = (http.clone(), node.at(&format!("/files/f{i}")));
         async move { http.get(url).send().await.unwrap().bytes().await.unwrap() }
     });
-    for (i, body) in futures_util::future::join_all(downloads)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for (i, body) in futures_util::future::join_all(downloads).await.into_iter().enumerate() {
         assert_eq!(body, pattern(i as u64 + 10, 500_000));
     }
 }

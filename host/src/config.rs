@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::chord::ChordConfig;
+
 /// Everything a node needs to run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -16,6 +18,15 @@ pub struct NodeConfig {
     /// Largest upload body accepted, in bytes (`413` above it).
     /// Default: 64 GiB.
     pub max_upload_bytes: u64,
+    /// The address other nodes and clients reach this node at (`host:port`);
+    /// its ring id is the hash of it. Default: the listener's address.
+    pub advertise: Option<String>,
+    /// A member of the ring to join (`host:port`); none starts a new ring.
+    pub join: Option<String>,
+    /// Ring settings (successor-list length, maintenance periods).
+    pub chord: ChordConfig,
+    /// Deadline of one call to another node. Default: 2 s.
+    pub rpc_timeout: Duration,
 }
 
 /// Limits on each plugin call.
@@ -34,11 +45,7 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self {
-            call_timeout: Duration::from_secs(30),
-            memory_bytes: 64 << 20,
-            chunk_bytes: 256 << 10,
-        }
+        Self { call_timeout: Duration::from_secs(30), memory_bytes: 64 << 20, chunk_bytes: 256 << 10 }
     }
 }
 
@@ -50,6 +57,10 @@ impl NodeConfig {
             plugins_dir: plugins_dir.into(),
             limits: PluginLimits::default(),
             max_upload_bytes: 64 << 30,
+            advertise: None,
+            join: None,
+            chord: ChordConfig::default(),
+            rpc_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -5,6 +5,9 @@
 //! sandboxed to the node's store directory.
 //!
 //! - [`config`]: the node's typed configuration and its defaults;
+//! - [`chord`]: the Chord ring: ids, routing table, protocol, maintenance,
+//!   and an in-memory network for simulations;
+//! - [`rpc`]: node-to-node gRPC (tonic): the ring's server and transport;
 //! - [`store`]: file names and the on-disk layout of a node's store;
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
 //!   and the calls/sessions the rest of the host makes into plugins;
@@ -12,10 +15,12 @@
 //! - [`node`]: [`run`] ties them together on a bound listener.
 #![deny(missing_docs)]
 
+pub mod chord;
 pub mod config;
 pub mod node;
 pub mod plugins;
 pub mod rest;
+pub mod rpc;
 pub mod store;
 
 pub use config::{NodeConfig, PluginLimits};

@@ -10,10 +10,7 @@ use ringshare::{NodeConfig, PluginLimits};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "A peer-to-peer file-sharing node with sandboxed WebAssembly plugins"
-)]
+#[command(version, about = "A peer-to-peer file-sharing node with sandboxed WebAssembly plugins")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,15 +27,23 @@ struct NodeArgs {
     /// Address of the REST API.
     #[arg(long, env = "RINGSHARE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address others reach this node at, if not the listener's (`host:port`).
+    #[arg(long, env = "RINGSHARE_ADVERTISE")]
+    advertise: Option<String>,
+    /// A ring member to join (`host:port`); without it, start a new ring.
+    #[arg(long, env = "RINGSHARE_JOIN")]
+    join: Option<String>,
+    /// Successor-list length r (keep r >= 2*log2(N) for N nodes).
+    #[arg(long, env = "RINGSHARE_SUCCESSORS", default_value_t = 8)]
+    successors: usize,
+    /// Period of the ring's stabilize task, in milliseconds.
+    #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = 250)]
+    stabilize_ms: u64,
     /// The node's store (created if missing).
     #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
     data: PathBuf,
     /// Folder of plugin components (`*.wasm`), loaded at start.
-    #[arg(
-        long,
-        env = "RINGSHARE_PLUGINS",
-        default_value = "target/plugins/default"
-    )]
+    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
     plugins: PathBuf,
     /// Largest upload accepted, in bytes.
     #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
@@ -54,27 +59,25 @@ struct NodeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let Command::Node(args) = Cli::parse().command;
     let mut config = NodeConfig::new(args.data, args.plugins);
     config.max_upload_bytes = args.max_upload_bytes;
+    config.advertise = args.advertise;
+    config.join = args.join;
+    config.chord.successors = args.successors.max(1);
+    config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {
         call_timeout: Duration::from_millis(args.plugin_timeout_ms),
         memory_bytes: args.plugin_memory_mib << 20,
         ..PluginLimits::default()
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     // Scripts and tests wait for this line.
-    println!(
-        "ringshare node listening on http://{}",
-        listener.local_addr()?
-    );
+    println!("ringshare node listening on http://{}", listener.local_addr()?);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

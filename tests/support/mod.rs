@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ringshare::chord::ChordConfig;
 use ringshare::{NodeConfig, PluginLimits};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -16,25 +17,24 @@ pub const DEFAULT_PLUGINS: [&str; 3] = ["default/index", "default/upload", "defa
 
 /// A built plugin component, e.g. `default/index` or `testdata/spin`.
 pub fn plugin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the plugins first (scripts/build-plugins.sh)",
-        path.display()
-    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the plugins first (scripts/build-plugins.sh)", path.display());
     path
 }
 
-/// A running node and the folders it owns.
+/// A running node and the folders it owns. Each node runs on its own tokio
+/// runtime, so that [`TestNode::kill`] can stop it dead like a crash: every
+/// task and connection gone at once, no goodbye to the ring.
 pub struct TestNode {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// `127.0.0.1:PORT`: the node's address in the ring.
+    pub addr: String,
     /// Holds `data/` (the store) and `plugins/`; removed on drop.
-    pub dir: TempDir,
+    dir: Option<TempDir>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// How to start a test node.
@@ -47,6 +47,10 @@ pub struct NodeSetup {
     pub limits: PluginLimits,
     /// Upload limit in bytes.
     pub max_upload_bytes: u64,
+    /// A ring member to join.
+    pub join: Option<String>,
+    /// Ring settings: fast maintenance for tests.
+    pub chord: ChordConfig,
 }
 
 impl Default for NodeSetup {
@@ -60,17 +64,21 @@ impl Default for NodeSetup {
                 chunk_bytes: 64 << 10,
             },
             max_upload_bytes: 64 << 30,
+            join: None,
+            chord: ChordConfig {
+                successors: 8,
+                stabilize_every: Duration::from_millis(50),
+                fix_fingers_every: Duration::from_millis(200),
+                check_predecessor_every: Duration::from_millis(100),
+            },
         }
     }
 }
 
 impl NodeSetup {
-    /// The default plugins, but only those whose name is in `kinds`, plus `extra`.
+    /// A node with just these plugins (e.g. `default/index`, `testdata/spin`).
     pub fn with_plugins(plugins: &[&str]) -> Self {
-        Self {
-            plugins: plugins.iter().map(|p| p.to_string()).collect(),
-            ..Self::default()
-        }
+        Self { plugins: plugins.iter().map(|p| p.to_string()).collect(), ..Self::default() }
     }
 
     /// Starts the node in a new temporary folder.
@@ -94,22 +102,21 @@ impl NodeSetup {
         let mut config = NodeConfig::new(dir.path().join("data"), plugins_dir);
         config.limits = self.limits;
         config.max_upload_bytes = self.max_upload_bytes;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        config.join = self.join;
+        config.chord = self.chord;
+        config.rpc_timeout = Duration::from_millis(500);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().unwrap().to_string();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("node runtime");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ringshare::run(
-            listener,
-            config,
-            shutdown.clone().cancelled_owned(),
-        ));
-        TestNode {
-            url,
-            dir,
-            shutdown,
-            task,
-        }
+        let token = shutdown.clone();
+        let task = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            ringshare::run(listener, config, token.cancelled_owned()).await
+        });
+        TestNode { url: format!("http://{addr}"), addr, dir: Some(dir), shutdown, task, runtime: Some(runtime) }
     }
 }
 
@@ -124,39 +131,62 @@ impl TestNode {
         format!("{}{path}", self.url)
     }
 
+    /// The node's folder: `data/` (the store) and `plugins/`.
+    pub fn root(&self) -> &Path {
+        self.dir.as_ref().expect("node folder").path()
+    }
+
     /// The node's store folder.
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.root().join("data")
     }
 
     /// Names of files left in the store's temp folder.
     pub fn temp_files(&self) -> Vec<String> {
         std::fs::read_dir(self.data().join("tmp"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
-    /// Stops the node gracefully and hands back its folder.
-    pub async fn stop(self) -> TempDir {
+    /// Stops the node gracefully (it leaves the ring) and hands back its folder.
+    pub async fn stop(mut self) -> TempDir {
         self.shutdown.cancel();
-        self.task
-            .await
-            .expect("node task")
-            .expect("node ran cleanly");
-        self.dir
+        (&mut self.task).await.expect("node task").expect("node ran cleanly");
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        self.dir.take().expect("node folder")
+    }
+
+    /// Crashes the node: its runtime and every task on it are dropped at once.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Waits until the node's task ends (a failed join ends it) and returns its result.
+    pub async fn outcome(mut self) -> anyhow::Result<()> {
+        let result = (&mut self.task).await.expect("node task");
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        result
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
 /// An HTTP client for the tests (no proxies: loopback only).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().build().expect("client")
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so big payloads need no storage.
@@ -180,12 +210,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Sends `method target` with `body` over a raw connection, byte for byte as
 /// given (HTTP clients normalise targets such as `/files/%2E%2E` away), and
 /// returns the status and body of the answer.
-pub async fn raw_request(
-    node: &TestNode,
-    method: &str,
-    target: &str,
-    body: &[u8],
-) -> (u16, Vec<u8>) {
+pub async fn raw_request(node: &TestNode, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = node.url.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -197,19 +222,8 @@ pub async fn raw_request(
     socket.write_all(body).await.expect("send body");
     let mut answer = Vec::new();
     socket.read_to_end(&mut answer).await.expect("read answer");
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete HTTP answer");
-    let status_line = String::from_utf8_lossy(&answer[..split])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP answer");
+    let status_line = String::from_utf8_lossy(&answer[..split]).lines().next().unwrap_or_default().to_owned();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
     (status, answer[split + 4..].to_vec())
 }

@@ -94,12 +94,7 @@ impl PluginError {
     /// Whether the plugin itself broke (as opposed to refusing, being absent
     /// or being cancelled): its instance is dead.
     pub fn is_plugin_fault(&self) -> bool {
-        matches!(
-            self,
-            PluginError::Timeout { .. }
-                | PluginError::OutOfMemory { .. }
-                | PluginError::Trapped { .. }
-        )
+        matches!(self, PluginError::Timeout { .. } | PluginError::OutOfMemory { .. } | PluginError::Trapped { .. })
     }
 
     /// Turns what a guarded call returned into the caller's result, logging
@@ -117,22 +112,12 @@ impl PluginError {
         };
         let plugin = plugin.clone();
         let error = if store.data().memory_cap_hit() {
-            PluginError::OutOfMemory {
-                plugin,
-                limit_bytes: store.data().memory_limit(),
-            }
+            PluginError::OutOfMemory { plugin, limit_bytes: store.data().memory_limit() }
         } else if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            PluginError::Timeout {
-                plugin,
-                limit: timeout,
-            }
+            PluginError::Timeout { plugin, limit: timeout }
         } else {
             let stderr = store.data().stderr_text();
-            let detail = if stderr.is_empty() {
-                format!("{trap:#}")
-            } else {
-                format!("{trap:#}; stderr: {stderr}")
-            };
+            let detail = if stderr.is_empty() { format!("{trap:#}") } else { format!("{trap:#}; stderr: {stderr}") };
             PluginError::Trapped { plugin, detail }
         };
         tracing::error!(error = %error, "plugin call stopped");
@@ -149,10 +134,6 @@ impl PluginError {
             WitError::Io(m) => (Refusal::Io, m),
             WitError::Other(m) => (Refusal::Other, m),
         };
-        PluginError::Refused {
-            plugin: plugin.clone(),
-            refusal,
-            message,
-        }
+        PluginError::Refused { plugin: plugin.clone(), refusal, message }
     }
 }

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::{
-    self, download::DownloadPluginPre, index::IndexPluginPre, upload::UploadPluginPre,
-};
+use super::bindings::{self, download::DownloadPluginPre, index::IndexPluginPre, upload::UploadPluginPre};
 use super::sandbox::Sandbox;
 use super::{Loaded, PluginHost, PluginKind, PluginStatus};
 
@@ -21,27 +19,15 @@ pub(super) fn load_folder(host: &mut PluginHost, dir: &Path) -> anyhow::Result<(
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
     for path in wasm_files(dir) {
-        let file = path
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let file = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
         let status = match load_one(host, &linker, &path, &file) {
             Ok(kind) => {
                 tracing::info!(plugin = %file, %kind, "plugin loaded");
-                PluginStatus {
-                    file,
-                    kind: Some(kind),
-                    loaded: true,
-                    reason: None,
-                }
+                PluginStatus { file, kind: Some(kind), loaded: true, reason: None }
             }
             Err((kind, reason)) => {
                 tracing::warn!(plugin = %file, "plugin refused: {reason}");
-                PluginStatus {
-                    file,
-                    kind,
-                    loaded: false,
-                    reason: Some(reason),
-                }
+                PluginStatus { file, kind, loaded: false, reason: Some(reason) }
             }
         };
         host.statuses.push(status);
@@ -72,47 +58,22 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
 
 type Refused = (Option<PluginKind>, String);
 
-fn load_one(
-    host: &mut PluginHost,
-    linker: &Linker<Sandbox>,
-    path: &Path,
-    file: &str,
-) -> Result<PluginKind, Refused> {
+fn load_one(host: &mut PluginHost, linker: &Linker<Sandbox>, path: &Path, file: &str) -> Result<PluginKind, Refused> {
     let bytes = std::fs::read(path).map_err(|e| (None, format!("cannot read the file: {e}")))?;
-    let component = Component::from_binary(&host.engine, &bytes).map_err(|e| {
-        (
-            None,
-            format!("not a WebAssembly component: {}", root_cause(&e)),
-        )
-    })?;
+    let component = Component::from_binary(&host.engine, &bytes)
+        .map_err(|e| (None, format!("not a WebAssembly component: {}", root_cause(&e))))?;
     let kind = kind_of(&host.engine, &component).map_err(|reason| (None, reason))?;
     if let Some(other) = host.serving(kind) {
-        return Err((
-            Some(kind),
-            format!("a {kind} plugin is already loaded from {other}"),
-        ));
+        return Err((Some(kind), format!("a {kind} plugin is already loaded from {other}")));
     }
     let refuse = |e: wasmtime::Error| (Some(kind), format!("does not fit the {kind} world: {e:#}"));
     let pre = linker.instantiate_pre(&component).map_err(refuse)?;
     let name: Arc<str> = file.into();
     match kind {
-        PluginKind::Index => {
-            host.index = Some(Loaded {
-                name,
-                pre: IndexPluginPre::new(pre).map_err(refuse)?,
-            })
-        }
-        PluginKind::Upload => {
-            host.upload = Some(Loaded {
-                name,
-                pre: UploadPluginPre::new(pre).map_err(refuse)?,
-            })
-        }
+        PluginKind::Index => host.index = Some(Loaded { name, pre: IndexPluginPre::new(pre).map_err(refuse)? }),
+        PluginKind::Upload => host.upload = Some(Loaded { name, pre: UploadPluginPre::new(pre).map_err(refuse)? }),
         PluginKind::Download => {
-            host.download = Some(Loaded {
-                name,
-                pre: DownloadPluginPre::new(pre).map_err(refuse)?,
-            })
+            host.download = Some(Loaded { name, pre: DownloadPluginPre::new(pre).map_err(refuse)? })
         }
     }
     Ok(kind)
@@ -120,15 +81,9 @@ fn load_one(
 
 /// The one behaviour `component` exports.
 fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKind, String> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    let kinds: Vec<PluginKind> = PluginKind::ALL
-        .into_iter()
-        .filter(|k| exports.iter().any(|e| e == k.export_name()))
-        .collect();
+    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let kinds: Vec<PluginKind> =
+        PluginKind::ALL.into_iter().filter(|k| exports.iter().any(|e| e == k.export_name())).collect();
     match kinds.as_slice() {
         [kind] => Ok(*kind),
         [] => Err(format!(
@@ -136,14 +91,10 @@ fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKin
             PluginKind::ALL.map(PluginKind::export_name).join(", "),
             exports.join(", ")
         )),
-        several => Err(format!(
-            "exports several plugin interfaces ({several:?}); a plugin provides one"
-        )),
+        several => Err(format!("exports several plugin interfaces ({several:?}); a plugin provides one")),
     }
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {
-    e.chain()
-        .last()
-        .map_or_else(|| e.to_string(), |c| c.to_string())
+    e.chain().last().map_or_else(|| e.to_string(), |c| c.to_string())
 }

@@ -109,11 +109,7 @@ impl PluginHost {
     /// usable plugins are refused with a log line and left out; only a
     /// failure to build the engine itself is an error. This blocks (it
     /// compiles code): call it off the async runtime.
-    pub fn load(
-        plugins_dir: &Path,
-        store_root: &Path,
-        limits: PluginLimits,
-    ) -> anyhow::Result<Self> {
+    pub fn load(plugins_dir: &Path, store_root: &Path, limits: PluginLimits) -> anyhow::Result<Self> {
         let engine = engine::new_engine().map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;
         let mut host = PluginHost {

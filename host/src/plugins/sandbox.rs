@@ -33,28 +33,15 @@ pub struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
-            return Err(wasmtime::format_err!(
-                "memory cap of {} bytes reached",
-                self.limit
-            ));
+            return Err(wasmtime::format_err!("memory cap of {} bytes reached", self.limit));
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -86,10 +73,7 @@ impl Sandbox {
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: memory_bytes,
-                hit: false,
-            },
+            memory: MemoryCap { limit: memory_bytes, hit: false },
             stderr,
             plugin: plugin.clone(),
         };
@@ -110,18 +94,13 @@ impl Sandbox {
 
     /// What the plugin wrote to stderr (for a trap's report), trimmed.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_owned()
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
     }
 }
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 

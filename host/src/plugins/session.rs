@@ -23,21 +23,9 @@ use crate::store::FileName;
 const CHANNEL_CHUNKS: usize = 4;
 
 impl PluginHost {
-    fn store_for(
-        &self,
-        plugin: &Arc<str>,
-        kind: PluginKind,
-    ) -> Result<Store<Sandbox>, PluginError> {
-        Sandbox::new_store(
-            &self.engine,
-            plugin,
-            kind,
-            &self.store_root,
-            self.limits.memory_bytes,
-        )
-        .map_err(|e| PluginError::Trapped {
-            plugin: plugin.clone(),
-            detail: format!("cannot set up its sandbox: {e:#}"),
+    fn store_for(&self, plugin: &Arc<str>, kind: PluginKind) -> Result<Store<Sandbox>, PluginError> {
+        Sandbox::new_store(&self.engine, plugin, kind, &self.store_root, self.limits.memory_bytes).map_err(|e| {
+            PluginError::Trapped { plugin: plugin.clone(), detail: format!("cannot set up its sandbox: {e:#}") }
         })
     }
 
@@ -59,23 +47,15 @@ impl PluginHost {
         blocking(move || {
             let plugin = loaded(&host.index, PluginKind::Index)?;
             let mut store = host.store_for(&plugin.name, PluginKind::Index)?;
-            let instance = host.guarded(&mut store, &plugin.name, |s| {
-                plugin.pre.instantiate(s).map(Ok)
-            })?;
-            host.guarded(&mut store, &plugin.name, |s| {
-                instance.ringshare_plugin_index().call_list(s)
-            })
+            let instance = host.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))
         })
         .await
     }
 
     /// Starts writing `name` through the upload plugin. Fails at once when
     /// the plugin refuses (for instance: exists and not `overwrite`).
-    pub async fn upload(
-        self: &Arc<Self>,
-        name: &FileName,
-        overwrite: bool,
-    ) -> Result<UploadHandle, PluginError> {
+    pub async fn upload(self: &Arc<Self>, name: &FileName, overwrite: bool) -> Result<UploadHandle, PluginError> {
         loaded(&self.upload, PluginKind::Upload)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
@@ -84,13 +64,8 @@ impl PluginHost {
         tokio::task::spawn_blocking(move || {
             let _ = done_tx.send(host.upload_session(&name, overwrite, rx, opened_tx));
         });
-        opened
-            .await
-            .unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
-        Ok(UploadHandle {
-            chunks: Some(chunks),
-            done,
-        })
+        opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
+        Ok(UploadHandle { chunks: Some(chunks), done })
     }
 
     fn upload_session(
@@ -103,13 +78,9 @@ impl PluginHost {
         let plugin = loaded(&self.upload, PluginKind::Upload)?;
         let start = || {
             let mut store = self.store_for(&plugin.name, PluginKind::Upload)?;
-            let instance = self.guarded(&mut store, &plugin.name, |s| {
-                plugin.pre.instantiate(s).map(Ok)
-            })?;
+            let instance = self.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
             let writer = self.guarded(&mut store, &plugin.name, |s| {
-                instance
-                    .ringshare_plugin_upload()
-                    .call_create(s, name, overwrite)
+                instance.ringshare_plugin_upload().call_create(s, name, overwrite)
             })?;
             Ok::<_, PluginError>((store, instance, writer))
         };
@@ -127,9 +98,7 @@ impl PluginHost {
         let result = loop {
             match rx.blocking_recv() {
                 Some(UploadMsg::Chunk(chunk)) => {
-                    if let Err(e) = self.guarded(&mut store, &plugin.name, |s| {
-                        api.call_write(s, writer, &chunk)
-                    }) {
+                    if let Err(e) = self.guarded(&mut store, &plugin.name, |s| api.call_write(s, writer, &chunk)) {
                         break Err(e);
                     }
                 }
@@ -146,24 +115,15 @@ impl PluginHost {
 
     /// Opens `name` through the download plugin; the handle carries its
     /// entry (size, sha256) and streams any range of it.
-    pub async fn download(
-        self: &Arc<Self>,
-        name: &FileName,
-    ) -> Result<DownloadHandle, PluginError> {
+    pub async fn download(self: &Arc<Self>, name: &FileName) -> Result<DownloadHandle, PluginError> {
         loaded(&self.download, PluginKind::Download)?;
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (range_tx, range_rx) = oneshot::channel();
         let (host, name) = (self.clone(), name.as_str().to_owned());
         tokio::task::spawn_blocking(move || host.download_session(&name, opened_tx, range_rx, tx));
-        let entry = opened
-            .await
-            .unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
-        Ok(DownloadHandle {
-            entry,
-            range: range_tx,
-            chunks,
-        })
+        let entry = opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
+        Ok(DownloadHandle { entry, range: range_tx, chunks })
     }
 
     fn download_session(
@@ -178,14 +138,10 @@ impl PluginHost {
         };
         let start = || {
             let mut store = self.store_for(&plugin.name, PluginKind::Download)?;
-            let instance = self.guarded(&mut store, &plugin.name, |s| {
-                plugin.pre.instantiate(s).map(Ok)
-            })?;
+            let instance = self.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
             let api = instance.ringshare_plugin_download();
             let reader = self.guarded(&mut store, &plugin.name, |s| api.call_open(s, name))?;
-            let entry = self.guarded(&mut store, &plugin.name, |s| {
-                api.reader().call_entry(s, reader).map(Ok)
-            })?;
+            let entry = self.guarded(&mut store, &plugin.name, |s| api.reader().call_entry(s, reader).map(Ok))?;
             Ok::<_, PluginError>((store, instance, reader, entry))
         };
         let (mut store, instance, reader, entry) = match start() {
@@ -204,16 +160,12 @@ impl PluginHost {
             let (mut offset, end) = (*range.start(), *range.end() + 1);
             while offset < end {
                 let len = chunk.min(end - offset) as u32;
-                let read = self.guarded(&mut store, &plugin.name, |s| {
-                    api.call_read(s, reader, offset, len)
-                });
+                let read = self.guarded(&mut store, &plugin.name, |s| api.call_read(s, reader, offset, len));
                 let item = match read {
                     Ok(bytes) if bytes.is_empty() => Err(PluginError::Refused {
                         plugin: plugin.name.clone(),
                         refusal: super::Refusal::OutOfRange,
-                        message: format!(
-                            "{name} ended at {offset} bytes, before the requested range"
-                        ),
+                        message: format!("{name} ended at {offset} bytes, before the requested range"),
                     }),
                     Ok(bytes) => Ok(Bytes::from(bytes)),
                     Err(e) => Err(e),
@@ -303,9 +255,7 @@ impl UploadHandle {
         if let Some(chunks) = self.chunks.take() {
             let _ = chunks.send(UploadMsg::Finish).await;
         }
-        self.done
-            .await
-            .unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))
+        self.done.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))
     }
 
     /// Abandons the upload and waits until the plugin has cleaned up.
@@ -330,13 +280,11 @@ impl DownloadHandle {
 
     /// Streams the bytes of `range` (inclusive, within the file). Dropping the
     /// stream stops the plugin's reads.
-    pub fn stream(
-        self,
-        range: RangeInclusive<u64>,
-    ) -> impl Stream<Item = Result<Bytes, PluginError>> + Send {
+    pub fn stream(self, range: RangeInclusive<u64>) -> impl Stream<Item = Result<Bytes, PluginError>> + Send {
         let _ = self.range.send(range);
-        futures_util::stream::unfold(self.chunks, |mut chunks| async move {
-            chunks.recv().await.map(|item| (item, chunks))
-        })
+        futures_util::stream::unfold(
+            self.chunks,
+            |mut chunks| async move { chunks.recv().await.map(|item| (item, chunks)) },
+        )
     }
 }

@@ -25,11 +25,7 @@ struct Body<'a> {
 impl ApiError {
     /// An error with an explicit status and machine-readable code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// The HTTP status.
@@ -39,20 +35,13 @@ impl ApiError {
 
     /// `413`: the body is over the node's limit.
     pub fn too_large(limit: u64) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            format!("upload exceeds the limit of {limit} bytes"),
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("upload exceeds the limit of {limit} bytes"))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: &self.message,
-            code: self.code,
-        };
+        let body = Body { error: &self.message, code: self.code };
         (self.status, Json(body)).into_response()
     }
 }
@@ -77,9 +66,7 @@ impl From<PluginError> for ApiError {
                 Refusal::Other => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-error"),
             },
             PluginError::Timeout { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"),
-            PluginError::OutOfMemory { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory")
-            }
+            PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory"),
             PluginError::Trapped { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"),
             PluginError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
         };

@@ -26,24 +26,13 @@ pub struct EntryJson {
 
 impl From<FileEntry> for EntryJson {
     fn from(e: FileEntry) -> Self {
-        Self {
-            name: e.name,
-            size: e.size,
-            sha256: e.sha256,
-            modified_ns: e.modified_ns,
-        }
+        Self { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns }
     }
 }
 
 /// `GET /files`: the node's files, by name.
 pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<EntryJson>>, ApiError> {
-    let mut entries: Vec<EntryJson> = app
-        .plugins
-        .list()
-        .await?
-        .into_iter()
-        .map(EntryJson::from)
-        .collect();
+    let mut entries: Vec<EntryJson> = app.plugins.list().await?.into_iter().map(EntryJson::from).collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(entries))
 }
@@ -63,11 +52,8 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = FileName::parse(&name.map_err(bad_path)?.0)?;
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > app.max_upload_bytes) {
         return Err(ApiError::too_large(app.max_upload_bytes));
     }
@@ -144,13 +130,8 @@ pub async fn download(
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "no-cache");
-    if header_text(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
-        return Ok(response
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .expect("valid response"));
+    if header_text(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok(response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).expect("valid response"));
     }
     let range_header = match header_text(header::IF_RANGE) {
         Some(tag) if tag.trim() != etag => None,
@@ -159,10 +140,7 @@ pub async fn download(
     let (status, span) = match range::select(range_header, size) {
         Selection::Full => (StatusCode::OK, (size > 0).then(|| 0..=size - 1)),
         Selection::Partial(r) => {
-            response = response.header(
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{size}", r.start(), r.end()),
-            );
+            response = response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start(), r.end()));
             (StatusCode::PARTIAL_CONTENT, Some(r))
         }
         Selection::Unsatisfiable => {
@@ -197,9 +175,7 @@ fn bad_path(e: PathRejection) -> ApiError {
 fn percent_encode(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -31,10 +31,7 @@ pub async fn index(State(app): State<AppState>) -> Result<Json<IndexJson>, ApiEr
         .list()
         .await?
         .into_iter()
-        .map(|e| IndexEntry {
-            path: format!("/download/{}", e.name),
-            filename: e.name,
-        })
+        .map(|e| IndexEntry { path: format!("/download/{}", e.name), filename: e.name })
         .collect();
     files.sort_by(|a, b| a.filename.cmp(&b.filename));
     Ok(Json(IndexJson { files }))
@@ -56,11 +53,7 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-multipart", message);
     let mut multipart = multipart.map_err(|e| bad(e.body_text()))?;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| bad(e.body_text()))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|e| bad(e.body_text()))? {
         if field.name() != Some("file") {
             continue;
         }
@@ -69,16 +62,8 @@ pub async fn upload(
         };
         let name = FileName::parse(&filename)?;
         let entry = store_stream(&app, &name, true, field).await?;
-        let message = format!(
-            "File '{}' uploaded successfully ({} bytes)",
-            entry.name, entry.size
-        );
-        let reply = UploadJson {
-            filename: entry.name,
-            message,
-            size: entry.size,
-            sha256: entry.sha256,
-        };
+        let message = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
+        let reply = UploadJson { filename: entry.name, message, size: entry.size, sha256: entry.sha256 };
         return Ok((StatusCode::OK, Json(reply)));
     }
     Err(bad("no `file` part in the form".into()))

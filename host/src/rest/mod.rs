@@ -3,12 +3,14 @@
 //! - `files`: `GET /files`, `PUT|GET|HEAD /files/{name}`;
 //! - `legacy`: the original system's routes, kept as aliases;
 //! - `range`: `Range` header handling for downloads;
+//! - `ring`: `GET /ring`, `GET /lookup/{name}`, `GET /nodes`;
 //! - `error`: the one place errors become `{"error","code"}` responses.
 
 mod error;
 mod files;
 mod legacy;
 mod range;
+mod ring;
 
 use std::sync::Arc;
 
@@ -17,7 +19,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::chord::ChordNode;
 use crate::plugins::{PluginHost, PluginStatus};
+use crate::rpc::GrpcTransport;
 
 pub use error::ApiError;
 
@@ -26,6 +30,8 @@ pub use error::ApiError;
 pub struct AppState {
     /// The node's plugins.
     pub plugins: Arc<PluginHost>,
+    /// This node's place in the ring.
+    pub ring: Arc<ChordNode<GrpcTransport>>,
     /// Largest upload accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Size of the chunks handed to the upload plugin.
@@ -38,17 +44,16 @@ pub fn router(state: AppState) -> Router {
         .route("/files", get(files::list))
         .route("/files/{name}", get(files::download).put(files::upload))
         .route("/plugins", get(plugins))
+        .route("/ring", get(ring::ring))
+        .route("/lookup/{name}", get(ring::lookup))
+        .route("/nodes", get(ring::nodes))
         .route("/index", get(legacy::index))
         .route("/upload", axum::routing::post(legacy::upload))
         .route("/upload/", axum::routing::post(legacy::upload))
         .route("/download/{filename}", get(files::download))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "method not allowed on this route",
-            )
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
         })
         // Upload handlers stream and count bytes themselves against
         // `max_upload_bytes`; axum's buffered-body limit does not apply.

@@ -26,9 +26,7 @@ pub fn select(header: Option<&str>, size: u64) -> Selection {
     };
     match parsed.validate(size) {
         Ok(ranges) => match ranges.as_slice() {
-            [one] if *one.start() < size && one.start() <= one.end() => {
-                Selection::Partial(one.clone())
-            }
+            [one] if *one.start() < size && one.start() <= one.end() => Selection::Partial(one.clone()),
             [_] => Selection::Unsatisfiable,
             _ => Selection::Full,
         },

@@ -35,9 +35,7 @@ impl StoreDir {
                 tracing::info!(path = %path.display(), "removed an unfinished upload");
             }
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        Ok(Self { root: root.to_path_buf() })
     }
 
     /// The folder granted to plugins as `/store`.

@@ -39,10 +39,7 @@ impl FileName {
         if name.len() > MAX_NAME_BYTES {
             return Err(NameError::TooLong(name.len()));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|&c| c == '/' || c == '\\' || c.is_control())
-        {
+        if let Some(c) = name.chars().find(|&c| c == '/' || c == '\\' || c.is_control()) {
             return Err(NameError::ForbiddenChar(c));
         }
         Ok(Self(name.to_owned()))
@@ -110,10 +107,7 @@ mod tests {
         assert_eq!(FileName::parse("a/b"), Err(NameError::ForbiddenChar('/')));
         assert_eq!(FileName::parse("a\\b"), Err(NameError::ForbiddenChar('\\')));
         assert_eq!(FileName::parse("a\0b"), Err(NameError::ForbiddenChar('\0')));
-        assert_eq!(
-            FileName::parse(&"é".repeat(128)),
-            Err(NameError::TooLong(256))
-        );
+        assert_eq!(FileName::parse(&"é".repeat(128)), Err(NameError::TooLong(256)));
         assert!(FileName::parse(&"a".repeat(255)).is_ok());
     }
 }

@@ -1,0 +1,22 @@
+//! The Chord ring (Stoica et al., ToN 2003), kept correct under churn with
+//! Pamela Zave's corrections (IEEE TSE 2017). Knows nothing of HTTP, WASM or
+//! AMQP.
+//!
+//! - `id`: identifiers and interval tests on the circle (pure);
+//! - `table`: predecessor, successor list, fingers and the decisions made
+//!   from them (pure);
+//! - `node`: the protocol over any [`Transport`];
+//! - `maintenance`: the periodic tasks (stabilize, check-predecessor,
+//!   fix-fingers) until shutdown;
+//! - `sim`: an in-memory transport to run many nodes in one process.
+
+mod id;
+mod maintenance;
+mod node;
+pub mod sim;
+mod table;
+
+pub use id::{BITS, Id};
+pub use maintenance::spawn_maintenance;
+pub use node::{ChordConfig, ChordNode, MAX_HOPS, Neighbours, RingError, Transport, Unreachable};
+pub use table::{NodeRef, RoutingTable, Step, merged_successors};

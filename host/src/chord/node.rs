@@ -1,0 +1,389 @@
+//! One Chord node's protocol logic over any [`Transport`]: lookups, join,
+//! stabilize, rectify (notify), check-predecessor, fix-fingers and graceful
+//! leave, after Zave's corrected Chord. The same code runs over gRPC and
+//! over the in-memory transport of the simulation.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::id::{BITS, Id};
+use super::table::{NodeRef, RoutingTable, Step};
+
+/// Most hops a lookup may take before it gives up (a ring in flux can send
+/// a lookup round in circles for a while).
+pub const MAX_HOPS: usize = 256;
+
+/// Ring settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ChordConfig {
+    /// Successor-list length r. Default 8; keep r ≥ 2·log2 N so that a ring
+    /// of N nodes survives half of them failing at once (Chord ToN §IV-E).
+    pub successors: usize,
+    /// Period of stabilize. Default 250 ms.
+    pub stabilize_every: Duration,
+    /// Period of a full finger-table refresh. Default 1 s.
+    pub fix_fingers_every: Duration,
+    /// Period of check-predecessor. Default 500 ms.
+    pub check_predecessor_every: Duration,
+}
+
+impl Default for ChordConfig {
+    fn default() -> Self {
+        Self {
+            successors: 8,
+            stabilize_every: Duration::from_millis(250),
+            fix_fingers_every: Duration::from_secs(1),
+            check_predecessor_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A peer did not answer (down, or too slow).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {0} did not answer")]
+pub struct Unreachable(pub String);
+
+/// Why a ring operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RingError {
+    /// Every node that could answer was unreachable.
+    #[error("no live node could answer the lookup for {0}")]
+    NoLiveNode(Id),
+    /// The lookup went round too long.
+    #[error("lookup for {0} gave up after {MAX_HOPS} hops")]
+    TooManyHops(Id),
+    /// The node to join through did not answer.
+    #[error("cannot join through {0}: it did not answer")]
+    JoinUnreachable(String),
+    /// Another node already has this node's id.
+    #[error("node {0} is already in the ring")]
+    DuplicateId(String),
+}
+
+/// A node's predecessor and successor list, as another node asks for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbours {
+    /// The predecessor, if known.
+    pub predecessor: Option<NodeRef>,
+    /// The successor list, nearest first.
+    pub successors: Vec<NodeRef>,
+}
+
+/// How nodes reach each other: gRPC between processes, direct calls in the
+/// simulation.
+pub trait Transport: Send + Sync + 'static {
+    /// One step of a lookup for `key`, answered by `to`.
+    fn step(&self, to: &NodeRef, key: Id) -> impl Future<Output = Result<Step, Unreachable>> + Send;
+    /// `to`'s predecessor and successor list.
+    fn neighbours(&self, to: &NodeRef) -> impl Future<Output = Result<Neighbours, Unreachable>> + Send;
+    /// Tells `to` that `me` believes it is `to`'s predecessor.
+    fn notify(&self, to: &NodeRef, me: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send;
+    /// Whether `to` is alive.
+    fn ping(&self, to: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send;
+    /// Tells `to` that `leaver` is leaving, with the leaver's neighbours.
+    fn leaving(
+        &self,
+        to: &NodeRef,
+        leaver: &NodeRef,
+        neighbours: Neighbours,
+    ) -> impl Future<Output = Result<(), Unreachable>> + Send;
+}
+
+/// One node of the ring.
+pub struct ChordNode<T> {
+    table: Mutex<RoutingTable>,
+    transport: T,
+    config: ChordConfig,
+    /// Set once this node starts leaving: it answers no ring call after that.
+    leaving: AtomicBool,
+    /// Nodes that said goodbye, and until when to ignore them: a stabilize
+    /// that read a leaver's list just before its goodbye must not bring it back.
+    departed: Mutex<Vec<(Id, Instant)>>,
+}
+
+impl<T: Transport> ChordNode<T> {
+    /// A node alone in a new ring.
+    pub fn new(me: NodeRef, config: ChordConfig, transport: T) -> Self {
+        Self {
+            table: Mutex::new(RoutingTable::new(me, config.successors)),
+            transport,
+            config,
+            leaving: AtomicBool::new(false),
+            departed: Mutex::default(),
+        }
+    }
+
+    /// Whether this node is leaving (or has left) the ring.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// Whether `node` said goodbye recently.
+    fn has_departed(&self, node: &NodeRef) -> bool {
+        let mut departed = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        departed.retain(|(_, until)| *until > now);
+        departed.iter().any(|(id, _)| *id == node.id)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ChordConfig {
+        &self.config
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeRef {
+        self.table().me().clone()
+    }
+
+    /// A copy of the routing table.
+    pub fn snapshot(&self) -> RoutingTable {
+        self.table().clone()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, RoutingTable> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- answering other nodes -------------------------------------------
+
+    /// Answers one lookup step for `key`.
+    pub fn handle_step(&self, key: Id) -> Step {
+        self.table().step(key)
+    }
+
+    /// Answers "who are your neighbours?".
+    pub fn handle_neighbours(&self) -> Neighbours {
+        let t = self.table();
+        Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec() }
+    }
+
+    /// Rectify: `candidate` believes it is this node's predecessor.
+    pub async fn handle_notify(&self, candidate: NodeRef) {
+        let current = self.table().predecessor.clone();
+        let current_alive = match &current {
+            Some(p) if p.id != candidate.id => self.alive(p).await,
+            _ => true,
+        };
+        let mut t = self.table();
+        if t.predecessor != current {
+            return; // changed meanwhile; the next notify decides
+        }
+        if t.accepts_predecessor(&candidate, current_alive) {
+            t.predecessor = Some(candidate.clone());
+        }
+        // A node alone learns of its first peer here.
+        if t.successor().id == t.me().id {
+            t.set_successors([candidate], &[]);
+        }
+    }
+
+    /// `leaver` leaves the ring, handing over its neighbours.
+    pub fn handle_leaving(&self, leaver: &NodeRef, neighbours: Neighbours) {
+        let until = Instant::now() + self.config.stabilize_every * 20;
+        self.departed.lock().unwrap_or_else(|p| p.into_inner()).push((leaver.id, until));
+        let mut t = self.table();
+        if t.successor().id == leaver.id {
+            let rest: Vec<NodeRef> = t.successors()[1..].to_vec();
+            let theirs: Vec<NodeRef> = neighbours.successors.into_iter().filter(|n| n.id != leaver.id).collect();
+            t.set_successors(rest, &theirs);
+        }
+        if t.predecessor.as_ref().is_some_and(|p| p.id == leaver.id) {
+            t.predecessor = neighbours.predecessor.filter(|p| p.id != t.me().id && p.id != leaver.id);
+        }
+        t.forget(leaver);
+    }
+
+    // ---- asking other nodes ----------------------------------------------
+
+    async fn ask_step(&self, to: &NodeRef, key: Id) -> Result<Step, Unreachable> {
+        if to.id == self.table().me().id {
+            return Ok(self.handle_step(key));
+        }
+        self.transport.step(to, key).await
+    }
+
+    async fn alive(&self, node: &NodeRef) -> bool {
+        node.id == self.table().me().id || self.transport.ping(node).await.is_ok()
+    }
+
+    /// The node responsible for `key` and the number of remote hops taken.
+    pub async fn lookup(&self, key: Id) -> Result<(NodeRef, usize), RingError> {
+        let first = self.handle_step(key);
+        self.follow(first, key).await
+    }
+
+    /// Follows lookup steps until the answer.
+    async fn follow(&self, mut step: Step, key: Id) -> Result<(NodeRef, usize), RingError> {
+        for hops in 0..MAX_HOPS {
+            let next = match step {
+                Step::Done(list) => {
+                    for node in list {
+                        if self.alive(&node).await {
+                            return Ok((node, hops));
+                        }
+                    }
+                    return Err(RingError::NoLiveNode(key));
+                }
+                Step::Next(candidates) => {
+                    let mut answer = None;
+                    for node in candidates {
+                        match self.ask_step(&node, key).await {
+                            Ok(s) => {
+                                answer = Some(s);
+                                break;
+                            }
+                            Err(_) => self.table().forget(&node),
+                        }
+                    }
+                    answer.ok_or(RingError::NoLiveNode(key))?
+                }
+            };
+            step = next;
+        }
+        Err(RingError::TooManyHops(key))
+    }
+
+    /// Joins the ring that `via` (any member's address) belongs to: finds
+    /// this node's successor and copies its successor list (Zave).
+    pub async fn join(&self, via: &str) -> Result<(), RingError> {
+        let me = self.me();
+        let via = NodeRef::new(via);
+        let first = self.transport.step(&via, me.id).await.map_err(|_| RingError::JoinUnreachable(via.addr.clone()))?;
+        let (successor, _) = self.follow(first, me.id).await?;
+        if successor.id == me.id {
+            return Err(RingError::DuplicateId(me.addr));
+        }
+        let theirs = self.transport.neighbours(&successor).await.map_err(|e| RingError::JoinUnreachable(e.0))?;
+        self.table().set_successors([successor.clone()], &theirs.successors);
+        let _ = self.transport.notify(&successor, &me).await;
+        Ok(())
+    }
+
+    /// Stabilize: find the first live successor, adopt its predecessor if
+    /// that one sits between, take its successor list, and notify it.
+    pub async fn stabilize(&self) {
+        let me = self.me();
+        let mut theirs = None;
+        let successors = self.table().successors().to_vec();
+        for successor in successors {
+            if successor.id == me.id {
+                theirs = Some((successor, self.handle_neighbours()));
+                break;
+            }
+            match self.transport.neighbours(&successor).await {
+                Ok(n) => {
+                    theirs = Some((successor, n));
+                    break;
+                }
+                Err(_) => self.table().forget(&successor),
+            }
+        }
+        let Some((successor, neighbours)) = theirs else { return };
+        let mut head = vec![successor.clone()];
+        if let Some(p) = neighbours.predecessor.clone()
+            && p.id.in_open(me.id, successor.id)
+            && self.alive(&p).await
+        {
+            head.insert(0, p);
+        }
+        let tail: Vec<NodeRef> = neighbours.successors.into_iter().filter(|n| !self.has_departed(n)).collect();
+        head.retain(|n| !self.has_departed(n));
+        self.table().set_successors(head, &tail);
+        let first = self.table().successor().clone();
+        if first.id != me.id && self.transport.notify(&first, &me).await.is_err() {
+            self.table().forget(&first);
+        }
+    }
+
+    /// Check-predecessor: forget a predecessor that no longer answers.
+    pub async fn check_predecessor(&self) {
+        let Some(p) = self.table().predecessor.clone() else { return };
+        if !self.alive(&p).await {
+            let mut t = self.table();
+            if t.predecessor.as_ref() == Some(&p) {
+                t.predecessor = None;
+            }
+        }
+    }
+
+    /// Fix-fingers: refreshes every finger, reusing one lookup's answer for
+    /// all the following targets it also covers.
+    pub async fn fix_fingers(&self) {
+        let me = self.me();
+        let mut last: Option<NodeRef> = None;
+        for i in 0..BITS {
+            let target = me.id.finger_target(i);
+            let covered = last.as_ref().filter(|n| target.in_half_open(me.id, n.id) && n.id != me.id);
+            let finger = match covered {
+                Some(n) => Some(n.clone()),
+                None => self.lookup(target).await.ok().map(|(n, _)| n),
+            };
+            last = finger.clone();
+            self.table().set_finger(i as usize, finger);
+        }
+    }
+
+    /// Graceful leave: the successor learns its new predecessor, the
+    /// predecessor its new successor list.
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let t = self.snapshot();
+        let me = t.me().clone();
+        let neighbours = Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec() };
+        let successor = t.successor().clone();
+        if successor.id != me.id {
+            let _ = self.transport.leaving(&successor, &me, neighbours.clone()).await;
+        }
+        if let Some(p) = &t.predecessor
+            && p.id != me.id
+            && p.id != successor.id
+        {
+            let _ = self.transport.leaving(p, &me, neighbours).await;
+        }
+    }
+
+    /// Walks the ring from this node along first live successors, at most
+    /// `limit` nodes: every node met, sorted by id, with whether it answered.
+    /// Nodes named in successor lists that did not answer are listed as dead.
+    pub async fn walk(&self, limit: usize) -> Vec<(NodeRef, bool)> {
+        let me = self.me();
+        let mut alive = vec![me.clone()];
+        let mut seen: HashSet<Id> = HashSet::from([me.id]);
+        let mut dead: Vec<NodeRef> = Vec::new();
+        let mut neighbours = self.handle_neighbours();
+        'walk: while alive.len() < limit {
+            for successor in neighbours.successors.clone() {
+                if seen.contains(&successor.id) {
+                    break 'walk; // back at the start (or a loop): done
+                }
+                match self.transport.neighbours(&successor).await {
+                    Ok(next) => {
+                        seen.insert(successor.id);
+                        alive.push(successor);
+                        neighbours = next;
+                        continue 'walk;
+                    }
+                    Err(_) => {
+                        if !dead.iter().any(|d| d.id == successor.id) {
+                            dead.push(successor);
+                        }
+                    }
+                }
+            }
+            break;
+        }
+        let mut nodes: Vec<(NodeRef, bool)> = alive.into_iter().map(|n| (n, true)).collect();
+        nodes.extend(dead.into_iter().filter(|d| !seen.contains(&d.id)).map(|d| (d, false)));
+        nodes.sort_by_key(|(n, _)| n.id);
+        nodes
+    }
+}

@@ -1,0 +1,88 @@
+//! The ring as users see it: `GET /ring`, `GET /lookup/{name}`, `GET /nodes`.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::chord::{Id, NodeRef, RingError};
+use crate::store::FileName;
+
+/// Most nodes `GET /nodes` walks.
+const WALK_LIMIT: usize = 4096;
+
+#[derive(Serialize)]
+pub struct RingJson {
+    id: Id,
+    addr: String,
+    predecessor: Option<NodeRef>,
+    successors: Vec<NodeRef>,
+    fingers: Vec<FingerJson>,
+}
+
+#[derive(Serialize)]
+pub struct FingerJson {
+    index: usize,
+    start: Id,
+    node: Option<NodeRef>,
+}
+
+/// `GET /ring`: this node's id, predecessor, successor list and fingers.
+pub async fn ring(State(app): State<AppState>) -> Json<RingJson> {
+    let table = app.ring.snapshot();
+    let me = table.me().clone();
+    let fingers = table
+        .fingers()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| FingerJson { index: i, start: me.id.finger_target(i as u32), node: node.clone() })
+        .collect();
+    Json(RingJson {
+        id: me.id,
+        addr: me.addr,
+        predecessor: table.predecessor.clone(),
+        successors: table.successors().to_vec(),
+        fingers,
+    })
+}
+
+#[derive(Serialize)]
+pub struct LookupJson {
+    name: String,
+    key: Id,
+    node: NodeRef,
+    hops: usize,
+}
+
+/// `GET /lookup/{name}`: the node responsible for a file name.
+pub async fn lookup(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<LookupJson>, ApiError> {
+    let name = name.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text()))?;
+    let name = FileName::parse(&name.0)?;
+    let key = Id::hash(name.as_str());
+    let (node, hops) = app.ring.lookup(key).await?;
+    Ok(Json(LookupJson { name: name.as_str().to_owned(), key, node, hops }))
+}
+
+#[derive(Serialize)]
+pub struct NodeJson {
+    id: Id,
+    addr: String,
+    alive: bool,
+}
+
+/// `GET /nodes`: every node met walking the ring from here, by id.
+pub async fn nodes(State(app): State<AppState>) -> Json<Vec<NodeJson>> {
+    let nodes = app.ring.walk(WALK_LIMIT).await;
+    Json(nodes.into_iter().map(|(n, alive)| NodeJson { id: n.id, addr: n.addr, alive }).collect())
+}
+
+impl From<RingError> for ApiError {
+    fn from(e: RingError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ring-unavailable", e.to_string())
+    }
+}

@@ -1,0 +1,55 @@
+//! Conversions between the ring's types and their protobuf messages. Nodes
+//! from the wire are checked: an id must be the hash of the address.
+
+use tonic::Status;
+
+use super::pb;
+use crate::chord::{Id, Neighbours, NodeRef, Step};
+
+pub fn node_to_pb(n: &NodeRef) -> pb::Node {
+    pb::Node { id: n.id.0, addr: n.addr.clone() }
+}
+
+pub fn nodes_to_pb(nodes: &[NodeRef]) -> Vec<pb::Node> {
+    nodes.iter().map(node_to_pb).collect()
+}
+
+/// A node from the wire, refused unless its id is the hash of its address.
+pub fn node_from_pb(n: pb::Node) -> Result<NodeRef, Status> {
+    if n.addr.is_empty() || n.addr.len() > 255 {
+        return Err(Status::invalid_argument("node address must be 1 to 255 bytes"));
+    }
+    let node = NodeRef::new(n.addr);
+    if node.id != Id(n.id) {
+        return Err(Status::invalid_argument(format!("node id {:016x} is not the hash of {}", n.id, node.addr)));
+    }
+    Ok(node)
+}
+
+/// Nodes from a peer's answer: malformed ones are dropped, not trusted.
+pub fn nodes_from_pb(nodes: Vec<pb::Node>) -> Vec<NodeRef> {
+    nodes.into_iter().filter_map(|n| node_from_pb(n).ok()).collect()
+}
+
+pub fn neighbours_to_pb(n: &Neighbours) -> pb::Neighbours {
+    pb::Neighbours { predecessor: n.predecessor.as_ref().map(node_to_pb), successors: nodes_to_pb(&n.successors) }
+}
+
+pub fn neighbours_from_pb(n: pb::Neighbours) -> Neighbours {
+    Neighbours {
+        predecessor: n.predecessor.and_then(|p| node_from_pb(p).ok()),
+        successors: nodes_from_pb(n.successors),
+    }
+}
+
+pub fn step_to_pb(step: Step) -> pb::FindSuccessorResponse {
+    match step {
+        Step::Done(nodes) => pb::FindSuccessorResponse { done: true, nodes: nodes_to_pb(&nodes) },
+        Step::Next(nodes) => pb::FindSuccessorResponse { done: false, nodes: nodes_to_pb(&nodes) },
+    }
+}
+
+pub fn step_from_pb(r: pb::FindSuccessorResponse) -> Step {
+    let nodes = nodes_from_pb(r.nodes);
+    if r.done { Step::Done(nodes) } else { Step::Next(nodes) }
+}

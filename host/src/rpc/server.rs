@@ -1,0 +1,73 @@
+//! The `Chord` gRPC service: answers other nodes from this node's table.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{neighbours_from_pb, neighbours_to_pb, node_from_pb, node_to_pb, nodes_to_pb, step_to_pb};
+use super::{GrpcTransport, pb};
+use crate::chord::{ChordNode, Id};
+
+type Node = Arc<ChordNode<GrpcTransport>>;
+
+/// Path prefix of the ring's gRPC methods.
+const CHORD_PATH: &str = "/ringshare.chord.v1.Chord/{*method}";
+
+/// Adds the ring's gRPC service to `router`, beside the REST API on the
+/// same listener (gRPC arrives as HTTP/2 on its own paths).
+pub fn chord_routes(router: axum::Router, node: Node) -> axum::Router {
+    router.route_service(CHORD_PATH, pb::chord_server::ChordServer::new(ChordService { node }))
+}
+
+struct ChordService {
+    node: Node,
+}
+
+impl ChordService {
+    /// A leaving node answers no ring call, so that nobody re-learns it.
+    fn serving(&self) -> Result<&Node, Status> {
+        if self.node.is_leaving() { Err(Status::unavailable("this node is leaving the ring")) } else { Ok(&self.node) }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::chord_server::Chord for ChordService {
+    async fn find_successor(
+        &self,
+        request: Request<pb::FindSuccessorRequest>,
+    ) -> Result<Response<pb::FindSuccessorResponse>, Status> {
+        let key = Id(request.into_inner().key);
+        Ok(Response::new(step_to_pb(self.serving()?.handle_step(key))))
+    }
+
+    async fn get_predecessor(&self, _: Request<pb::Empty>) -> Result<Response<pb::GetPredecessorResponse>, Status> {
+        let predecessor = self.serving()?.handle_neighbours().predecessor.as_ref().map(node_to_pb);
+        Ok(Response::new(pb::GetPredecessorResponse { predecessor }))
+    }
+
+    async fn get_successor_list(&self, _: Request<pb::Empty>) -> Result<Response<pb::NodeList>, Status> {
+        Ok(Response::new(pb::NodeList { nodes: nodes_to_pb(&self.serving()?.handle_neighbours().successors) }))
+    }
+
+    async fn get_neighbours(&self, _: Request<pb::Empty>) -> Result<Response<pb::Neighbours>, Status> {
+        Ok(Response::new(neighbours_to_pb(&self.serving()?.handle_neighbours())))
+    }
+
+    async fn notify(&self, request: Request<pb::Node>) -> Result<Response<pb::Empty>, Status> {
+        let candidate = node_from_pb(request.into_inner())?;
+        self.serving()?.handle_notify(candidate).await;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn ping(&self, _: Request<pb::Empty>) -> Result<Response<pb::Node>, Status> {
+        Ok(Response::new(node_to_pb(&self.serving()?.me())))
+    }
+
+    async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        let leaver = node_from_pb(request.leaver.ok_or_else(|| Status::invalid_argument("leaver is required"))?)?;
+        let neighbours = neighbours_from_pb(request.neighbours.unwrap_or_default());
+        self.serving()?.handle_leaving(&leaver, neighbours);
+        Ok(Response::new(pb::Empty {}))
+    }
+}

@@ -1,0 +1,206 @@
+//! The Chord ring over real gRPC on loopback: rings of several sizes
+//! converge, concurrent joins converge, lookups agree with a sorted-list
+//! oracle, a quarter of the ring crashing is repaired, graceful leaves keep
+//! the ring whole, and malformed RPCs are refused. Every wait polls the
+//! nodes' own state until a bounded deadline.
+
+use std::time::Duration;
+
+use ringshare::chord::Id;
+use ringshare::rpc::pb::{self, chord_client::ChordClient};
+use ringshare_tests::{NodeSetup, TestNode, client};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn ring_member() -> NodeSetup {
+    NodeSetup { plugins: Vec::new(), ..NodeSetup::default() }
+}
+
+async fn start_ring(n: usize) -> Vec<TestNode> {
+    let mut nodes = vec![ring_member().start().await];
+    for _ in 1..n {
+        let via = nodes[0].addr.clone();
+        nodes.push(NodeSetup { join: Some(via), ..ring_member() }.start().await);
+    }
+    nodes
+}
+
+async fn ring_view(node: &TestNode) -> Option<Value> {
+    client().get(node.at("/ring")).timeout(Duration::from_secs(2)).send().await.ok()?.json().await.ok()
+}
+
+fn id_of(v: &Value) -> u64 {
+    u64::from_str_radix(v["id"].as_str().unwrap(), 16).unwrap()
+}
+
+/// Zave's invariants plus full convergence: every successor list is the next
+/// live nodes in id order (ordered, no duplicates, at least one live node),
+/// and every predecessor is the previous live node.
+fn check_converged(views: &[Value], r: usize) -> Result<(), String> {
+    let mut ids: Vec<u64> = views.iter().map(id_of).collect();
+    ids.sort_unstable();
+    for view in views {
+        let me = id_of(view);
+        let pos = ids.iter().position(|&i| i == me).unwrap();
+        let successors: Vec<u64> = view["successors"].as_array().unwrap().iter().map(id_of).collect();
+        let want: Vec<u64> = if ids.len() == 1 {
+            vec![me]
+        } else {
+            (1..ids.len()).take(r).map(|k| ids[(pos + k) % ids.len()]).collect()
+        };
+        if successors != want {
+            return Err(format!("{me:016x}: successors {successors:x?}, want {want:x?}"));
+        }
+        let predecessor = view["predecessor"].as_object().map(|_| id_of(&view["predecessor"]));
+        let want_pred = (ids.len() > 1).then(|| ids[(pos + ids.len() - 1) % ids.len()]);
+        if ids.len() > 1 && predecessor != want_pred {
+            return Err(format!("{me:016x}: predecessor {predecessor:x?}, want {want_pred:x?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
+async fn wait_converged(nodes: &[TestNode]) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let mut views = Vec::new();
+        for node in nodes {
+            if let Some(v) = ring_view(node).await {
+                views.push(v);
+            }
+        }
+        let outcome =
+            if views.len() == nodes.len() { check_converged(&views, 8) } else { Err("a node did not answer".into()) };
+        match outcome {
+            Ok(()) => return,
+            Err(why) if tokio::time::Instant::now() > deadline => {
+                panic!("ring of {} did not converge: {why}", nodes.len())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// From every node, lookups of `names` return the oracle's node.
+async fn assert_lookups_agree(nodes: &[TestNode], names: usize) {
+    let mut ids: Vec<(Id, &str)> = nodes.iter().map(|n| (Id::hash(&n.addr), n.addr.as_str())).collect();
+    ids.sort();
+    let http = client();
+    for k in 0..names {
+        let name = format!("file-{k}.bin");
+        let key = Id::hash(&name);
+        let want = ids.iter().find(|(id, _)| *id >= key).unwrap_or(&ids[0]).1;
+        for node in nodes {
+            let answer: Value =
+                http.get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
+            assert_eq!(answer["node"]["addr"], want, "lookup of {name} from {}: {answer}", node.addr);
+            assert!(answer["hops"].as_u64().unwrap() <= 16, "{answer}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rings_of_one_two_three_and_eight_converge_and_route() {
+    for n in [1, 2, 3, 8] {
+        let nodes = start_ring(n).await;
+        wait_converged(&nodes).await;
+        assert_lookups_agree(&nodes, 12).await;
+        let walk: Vec<Value> = client().get(nodes[n - 1].at("/nodes")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(walk.len(), n, "{walk:?}");
+        assert!(walk.iter().all(|v| v["alive"] == true));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_joins_converge() {
+    let first = ring_member().start().await;
+    let via = first.addr.clone();
+    let mut nodes = vec![first];
+    let joiners = (0..15).map(|_| NodeSetup { join: Some(via.clone()), ..ring_member() }.start());
+    nodes.extend(futures_util::future::join_all(joiners).await);
+    wait_converged(&nodes).await;
+    assert_lookups_agree(&nodes, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarter_of_the_ring_crashing_is_repaired() {
+    let mut nodes = start_ring(16).await;
+    wait_converged(&nodes).await;
+    // Crash 4 nodes at once, spread around the ring.
+    for index in [13, 9, 5, 1] {
+        nodes.remove(index).kill();
+    }
+    wait_converged(&nodes).await;
+    assert_lookups_agree(&nodes, 10).await;
+    let walk: Vec<Value> = client().get(nodes[0].at("/nodes")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(walk.iter().filter(|v| v["alive"] == true).count(), 12, "{walk:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leaves_keep_the_ring_whole_at_every_step() {
+    let mut nodes = start_ring(8).await;
+    wait_converged(&nodes).await;
+    for index in [6, 3, 0] {
+        let leaver = nodes.remove(index);
+        let gone = leaver.addr.clone();
+        leaver.stop().await;
+        // Right after the leave, before any maintenance had to repair
+        // anything: no node names the leaver first, and a walk of the ring
+        // from every node meets every remaining node.
+        let mut live: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+        live.sort_unstable();
+        for node in &nodes {
+            let view = ring_view(node).await.unwrap();
+            assert_ne!(view["successors"][0]["addr"], gone.as_str(), "{view}");
+            let walk: Vec<Value> = client().get(node.at("/nodes")).send().await.unwrap().json().await.unwrap();
+            let mut alive: Vec<&str> =
+                walk.iter().filter(|v| v["alive"] == true).map(|v| v["addr"].as_str().unwrap()).collect();
+            alive.sort_unstable();
+            assert_eq!(alive, live, "walk from {}", node.addr);
+        }
+        wait_converged(&nodes).await;
+    }
+    assert_lookups_agree(&nodes, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_an_unreachable_node_fails_clearly() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    let node = NodeSetup { join: Some(addr.clone()), ..ring_member() }.start().await;
+    let error = node.outcome().await.expect_err("joining nowhere must fail");
+    assert!(format!("{error:#}").contains(&addr), "{error:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ring_messages_are_refused() {
+    let nodes = start_ring(2).await;
+    wait_converged(&nodes).await;
+    let before = ring_view(&nodes[0]).await.unwrap();
+    let mut rpc = ChordClient::connect(nodes[0].url.clone()).await.unwrap();
+
+    // An id that is not the hash of the address.
+    let forged = pb::Node { id: 42, addr: "127.0.0.1:1".into() };
+    let status = rpc.notify(forged.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("not the hash"), "{status}");
+    let status = rpc.notify(pb::Node { id: 0, addr: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let status = rpc.leave(pb::LeaveRequest { leaver: None, neighbours: None }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let status = rpc.leave(pb::LeaveRequest { leaver: Some(forged), neighbours: None }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // Nothing changed.
+    let after = ring_view(&nodes[0]).await.unwrap();
+    assert_eq!(before["successors"], after["successors"]);
+    assert_eq!(before["predecessor"], after["predecessor"]);
+    wait_converged(&nodes).await;
+
+    // Bad names on the REST side get a 400.
+    let bad = client().get(nodes[0].at("/lookup/%00")).send().await.unwrap();
+    assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
+}
