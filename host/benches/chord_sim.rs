@@ -40,9 +40,19 @@ async fn build(n: usize, r: usize) -> Ring {
     let config = ChordConfig { successors: r, ..ChordConfig::default() };
     let nodes: Vec<_> = (0..n).map(|i| net.add(&format!("127.0.0.1:{}", 20_000 + i), config)).collect();
     let first = nodes[0].me().addr;
-    for node in &nodes[1..] {
+    // Joins one at a time, each followed by the stabilize calls that a real
+    // ring's periodic maintenance would make before the next join: the
+    // joiner's, and its predecessor's (which adopts the joiner).
+    for (i, node) in nodes.iter().enumerate().skip(1) {
         node.join(&first).await.expect("join");
         node.stabilize().await;
+        let successor = node.snapshot().successor().id;
+        let me = node.me().id;
+        if let Some(predecessor) =
+            nodes[..i].iter().find(|n| n.snapshot().successor().id == successor && n.me().id != me)
+        {
+            predecessor.stabilize().await;
+        }
     }
     let mut ring = Ring { net, nodes, rounds: 0 };
     while !converged(&ring, r) && ring.rounds < 500 {

@@ -224,18 +224,11 @@ impl<T: Transport> ChordNode<T> {
     /// Follows lookup steps until the answer.
     async fn follow(&self, mut step: Step, key: Id) -> Result<(NodeRef, usize), RingError> {
         for hops in 0..MAX_HOPS {
-            let next = match step {
-                Step::Done(list) => {
-                    for node in list {
-                        if self.alive(&node).await {
-                            return Ok((node, hops));
-                        }
-                    }
-                    return Err(RingError::NoLiveNode(key));
-                }
-                Step::Next(candidates) => {
+            let fallback = match step {
+                Step::Done(list) => list,
+                Step::Next { closer, successors } => {
                     let mut answer = None;
-                    for node in candidates {
+                    for node in closer {
                         match self.ask_step(&node, key).await {
                             Ok(s) => {
                                 answer = Some(s);
@@ -244,10 +237,23 @@ impl<T: Transport> ChordNode<T> {
                             Err(_) => self.table().forget(&node),
                         }
                     }
-                    answer.ok_or(RingError::NoLiveNode(key))?
+                    match answer {
+                        Some(next) => {
+                            step = next;
+                            continue;
+                        }
+                        // Every node between the last live hop and the key is
+                        // dead: the first live node after them is responsible.
+                        None => successors,
+                    }
                 }
             };
-            step = next;
+            for node in fallback {
+                if self.alive(&node).await {
+                    return Ok((node, hops));
+                }
+            }
+            return Err(RingError::NoLiveNode(key));
         }
         Err(RingError::TooManyHops(key))
     }

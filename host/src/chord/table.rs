@@ -29,8 +29,15 @@ pub enum Step {
     /// The key is between this node and its successor: the answer is the
     /// first live node of this list (the successor list).
     Done(Vec<NodeRef>),
-    /// Ask one of these next, best (closest preceding the key) first.
-    Next(Vec<NodeRef>),
+    /// Ask one of `closer` next, best (closest preceding the key) first.
+    /// Should all of them be dead, the first live node of `successors` (the
+    /// answering node's list) is the answer.
+    Next {
+        /// Nodes between the answering node and the key, closest to the key first.
+        closer: Vec<NodeRef>,
+        /// The answering node's successor list.
+        successors: Vec<NodeRef>,
+    },
 }
 
 /// Predecessor, successor list and fingers of one node.
@@ -86,7 +93,7 @@ impl RoutingTable {
         // Closest preceding first: farthest from this node.
         candidates.sort_by_key(|n| std::cmp::Reverse(self.me.id.distance_to(n.id)));
         candidates.dedup_by(|a, b| a.id == b.id);
-        Step::Next(candidates)
+        Step::Next { closer: candidates, successors: self.successors.clone() }
     }
 
     /// Replaces the successor list with `head` followed by `tail` (the
@@ -181,7 +188,7 @@ mod tests {
         for hops in 0..200 {
             match tables[at].step(key) {
                 Step::Done(list) => return (list[0].id.0, hops),
-                Step::Next(candidates) => {
+                Step::Next { closer: candidates, .. } => {
                     at = tables.iter().position(|t| t.me().id == candidates[0].id).unwrap();
                 }
             }

@@ -44,12 +44,16 @@ pub fn neighbours_from_pb(n: pb::Neighbours) -> Neighbours {
 
 pub fn step_to_pb(step: Step) -> pb::FindSuccessorResponse {
     match step {
-        Step::Done(nodes) => pb::FindSuccessorResponse { done: true, nodes: nodes_to_pb(&nodes) },
-        Step::Next(nodes) => pb::FindSuccessorResponse { done: false, nodes: nodes_to_pb(&nodes) },
+        Step::Done(nodes) => {
+            pb::FindSuccessorResponse { done: true, nodes: nodes_to_pb(&nodes), successors: Vec::new() }
+        }
+        Step::Next { closer, successors } => {
+            pb::FindSuccessorResponse { done: false, nodes: nodes_to_pb(&closer), successors: nodes_to_pb(&successors) }
+        }
     }
 }
 
 pub fn step_from_pb(r: pb::FindSuccessorResponse) -> Step {
     let nodes = nodes_from_pb(r.nodes);
-    if r.done { Step::Done(nodes) } else { Step::Next(nodes) }
+    if r.done { Step::Done(nodes) } else { Step::Next { closer: nodes, successors: nodes_from_pb(r.successors) } }
 }
