@@ -1,11 +1,13 @@
 # The two entry points of the README, plus the benchmark.
-#   make run    build everything and start a node on 127.0.0.1 with the default plugins
+#   make run    build everything and start a ring of NODES (3) nodes on 127.0.0.1 with the default plugins
 #   make test   build the plugins and run every test
-#   make bench  1 GiB upload/download through a node vs nginx, with the node's peak RSS
+#   make bench  1 GiB upload/download through a node vs nginx, with the node's peak RSS,
+#               and the ring simulation (hops at N = 64..1024, 50% crash)
 .PHONY: run test bench plugins setup
 
 CARGO ?= cargo
 PORT ?= 8080
+NODES ?= 3
 DATA ?= data
 
 setup:
@@ -16,10 +18,11 @@ plugins: setup
 
 run: plugins
 	$(CARGO) build --release -p ringshare
-	target/release/ringshare node --listen 127.0.0.1:$(PORT) --data $(DATA) --plugins target/plugins/default
+	NODES=$(NODES) PORT=$(PORT) DATA=$(abspath $(DATA)) scripts/run-network.sh
 
 test: plugins
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: plugins
 	@scripts/bench-transfer.sh
+	$(CARGO) bench -p ringshare --bench chord_sim

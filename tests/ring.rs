@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use ringshare::chord::Id;
 use ringshare::rpc::pb::{self, chord_client::ChordClient};
-use ringshare_tests::{NodeSetup, TestNode, client};
+use ringshare_tests::{NodeSetup, TestNode, client, ring_view, wait_converged};
 use serde_json::Value;
-
-const SETTLE: Duration = Duration::from_secs(30);
 
 fn ring_member() -> NodeSetup {
     NodeSetup { plugins: Vec::new(), ..NodeSetup::default() }
@@ -24,63 +22,6 @@ async fn start_ring(n: usize) -> Vec<TestNode> {
         nodes.push(NodeSetup { join: Some(via), ..ring_member() }.start().await);
     }
     nodes
-}
-
-async fn ring_view(node: &TestNode) -> Option<Value> {
-    client().get(node.at("/ring")).timeout(Duration::from_secs(2)).send().await.ok()?.json().await.ok()
-}
-
-fn id_of(v: &Value) -> u64 {
-    u64::from_str_radix(v["id"].as_str().unwrap(), 16).unwrap()
-}
-
-/// Zave's invariants plus full convergence: every successor list is the next
-/// live nodes in id order (ordered, no duplicates, at least one live node),
-/// and every predecessor is the previous live node.
-fn check_converged(views: &[Value], r: usize) -> Result<(), String> {
-    let mut ids: Vec<u64> = views.iter().map(id_of).collect();
-    ids.sort_unstable();
-    for view in views {
-        let me = id_of(view);
-        let pos = ids.iter().position(|&i| i == me).unwrap();
-        let successors: Vec<u64> = view["successors"].as_array().unwrap().iter().map(id_of).collect();
-        let want: Vec<u64> = if ids.len() == 1 {
-            vec![me]
-        } else {
-            (1..ids.len()).take(r).map(|k| ids[(pos + k) % ids.len()]).collect()
-        };
-        if successors != want {
-            return Err(format!("{me:016x}: successors {successors:x?}, want {want:x?}"));
-        }
-        let predecessor = view["predecessor"].as_object().map(|_| id_of(&view["predecessor"]));
-        let want_pred = (ids.len() > 1).then(|| ids[(pos + ids.len() - 1) % ids.len()]);
-        if ids.len() > 1 && predecessor != want_pred {
-            return Err(format!("{me:016x}: predecessor {predecessor:x?}, want {want_pred:x?}"));
-        }
-    }
-    Ok(())
-}
-
-/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
-async fn wait_converged(nodes: &[TestNode]) {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
-        let mut views = Vec::new();
-        for node in nodes {
-            if let Some(v) = ring_view(node).await {
-                views.push(v);
-            }
-        }
-        let outcome =
-            if views.len() == nodes.len() { check_converged(&views, 8) } else { Err("a node did not answer".into()) };
-        match outcome {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() > deadline => {
-                panic!("ring of {} did not converge: {why}", nodes.len())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
 }
 
 /// From every node, lookups of `names` return the oracle's node.
@@ -170,7 +111,8 @@ async fn joining_an_unreachable_node_fails_clearly() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = unused.local_addr().unwrap().to_string();
     drop(unused);
-    let node = NodeSetup { join: Some(addr.clone()), ..ring_member() }.start().await;
+    let setup = NodeSetup { join: Some(addr.clone()), join_timeout: Duration::from_millis(500), ..ring_member() };
+    let node = setup.start().await;
     let error = node.outcome().await.expect_err("joining nowhere must fail");
     assert!(format!("{error:#}").contains(&addr), "{error:#}");
 }

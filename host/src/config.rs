@@ -23,10 +23,16 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// A member of the ring to join (`host:port`); none starts a new ring.
     pub join: Option<String>,
+    /// How long to keep trying to join (the member may still be starting).
+    /// Default: 30 s.
+    pub join_timeout: Duration,
     /// Ring settings (successor-list length, maintenance periods).
     pub chord: ChordConfig,
     /// Deadline of one call to another node. Default: 2 s.
     pub rpc_timeout: Duration,
+    /// Copies kept of each file (k): the responsible node and k-1 of its
+    /// successors. Default: 3.
+    pub replicas: usize,
 }
 
 /// Limits on each plugin call.
@@ -41,11 +47,15 @@ pub struct PluginLimits {
     /// Bytes handed to or asked of a plugin per write or read call.
     /// Default: 256 KiB.
     pub chunk_bytes: usize,
+    /// Instantiate plugins from wasmtime's pooling allocator instead of
+    /// allocating each instance on demand. Default off: measured no gain for
+    /// these plugins (`cargo bench --bench plugin_calls`, docs/benchmarks.md).
+    pub pooling: bool,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { call_timeout: Duration::from_secs(30), memory_bytes: 64 << 20, chunk_bytes: 256 << 10 }
+        Self { call_timeout: Duration::from_secs(30), memory_bytes: 64 << 20, chunk_bytes: 256 << 10, pooling: false }
     }
 }
 
@@ -59,8 +69,10 @@ impl NodeConfig {
             max_upload_bytes: 64 << 30,
             advertise: None,
             join: None,
+            join_timeout: Duration::from_secs(30),
             chord: ChordConfig::default(),
             rpc_timeout: Duration::from_secs(2),
+            replicas: 3,
         }
     }
 }

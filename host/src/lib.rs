@@ -7,7 +7,9 @@
 //! - [`config`]: the node's typed configuration and its defaults;
 //! - [`chord`]: the Chord ring: ids, routing table, protocol, maintenance,
 //!   and an in-memory network for simulations;
-//! - [`rpc`]: node-to-node gRPC (tonic): the ring's server and transport;
+//! - [`files`]: files across the ring: placement, replicas, downloads from
+//!   any holder;
+//! - [`rpc`]: node-to-node gRPC (tonic): the ring and file transfer;
 //! - [`store`]: file names and the on-disk layout of a node's store;
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
 //!   and the calls/sessions the rest of the host makes into plugins;
@@ -17,6 +19,7 @@
 
 pub mod chord;
 pub mod config;
+pub mod files;
 pub mod node;
 pub mod plugins;
 pub mod rest;

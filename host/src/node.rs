@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
+use crate::files::{Files, Peers};
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
-use crate::rpc::{GrpcTransport, chord_routes};
+use crate::rpc::{GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
 
 /// Serves a node on `listener` until `shutdown` completes, then leaves the
@@ -35,13 +36,18 @@ pub async fn run(
         None => listener.local_addr()?.to_string(),
     };
     let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, GrpcTransport::new(config.rpc_timeout)));
-    let state = AppState {
-        plugins: Arc::new(plugins),
-        ring: ring.clone(),
-        max_upload_bytes: config.max_upload_bytes,
-        chunk_bytes: config.limits.chunk_bytes,
-    };
-    let app = chord_routes(rest::router(state), ring.clone());
+    let plugins = Arc::new(plugins);
+    let peers = Peers::new(config.rpc_timeout, config.limits.chunk_bytes);
+    let files = Arc::new(Files::new(
+        plugins.clone(),
+        ring.clone(),
+        peers,
+        config.replicas,
+        config.max_upload_bytes,
+        config.limits.chunk_bytes,
+    ));
+    let state = AppState { plugins, ring: ring.clone(), files: files.clone() };
+    let app = files_routes(chord_routes(rest::router(state), ring.clone()), files);
 
     let stop = CancellationToken::new();
     let serving = {
@@ -58,7 +64,7 @@ pub async fn run(
     // The listener is being served: a node joining through us, or the one we
     // join through, can call back.
     if let Some(via) = &config.join
-        && let Err(e) = ring.join(via).await
+        && let Err(e) = join_with_retries(&ring, via, config.join_timeout).await
     {
         stop.cancel();
         let _ = serving.await;
@@ -72,4 +78,26 @@ pub async fn run(
     maintenance.await.ok();
     serving.await.context("server task")??;
     Ok(())
+}
+
+/// Joins through `via`, retrying with backoff for up to `timeout` while it
+/// does not answer (it may still be starting).
+async fn join_with_retries(
+    ring: &ChordNode<GrpcTransport>,
+    via: &str,
+    timeout: std::time::Duration,
+) -> Result<(), crate::chord::RingError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match ring.join(via).await {
+            Err(crate::chord::RingError::DuplicateId(addr)) => return Err(crate::chord::RingError::DuplicateId(addr)),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::info!(via, "join failed, retrying: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            outcome => return outcome,
+        }
+    }
 }

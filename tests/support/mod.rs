@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use ringshare::chord::ChordConfig;
 use ringshare::{NodeConfig, PluginLimits};
 use sha2::{Digest, Sha256};
@@ -49,6 +51,8 @@ pub struct NodeSetup {
     pub max_upload_bytes: u64,
     /// A ring member to join.
     pub join: Option<String>,
+    /// How long to keep trying to join.
+    pub join_timeout: Duration,
     /// Ring settings: fast maintenance for tests.
     pub chord: ChordConfig,
 }
@@ -62,9 +66,11 @@ impl Default for NodeSetup {
                 call_timeout: Duration::from_secs(2),
                 memory_bytes: 32 << 20,
                 chunk_bytes: 64 << 10,
+                ..PluginLimits::default()
             },
             max_upload_bytes: 64 << 30,
             join: None,
+            join_timeout: Duration::from_secs(20),
             chord: ChordConfig {
                 successors: 8,
                 stabilize_every: Duration::from_millis(50),
@@ -103,6 +109,7 @@ impl NodeSetup {
         config.limits = self.limits;
         config.max_upload_bytes = self.max_upload_bytes;
         config.join = self.join;
+        config.join_timeout = self.join_timeout;
         config.chord = self.chord;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -226,4 +233,65 @@ pub async fn raw_request(node: &TestNode, method: &str, target: &str, body: &[u8
     let status_line = String::from_utf8_lossy(&answer[..split]).lines().next().unwrap_or_default().to_owned();
     let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
     (status, answer[split + 4..].to_vec())
+}
+
+/// How long a ring may take to settle in the tests.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// `GET /ring` of `node`, if it answers.
+pub async fn ring_view(node: &TestNode) -> Option<Value> {
+    client().get(node.at("/ring")).timeout(Duration::from_secs(2)).send().await.ok()?.json().await.ok()
+}
+
+fn id_of(v: &Value) -> u64 {
+    u64::from_str_radix(v["id"].as_str().unwrap(), 16).unwrap()
+}
+
+/// Zave's invariants plus full convergence: every successor list is the next
+/// live nodes in id order (ordered, no duplicates, at least one live node),
+/// and every predecessor is the previous live node.
+fn check_converged(views: &[Value], r: usize) -> Result<(), String> {
+    let mut ids: Vec<u64> = views.iter().map(id_of).collect();
+    ids.sort_unstable();
+    for view in views {
+        let me = id_of(view);
+        let pos = ids.iter().position(|&i| i == me).unwrap();
+        let successors: Vec<u64> = view["successors"].as_array().unwrap().iter().map(id_of).collect();
+        let want: Vec<u64> = if ids.len() == 1 {
+            vec![me]
+        } else {
+            (1..ids.len()).take(r).map(|k| ids[(pos + k) % ids.len()]).collect()
+        };
+        if successors != want {
+            return Err(format!("{me:016x}: successors {successors:x?}, want {want:x?}"));
+        }
+        let predecessor = view["predecessor"].as_object().map(|_| id_of(&view["predecessor"]));
+        let want_pred = (ids.len() > 1).then(|| ids[(pos + ids.len() - 1) % ids.len()]);
+        if ids.len() > 1 && predecessor != want_pred {
+            return Err(format!("{me:016x}: predecessor {predecessor:x?}, want {want_pred:x?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
+pub async fn wait_converged(nodes: &[TestNode]) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let mut views = Vec::new();
+        for node in nodes {
+            if let Some(v) = ring_view(node).await {
+                views.push(v);
+            }
+        }
+        let outcome =
+            if views.len() == nodes.len() { check_converged(&views, 8) } else { Err("a node did not answer".into()) };
+        match outcome {
+            Ok(()) => return,
+            Err(why) if tokio::time::Instant::now() > deadline => {
+                panic!("ring of {} did not converge: {why}", nodes.len())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
 }

@@ -110,7 +110,8 @@ impl PluginHost {
     /// failure to build the engine itself is an error. This blocks (it
     /// compiles code): call it off the async runtime.
     pub fn load(plugins_dir: &Path, store_root: &Path, limits: PluginLimits) -> anyhow::Result<Self> {
-        let engine = engine::new_engine().map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
+        let engine = engine::new_engine(limits.pooling, limits.memory_bytes)
+            .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;
         let mut host = PluginHost {
             engine,

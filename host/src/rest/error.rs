@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::files::FileError;
 use crate::plugins::{PluginError, Refusal};
 use crate::store::NameError;
 
@@ -49,6 +50,35 @@ impl IntoResponse for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid-name", e.to_string())
+    }
+}
+
+impl From<FileError> for ApiError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Plugin(e) => e.into(),
+            FileError::Ring(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ring-unavailable", e.to_string()),
+            FileError::TooLarge(limit) => Self::too_large(limit),
+            FileError::Body(m) => Self::new(StatusCode::BAD_REQUEST, "body-failed", m),
+            FileError::NotFound(name) => Self::new(StatusCode::NOT_FOUND, "not-found", format!("no node holds {name}")),
+            FileError::NoHolder(_) | FileError::NoQuorum { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "holders-unavailable", e.to_string())
+            }
+            FileError::Mismatch(_) => Self::new(StatusCode::BAD_GATEWAY, "checksum-mismatch", e.to_string()),
+            FileError::Peer { code, ref message, .. } => {
+                let (status, code) = match code {
+                    tonic::Code::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+                    tonic::Code::AlreadyExists => (StatusCode::CONFLICT, "already-exists"),
+                    tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid-name"),
+                    tonic::Code::ResourceExhausted => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+                    tonic::Code::OutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "out-of-range"),
+                    tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer-unavailable"),
+                    _ => (StatusCode::BAD_GATEWAY, "peer-failed"),
+                };
+                let _ = message;
+                Self::new(status, code, e.to_string())
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `GET /files`, `PUT /files/{name}`, `GET|HEAD /files/{name}`.
+//! `GET /files`, `PUT /files/{name}`, `GET|HEAD /files/{name}`,
+//! `GET /search?q=`.
 
 use axum::Json;
 use axum::body::Body;
@@ -6,12 +7,11 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::range::{self, Selection};
 use super::{ApiError, AppState};
+use crate::files::{NetworkEntry, Stored};
 use crate::plugins::FileEntry;
 use crate::store::FileName;
 
@@ -22,19 +22,68 @@ pub struct EntryJson {
     size: u64,
     sha256: String,
     modified_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holders: Option<Vec<String>>,
 }
 
 impl From<FileEntry> for EntryJson {
     fn from(e: FileEntry) -> Self {
-        Self { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns }
+        Self { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns, holders: None }
     }
 }
 
-/// `GET /files`: the node's files, by name.
-pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<EntryJson>>, ApiError> {
+impl From<Stored> for EntryJson {
+    fn from(s: Stored) -> Self {
+        Self { holders: Some(s.holders), ..Self::from(s.entry) }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    scope: Scope,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Scope {
+    #[default]
+    Local,
+    Network,
+}
+
+/// `GET /files[?scope=local|network]`: this node's files, or every node's
+/// merged by name with their holders.
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    if query.scope == Scope::Network {
+        return Ok(Json(app.files.network_list().await).into_response());
+    }
     let mut entries: Vec<EntryJson> = app.plugins.list().await?.into_iter().map(EntryJson::from).collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(entries))
+    Ok(Json(entries).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: String,
+}
+
+/// `GET /search?q=PREFIX`: files anywhere in the network whose name starts
+/// with the prefix.
+pub async fn search(
+    State(app): State<AppState>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<Vec<NetworkEntry>>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    if query.q.len() > crate::store::MAX_NAME_BYTES {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "the prefix is longer than any name"));
+    }
+    let found = app.files.network_list().await.into_iter().filter(|e| e.name.starts_with(&query.q)).collect();
+    Ok(Json(found))
 }
 
 #[derive(Deserialize)]
@@ -43,7 +92,9 @@ pub struct UploadQuery {
     overwrite: bool,
 }
 
-/// `PUT /files/{name}[?overwrite=true]`: streams the body into the store.
+/// `PUT /files/{name}[?overwrite=true]`: streams the body to the node
+/// responsible for the name, which stores it and copies it to its
+/// successors; answers once a write quorum holds it.
 pub async fn upload(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -52,67 +103,23 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = FileName::parse(&name.map_err(bad_path)?.0)?;
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = app.files.max_upload_bytes();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > app.max_upload_bytes) {
-        return Err(ApiError::too_large(app.max_upload_bytes));
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::too_large(limit));
     }
-    let entry = store_stream(&app, &name, query.overwrite, body.into_data_stream()).await?;
+    let stored = app.files.put(&name, query.overwrite, body.into_data_stream()).await?;
     let location = format!("/files/{}", percent_encode(name.as_str()));
-    let mut response = (StatusCode::CREATED, Json(EntryJson::from(entry))).into_response();
+    let mut response = (StatusCode::CREATED, Json(EntryJson::from(stored))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
 }
 
-/// Streams `body` through the upload plugin in chunks of the configured
-/// size, refusing it past the node's limit. Whatever goes wrong, a partial
-/// upload is abandoned and leaves nothing behind.
-pub async fn store_stream<S, E>(
-    app: &AppState,
-    name: &FileName,
-    overwrite: bool,
-    body: S,
-) -> Result<FileEntry, ApiError>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    let mut upload = app.plugins.upload(name, overwrite).await?;
-    let mut body = std::pin::pin!(body);
-    let mut pending = BytesMut::new();
-    let mut total: u64 = 0;
-    while let Some(next) = body.next().await {
-        let data = match next {
-            Ok(data) => data,
-            Err(e) => {
-                upload.abort().await;
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body-failed",
-                    format!("reading the upload failed: {e}"),
-                ));
-            }
-        };
-        total += data.len() as u64;
-        if total > app.max_upload_bytes {
-            upload.abort().await;
-            return Err(ApiError::too_large(app.max_upload_bytes));
-        }
-        pending.extend_from_slice(&data);
-        if pending.len() >= app.chunk_bytes {
-            upload.write(pending.split().freeze()).await?;
-        }
-    }
-    if !pending.is_empty() {
-        upload.write(pending.freeze()).await?;
-    }
-    Ok(upload.finish().await?)
-}
-
 /// `GET|HEAD /files/{name}` (and the legacy `/download/{filename}`): streams
-/// the file, honouring `Range`, `If-None-Match` and `If-Range`.
+/// the file from a holder, honouring `Range`, `If-None-Match` and `If-Range`.
 pub async fn download(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -120,8 +127,8 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = FileName::parse(&name.map_err(bad_path)?.0)?;
-    let handle = app.plugins.download(&name).await?;
-    let entry = handle.entry();
+    let source = app.files.open(&name).await?;
+    let entry = source.entry();
     let size = entry.size;
     let etag = format!("\"{}\"", entry.sha256);
     let header_text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
@@ -161,7 +168,7 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, length);
     let body = match span {
-        Some(span) if method != Method::HEAD => Body::from_stream(handle.stream(span)),
+        Some(span) if method != Method::HEAD => Body::from_stream(source.stream(span)),
         _ => Body::empty(),
     };
     Ok(response.body(body).expect("valid response"))
@@ -169,6 +176,10 @@ pub async fn download(
 
 fn bad_path(e: PathRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text())
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text())
 }
 
 /// Percent-encodes everything but unreserved characters, for `Location`.

@@ -8,7 +8,6 @@ use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::files::store_stream;
 use super::{ApiError, AppState};
 use crate::store::FileName;
 
@@ -61,7 +60,30 @@ pub async fn upload(
             return Err(bad("the `file` part has no filename".into()));
         };
         let name = FileName::parse(&filename)?;
-        let entry = store_stream(&app, &name, true, field).await?;
+        // The multipart field borrows the form: pump it through a channel so
+        // the upload can travel to the responsible node.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let put = app.files.put(&name, true, body);
+        let pump = async move {
+            let mut field = field;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(bytes)) => {
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.body_text())).await;
+                        break;
+                    }
+                }
+            }
+        };
+        let (stored, ()) = tokio::join!(put, pump);
+        let entry = stored?.entry;
         let message = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
         let reply = UploadJson { filename: entry.name, message, size: entry.size, sha256: entry.sha256 };
         return Ok((StatusCode::OK, Json(reply)));

@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::chord::ChordNode;
+use crate::files::Files;
 use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
 
@@ -32,10 +33,8 @@ pub struct AppState {
     pub plugins: Arc<PluginHost>,
     /// This node's place in the ring.
     pub ring: Arc<ChordNode<GrpcTransport>>,
-    /// Largest upload accepted, in bytes.
-    pub max_upload_bytes: u64,
-    /// Size of the chunks handed to the upload plugin.
-    pub chunk_bytes: usize,
+    /// Files across the ring.
+    pub files: Arc<Files>,
 }
 
 /// All routes of a node.
@@ -47,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ring", get(ring::ring))
         .route("/lookup/{name}", get(ring::lookup))
         .route("/nodes", get(ring::nodes))
+        .route("/search", get(files::search))
         .route("/index", get(legacy::index))
         .route("/upload", axum::routing::post(legacy::upload))
         .route("/upload/", axum::routing::post(legacy::upload))

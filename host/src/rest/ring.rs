@@ -54,6 +54,8 @@ pub struct LookupJson {
     key: Id,
     node: NodeRef,
     hops: usize,
+    /// Where the file belongs: the responsible node and its next k-1 successors.
+    holders: Vec<NodeRef>,
 }
 
 /// `GET /lookup/{name}`: the node responsible for a file name.
@@ -65,7 +67,8 @@ pub async fn lookup(
     let name = FileName::parse(&name.0)?;
     let key = Id::hash(name.as_str());
     let (node, hops) = app.ring.lookup(key).await?;
-    Ok(Json(LookupJson { name: name.as_str().to_owned(), key, node, hops }))
+    let holders = app.files.holders(&name).await?;
+    Ok(Json(LookupJson { name: name.as_str().to_owned(), key, node, hops, holders }))
 }
 
 #[derive(Serialize)]

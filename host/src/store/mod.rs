@@ -13,7 +13,7 @@ mod name;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use name::{FileName, NameError};
+pub use name::{FileName, MAX_NAME_BYTES, NameError};
 
 /// The folders of a node's store, created and ready.
 #[derive(Debug, Clone)]

@@ -1,0 +1,170 @@
+//! Files across the ring (real nodes, real plugins, loopback): an upload to
+//! any node lands on the responsible node and its successors, downloads work
+//! from any node, survive a crashed holder and a holder dying mid-stream.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use ringshare_tests::{NodeSetup, SETTLE, TestNode, client, pattern, sha256_hex, wait_converged};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+async fn start_ring(n: usize) -> Vec<TestNode> {
+    let mut nodes = vec![NodeSetup::default().start().await];
+    for _ in 1..n {
+        let via = nodes[0].addr.clone();
+        nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    nodes
+}
+
+/// Placement holders of `name` (responsible node first), as `/lookup` says.
+async fn placement(node: &TestNode, name: &str) -> Vec<String> {
+    let answer: Value = client().get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
+    answer["holders"].as_array().unwrap().iter().map(|h| h["addr"].as_str().unwrap().to_owned()).collect()
+}
+
+fn node_at<'a>(nodes: &'a [TestNode], addr: &str) -> &'a TestNode {
+    nodes.iter().find(|n| n.addr == addr).expect("a node of the ring")
+}
+
+/// Polls until every node in `addrs` stores `name` with `sha256`.
+async fn wait_stored(nodes: &[TestNode], addrs: &[String], name: &str, sha256: &str) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let missing: Vec<&String> = addrs
+            .iter()
+            .filter(|a| {
+                std::fs::read(node_at(nodes, a).data().join("files").join(name))
+                    .map_or(true, |bytes| sha256_hex(&bytes) != sha256)
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} never reached {missing:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_through_any_node_are_placed_replicated_and_served_everywhere() {
+    let nodes = start_ring(5).await;
+    let http = client();
+    let sizes = [0usize, 1, 1000, 65_537, 1 << 20, 3 << 20 | 7];
+    for (i, size) in sizes.iter().enumerate() {
+        let name = format!("spread-{i}.bin");
+        let data = pattern(i as u64 + 100, *size);
+        let via = &nodes[i % nodes.len()];
+        let put = http.put(via.at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED, "{name} via {}", via.addr);
+        let reply: Value = put.json().await.unwrap();
+        assert_eq!(reply["sha256"], sha256_hex(&data));
+        let holders = placement(via, &name).await;
+        assert_eq!(holders.len(), 3);
+        // Acknowledged by the responsible node and a write quorum (2 of 3).
+        let acked: Vec<&str> = reply["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+        assert_eq!(acked[0], holders[0], "{reply}");
+        assert!(acked.len() >= 2 && acked.iter().all(|a| holders.iter().any(|h| h == a)), "{reply} vs {holders:?}");
+        // Eventually all three hold it; nobody else does.
+        wait_stored(&nodes, &holders, &name, &sha256_hex(&data)).await;
+        for node in nodes.iter().filter(|n| !holders.contains(&n.addr)) {
+            assert!(!node.data().join("files").join(&name).exists(), "{name} on non-holder {}", node.addr);
+        }
+        // Every node serves it, whole and in ranges.
+        for node in &nodes {
+            let body = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(body.len(), data.len(), "{name} from {}", node.addr);
+            assert!(body == data, "{name} from {} differs", node.addr);
+        }
+        if *size > 10 {
+            let far = &nodes[(i + 3) % nodes.len()];
+            let part = http.get(far.at(&format!("/files/{name}"))).header("range", "bytes=5-9").send().await.unwrap();
+            assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+            assert_eq!(part.bytes().await.unwrap(), data[5..10]);
+        }
+    }
+
+    // The network listing and search see every file with its holders.
+    let listing: Vec<Value> = http.get(nodes[4].at("/files?scope=network")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listing.len(), sizes.len(), "{listing:?}");
+    assert!(listing.iter().all(|e| e["holders"].as_array().unwrap().len() == 3), "{listing:?}");
+    let found: Vec<Value> = http.get(nodes[1].at("/search?q=spread-1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["name"], "spread-1.bin");
+    let none: Vec<Value> = http.get(nodes[1].at("/search?q=nothing")).send().await.unwrap().json().await.unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_hold_across_nodes() {
+    let nodes = start_ring(3).await;
+    let http = client();
+    let put = http.put(nodes[0].at("/files/shared.txt")).body("one").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let again = http.put(nodes[1].at("/files/shared.txt")).body("two").send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["code"], "already-exists");
+    let replaced = http.put(nodes[2].at("/files/shared.txt?overwrite=true")).body("three").send().await.unwrap();
+    assert_eq!(replaced.status(), StatusCode::CREATED);
+    let holders = placement(&nodes[0], "shared.txt").await;
+    wait_stored(&nodes, &holders, "shared.txt", &sha256_hex(b"three")).await;
+    for node in &nodes {
+        assert_eq!(http.get(node.at("/files/shared.txt")).send().await.unwrap().text().await.unwrap(), "three");
+    }
+    let missing = http.get(nodes[1].at("/files/nowhere")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holder_loses_nothing() {
+    let mut nodes = start_ring(5).await;
+    let http = client();
+    let data = pattern(7, 2 << 20);
+    http.put(nodes[0].at("/files/survivor.bin")).body(data.clone()).send().await.unwrap().error_for_status().unwrap();
+    let holders = placement(&nodes[0], "survivor.bin").await;
+    wait_stored(&nodes, &holders, "survivor.bin", &sha256_hex(&data)).await;
+
+    let responsible = nodes.iter().position(|n| n.addr == holders[0]).unwrap();
+    nodes.remove(responsible).kill();
+    for node in &nodes {
+        let body = http.get(node.at("/files/survivor.bin")).send().await.unwrap().bytes().await.unwrap();
+        assert!(body == data, "from {}", node.addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
+    let mut nodes = start_ring(5).await;
+    let http = client();
+    let data = pattern(11, 48 << 20);
+    http.put(nodes[0].at("/files/big.bin")).body(data.clone()).send().await.unwrap().error_for_status().unwrap();
+    let holders = placement(&nodes[0], "big.bin").await;
+    wait_stored(&nodes, &holders, "big.bin", &sha256_hex(&data)).await;
+
+    // Download through a node that holds no copy: it streams from the
+    // responsible node first.
+    let reader = nodes.iter().position(|n| !holders.contains(&n.addr)).unwrap();
+    let response = http.get(nodes[reader].at("/files/big.bin")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.bytes_stream();
+    let mut hasher = Sha256::new();
+    let mut got = 0usize;
+    while got < 1 << 20 {
+        let chunk = stream.next().await.unwrap().unwrap();
+        got += chunk.len();
+        hasher.update(&chunk);
+    }
+    let responsible = nodes.iter().position(|n| n.addr == holders[0]).unwrap();
+    nodes.remove(responsible).kill();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("the download goes on from another holder");
+        got += chunk.len();
+        hasher.update(&chunk);
+    }
+    assert_eq!(got, data.len());
+    assert_eq!(hex::encode(hasher.finalize()), sha256_hex(&data));
+}
