@@ -168,3 +168,107 @@ async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
     assert_eq!(got, data.len());
     assert_eq!(hex::encode(hasher.finalize()), sha256_hex(&data));
 }
+
+/// Polls until the placement holders of every file in `files` (as the ring
+/// says now, asked of `nodes[0]`) store it.
+async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    'poll: loop {
+        assert!(tokio::time::Instant::now() < deadline, "files never reached their holders");
+        for (name, sha) in files {
+            let holders = placement(&nodes[0], name).await;
+            let complete = holders.len() == 3.min(nodes.len())
+                && holders.iter().all(|a| {
+                    nodes.iter().find(|n| &n.addr == a).is_some_and(|n| {
+                        std::fs::read(n.data().join("files").join(name)).is_ok_and(|b| &sha256_hex(&b) == sha)
+                    })
+                });
+            if !complete {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue 'poll;
+            }
+        }
+        return;
+    }
+}
+
+async fn upload_some(nodes: &[TestNode], count: usize, prefix: &str) -> Vec<(String, String)> {
+    let http = client();
+    let mut files = Vec::new();
+    for i in 0..count {
+        let name = format!("{prefix}-{i}.bin");
+        let data = pattern(i as u64 + 500, 10_000 + i * 1000);
+        let via = &nodes[i % nodes.len()];
+        http.put(via.at(&format!("/files/{name}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        files.push((name, sha256_hex(&data)));
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_receives_exactly_the_files_it_is_responsible_for() {
+    let mut nodes = start_ring(4).await;
+    let files = upload_some(&nodes, 16, "join").await;
+    wait_placed(&nodes, &files).await;
+
+    let via = nodes[0].addr.clone();
+    nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &files).await;
+
+    let newcomer = nodes.last().unwrap();
+    for (name, _) in &files {
+        let holds = newcomer.data().join("files").join(name).exists();
+        let should = placement(&nodes[0], name).await.contains(&newcomer.addr);
+        assert_eq!(holds, should, "{name} on the newcomer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_two_crashes_every_file_has_three_holders_again() {
+    let mut nodes = start_ring(6).await;
+    let files = upload_some(&nodes, 12, "crash").await;
+    wait_placed(&nodes, &files).await;
+    nodes.remove(4).kill();
+    nodes.remove(1).kill();
+    let http = client();
+    for (name, sha) in &files {
+        let body = http.get(nodes[0].at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(&sha256_hex(&body), sha, "{name} right after the crash");
+    }
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &files).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_hands_files_over() {
+    let mut nodes = start_ring(4).await;
+    let files = upload_some(&nodes, 10, "leave").await;
+    wait_placed(&nodes, &files).await;
+    nodes.remove(2).stop().await;
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &files).await;
+    let http = client();
+    for (name, sha) in &files {
+        for node in &nodes {
+            let body = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(&sha256_hex(&body), sha, "{name} from {}", node.addr);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_copied_into_a_store_by_hand_is_replicated() {
+    let nodes = start_ring(4).await;
+    let data = pattern(77, 123_456);
+    std::fs::write(nodes[3].data().join("files").join("by-hand.txt"), &data).unwrap();
+    wait_placed(&nodes, &[("by-hand.txt".to_string(), sha256_hex(&data))]).await;
+    let body = client().get(nodes[1].at("/files/by-hand.txt")).send().await.unwrap().bytes().await.unwrap();
+    assert!(body == data);
+}

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// Copies kept of each file (k): the responsible node and k-1 of its
     /// successors. Default: 3.
     pub replicas: usize,
+    /// Period of the repair pass that restores missing copies. Default: 30 s.
+    pub repair_every: Duration,
 }
 
 /// Limits on each plugin call.
@@ -73,6 +75,7 @@ impl NodeConfig {
             chord: ChordConfig::default(),
             rpc_timeout: Duration::from_secs(2),
             replicas: 3,
+            repair_every: Duration::from_secs(30),
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
-use crate::files::{Files, Peers};
+use crate::files::{Files, Peers, spawn_repair};
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{GrpcTransport, chord_routes, files_routes};
@@ -47,15 +47,18 @@ pub async fn run(
         config.limits.chunk_bytes,
     ));
     let state = AppState { plugins, ring: ring.clone(), files: files.clone() };
-    let app = files_routes(chord_routes(rest::router(state), ring.clone()), files);
+    let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
 
     let stop = CancellationToken::new();
     let serving = {
-        let (stop, ring) = (stop.clone(), ring.clone());
+        let (stop, ring, files) = (stop.clone(), ring.clone(), files.clone());
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     stop.cancelled().await;
+                    // Still serving: hand files over, then leave the ring.
+                    let copies = files.hand_over().await;
+                    tracing::info!(copies, "handed files over before leaving");
                     ring.leave().await;
                 })
                 .await
@@ -72,10 +75,12 @@ pub async fn run(
     }
     tracing::info!(me = %ring.me().addr, id = %ring.me().id, "serving");
     let maintenance = spawn_maintenance(ring, stop.clone());
+    let repair = spawn_repair(files, config.repair_every, stop.clone());
 
     shutdown.await;
     stop.cancel();
     maintenance.await.ok();
+    repair.await.ok();
     serving.await.context("server task")??;
     Ok(())
 }

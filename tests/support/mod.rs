@@ -53,6 +53,8 @@ pub struct NodeSetup {
     pub join: Option<String>,
     /// How long to keep trying to join.
     pub join_timeout: Duration,
+    /// Period of the repair pass.
+    pub repair_every: Duration,
     /// Ring settings: fast maintenance for tests.
     pub chord: ChordConfig,
 }
@@ -71,6 +73,7 @@ impl Default for NodeSetup {
             max_upload_bytes: 64 << 30,
             join: None,
             join_timeout: Duration::from_secs(20),
+            repair_every: Duration::from_millis(300),
             chord: ChordConfig {
                 successors: 8,
                 stabilize_every: Duration::from_millis(50),
@@ -110,6 +113,7 @@ impl NodeSetup {
         config.max_upload_bytes = self.max_upload_bytes;
         config.join = self.join;
         config.join_timeout = self.join_timeout;
+        config.repair_every = self.repair_every;
         config.chord = self.chord;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

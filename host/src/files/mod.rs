@@ -8,11 +8,14 @@
 //! - `placement`: holders and write quorum (pure);
 //! - `local`: this node's store, through its plugins;
 //! - `peers`: other nodes' stores, through the `Files` gRPC service;
-//! - `service`: [`Files`], what the REST API and the RPC server call.
+//! - `service`: [`Files`], what the REST API and the RPC server call;
+//! - `repair`: the loop that keeps k copies where the ring says, and the
+//!   hand-over before a graceful leave.
 
 mod local;
 mod peers;
 pub mod placement;
+mod repair;
 mod service;
 
 use tonic::Code;
@@ -22,6 +25,7 @@ use crate::plugins::PluginError;
 
 pub use local::store_local;
 pub use peers::{Peers, entry_from_pb, entry_to_pb};
+pub use repair::{newer, spawn_repair};
 pub use service::{Files, NetworkEntry, Source, Stored};
 
 /// Why a file operation failed.

@@ -151,6 +151,13 @@ impl Peers {
         Ok((entry, chunks))
     }
 
+    /// `node`'s version of `name`, if it has one.
+    pub async fn stat(&self, node: &str, name: &str) -> Result<Option<FileEntry>, FileError> {
+        let reply =
+            self.client(node)?.stat(pb::StatRequest { name: name.to_owned() }).await.map_err(peer_error(node))?;
+        Ok(reply.into_inner().entry.map(entry_from_pb))
+    }
+
     /// `node`'s own files.
     pub async fn list(&self, node: &str) -> Result<Vec<FileEntry>, FileError> {
         let reply = self.client(node)?.list(pb::ListRequest {}).await.map_err(peer_error(node))?;

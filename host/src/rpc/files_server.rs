@@ -74,6 +74,12 @@ impl pb::files_server::Files for FilesService {
         Ok(Response::new(head.chain(body).boxed()))
     }
 
+    async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::StatReply>, Status> {
+        let name = name_of(&request.into_inner().name)?;
+        let entry = self.files.local_entry(&name).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::StatReply { entry: entry.as_ref().map(entry_to_pb) }))
+    }
+
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let entries = self.files.plugins().list().await.map_err(|e| FileError::from(e).to_status())?;
         Ok(Response::new(pb::ListReply { entries: entries.iter().map(entry_to_pb).collect() }))

@@ -41,10 +41,7 @@ impl GuestReader for OpenFile {
 
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, Error> {
         if offset > self.entry.size {
-            return Err(Error::OutOfRange(format!(
-                "offset {offset} is past the end ({} bytes)",
-                self.entry.size
-            )));
+            return Err(Error::OutOfRange(format!("offset {offset} is past the end ({} bytes)", self.entry.size)));
         }
         let len = len.min(MAX_READ) as u64;
         let mut file = &self.file;

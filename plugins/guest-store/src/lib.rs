@@ -36,11 +36,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         || name == ".."
         || name.len() > 255
         || name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
-    if bad {
-        Err(format!("{name:?} is not a single file name"))
-    } else {
-        Ok(())
-    }
+    if bad { Err(format!("{name:?} is not a single file name")) } else { Ok(()) }
 }
 
 /// Where the complete file `name` lives.
@@ -67,11 +63,7 @@ pub fn file_names() -> io::Result<Vec<String>> {
 
 /// Modification time in nanoseconds since the Unix epoch (0 when unknown).
 pub fn modified_ns(metadata: &Metadata) -> u64 {
-    metadata
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
+    metadata.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Lowercase hex of a digest.
@@ -127,9 +119,7 @@ pub fn record(entry: &Entry) -> io::Result<()> {
 
 /// A new, empty file in `tmp/` that no other writer can be using.
 pub fn create_temp(prefix: &str) -> io::Result<(File, PathBuf)> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let stamp = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut last_error = None;
     for attempt in 0..64u32 {
         let path = PathBuf::from(TMP).join(format!("{prefix}.{stamp}.{attempt}"));

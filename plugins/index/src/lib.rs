@@ -20,12 +20,9 @@ impl Guest for Plugin {
                 continue;
             };
             match guest_store::entry_of(&name, &file) {
-                Ok(e) => entries.push(FileEntry {
-                    name: e.name,
-                    size: e.size,
-                    sha256: e.sha256,
-                    modified_ns: e.modified_ns,
-                }),
+                Ok(e) => {
+                    entries.push(FileEntry { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns })
+                }
                 Err(err) => log(Level::Warn, &format!("skipping {name:?}: {err}")),
             }
         }

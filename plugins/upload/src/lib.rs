@@ -59,8 +59,7 @@ impl GuestWriter for Upload {
     }
 
     fn finish(&self) -> Result<FileEntry, Error> {
-        let upload =
-            self.state.borrow_mut().take().ok_or_else(|| Error::Other("upload already finished".into()))?;
+        let upload = self.state.borrow_mut().take().ok_or_else(|| Error::Other("upload already finished".into()))?;
         let result = commit(&upload);
         // After a rename the temp path is gone; after a link or a failure it
         // must go.
