@@ -228,6 +228,31 @@ async fn a_joining_node_receives_exactly_the_files_it_is_responsible_for() {
         let should = placement(&nodes[0], name).await.contains(&newcomer.addr);
         assert_eq!(holds, should, "{name} on the newcomer");
     }
+    // The nodes that handed files to the newcomer drop their extra copies:
+    // in the end every node holds exactly the files it is a holder of.
+    wait_exact(&nodes, &files).await;
+}
+
+/// Polls until every node holds exactly those of `files` it is a placement
+/// holder of.
+async fn wait_exact(nodes: &[TestNode], files: &[(String, String)]) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let mut wrong = Vec::new();
+        for (name, _) in files {
+            let holders = placement(&nodes[0], name).await;
+            for node in nodes {
+                if node.data().join("files").join(name).exists() != holders.contains(&node.addr) {
+                    wrong.push(format!("{name} on {}", node.addr));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "copies never matched the placement: {wrong:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,4 +296,144 @@ async fn a_file_copied_into_a_store_by_hand_is_replicated() {
     wait_placed(&nodes, &[("by-hand.txt".to_string(), sha256_hex(&data))]).await;
     let body = client().get(nodes[1].at("/files/by-hand.txt")).send().await.unwrap().bytes().await.unwrap();
     assert!(body == data);
+}
+
+/// Status and JSON body of `GET path` on `node`.
+async fn get_json(node: &TestNode, path: &str) -> (StatusCode, Value) {
+    let response = client().get(node.at(path)).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
+    let mut nodes = start_ring(5).await;
+    let http = client();
+    let gone = pattern(21, 300_000);
+    let kept = pattern(22, 1000);
+    for (name, data) in [("gone.bin", &gone), ("kept.bin", &kept)] {
+        http.put(nodes[1].at(&format!("/files/{name}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    let holders = placement(&nodes[0], "gone.bin").await;
+    wait_stored(&nodes, &holders, "gone.bin", &sha256_hex(&gone)).await;
+
+    // A holder goes away with its copy; the file is deleted while it is gone.
+    let away = nodes.iter().position(|n| n.addr == holders[1]).unwrap();
+    let folder = nodes.remove(away).stop().await;
+    assert!(folder.path().join("data/files/gone.bin").exists());
+    wait_converged(&nodes).await;
+    let deleted = http.delete(nodes[3].at("/files/gone.bin")).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let deleted: Value = deleted.json().await.unwrap();
+    assert_eq!(deleted["existed"], true, "{deleted}");
+    assert!(deleted["holders"].as_array().unwrap().len() >= 2, "a write quorum recorded it: {deleted}");
+    for node in &nodes {
+        let (status, body) = get_json(node, "/files/gone.bin").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "from {}: {body}", node.addr);
+        assert_eq!(body["code"], "not-found");
+        assert!(!node.data().join("files/gone.bin").exists(), "a copy left on {}", node.addr);
+    }
+
+    // It comes back with its old copy: nobody serves or lists the file, and
+    // the copy is removed instead of being replicated again.
+    let returned = NodeSetup { join: Some(nodes[0].addr.clone()), ..NodeSetup::default() }.start_in(folder).await;
+    nodes.push(returned);
+    wait_converged(&nodes).await;
+    let returned = nodes.last().unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while returned.data().join("files/gone.bin").exists() {
+        for node in &nodes {
+            let (status, _) = get_json(node, "/files/gone.bin").await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "served again by {}", node.addr);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the returning node kept its deleted copy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &nodes {
+        assert!(!node.data().join("files/gone.bin").exists(), "resurrected on {}", node.addr);
+        let (_, listing) = get_json(node, "/files?scope=network").await;
+        let names: Vec<&str> = listing.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["kept.bin"], "listed by {}", node.addr);
+        let body = http.get(node.at("/files/kept.bin")).send().await.unwrap().bytes().await.unwrap();
+        assert!(body == kept, "kept.bin from {}", node.addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_refuse_bad_names_report_missing_files_and_allow_a_new_upload() {
+    let nodes = start_ring(3).await;
+    let http = client();
+    let missing = http.delete(nodes[0].at("/files/never-there")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.json::<Value>().await.unwrap()["code"], "not-found");
+    let bad = http.delete(nodes[0].at("/files/a%5Cb")).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json::<Value>().await.unwrap()["code"], "invalid-name");
+
+    http.put(nodes[0].at("/files/again.txt")).body("first").send().await.unwrap().error_for_status().unwrap();
+    let deleted = http.delete(nodes[1].at("/files/again.txt")).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let (status, _) = get_json(&nodes[2], "/files/again.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Deleting twice: nothing left to delete.
+    let twice = http.delete(nodes[2].at("/files/again.txt")).send().await.unwrap();
+    assert_eq!(twice.status(), StatusCode::NOT_FOUND);
+
+    // A later upload of the name is a new file, on every holder, that the
+    // repair loop keeps (the tombstones are gone).
+    let put = http.put(nodes[2].at("/files/again.txt")).body("second").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let holders = placement(&nodes[0], "again.txt").await;
+    wait_stored(&nodes, &holders, "again.txt", &sha256_hex(b"second")).await;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while nodes.iter().any(|n| n.data().join("deleted/again.txt").exists()) {
+        assert!(tokio::time::Instant::now() < deadline, "tombstones outlived a newer upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &nodes {
+        assert_eq!(http.get(node.at("/files/again.txt")).send().await.unwrap().text().await.unwrap(), "second");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portmapper_routes_answer_from_the_ring() {
+    let mut nodes = start_ring(3).await;
+    let http = client();
+    http.put(nodes[0].at("/files/where.txt")).body("here").send().await.unwrap().error_for_status().unwrap();
+
+    let (status, all) = get_json(&nodes[1], "/all_nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut expected: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    expected.sort();
+    for key in ["all_nodes", "active_nodes"] {
+        let mut got: Vec<String> = serde_json::from_value(all[key].clone()).unwrap();
+        got.sort();
+        assert_eq!(got, expected, "{key}: {all}");
+    }
+
+    let (status, found) = get_json(&nodes[2], "/search/where.txt").await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["filename"], "where.txt");
+    let at = found["node_address"].as_str().unwrap();
+    assert!(placement(&nodes[0], "where.txt").await.iter().any(|h| h == at), "{found}");
+    let body = http.get(format!("http://{at}/download/where.txt")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "here");
+    let (status, missing) = get_json(&nodes[2], "/search/nothing.txt").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let (status, _) = get_json(&nodes[2], "/search/a%5Cb").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    nodes.remove(2).kill();
+    wait_converged(&nodes).await;
+    let (_, active) = get_json(&nodes[0], "/active_nodes").await;
+    let mut got: Vec<String> = serde_json::from_value(active["active_nodes"].clone()).unwrap();
+    got.sort();
+    let mut alive: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    alive.sort();
+    assert_eq!(got, alive);
 }

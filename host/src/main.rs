@@ -39,6 +39,12 @@ struct NodeArgs {
     /// Period of the ring's stabilize task, in milliseconds.
     #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = 250)]
     stabilize_ms: u64,
+    /// Copies kept of each file (k): the responsible node and k-1 successors.
+    #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    replicas: u32,
+    /// Period of the repair loop that restores k copies, in milliseconds.
+    #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    repair_ms: u64,
     /// The node's store (created if missing).
     #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
     data: PathBuf,
@@ -68,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
     config.advertise = args.advertise;
     config.join = args.join;
     config.chord.successors = args.successors.max(1);
+    config.replicas = args.replicas as usize;
+    config.repair_every = Duration::from_millis(args.repair_ms);
     config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {
         call_timeout: Duration::from_millis(args.plugin_timeout_ms),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
-use crate::files::{Files, Peers, spawn_repair};
+use crate::files::{Files, Peers, Tombstones, spawn_repair};
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{GrpcTransport, chord_routes, files_routes};
@@ -37,11 +37,16 @@ pub async fn run(
     };
     let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, GrpcTransport::new(config.rpc_timeout)));
     let plugins = Arc::new(plugins);
-    let peers = Peers::new(config.rpc_timeout, config.limits.chunk_bytes);
+    // A stat or listing is one plugin call on the other node, plus the trip.
+    let call_timeout = config.limits.call_timeout + config.rpc_timeout;
+    let peers = Peers::new(config.rpc_timeout, call_timeout, config.limits.chunk_bytes);
+    let tombstones = Tombstones::open(&config.data_dir)
+        .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
     let files = Arc::new(Files::new(
         plugins.clone(),
         ring.clone(),
         peers,
+        tombstones,
         config.replicas,
         config.max_upload_bytes,
         config.limits.chunk_bytes,

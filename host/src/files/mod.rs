@@ -9,24 +9,30 @@
 //! - `local`: this node's store, through its plugins;
 //! - `peers`: other nodes' stores, through the `Files` gRPC service;
 //! - `service`: [`Files`], what the REST API and the RPC server call;
+//! - `known`: what a node knows of a name (a version or a deletion), ordered;
+//! - `tombstones`: this node's record of deletions;
 //! - `repair`: the loop that keeps k copies where the ring says, and the
 //!   hand-over before a graceful leave.
 
+mod known;
 mod local;
 mod peers;
 pub mod placement;
 mod repair;
 mod service;
+mod tombstones;
 
 use tonic::Code;
 
 use crate::chord::RingError;
 use crate::plugins::PluginError;
 
+pub use known::Known;
 pub use local::store_local;
 pub use peers::{Peers, entry_from_pb, entry_to_pb};
-pub use repair::{newer, spawn_repair};
-pub use service::{Files, NetworkEntry, Source, Stored};
+pub use repair::spawn_repair;
+pub use service::{Deleted, Files, NetworkEntry, Source, Stored};
+pub use tombstones::Tombstones;
 
 /// Why a file operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +62,17 @@ pub enum FileError {
     /// No node holds a file of that name.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A copy of a version that has been deleted since.
+    #[error("{name} was deleted at {at} ns, after this version")]
+    Deleted {
+        /// The file.
+        name: String,
+        /// When it was deleted.
+        at: u64,
+    },
+    /// This node's own bookkeeping failed.
+    #[error("{0}")]
+    Store(String),
     /// The file changed between holders while it was being read.
     #[error("{0} changed or was corrupted while it was read")]
     Mismatch(String),
@@ -93,6 +110,8 @@ impl FileError {
             FileError::Ring(_) | FileError::NoHolder(_) | FileError::NoQuorum { .. } => Code::Unavailable,
             FileError::Peer { code, .. } => *code,
             FileError::NotFound(_) => Code::NotFound,
+            FileError::Deleted { .. } => Code::FailedPrecondition,
+            FileError::Store(_) => Code::Internal,
             FileError::Mismatch(_) => Code::DataLoss,
             FileError::TooLarge(_) => Code::ResourceExhausted,
             FileError::Body(_) => Code::InvalidArgument,

@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::FileError;
+use super::known::Known;
+use super::service::Deleted;
 use crate::plugins::FileEntry;
 use crate::rpc::files_pb::{self as pb, files_client::FilesClient};
 
@@ -19,6 +21,7 @@ use crate::rpc::files_pb::{self as pb, files_client::FilesClient};
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    call_timeout: Duration,
     chunk_bytes: usize,
 }
 
@@ -37,10 +40,11 @@ pub fn entry_to_pb(e: &FileEntry) -> pb::Entry {
 }
 
 impl Peers {
-    /// Clients that give up connecting after `connect_timeout` and send
-    /// chunks of about `chunk_bytes`.
-    pub fn new(connect_timeout: Duration, chunk_bytes: usize) -> Self {
-        Self { channels: Arc::default(), connect_timeout, chunk_bytes }
+    /// Clients that give up connecting after `connect_timeout`, give small
+    /// calls (stat, list) `call_timeout` to answer, and send chunks of about
+    /// `chunk_bytes`.
+    pub fn new(connect_timeout: Duration, call_timeout: Duration, chunk_bytes: usize) -> Self {
+        Self { channels: Arc::default(), connect_timeout, call_timeout, chunk_bytes }
     }
 
     fn client(&self, addr: &str) -> Result<FilesClient<Channel>, FileError> {
@@ -151,16 +155,37 @@ impl Peers {
         Ok((entry, chunks))
     }
 
-    /// `node`'s version of `name`, if it has one.
-    pub async fn stat(&self, node: &str, name: &str) -> Result<Option<FileEntry>, FileError> {
-        let reply =
-            self.client(node)?.stat(pb::StatRequest { name: name.to_owned() }).await.map_err(peer_error(node))?;
-        Ok(reply.into_inner().entry.map(entry_from_pb))
+    /// A request that gives up after the call timeout.
+    fn timed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.call_timeout);
+        request
     }
 
-    /// `node`'s own files.
-    pub async fn list(&self, node: &str) -> Result<Vec<FileEntry>, FileError> {
-        let reply = self.client(node)?.list(pb::ListRequest {}).await.map_err(peer_error(node))?;
-        Ok(reply.into_inner().entries.into_iter().map(entry_from_pb).collect())
+    /// What `node` knows of `name`: its version and its tombstone.
+    pub async fn stat(&self, node: &str, name: &str) -> Result<Known, FileError> {
+        let request = self.timed(pb::StatRequest { name: name.to_owned() });
+        let reply = self.client(node)?.stat(request).await.map_err(peer_error(node))?.into_inner();
+        Ok(Known::from_parts(reply.entry.map(entry_from_pb), reply.deleted_ns))
+    }
+
+    /// Asks `node` to delete `name` as of `deleted_ns` (0: now) and pass the
+    /// deletion to `replicas` successors.
+    pub async fn delete(&self, node: &str, name: &str, deleted_ns: u64, replicas: u32) -> Result<Deleted, FileError> {
+        let request = pb::DeleteRequest { name: name.to_owned(), deleted_ns, replicas };
+        let reply = self.client(node)?.delete(request).await.map_err(peer_error(node))?.into_inner();
+        Ok(Deleted {
+            name: name.to_owned(),
+            existed: reply.existed,
+            deleted_ns: reply.deleted_ns,
+            holders: reply.holders,
+        })
+    }
+
+    /// `node`'s own files, and its tombstones (name, deleted at).
+    pub async fn list(&self, node: &str) -> Result<(Vec<FileEntry>, Vec<(String, u64)>), FileError> {
+        let reply = self.client(node)?.list(self.timed(pb::ListRequest {})).await.map_err(peer_error(node))?;
+        let reply = reply.into_inner();
+        Ok((reply.entries.into_iter().map(entry_from_pb).collect(), reply.deleted.into_iter().collect()))
     }
 }

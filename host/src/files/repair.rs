@@ -1,14 +1,17 @@
 //! Keeping k copies of every file where the ring says they belong, as nodes
-//! join, leave and crash, and picking up files copied into a store by hand.
+//! join, leave and crash; spreading deletions the same way; and picking up
+//! files copied into a store by hand.
 //!
-//! Every node periodically walks its own files. For each it asks the
-//! placement holders which version they have. Of the holders that have this
-//! node's version, only the first in placement order pushes copies to the
-//! holders that lack it; a node outside the placement pushes only when no
-//! holder has the file at all. So each missing copy is made once, not by
-//! every holder at the same moment, and one pass copies one file at a time
-//! (bounded bandwidth). Versions are ordered by modification time, then
-//! sha256: a holder with a newer version is left alone.
+//! Every node periodically walks its own files and tombstones. For each it
+//! asks the placement holders what they know of the name (see `known`). Of
+//! the holders that have this node's state, only the first in placement
+//! order passes it to the holders that lack it; a node outside the
+//! placement passes it on only when no holder has it at all, and drops its
+//! own copy once every holder does. So each missing copy is made once, not
+//! by every holder at the same moment, and one pass copies one file at a
+//! time (bounded bandwidth). A holder with a newer state is left alone; a
+//! copy older than a holder's deletion is removed, so a node that was away
+//! during a delete does not bring the file back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +19,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::known::Known;
 use super::{Files, placement};
 use crate::chord::NodeRef;
-use crate::plugins::FileEntry;
 use crate::store::FileName;
-
-/// Whether version `a` is newer than `b`: later modification, then larger sha256.
-pub fn newer(a: &FileEntry, b: &FileEntry) -> bool {
-    (a.modified_ns, &a.sha256) > (b.modified_ns, &b.sha256)
-}
 
 /// Runs a repair pass every `every` (with jitter) until `shutdown`.
 pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
@@ -45,33 +43,46 @@ pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationTo
 }
 
 impl Files {
-    /// One repair pass over this node's files; returns the copies made.
+    /// One repair pass over this node's files and tombstones; returns the
+    /// copies and deletions passed on.
     pub async fn repair_pass(self: &Arc<Self>, shutdown: &CancellationToken) -> usize {
         let Ok(entries) = self.plugins().list().await else { return 0 };
-        let mut copies = 0;
+        let mut work: Vec<(String, Known)> = Vec::new();
         for entry in entries {
+            let deleted = FileName::parse(&entry.name).ok().and_then(|n| self.tombstones.get(&n));
+            work.push((entry.name.clone(), Known::from_parts(Some(entry), deleted)));
+        }
+        for (name, at) in self.tombstones.all() {
+            if !work.iter().any(|(n, _)| *n == name) {
+                work.push((name, Known::Deleted(at)));
+            }
+        }
+        let mut passed = 0;
+        for (name, mine) in work {
             if shutdown.is_cancelled() {
                 break;
             }
-            let Ok(name) = FileName::parse(&entry.name) else { continue };
+            let Ok(name) = FileName::parse(&name) else { continue };
             let Ok(holders) = self.holders(&name).await else { continue };
-            copies += self.push_where_missing(&name, &entry, &holders, true).await;
+            passed += self.pass_on(&name, &mine, &holders, true).await;
         }
-        copies
+        passed
     }
 
-    /// Before this node leaves: copies each of its files to the holders it
-    /// will have once this node is gone.
+    /// Before this node leaves: passes each of its files and tombstones to
+    /// the holders it will have once this node is gone.
     pub async fn hand_over(self: &Arc<Self>) -> usize {
         let Ok(entries) = self.plugins().list().await else { return 0 };
+        let mut work: Vec<(String, Known)> = entries.into_iter().map(|e| (e.name.clone(), Known::File(e))).collect();
+        work.extend(self.tombstones.all().into_iter().map(|(name, at)| (name, Known::Deleted(at))));
         let me = self.ring().me();
-        let mut copies = 0;
-        for entry in entries {
-            let Ok(name) = FileName::parse(&entry.name) else { continue };
+        let mut passed = 0;
+        for (name, mine) in work {
+            let Ok(name) = FileName::parse(&name) else { continue };
             let Ok(holders) = self.holders_after_leaving(&name, &me).await else { continue };
-            copies += self.push_where_missing(&name, &entry, &holders, false).await;
+            passed += self.pass_on(&name, &mine, &holders, false).await;
         }
-        copies
+        passed
     }
 
     /// The placement of `name` once `leaver` is gone: k holders besides it.
@@ -91,66 +102,83 @@ impl Files {
         Ok(after)
     }
 
-    /// Pushes this node's version of `name` to the `holders` that lack it.
-    /// With `one_pusher`, only the first holder having this version pushes
-    /// (and a non-holder only when no holder has it).
-    async fn push_where_missing(
-        self: &Arc<Self>,
-        name: &FileName,
-        mine: &FileEntry,
-        holders: &[NodeRef],
-        one_pusher: bool,
-    ) -> usize {
+    /// Passes this node's state of `name` (`mine`: a version or a deletion)
+    /// to the `holders` that lack it. With `one_pusher` (the repair loop),
+    /// only the first holder having it does (and a non-holder only when no
+    /// holder has it), and a non-holder drops its own copy or tombstone once
+    /// every holder has it or something newer. A holder with a deletion
+    /// newer than this node's copy gets that copy removed here.
+    async fn pass_on(self: &Arc<Self>, name: &FileName, mine: &Known, holders: &[NodeRef], one_pusher: bool) -> usize {
         let me = self.ring().me();
         let mut lacking = Vec::new();
         let mut first_having: Option<&NodeRef> = None;
+        let mut all_answered = true;
         for holder in holders {
             let theirs = if holder.id == me.id {
-                Some(mine.clone())
+                mine.clone()
             } else {
                 match self.peers.stat(&holder.addr, name.as_str()).await {
                     Ok(theirs) => theirs,
-                    Err(_) => continue, // unreachable: repaired once the ring has moved on
+                    Err(_) => {
+                        all_answered = false; // unreachable: repaired once the ring has moved on
+                        continue;
+                    }
                 }
             };
-            match theirs {
-                Some(t) if t.sha256 == mine.sha256 => {
-                    first_having.get_or_insert(holder);
+            if theirs.same(mine) {
+                first_having.get_or_insert(holder);
+            } else if theirs.newer_than(mine) {
+                if let (Known::File(_), Known::Deleted(at)) = (mine, &theirs) {
+                    self.apply_deletion(name, *at).await;
                 }
-                Some(t) if newer(&t, mine) => return 0, // a newer version exists: not ours to spread
-                _ => lacking.push(holder.clone()),
+                return 0; // a newer state exists: not ours to spread
+            } else {
+                lacking.push(holder.clone());
             }
         }
-        if one_pusher {
-            let pusher = first_having.map_or(me.id, |h| h.id);
-            if pusher != me.id {
-                return 0;
-            }
+        let holding = holders.iter().any(|h| h.id == me.id);
+        if one_pusher && !holding && lacking.is_empty() && all_answered && !holders.is_empty() {
+            self.drop_extra(name, mine).await;
+            return 0;
         }
-        let mut copies = 0;
+        if one_pusher && first_having.map_or(me.id, |h| h.id) != me.id {
+            return 0;
+        }
+        let mut passed = 0;
         for target in lacking.into_iter().filter(|t| t.id != me.id) {
-            match self.clone().replicate(target.clone(), name.clone()).await {
-                Ok(_) => copies += 1,
-                Err(e) => tracing::warn!(file = %name, node = %target.addr, "repair copy failed: {e}"),
+            let sent = match mine {
+                Known::File(_) => self.clone().replicate(target.clone(), name.clone()).await.map(drop),
+                Known::Deleted(at) => self.peers.delete(&target.addr, name.as_str(), *at, 0).await.map(drop),
+                Known::Nothing => Ok(()),
+            };
+            match sent {
+                Ok(()) => passed += 1,
+                Err(e) => tracing::warn!(file = %name, node = %target.addr, "repair could not pass it on: {e}"),
             }
         }
-        copies
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn version(modified_ns: u64, sha256: &str) -> FileEntry {
-        FileEntry { name: "f".into(), size: 1, sha256: sha256.into(), modified_ns }
+        passed
     }
 
-    #[test]
-    fn later_versions_win_then_larger_hashes() {
-        assert!(newer(&version(2, "aa"), &version(1, "bb")));
-        assert!(!newer(&version(1, "bb"), &version(2, "aa")));
-        assert!(newer(&version(1, "bb"), &version(1, "aa")));
-        assert!(!newer(&version(1, "aa"), &version(1, "aa")));
+    /// Removes this node's copy of `name`, deleted at `at` elsewhere.
+    async fn apply_deletion(&self, name: &FileName, at: u64) {
+        match self.forget_here(name, at).await {
+            Ok(true) => tracing::info!(file = %name, "removed a copy deleted elsewhere while this node was away"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(file = %name, "could not remove a deleted copy: {e}"),
+        }
+    }
+
+    /// Drops what this node, not a holder of `name`, still keeps of it now
+    /// that every holder has it.
+    async fn drop_extra(&self, name: &FileName, mine: &Known) {
+        let dropped = match mine {
+            Known::File(_) => self.plugins().remove(name).await.map(drop).map_err(|e| e.to_string()),
+            Known::Deleted(_) => self.tombstones.clear_before(name, u64::MAX).await.map_err(|e| e.to_string()),
+            Known::Nothing => Ok(()),
+        };
+        match dropped {
+            Ok(()) => tracing::debug!(file = %name, "dropped an extra copy; its holders have it"),
+            Err(e) => tracing::warn!(file = %name, "could not drop an extra copy: {e}"),
+        }
     }
 }

@@ -11,7 +11,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::known::Known;
 use super::peers::{Peers, entry_from_pb};
+use super::tombstones::{Tombstones, now_ns};
 use super::{FileError, placement, store_local};
 use crate::chord::{ChordNode, Id, NodeRef};
 use crate::plugins::{FileEntry, PluginError, PluginHost, Refusal};
@@ -25,6 +27,7 @@ pub struct Files {
     plugins: Arc<PluginHost>,
     ring: Arc<ChordNode<GrpcTransport>>,
     pub(super) peers: Peers,
+    pub(super) tombstones: Tombstones,
     pub(super) replicas: usize,
     max_upload_bytes: u64,
     chunk_bytes: usize,
@@ -36,6 +39,19 @@ pub struct Stored {
     /// The file's entry.
     pub entry: FileEntry,
     /// Addresses of the holders, the responsible node first.
+    pub holders: Vec<String>,
+}
+
+/// A deletion and the nodes that recorded it when it was acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    /// The file's name.
+    pub name: String,
+    /// Whether any of those nodes had a copy.
+    pub existed: bool,
+    /// When it was deleted, ns since the Unix epoch (the responsible node's clock).
+    pub deleted_ns: u64,
+    /// Addresses of the nodes that recorded it, the responsible node first.
     pub holders: Vec<String>,
 }
 
@@ -60,11 +76,12 @@ impl Files {
         plugins: Arc<PluginHost>,
         ring: Arc<ChordNode<GrpcTransport>>,
         peers: Peers,
+        tombstones: Tombstones,
         replicas: usize,
         max_upload_bytes: u64,
         chunk_bytes: usize,
     ) -> Self {
-        Self { plugins, ring, peers, replicas: replicas.max(1), max_upload_bytes, chunk_bytes }
+        Self { plugins, ring, peers, tombstones, replicas: replicas.max(1), max_upload_bytes, chunk_bytes }
     }
 
     /// Largest upload accepted, in bytes.
@@ -75,6 +92,11 @@ impl Files {
     /// This node's plugins.
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins
+    }
+
+    /// This node's record of deletions.
+    pub fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
     }
 
     /// This node's place in the ring.
@@ -104,10 +126,14 @@ impl Files {
         let holders = self.holders(name).await?;
         let responsible = &holders[0];
         if responsible.id == self.ring.me().id {
-            return self.store_here(name, overwrite, body, self.replicas - 1).await;
+            return self.store_here(name, overwrite, 0, body, self.replicas - 1).await;
         }
-        let header =
-            pb::StoreHeader { name: name.as_str().to_owned(), overwrite, replicas: (self.replicas - 1) as u32 };
+        let header = pb::StoreHeader {
+            name: name.as_str().to_owned(),
+            overwrite,
+            replicas: (self.replicas - 1) as u32,
+            version_ns: 0,
+        };
         let reply = self.peers.store(&responsible.addr, header, body, self.max_upload_bytes).await?;
         let entry = reply.entry.map(entry_from_pb).ok_or_else(|| FileError::Peer {
             node: responsible.addr.clone(),
@@ -118,11 +144,14 @@ impl Files {
     }
 
     /// Stores `body` here, then copies it to `replicas` successors, answering
-    /// once a majority of the copies exist (the others go on).
+    /// once a majority of the copies exist (the others go on). `version_ns`
+    /// is 0 for a new upload, else the modification time of the version this
+    /// is a copy of: a copy of a version deleted since is refused.
     pub async fn store_here<S, E>(
         self: &Arc<Self>,
         name: &FileName,
         overwrite: bool,
+        version_ns: u64,
         body: S,
         replicas: usize,
     ) -> Result<Stored, FileError>
@@ -130,27 +159,109 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        if let Some(at) = self.tombstones.get(name).filter(|at| version_ns != 0 && version_ns <= *at) {
+            return Err(FileError::Deleted { name: name.to_string(), at });
+        }
         let entry = store_local(&self.plugins, name, overwrite, body, self.max_upload_bytes, self.chunk_bytes).await?;
-        let me = self.ring.me();
-        let mut holders = vec![me.addr.clone()];
-        let targets: Vec<NodeRef> =
-            self.ring.snapshot().successors().iter().filter(|n| n.id != me.id).take(replicas).cloned().collect();
-        let wanted = placement::write_quorum(targets.len() + 1);
-        let mut copies: FuturesUnordered<_> =
-            targets.into_iter().map(|t| tokio::spawn(self.clone().replicate(t, name.clone()))).collect();
+        if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
+            tracing::warn!(file = %name, "could not clear its tombstone: {e}");
+        }
+        let targets = self.successors(replicas);
+        let copies = targets.into_iter().map(|t| tokio::spawn(self.clone().replicate(t, name.clone()))).collect();
+        let holders = self.await_quorum(name, copies).await?;
+        Ok(Stored { entry, holders })
+    }
+
+    /// Up to `count` of this node's successors, itself excluded.
+    fn successors(&self, count: usize) -> Vec<NodeRef> {
+        let me = self.ring.me().id;
+        self.ring.snapshot().successors().iter().filter(|n| n.id != me).take(count).cloned().collect()
+    }
+
+    /// This node and the nodes of `copies` that succeed, once they make a
+    /// write quorum of the group; the rest go on in the background.
+    async fn await_quorum(
+        &self,
+        name: &FileName,
+        copies: Vec<tokio::task::JoinHandle<Result<String, FileError>>>,
+    ) -> Result<Vec<String>, FileError> {
+        let wanted = placement::write_quorum(copies.len() + 1);
+        let mut holders = vec![self.ring.me().addr.clone()];
+        let mut copies: FuturesUnordered<_> = copies.into_iter().collect();
         while holders.len() < wanted {
             match copies.next().await {
                 Some(Ok(Ok(addr))) => holders.push(addr),
-                Some(Ok(Err(e))) => tracing::warn!(file = %name, "replica not written: {e}"),
-                Some(Err(e)) => tracing::warn!(file = %name, "replica task failed: {e}"),
+                Some(Ok(Err(e))) => tracing::warn!(file = %name, "a copy was not updated: {e}"),
+                Some(Err(e)) => tracing::warn!(file = %name, "a copy's task failed: {e}"),
                 None => break,
             }
         }
-        // Copies still in flight finish in the background.
         if holders.len() < wanted {
             return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });
         }
-        Ok(Stored { entry, holders })
+        Ok(holders)
+    }
+
+    /// Deletes `name` on every holder: the responsible node records the
+    /// deletion and passes it to its successors; answers once a write quorum
+    /// recorded it.
+    pub async fn delete(self: &Arc<Self>, name: &FileName) -> Result<Deleted, FileError> {
+        let holders = self.holders(name).await?;
+        let responsible = &holders[0];
+        if responsible.id == self.ring.me().id {
+            return self.delete_here(name, 0, self.replicas - 1).await;
+        }
+        self.peers.delete(&responsible.addr, name.as_str(), 0, (self.replicas - 1) as u32).await
+    }
+
+    /// Records the deletion of `name` at `at` (0: now) here, removes this
+    /// node's copy if it is not newer, then does the same on `replicas`
+    /// successors, answering once a write quorum recorded it.
+    pub async fn delete_here(
+        self: &Arc<Self>,
+        name: &FileName,
+        at: u64,
+        replicas: usize,
+    ) -> Result<Deleted, FileError> {
+        let at = if at == 0 { now_ns() } else { at };
+        let mut existed = self.forget_here(name, at).await?;
+        let targets = self.successors(replicas);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let deletes = targets
+            .into_iter()
+            .map(|target| {
+                let (files, name, done) = (self.clone(), name.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let reply = files.peers.delete(&target.addr, name.as_str(), at, 0).await?;
+                    let _ = done.send(reply.existed);
+                    Ok(target.addr)
+                })
+            })
+            .collect();
+        let holders = self.await_quorum(name, deletes).await?;
+        drop(done_tx);
+        while let Ok(had) = done_rx.try_recv() {
+            existed |= had;
+        }
+        Ok(Deleted { name: name.to_string(), existed, deleted_ns: at, holders })
+    }
+
+    /// Records the deletion of `name` at `at` here and removes this node's
+    /// copy unless it is newer; answers whether a copy was removed.
+    pub(super) async fn forget_here(&self, name: &FileName, at: u64) -> Result<bool, FileError> {
+        self.tombstones
+            .record(name, at)
+            .await
+            .map_err(|e| FileError::Store(format!("cannot record the deletion of {name}: {e}")))?;
+        match self.local_entry(name).await? {
+            Some(entry) if entry.modified_ns <= at => Ok(self.plugins.remove(name).await?),
+            _ => Ok(false),
+        }
+    }
+
+    /// What this node knows of `name`: its copy and its tombstone.
+    pub async fn known_here(&self, name: &FileName) -> Result<Known, FileError> {
+        Ok(Known::from_parts(self.local_entry(name).await?, self.tombstones.get(name)))
     }
 
     /// This node's version of `name`, if it has one.
@@ -165,45 +276,89 @@ impl Files {
     /// Copies this node's `name` to `target`.
     pub(super) async fn replicate(self: Arc<Self>, target: NodeRef, name: FileName) -> Result<String, FileError> {
         let handle = self.plugins.download(&name).await?;
-        let size = handle.entry().size;
+        let (size, version_ns) = (handle.entry().size, handle.entry().modified_ns);
         let body: BoxStream<'static, Result<Bytes, PluginError>> =
             if size == 0 { futures_util::stream::empty().boxed() } else { handle.stream(0..=size - 1).boxed() };
-        let header = pb::StoreHeader { name: name.as_str().to_owned(), overwrite: true, replicas: 0 };
+        let header = pb::StoreHeader { name: name.as_str().to_owned(), overwrite: true, replicas: 0, version_ns };
         self.peers.store(&target.addr, header, body, u64::MAX).await?;
         Ok(target.addr)
     }
 
-    /// Opens `name` wherever a copy is: here if this node holds it, else on
-    /// the first holder that answers.
+    /// Opens the newest version of `name`: asks every holder what it knows,
+    /// and reads here if this node has that version, else from the first
+    /// holder that has it. A deletion newer than every copy is not found.
     pub async fn open(self: &Arc<Self>, name: &FileName) -> Result<Source, FileError> {
         // Unless a holder elsewhere has it, a missing local plugin is the answer.
         let mut last = FileError::NotFound(name.to_string());
-        match self.plugins.download(name).await {
-            Ok(handle) => {
-                let entry = handle.entry().clone();
-                return Ok(Source {
-                    files: self.clone(),
-                    name: name.clone(),
-                    entry,
-                    first: Some(First::Local(handle)),
-                });
+        let local = match self.plugins.download(name).await {
+            Ok(handle) => Some(handle),
+            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => None,
+            Err(e @ PluginError::Unavailable(_)) => {
+                last = e.into();
+                None
             }
-            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => {}
-            Err(e @ PluginError::Unavailable(_)) => last = e.into(),
             Err(e) => return Err(e.into()),
+        };
+        let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.tombstones.get(name));
+        let (newest, having) = match self.survey(name, &here).await {
+            Ok(found) => found,
+            // Without the ring, this node's own copy is all there is.
+            Err(e) if local.is_none() => return Err(e),
+            Err(_) => (here.clone(), Vec::new()),
+        };
+        let Known::File(wanted) = newest else {
+            return Err(last);
+        };
+        if let Some(handle) = local.filter(|_| here.same(&Known::File(wanted.clone()))) {
+            let entry = handle.entry().clone();
+            let first = Some(First::Local(handle));
+            return Ok(Source { files: self.clone(), name: name.clone(), entry, first });
         }
-        let me = self.ring.me().id;
-        for holder in self.holders(name).await?.into_iter().filter(|h| h.id != me) {
+        for holder in having {
             match self.peers.fetch(&holder.addr, name.as_str(), 0, 0).await {
-                Ok((entry, stream)) => {
-                    let first = First::Remote(holder.id, stream.boxed());
-                    return Ok(Source { files: self.clone(), name: name.clone(), entry, first: Some(first) });
+                Ok((entry, stream)) if entry.sha256 == wanted.sha256 => {
+                    let first = Some(First::Remote(holder.id, stream.boxed()));
+                    return Ok(Source { files: self.clone(), name: name.clone(), entry, first });
                 }
-                Err(FileError::Peer { code: tonic::Code::NotFound, .. }) => {}
+                Ok(_) => {} // changed since it was asked
                 Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// Asks the other holders of `name` what they know of it: the newest
+    /// state among theirs and `here` (this node's), and the other holders
+    /// that have it.
+    async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
+        let me = self.ring.me().id;
+        let holders: Vec<NodeRef> = self.holders(name).await?.into_iter().filter(|h| h.id != me).collect();
+        let theirs =
+            futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name.as_str()))).await;
+        let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+        let having = holders
+            .into_iter()
+            .zip(theirs)
+            .filter(|(_, k)| matches!(k, Ok(k) if matches!(newest, Known::File(_)) && k.same(&newest)))
+            .map(|(h, _)| h)
+            .collect();
+        Ok((newest, having))
+    }
+
+    /// A node that serves the newest version of `name`: this one if it has
+    /// it, else the first other holder that does.
+    pub async fn locate(&self, name: &FileName) -> Result<(String, FileEntry), FileError> {
+        let here = self.known_here(name).await?;
+        let (newest, having) = self.survey(name, &here).await?;
+        let Known::File(entry) = newest else {
+            return Err(FileError::NotFound(name.to_string()));
+        };
+        let node = if here.same(&Known::File(entry.clone())) {
+            self.ring.me().addr.clone()
+        } else {
+            having.into_iter().next().map(|h| h.addr).ok_or_else(|| FileError::NoHolder(name.to_string()))?
+        };
+        Ok((node, entry))
     }
 
     /// Every node's files, merged by name (the newest version wins), with
@@ -213,19 +368,26 @@ impl Files {
         let nodes: Vec<NodeRef> =
             self.ring.walk(4096).await.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n).collect();
         let listings = futures_util::future::join_all(nodes.iter().map(|node| async {
-            let entries = if node.id == me.id {
-                self.plugins.list().await.map_err(FileError::from)
+            let listing = if node.id == me.id {
+                self.plugins.list().await.map(|entries| (entries, self.tombstones.all())).map_err(FileError::from)
             } else {
                 self.peers.list(&node.addr).await
             };
-            (node.addr.clone(), entries)
+            (node.addr.clone(), listing)
         }))
         .await;
         let mut merged: BTreeMap<String, NetworkEntry> = BTreeMap::new();
-        for (addr, entries) in listings {
-            let Ok(entries) = entries.inspect_err(|e| tracing::warn!(node = %addr, "listing failed: {e}")) else {
+        let mut deleted: BTreeMap<String, u64> = BTreeMap::new();
+        for (addr, listing) in listings {
+            let Ok((entries, tombstones)) =
+                listing.inspect_err(|e| tracing::warn!(node = %addr, "listing failed: {e}"))
+            else {
                 continue;
             };
+            for (name, at) in tombstones {
+                let slot = deleted.entry(name).or_insert(at);
+                *slot = (*slot).max(at);
+            }
             for e in entries {
                 let slot = merged.entry(e.name.clone()).or_insert_with(|| NetworkEntry {
                     name: e.name.clone(),
@@ -246,6 +408,8 @@ impl Files {
                 }
             }
         }
+        // Copies not yet removed of a file deleted since are not listed.
+        merged.retain(|name, e| deleted.get(name).is_none_or(|at| e.modified_ns > *at));
         merged.into_values().collect()
     }
 }

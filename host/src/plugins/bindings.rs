@@ -5,7 +5,11 @@
 #![allow(missing_docs)]
 
 pub mod index {
-    wasmtime::component::bindgen!({ path: "../wit", world: "index-plugin" });
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "index-plugin",
+        additional_derives: [PartialEq, Eq],
+    });
 }
 
 pub mod upload {

@@ -68,6 +68,18 @@ impl PluginHost {
         Ok(UploadHandle { chunks: Some(chunks), done })
     }
 
+    /// Removes `name` through the upload plugin; answers whether it existed.
+    pub async fn remove(self: &Arc<Self>, name: &FileName) -> Result<bool, PluginError> {
+        let (host, name) = (self.clone(), name.as_str().to_owned());
+        blocking(move || {
+            let plugin = loaded(&host.upload, PluginKind::Upload)?;
+            let mut store = host.store_for(&plugin.name, PluginKind::Upload)?;
+            let instance = host.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_upload().call_remove(s, &name))
+        })
+        .await
+    }
+
     fn upload_session(
         &self,
         name: &str,
@@ -213,10 +225,15 @@ fn session_lost(kind: PluginKind) -> PluginError {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs a plugin call on a blocking thread. A call cut short because the
+/// node is shutting down ends as cancelled.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, PluginError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(PluginError::Cancelled),
     }
 }
 

@@ -65,6 +65,8 @@ impl From<FileError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "holders-unavailable", e.to_string())
             }
             FileError::Mismatch(_) => Self::new(StatusCode::BAD_GATEWAY, "checksum-mismatch", e.to_string()),
+            FileError::Deleted { .. } => Self::new(StatusCode::CONFLICT, "deleted", e.to_string()),
+            FileError::Store(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store-failed", e.to_string()),
             FileError::Peer { code, ref message, .. } => {
                 let (status, code) = match code {
                     tonic::Code::NotFound => (StatusCode::NOT_FOUND, "not-found"),
@@ -73,6 +75,7 @@ impl From<FileError> for ApiError {
                     tonic::Code::ResourceExhausted => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
                     tonic::Code::OutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "out-of-range"),
                     tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer-unavailable"),
+                    tonic::Code::FailedPrecondition => (StatusCode::CONFLICT, "deleted"),
                     _ => (StatusCode::BAD_GATEWAY, "peer-failed"),
                 };
                 let _ = message;

@@ -1,5 +1,5 @@
 //! `GET /files`, `PUT /files/{name}`, `GET|HEAD /files/{name}`,
-//! `GET /search?q=`.
+//! `DELETE /files/{name}`, `GET /search?q=`.
 
 use axum::Json;
 use axum::body::Body;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::range::{self, Selection};
 use super::{ApiError, AppState};
-use crate::files::{NetworkEntry, Stored};
+use crate::files::{Deleted, NetworkEntry, Stored};
 use crate::plugins::FileEntry;
 use crate::store::FileName;
 
@@ -116,6 +116,22 @@ pub async fn upload(
         response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
+}
+
+/// `DELETE /files/{name}`: deletes the file on every holder, leaving
+/// tombstones so that a holder that was away does not bring it back;
+/// answers once a write quorum recorded the deletion. `404` when no holder
+/// had it (the deletion is recorded all the same).
+pub async fn delete(
+    State(app): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Deleted>, ApiError> {
+    let name = FileName::parse(&name.map_err(bad_path)?.0)?;
+    let deleted = app.files.delete(&name).await?;
+    if !deleted.existed {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("no holder had {name}")));
+    }
+    Ok(Json(deleted))
 }
 
 /// `GET|HEAD /files/{name}` (and the legacy `/download/{filename}`): streams

@@ -1,13 +1,17 @@
 //! The original system's routes, kept as aliases of the new ones:
 //! `GET /index`, `POST /upload/` (multipart field `file`) and
-//! `GET /download/{filename}` (served by `files::download`).
+//! `GET /download/{filename}` (served by `files::download`), and its
+//! portmapper's `GET /all_nodes`, `GET /active_nodes` and
+//! `GET /search/{filename}`, answered by any node from the ring.
 
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use super::ring::WALK_LIMIT;
 use super::{ApiError, AppState};
 use crate::store::FileName;
 
@@ -89,4 +93,47 @@ pub async fn upload(
         return Ok((StatusCode::OK, Json(reply)));
     }
     Err(bad("no `file` part in the form".into()))
+}
+
+#[derive(Serialize)]
+pub struct AllNodesJson {
+    all_nodes: Vec<String>,
+    active_nodes: Vec<String>,
+}
+
+/// `GET /all_nodes` → `{"all_nodes":[...],"active_nodes":[...]}`: every
+/// node met walking the ring, and those of them that answer.
+pub async fn all_nodes(State(app): State<AppState>) -> Json<AllNodesJson> {
+    let nodes = app.ring.walk(WALK_LIMIT).await;
+    let active_nodes = nodes.iter().filter(|(_, alive)| *alive).map(|(n, _)| n.addr.clone()).collect();
+    Json(AllNodesJson { all_nodes: nodes.into_iter().map(|(n, _)| n.addr).collect(), active_nodes })
+}
+
+#[derive(Serialize)]
+pub struct ActiveNodesJson {
+    active_nodes: Vec<String>,
+}
+
+/// `GET /active_nodes` → `{"active_nodes":[...]}`.
+pub async fn active_nodes(State(app): State<AppState>) -> Json<ActiveNodesJson> {
+    let nodes = app.ring.walk(WALK_LIMIT).await;
+    Json(ActiveNodesJson { active_nodes: nodes.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n.addr).collect() })
+}
+
+#[derive(Serialize)]
+pub struct SearchJson {
+    node_address: String,
+    filename: String,
+}
+
+/// `GET /search/{filename}` → `{"node_address","filename"}`: a node that
+/// serves the file (this one when it holds it); `404` when none does.
+pub async fn search(
+    State(app): State<AppState>,
+    filename: Result<Path<String>, PathRejection>,
+) -> Result<Json<SearchJson>, ApiError> {
+    let filename = filename.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text()))?;
+    let name = FileName::parse(&filename.0)?;
+    let (node_address, _) = app.files.locate(&name).await?;
+    Ok(Json(SearchJson { node_address, filename: name.as_str().to_owned() }))
 }

@@ -41,7 +41,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/files", get(files::list))
-        .route("/files/{name}", get(files::download).put(files::upload))
+        .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
         .route("/plugins", get(plugins))
         .route("/ring", get(ring::ring))
         .route("/lookup/{name}", get(ring::lookup))
@@ -51,6 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/upload", axum::routing::post(legacy::upload))
         .route("/upload/", axum::routing::post(legacy::upload))
         .route("/download/{filename}", get(files::download))
+        .route("/all_nodes", get(legacy::all_nodes))
+        .route("/active_nodes", get(legacy::active_nodes))
+        .route("/search/{filename}", get(legacy::search))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")

@@ -11,7 +11,7 @@ use crate::chord::{Id, NodeRef, RingError};
 use crate::store::FileName;
 
 /// Most nodes `GET /nodes` walks.
-const WALK_LIMIT: usize = 4096;
+pub(super) const WALK_LIMIT: usize = 4096;
 
 #[derive(Serialize)]
 pub struct RingJson {

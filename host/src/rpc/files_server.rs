@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::files_pb::{self as pb, fetch_reply, store_request};
-use crate::files::{FileError, Files, entry_to_pb};
+use crate::files::{FileError, Files, Known, entry_to_pb};
 use crate::store::FileName;
 
 /// Path prefix of the file-transfer gRPC methods.
@@ -43,7 +43,11 @@ impl pb::files_server::Files for FilesService {
         });
         // A copy never asks for more copies than a node keeps.
         let replicas = (header.replicas as usize).min(16);
-        let stored = self.files.store_here(&name, header.overwrite, body, replicas).await.map_err(|e| e.to_status())?;
+        let stored = self
+            .files
+            .store_here(&name, header.overwrite, header.version_ns, body, replicas)
+            .await
+            .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::StoreReply { entry: Some(entry_to_pb(&stored.entry)), holders: stored.holders }))
     }
 
@@ -76,12 +80,30 @@ impl pb::files_server::Files for FilesService {
 
     async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::StatReply>, Status> {
         let name = name_of(&request.into_inner().name)?;
-        let entry = self.files.local_entry(&name).await.map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::StatReply { entry: entry.as_ref().map(entry_to_pb) }))
+        let (entry, deleted_ns) = match self.files.known_here(&name).await.map_err(|e| e.to_status())? {
+            Known::Nothing => (None, None),
+            Known::File(entry) => (Some(entry_to_pb(&entry)), None),
+            Known::Deleted(at) => (None, Some(at)),
+        };
+        Ok(Response::new(pb::StatReply { entry, deleted_ns }))
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteReply>, Status> {
+        let request = request.into_inner();
+        let name = name_of(&request.name)?;
+        // A deletion never asks for more copies than a node keeps.
+        let replicas = (request.replicas as usize).min(16);
+        let deleted = self.files.delete_here(&name, request.deleted_ns, replicas).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::DeleteReply {
+            existed: deleted.existed,
+            holders: deleted.holders,
+            deleted_ns: deleted.deleted_ns,
+        }))
     }
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let entries = self.files.plugins().list().await.map_err(|e| FileError::from(e).to_status())?;
-        Ok(Response::new(pb::ListReply { entries: entries.iter().map(entry_to_pb).collect() }))
+        let deleted = self.files.tombstones().all().into_iter().collect();
+        Ok(Response::new(pb::ListReply { entries: entries.iter().map(entry_to_pb).collect(), deleted }))
     }
 }

@@ -5,8 +5,10 @@
 //! <data>/files/<name>   complete files
 //! <data>/meta/<name>    recorded size, mtime and sha256 of each file
 //! <data>/tmp/           uploads in progress; emptied at start
+//! <data>/deleted/<name> when the file was deleted (tombstones, host-written)
 //! ```
-//! Only plugins read and write inside it; the host creates the folders.
+//! Only plugins read and write files and their records; the host creates
+//! the folders and keeps the tombstones (`crate::files::Tombstones`).
 
 mod name;
 

@@ -117,6 +117,11 @@ pub fn record(entry: &Entry) -> io::Result<()> {
     written
 }
 
+/// Removes the record of `name` from `meta/`.
+pub fn forget(name: &str) -> io::Result<()> {
+    fs::remove_file(PathBuf::from(META).join(name))
+}
+
 /// A new, empty file in `tmp/` that no other writer can be using.
 pub fn create_temp(prefix: &str) -> io::Result<(File, PathBuf)> {
     let stamp = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());

@@ -1,7 +1,8 @@
 //! The default upload plugin: streams an upload into a temp file, hashing as
 //! it goes, and commits it with one rename (or a no-clobber hard link) so a
 //! half-written file is never visible. A writer dropped before `finish`
-//! removes its temp file. It is granted `/store` read-write.
+//! removes its temp file. `remove` deletes a file and its record. It is
+//! granted `/store` read-write.
 
 wit_bindgen::generate!({ path: "../../wit", world: "upload-plugin" });
 
@@ -45,6 +46,18 @@ impl Guest for Plugin {
         let (file, temp) = guest_store::create_temp("upload").map_err(io_error)?;
         let state = InFlight { name, overwrite, file, temp, hasher: Sha256::new(), size: 0 };
         Ok(Writer::new(Upload { state: RefCell::new(Some(state)) }))
+    }
+
+    fn remove(name: String) -> Result<bool, Error> {
+        guest_store::check_name(&name).map_err(Error::InvalidName)?;
+        let removed = match fs::remove_file(guest_store::file_path(&name)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_error(e)),
+        };
+        // A record without its file is ignored by readers; remove it anyway.
+        let _ = guest_store::forget(&name);
+        Ok(removed)
     }
 }
 

@@ -1,0 +1,93 @@
+//! A whole network at work (real nodes, real plugins, loopback): an 8-node
+//! ring with k = 3 takes 50 files from 0 bytes to over 200 MiB through
+//! random nodes and serves each, byte-identical, through other random nodes.
+
+use futures_util::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use ringshare_tests::{NodeSetup, SETTLE, TestNode, client, pattern, sha256_hex, wait_converged};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const FILES: usize = 50;
+const LARGEST: usize = (200 << 20) + 3;
+
+/// File sizes: empty, the largest, and the rest spread from a byte to 4 MiB.
+fn sizes(rng: &mut StdRng) -> Vec<usize> {
+    let mut sizes = vec![0, LARGEST];
+    sizes.extend((2..FILES).map(|i| match i % 3 {
+        0 => rng.random_range(1..1024),
+        1 => rng.random_range(1024..256 << 10),
+        _ => rng.random_range(256 << 10..4 << 20),
+    }));
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_files_up_to_200_mib_through_random_nodes_of_an_eight_node_ring() {
+    let mut nodes = vec![NodeSetup::default().start().await];
+    for _ in 1..8 {
+        let via = nodes[0].addr.clone();
+        nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    let pick = |rng: &mut StdRng, not: Option<usize>| loop {
+        let i = rng.random_range(0..nodes.len());
+        if Some(i) != not {
+            return i;
+        }
+    };
+
+    let http = client();
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut stored: Vec<(String, usize, String, usize)> = Vec::new();
+    for (i, size) in sizes(&mut rng).into_iter().enumerate() {
+        let name = format!("net-{i:02}-{size}.bin");
+        let data = pattern(i as u64 + 1, size);
+        let sha = sha256_hex(&data);
+        let via = pick(&mut rng, None);
+        let put = http.put(nodes[via].at(&format!("/files/{name}"))).body(data).send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED, "{name} via {}", nodes[via].addr);
+        let reply: Value = put.json().await.unwrap();
+        assert_eq!(reply["sha256"], sha, "{name}");
+        assert_eq!(reply["size"], size, "{name}");
+        stored.push((name, size, sha, via));
+    }
+
+    for (name, size, sha, via) in &stored {
+        let from: &TestNode = &nodes[pick(&mut rng, Some(*via))];
+        let response = http.get(from.at(&format!("/files/{name}"))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{name} from {}", from.addr);
+        assert_eq!(response.content_length(), Some(*size as u64), "{name} from {}", from.addr);
+        let mut body = response.bytes_stream();
+        let (mut hasher, mut got) = (Sha256::new(), 0usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.unwrap_or_else(|e| panic!("{name} from {}: {e}", from.addr));
+            got += chunk.len();
+            hasher.update(&chunk);
+        }
+        assert_eq!(got, *size, "{name} from {}", from.addr);
+        assert_eq!(&hex::encode(hasher.finalize()), sha, "{name} from {}", from.addr);
+    }
+
+    // The network listing has all 50, each on its 3 holders once the copies
+    // still in flight after the write quorum's answer have landed.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let listing: Vec<Value> = http
+            .get(nodes[pick(&mut rng, None)].at("/files?scope=network"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listing.len(), FILES);
+        if listing.iter().all(|e| e["holders"].as_array().unwrap().len() == 3) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not every file has 3 holders: {listing:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
