@@ -189,6 +189,8 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
         .send()
         .await
         .unwrap();
+    // The rest of the body is not read: the client is told not to reuse the connection.
+    assert_eq!(streamed.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
     let (status, code, _) = error_code(streamed).await;
     assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
 

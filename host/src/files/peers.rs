@@ -16,6 +16,14 @@ use super::service::Deleted;
 use crate::plugins::FileEntry;
 use crate::rpc::files_pb::{self as pb, files_client::FilesClient};
 
+/// Bytes a node may have in flight to this one per transfer.
+const STREAM_WINDOW: u32 = 4 << 20;
+/// Bytes a node may have in flight to this one over all transfers.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Largest HTTP/2 frame accepted from another node.
+const MAX_FRAME: u32 = 1 << 20;
+
 /// Clients of other nodes' `Files` service.
 #[derive(Clone)]
 pub struct Peers {
@@ -59,6 +67,12 @@ impl Peers {
                 message: e.to_string(),
             })?
             .connect_timeout(self.connect_timeout)
+            // HTTP/2's default 64 KiB window stalls a fetch every few chunks;
+            // these bound what is in flight per transfer and per node.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            // A chunk per frame rather than sixteen 16 KiB frames.
+            .max_frame_size(MAX_FRAME)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(self.connect_timeout);
         let channel = endpoint.connect_lazy();

@@ -414,6 +414,9 @@ impl Files {
     }
 }
 
+/// A holder being read (`None`: this node) and its stream of bytes.
+type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
+
 enum First {
     Local(crate::plugins::DownloadHandle),
     Remote(Id, BoxStream<'static, Result<Bytes, FileError>>),
@@ -446,10 +449,10 @@ impl Source {
         let remote = matches!(first, Some(First::Remote(..)) | None);
         let whole = start == 0 && end == entry.size && remote;
         tokio::spawn(async move {
-            let mut hasher = whole.then(Sha256::new);
+            let mut hasher = whole.then(Hasher::spawn);
             let mut offset = start;
             let mut failed: HashSet<Id> = HashSet::new();
-            let mut current: Option<(Option<Id>, BoxStream<'static, Result<Bytes, FileError>>)> = match first {
+            let mut current: Option<Reading> = match first {
                 Some(First::Local(handle)) => {
                     Some((None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()))
                 }
@@ -473,7 +476,7 @@ impl Source {
                             let bytes = bytes.slice(..bytes.len().min((end - offset) as usize));
                             offset += bytes.len() as u64;
                             if let Some(h) = hasher.as_mut() {
-                                h.update(&bytes);
+                                h.update(bytes.clone()).await;
                             }
                             if tx.send(Ok(bytes)).await.is_err() {
                                 return; // the client went away
@@ -493,14 +496,47 @@ impl Source {
                     failed.insert(files.ring.me().id);
                 }
             }
-            if let Some(h) = hasher {
-                let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                if got != entry.sha256 {
-                    let _ = tx.send(Err(FileError::Mismatch(name.to_string()))).await;
-                }
+            if let Some(h) = hasher
+                && h.finish().await != entry.sha256
+            {
+                let _ = tx.send(Err(FileError::Mismatch(name.to_string()))).await;
             }
         });
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    }
+}
+
+/// SHA-256 of a stream, computed on a thread of its own so that hashing
+/// overlaps moving the bytes; at most `HASH_CHUNKS` chunks wait for it.
+struct Hasher {
+    chunks: mpsc::Sender<Bytes>,
+    digest: tokio::task::JoinHandle<String>,
+}
+
+const HASH_CHUNKS: usize = 16;
+
+impl Hasher {
+    fn spawn() -> Self {
+        let (chunks, mut rx) = mpsc::channel::<Bytes>(HASH_CHUNKS);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        });
+        Self { chunks, digest }
+    }
+
+    async fn update(&mut self, chunk: Bytes) {
+        // The thread only stops when the sender is dropped.
+        let _ = self.chunks.send(chunk).await;
+    }
+
+    /// The lowercase hex digest of everything passed to `update`.
+    async fn finish(self) -> String {
+        drop(self.chunks);
+        self.digest.await.unwrap_or_default()
     }
 }
 
@@ -513,7 +549,7 @@ async fn reopen(
     offset: u64,
     end: u64,
     failed: &HashSet<Id>,
-) -> Option<(Option<Id>, BoxStream<'static, Result<Bytes, FileError>>)> {
+) -> Option<Reading> {
     let holders = files.holders(name).await.ok()?;
     let me = files.ring.me().id;
     for holder in holders.into_iter().filter(|h| !failed.contains(&h.id)) {

@@ -78,7 +78,7 @@ impl Tombstones {
     /// Forgets the tombstone of `name` when a version modified at
     /// `modified_ns`, after the deletion, has been stored.
     pub async fn clear_before(&self, name: &FileName, modified_ns: u64) -> io::Result<()> {
-        if !self.get(name).is_some_and(|at| at < modified_ns) {
+        if self.get(name).is_none_or(|at| at >= modified_ns) {
             return Ok(());
         }
         match tokio::fs::remove_file(self.dir.join(name.as_str())).await {

@@ -15,7 +15,8 @@ mod ring;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, Version, header};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -61,7 +62,21 @@ pub fn router(state: AppState) -> Router {
         // Upload handlers stream and count bytes themselves against
         // `max_upload_bytes`; axum's buffered-body limit does not apply.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(close_after_refused_upload))
         .with_state(state)
+}
+
+/// An upload refused before its body was read leaves the rest of the body
+/// on the HTTP/1 connection, which the server then closes; `Connection:
+/// close` tells the client so, rather than letting it reuse the connection
+/// for its next request and lose that request.
+async fn close_after_refused_upload(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let upload = matches!(*request.method(), Method::PUT | Method::POST) && request.version() < Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if upload && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// `GET /plugins`: what was loaded from the plugins folder and what was
