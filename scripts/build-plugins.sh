@@ -30,7 +30,21 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc >&2
   fi
-  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
+  # Debian's rust-lld is a link to the lld of rustc-web's LLVM (lld-22 for
+  # 1.96), a package rustc-web does not pull in.
+  lld=$(readlink /usr/bin/rust-lld || true)
+  if [ -n "$lld" ] && ! command -v "$lld" >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$lld" >&2
+  fi
+  # wasm-component-ld runs `wasm-ld`, which rustup ships and Debian's
+  # rustc-web does not: lld picks its flavour from its name, so a link named
+  # wasm-ld to rust-lld is one.
+  shim="$root/target/route-b-bin"
+  if ! command -v wasm-ld >/dev/null 2>&1; then
+    mkdir -p "$shim"
+    ln -sf /usr/bin/rust-lld "$shim/wasm-ld"
+  fi
+  PATH="$shim:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
     /usr/bin/cargo build --release --target wasm32-wasip2 --quiet \
     -Zbuild-std=std,panic_abort
 fi

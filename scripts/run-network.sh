@@ -2,7 +2,8 @@
 # Starts a small local ring: NODES nodes (default 3) on 127.0.0.1, ports
 # PORT, PORT+1, ..., each with the default plugins and its own store under
 # DATA/node-<port>. The first starts the ring, the others join it. Ctrl-C
-# stops them all (each leaves the ring gracefully).
+# stops them all (each leaves the ring gracefully); a node killed on its own
+# leaves the others running.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 nodes=${NODES:-3}
@@ -40,9 +41,13 @@ for i in $(seq 1 $((nodes - 1))); do start_node $((port + i)) "127.0.0.1:$port";
 
 echo
 echo "ringshare: a ring of $nodes nodes with the default plugins"
-for i in $(seq 0 $((nodes - 1))); do echo "  node $((i + 1)): http://127.0.0.1:$((port + i))   (log: $data/node-$((port + i)).log)"; done
+for i in $(seq 0 $((nodes - 1))); do
+  echo "  node $((i + 1)): http://127.0.0.1:$((port + i))   pid ${pids[$i]}   (log: $data/node-$((port + i)).log)"
+done
 echo
 echo "try:  curl -T FILE http://127.0.0.1:$port/files/NAME"
 echo "      curl http://127.0.0.1:$port/nodes      curl http://127.0.0.1:$((port + 1))/lookup/NAME"
-echo "Ctrl-C stops the ring."
-wait -n "${pids[@]}" || true
+echo "      curl -# -o COPY http://127.0.0.1:$((port + 1))/files/NAME   (download elsewhere, with a progress bar)"
+echo "Killing one node (kill -9 PID) leaves the others serving. Ctrl-C stops the ring."
+# Runs until every node has stopped (or Ctrl-C stops them all).
+wait "${pids[@]}" || true

@@ -2,11 +2,9 @@
 //! any node lands on the responsible node and its successors, downloads work
 //! from any node, survive a crashed holder and a holder dying mid-stream.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, SETTLE, TestNode, client, pattern, sha256_hex, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, sha256_hex, wait_converged};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -32,8 +30,7 @@ fn node_at<'a>(nodes: &'a [TestNode], addr: &str) -> &'a TestNode {
 
 /// Polls until every node in `addrs` stores `name` with `sha256`.
 async fn wait_stored(nodes: &[TestNode], addrs: &[String], name: &str, sha256: &str) {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
+    eventually(&format!("{name} never reached all of {addrs:?}"), || async {
         let missing: Vec<&String> = addrs
             .iter()
             .filter(|a| {
@@ -41,12 +38,19 @@ async fn wait_stored(nodes: &[TestNode], addrs: &[String], name: &str, sha256: &
                     .map_or(true, |bytes| sha256_hex(&bytes) != sha256)
             })
             .collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{name} never reached {missing:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        if missing.is_empty() { Ok(()) } else { Err(format!("missing on {missing:?}")) }
+    })
+    .await
+}
+
+/// Uploads `data` as `name` through `nodes[0]` and waits until all its
+/// placement holders store it; returns them.
+async fn put_placed(nodes: &[TestNode], name: &str, data: &[u8]) -> Vec<String> {
+    let put = client().put(nodes[0].at(&format!("/files/{name}"))).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{name}");
+    let holders = placement(&nodes[0], name).await;
+    wait_stored(nodes, &holders, name, &sha256_hex(data)).await;
+    holders
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,9 +128,7 @@ async fn a_crashed_holder_loses_nothing() {
     let mut nodes = start_ring(5).await;
     let http = client();
     let data = pattern(7, 2 << 20);
-    http.put(nodes[0].at("/files/survivor.bin")).body(data.clone()).send().await.unwrap().error_for_status().unwrap();
-    let holders = placement(&nodes[0], "survivor.bin").await;
-    wait_stored(&nodes, &holders, "survivor.bin", &sha256_hex(&data)).await;
+    let holders = put_placed(&nodes, "survivor.bin", &data).await;
 
     let responsible = nodes.iter().position(|n| n.addr == holders[0]).unwrap();
     nodes.remove(responsible).kill();
@@ -141,9 +143,7 @@ async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
     let mut nodes = start_ring(5).await;
     let http = client();
     let data = pattern(11, 48 << 20);
-    http.put(nodes[0].at("/files/big.bin")).body(data.clone()).send().await.unwrap().error_for_status().unwrap();
-    let holders = placement(&nodes[0], "big.bin").await;
-    wait_stored(&nodes, &holders, "big.bin", &sha256_hex(&data)).await;
+    let holders = put_placed(&nodes, "big.bin", &data).await;
 
     // Download through a node that holds no copy: it streams from the
     // responsible node first.
@@ -172,9 +172,7 @@ async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
 /// Polls until the placement holders of every file in `files` (as the ring
 /// says now, asked of `nodes[0]`) store it.
 async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    'poll: loop {
-        assert!(tokio::time::Instant::now() < deadline, "files never reached their holders");
+    eventually("files never reached their holders", || async {
         for (name, sha) in files {
             let holders = placement(&nodes[0], name).await;
             let complete = holders.len() == 3.min(nodes.len())
@@ -184,12 +182,12 @@ async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
                     })
                 });
             if !complete {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue 'poll;
+                return Err(format!("{name} is not on all of {holders:?}"));
             }
         }
-        return;
-    }
+        Ok(())
+    })
+    .await
 }
 
 async fn upload_some(nodes: &[TestNode], count: usize, prefix: &str) -> Vec<(String, String)> {
@@ -236,8 +234,7 @@ async fn a_joining_node_receives_exactly_the_files_it_is_responsible_for() {
 /// Polls until every node holds exactly those of `files` it is a placement
 /// holder of.
 async fn wait_exact(nodes: &[TestNode], files: &[(String, String)]) {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
+    eventually("copies never matched the placement", || async {
         let mut wrong = Vec::new();
         for (name, _) in files {
             let holders = placement(&nodes[0], name).await;
@@ -247,12 +244,9 @@ async fn wait_exact(nodes: &[TestNode], files: &[(String, String)]) {
                 }
             }
         }
-        if wrong.is_empty() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "copies never matched the placement: {wrong:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if wrong.is_empty() { Ok(()) } else { Err(format!("{wrong:?}")) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,15 +339,14 @@ async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
     nodes.push(returned);
     wait_converged(&nodes).await;
     let returned = nodes.last().unwrap();
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while returned.data().join("files/gone.bin").exists() {
+    eventually("the returning node kept its deleted copy", || async {
         for node in &nodes {
             let (status, _) = get_json(node, "/files/gone.bin").await;
             assert_eq!(status, StatusCode::NOT_FOUND, "served again by {}", node.addr);
         }
-        assert!(tokio::time::Instant::now() < deadline, "the returning node kept its deleted copy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if returned.data().join("files/gone.bin").exists() { Err("still there".into()) } else { Ok(()) }
+    })
+    .await;
     for node in &nodes {
         assert!(!node.data().join("files/gone.bin").exists(), "resurrected on {}", node.addr);
         let (_, listing) = get_json(node, "/files?scope=network").await;
@@ -390,11 +383,12 @@ async fn deletes_refuse_bad_names_report_missing_files_and_allow_a_new_upload() 
     assert_eq!(put.status(), StatusCode::CREATED);
     let holders = placement(&nodes[0], "again.txt").await;
     wait_stored(&nodes, &holders, "again.txt", &sha256_hex(b"second")).await;
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while nodes.iter().any(|n| n.data().join("deleted/again.txt").exists()) {
-        assert!(tokio::time::Instant::now() < deadline, "tombstones outlived a newer upload");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("tombstones outlived a newer upload", || async {
+        let left: Vec<&str> =
+            nodes.iter().filter(|n| n.data().join("deleted/again.txt").exists()).map(|n| n.addr.as_str()).collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("on {left:?}")) }
+    })
+    .await;
     for node in &nodes {
         assert_eq!(http.get(node.at("/files/again.txt")).send().await.unwrap().text().await.unwrap(), "second");
     }

@@ -278,24 +278,33 @@ fn check_converged(views: &[Value], r: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
-pub async fn wait_converged(nodes: &[TestNode]) {
+/// Polls `check` every 25 ms until it holds; fails with `what` and the last
+/// reason it gave after `SETTLE`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) if tokio::time::Instant::now() > deadline => panic!("{what}: {why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
+pub async fn wait_converged(nodes: &[TestNode]) {
+    eventually(&format!("ring of {} did not converge", nodes.len()), || async {
         let mut views = Vec::new();
         for node in nodes {
             if let Some(v) = ring_view(node).await {
                 views.push(v);
             }
         }
-        let outcome =
-            if views.len() == nodes.len() { check_converged(&views, 8) } else { Err("a node did not answer".into()) };
-        match outcome {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() > deadline => {
-                panic!("ring of {} did not converge: {why}", nodes.len())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
+        if views.len() == nodes.len() { check_converged(&views, 8) } else { Err("a node did not answer".into()) }
+    })
+    .await
 }
