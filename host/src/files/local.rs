@@ -8,12 +8,14 @@ use crate::plugins::{FileEntry, PluginHost};
 use crate::store::FileName;
 
 /// Streams `body` through the upload plugin in chunks of `chunk_bytes`,
-/// refusing it past `limit` bytes. Whatever goes wrong, a partial upload is
+/// refusing it past `limit` bytes; `modified_ns`, if given, is the stored
+/// file's modification time (a copy keeps its version's time). Whatever goes wrong, a partial upload is
 /// abandoned and leaves nothing behind.
 pub async fn store_local<S, E>(
     plugins: &std::sync::Arc<PluginHost>,
     name: &FileName,
     overwrite: bool,
+    modified_ns: Option<u64>,
     body: S,
     limit: u64,
     chunk_bytes: usize,
@@ -22,7 +24,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let mut upload = plugins.upload(name, overwrite).await?;
+    let mut upload = plugins.upload(name, overwrite, modified_ns).await?;
     let mut body = std::pin::pin!(body);
     let mut pending = BytesMut::new();
     let mut total: u64 = 0;

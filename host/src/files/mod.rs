@@ -9,6 +9,7 @@
 //! - `local`: this node's store, through its plugins;
 //! - `peers`: other nodes' stores, through the `Files` gRPC service;
 //! - `service`: [`Files`], what the REST API and the RPC server call;
+//! - `source`: reading the newest version from wherever it is;
 //! - `known`: what a node knows of a name (a version or a deletion), ordered;
 //! - `tombstones`: this node's record of deletions;
 //! - `repair`: the loop that keeps k copies where the ring says, and the
@@ -20,6 +21,7 @@ mod peers;
 pub mod placement;
 mod repair;
 mod service;
+mod source;
 mod tombstones;
 
 use tonic::Code;
@@ -31,7 +33,8 @@ pub use known::Known;
 pub use local::store_local;
 pub use peers::{Peers, entry_from_pb, entry_to_pb};
 pub use repair::spawn_repair;
-pub use service::{Deleted, Files, NetworkEntry, Source, Stored};
+pub use service::{Deleted, Files, NetworkEntry, Stored};
+pub use source::Source;
 pub use tombstones::Tombstones;
 
 /// Why a file operation failed.

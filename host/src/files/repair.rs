@@ -106,10 +106,12 @@ impl Files {
     /// to the `holders` that lack it. With `one_pusher` (the repair loop),
     /// only the first holder having it does (and a non-holder only when no
     /// holder has it), and a non-holder drops its own copy or tombstone once
-    /// every holder has it or something newer. A holder with a deletion
-    /// newer than this node's copy gets that copy removed here.
+    /// every holder has it, and its copy as soon as a holder has something
+    /// newer. A holder with a deletion newer than this node's copy gets that
+    /// copy removed here.
     async fn pass_on(self: &Arc<Self>, name: &FileName, mine: &Known, holders: &[NodeRef], one_pusher: bool) -> usize {
         let me = self.ring().me();
+        let holding = holders.iter().any(|h| h.id == me.id);
         let mut lacking = Vec::new();
         let mut first_having: Option<&NodeRef> = None;
         let mut all_answered = true;
@@ -128,15 +130,18 @@ impl Files {
             if theirs.same(mine) {
                 first_having.get_or_insert(holder);
             } else if theirs.newer_than(mine) {
+                // A newer state exists: not ours to spread. A copy it
+                // deletes goes; a non-holder's superseded copy goes too.
                 if let (Known::File(_), Known::Deleted(at)) = (mine, &theirs) {
                     self.apply_deletion(name, *at).await;
+                } else if one_pusher && !holding && matches!(mine, Known::File(_)) {
+                    self.drop_extra(name, mine).await;
                 }
-                return 0; // a newer state exists: not ours to spread
+                return 0;
             } else {
                 lacking.push(holder.clone());
             }
         }
-        let holding = holders.iter().any(|h| h.id == me.id);
         if one_pusher && !holding && lacking.is_empty() && all_answered && !holders.is_empty() {
             self.drop_extra(name, mine).await;
             return 0;
@@ -169,7 +174,7 @@ impl Files {
     }
 
     /// Drops what this node, not a holder of `name`, still keeps of it now
-    /// that every holder has it.
+    /// that every holder has it, or something newer.
     async fn drop_extra(&self, name: &FileName, mine: &Known) {
         let dropped = match mine {
             Known::File(_) => self.plugins().remove(name).await.map(drop).map_err(|e| e.to_string()),

@@ -53,16 +53,22 @@ impl PluginHost {
         .await
     }
 
-    /// Starts writing `name` through the upload plugin. Fails at once when
-    /// the plugin refuses (for instance: exists and not `overwrite`).
-    pub async fn upload(self: &Arc<Self>, name: &FileName, overwrite: bool) -> Result<UploadHandle, PluginError> {
+    /// Starts writing `name` through the upload plugin, with `modified_ns` as
+    /// its modification time if given. Fails at once when the plugin refuses
+    /// (for instance: exists and not `overwrite`).
+    pub async fn upload(
+        self: &Arc<Self>,
+        name: &FileName,
+        overwrite: bool,
+        modified_ns: Option<u64>,
+    ) -> Result<UploadHandle, PluginError> {
         loaded(&self.upload, PluginKind::Upload)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let (host, name) = (self.clone(), name.as_str().to_owned());
         tokio::task::spawn_blocking(move || {
-            let _ = done_tx.send(host.upload_session(&name, overwrite, rx, opened_tx));
+            let _ = done_tx.send(host.upload_session(&name, overwrite, modified_ns, rx, opened_tx));
         });
         opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
         Ok(UploadHandle { chunks: Some(chunks), done })
@@ -84,6 +90,7 @@ impl PluginHost {
         &self,
         name: &str,
         overwrite: bool,
+        modified_ns: Option<u64>,
         mut rx: mpsc::Receiver<UploadMsg>,
         opened: oneshot::Sender<Result<(), PluginError>>,
     ) -> Result<FileEntry, PluginError> {
@@ -92,7 +99,7 @@ impl PluginHost {
             let mut store = self.store_for(&plugin.name, PluginKind::Upload)?;
             let instance = self.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
             let writer = self.guarded(&mut store, &plugin.name, |s| {
-                instance.ringshare_plugin_upload().call_create(s, name, overwrite)
+                instance.ringshare_plugin_upload().call_create(s, name, overwrite, modified_ns)
             })?;
             Ok::<_, PluginError>((store, instance, writer))
         };

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
 
 use exports::ringshare::plugin::upload::{Guest, GuestWriter, Writer};
 use guest_store::{Digest, Sha256};
@@ -25,6 +26,7 @@ struct Upload {
 struct InFlight {
     name: String,
     overwrite: bool,
+    modified: Option<u64>,
     file: File,
     temp: PathBuf,
     hasher: Sha256,
@@ -38,13 +40,13 @@ fn io_error(e: io::Error) -> Error {
 impl Guest for Plugin {
     type Writer = Upload;
 
-    fn create(name: String, overwrite: bool) -> Result<Writer, Error> {
+    fn create(name: String, overwrite: bool, modified: Option<u64>) -> Result<Writer, Error> {
         guest_store::check_name(&name).map_err(Error::InvalidName)?;
         if !overwrite && guest_store::file_path(&name).exists() {
             return Err(Error::AlreadyExists(name));
         }
         let (file, temp) = guest_store::create_temp("upload").map_err(io_error)?;
-        let state = InFlight { name, overwrite, file, temp, hasher: Sha256::new(), size: 0 };
+        let state = InFlight { name, overwrite, modified, file, temp, hasher: Sha256::new(), size: 0 };
         Ok(Writer::new(Upload { state: RefCell::new(Some(state)) }))
     }
 
@@ -82,6 +84,9 @@ impl GuestWriter for Upload {
 }
 
 fn commit(upload: &InFlight) -> Result<FileEntry, Error> {
+    if let Some(ns) = upload.modified {
+        upload.file.set_modified(UNIX_EPOCH + Duration::from_nanos(ns)).map_err(io_error)?;
+    }
     upload.file.sync_all().map_err(io_error)?;
     let modified_ns = guest_store::modified_ns(&upload.file.metadata().map_err(io_error)?);
     let target = guest_store::file_path(&upload.name);
