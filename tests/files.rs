@@ -469,3 +469,48 @@ async fn a_stale_copy_on_a_non_holder_is_never_served_and_goes_away() {
         assert_eq!(bytes, b"new version", "on {holder}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_copies_and_malformed_file_calls_are_refused() {
+    use ringshare::rpc::files_pb::{self as pb, files_client::FilesClient, store_request::Part};
+    let nodes = start_ring(1).await;
+    let http = client();
+    let mut rpc = FilesClient::connect(nodes[0].url.clone()).await.unwrap();
+    let store = |name: &str, version_ns: u64, first: Option<Part>| {
+        let header = Part::Header(pb::StoreHeader { name: name.into(), overwrite: true, replicas: 0, version_ns });
+        let parts = vec![first.unwrap_or(header), Part::Chunk(b"old copy".to_vec().into())];
+        futures_util::stream::iter(parts.into_iter().map(|p| pb::StoreRequest { part: Some(p) }))
+    };
+
+    // A copy of a version older than the node's own is refused; so is a
+    // copy of a version older than a deletion. A later version is taken.
+    let put: Value = http.put(nodes[0].at("/files/v.txt")).body("new").send().await.unwrap().json().await.unwrap();
+    let current = put["modified_ns"].as_u64().unwrap();
+    let status = rpc.store(store("v.txt", current - 1, None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert_eq!(http.get(nodes[0].at("/files/v.txt")).send().await.unwrap().text().await.unwrap(), "new");
+    http.put(nodes[0].at("/files/gone.txt")).body("x").send().await.unwrap().error_for_status().unwrap();
+    let deleted: Value = http.delete(nodes[0].at("/files/gone.txt")).send().await.unwrap().json().await.unwrap();
+    let at = deleted["deleted_ns"].as_u64().unwrap();
+    let status = rpc.store(store("gone.txt", at, None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    assert!(!nodes[0].data().join("files/gone.txt").exists());
+    let later = rpc.store(store("gone.txt", at + 1, None)).await.unwrap().into_inner();
+    assert_eq!(later.entry.unwrap().modified_ns, at + 1, "the copy keeps its version's time");
+
+    // Malformed calls: a clear status, nothing stored.
+    let status = rpc.store(store("x", 0, Some(Part::Chunk(b"no header".to_vec().into())))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let status = rpc.store(store("..", 0, None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let status = rpc.delete(pb::DeleteRequest { name: "a/b".into(), deleted_ns: 0, replicas: 0 }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let status = rpc.stat(pb::StatRequest { name: String::new() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let past_end = pb::FetchRequest { name: "v.txt".into(), offset: 99, length: 0 };
+    let status = rpc.fetch(past_end).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+    let listing: Vec<Value> = http.get(nodes[0].at("/files")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gone.txt", "v.txt"]);
+}

@@ -73,6 +73,14 @@ pub enum FileError {
         /// When it was deleted.
         at: u64,
     },
+    /// A copy of a version older than the one this node has.
+    #[error("{name} has a newer version here, modified at {at} ns")]
+    Superseded {
+        /// The file.
+        name: String,
+        /// When this node's version was modified.
+        at: u64,
+    },
     /// This node's own bookkeeping failed.
     #[error("{0}")]
     Store(String),
@@ -113,7 +121,7 @@ impl FileError {
             FileError::Ring(_) | FileError::NoHolder(_) | FileError::NoQuorum { .. } => Code::Unavailable,
             FileError::Peer { code, .. } => *code,
             FileError::NotFound(_) => Code::NotFound,
-            FileError::Deleted { .. } => Code::FailedPrecondition,
+            FileError::Deleted { .. } | FileError::Superseded { .. } => Code::FailedPrecondition,
             FileError::Store(_) => Code::Internal,
             FileError::Mismatch(_) => Code::DataLoss,
             FileError::TooLarge(_) => Code::ResourceExhausted,

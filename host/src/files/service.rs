@@ -144,7 +144,8 @@ impl Files {
     /// Stores `body` here, then copies it to `replicas` successors, answering
     /// once a majority of the copies exist (the others go on). `version_ns`
     /// is 0 for a new upload, else the modification time of the version this
-    /// is a copy of: a copy of a version deleted since is refused.
+    /// is a copy of: a copy of a version deleted or replaced here since is
+    /// refused.
     pub async fn store_here<S, E>(
         self: &Arc<Self>,
         name: &FileName,
@@ -159,6 +160,12 @@ impl Files {
     {
         if let Some(at) = self.tombstones.get(name).filter(|at| version_ns != 0 && version_ns <= *at) {
             return Err(FileError::Deleted { name: name.to_string(), at });
+        }
+        if version_ns != 0
+            && let Some(mine) = self.local_entry(name).await?
+            && mine.modified_ns > version_ns
+        {
+            return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
         }
         let modified_ns = (version_ns != 0).then_some(version_ns);
         let (limit, chunk) = (self.max_upload_bytes, self.chunk_bytes);

@@ -66,6 +66,7 @@ impl From<FileError> for ApiError {
             }
             FileError::Mismatch(_) => Self::new(StatusCode::BAD_GATEWAY, "checksum-mismatch", e.to_string()),
             FileError::Deleted { .. } => Self::new(StatusCode::CONFLICT, "deleted", e.to_string()),
+            FileError::Superseded { .. } => Self::new(StatusCode::CONFLICT, "superseded", e.to_string()),
             FileError::Store(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store-failed", e.to_string()),
             FileError::Peer { code, ref message, .. } => {
                 let (status, code) = match code {
@@ -75,7 +76,7 @@ impl From<FileError> for ApiError {
                     tonic::Code::ResourceExhausted => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
                     tonic::Code::OutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "out-of-range"),
                     tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer-unavailable"),
-                    tonic::Code::FailedPrecondition => (StatusCode::CONFLICT, "deleted"),
+                    tonic::Code::FailedPrecondition => (StatusCode::CONFLICT, "stale-copy"),
                     _ => (StatusCode::BAD_GATEWAY, "peer-failed"),
                 };
                 let _ = message;
