@@ -65,13 +65,19 @@ impl Files {
 
     /// Asks the other holders of `name` what they know of it: the newest
     /// state among theirs and `here` (this node's), and the other holders
-    /// that have it.
+    /// that have it. Fails if none knows the name and one did not answer.
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
         let me = self.ring.me().id;
         let holders: Vec<NodeRef> = self.holders(name).await?.into_iter().filter(|h| h.id != me).collect();
         let theirs =
             futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name.as_str()))).await;
         let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+        if newest == Known::Nothing
+            && let Some(Err(e)) = theirs.iter().find(|k| k.is_err())
+        {
+            // Nobody that answered knows the name, and a holder did not answer.
+            return Err(e.clone());
+        }
         let having = holders
             .into_iter()
             .zip(theirs)
