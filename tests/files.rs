@@ -43,11 +43,16 @@ async fn wait_stored(nodes: &[TestNode], addrs: &[String], name: &str, sha256: &
     .await
 }
 
+/// Uploads `data` as `name` through `via`; it must be created.
+async fn put(via: &TestNode, name: &str, data: &[u8]) {
+    let put = client().put(via.at(&format!("/files/{name}"))).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{name} via {}", via.addr);
+}
+
 /// Uploads `data` as `name` through `nodes[0]` and waits until all its
 /// placement holders store it; returns them.
 async fn put_placed(nodes: &[TestNode], name: &str, data: &[u8]) -> Vec<String> {
-    let put = client().put(nodes[0].at(&format!("/files/{name}"))).body(data.to_vec()).send().await.unwrap();
-    assert_eq!(put.status(), StatusCode::CREATED, "{name}");
+    put(&nodes[0], name, data).await;
     let holders = placement(&nodes[0], name).await;
     wait_stored(nodes, &holders, name, &sha256_hex(data)).await;
     holders
@@ -199,19 +204,11 @@ async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
 }
 
 async fn upload_some(nodes: &[TestNode], count: usize, prefix: &str) -> Vec<(String, String)> {
-    let http = client();
     let mut files = Vec::new();
     for i in 0..count {
         let name = format!("{prefix}-{i}.bin");
         let data = pattern(i as u64 + 500, 10_000 + i * 1000);
-        let via = &nodes[i % nodes.len()];
-        http.put(via.at(&format!("/files/{name}")))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        put(&nodes[i % nodes.len()], &name, &data).await;
         files.push((name, sha256_hex(&data)));
     }
     files
@@ -313,13 +310,7 @@ async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
     let gone = pattern(21, 300_000);
     let kept = pattern(22, 1000);
     for (name, data) in [("gone.bin", &gone), ("kept.bin", &kept)] {
-        http.put(nodes[1].at(&format!("/files/{name}")))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        put(&nodes[1], name, data).await;
     }
     let holders = placement(&nodes[0], "gone.bin").await;
     wait_stored(&nodes, &holders, "gone.bin", &sha256_hex(&gone)).await;

@@ -13,6 +13,7 @@
 //! copy older than a holder's deletion is removed, so a node that was away
 //! during a delete does not bring the file back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,26 +44,39 @@ pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationTo
 }
 
 impl Files {
+    /// What this node holds: each of its files (as deleted, if a tombstone
+    /// is newer) and each tombstone without a file. `None` if the index
+    /// plugin cannot list.
+    async fn states(&self) -> Option<Vec<(FileName, Known)>> {
+        let entries = self.plugins().list().await.ok()?;
+        let mut states: Vec<(FileName, Known)> = entries
+            .into_iter()
+            .filter_map(|entry| {
+                let name = FileName::parse(&entry.name).ok()?;
+                let deleted = self.tombstones.get(&name);
+                Some((name, Known::from_parts(Some(entry), deleted)))
+            })
+            .collect();
+        let with_files: HashSet<String> = states.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+        for (name, at) in self.tombstones.all() {
+            if !with_files.contains(&name)
+                && let Ok(name) = FileName::parse(&name)
+            {
+                states.push((name, Known::Deleted(at)));
+            }
+        }
+        Some(states)
+    }
+
     /// One repair pass over this node's files and tombstones; returns the
     /// copies and deletions passed on.
     pub async fn repair_pass(self: &Arc<Self>, shutdown: &CancellationToken) -> usize {
-        let Ok(entries) = self.plugins().list().await else { return 0 };
-        let mut work: Vec<(String, Known)> = Vec::new();
-        for entry in entries {
-            let deleted = FileName::parse(&entry.name).ok().and_then(|n| self.tombstones.get(&n));
-            work.push((entry.name.clone(), Known::from_parts(Some(entry), deleted)));
-        }
-        for (name, at) in self.tombstones.all() {
-            if !work.iter().any(|(n, _)| *n == name) {
-                work.push((name, Known::Deleted(at)));
-            }
-        }
+        let Some(states) = self.states().await else { return 0 };
         let mut passed = 0;
-        for (name, mine) in work {
+        for (name, mine) in states {
             if shutdown.is_cancelled() {
                 break;
             }
-            let Ok(name) = FileName::parse(&name) else { continue };
             let Ok(holders) = self.holders(&name).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, true).await;
         }
@@ -72,13 +86,10 @@ impl Files {
     /// Before this node leaves: passes each of its files and tombstones to
     /// the holders it will have once this node is gone.
     pub async fn hand_over(self: &Arc<Self>) -> usize {
-        let Ok(entries) = self.plugins().list().await else { return 0 };
-        let mut work: Vec<(String, Known)> = entries.into_iter().map(|e| (e.name.clone(), Known::File(e))).collect();
-        work.extend(self.tombstones.all().into_iter().map(|(name, at)| (name, Known::Deleted(at))));
+        let Some(states) = self.states().await else { return 0 };
         let me = self.ring().me();
         let mut passed = 0;
-        for (name, mine) in work {
-            let Ok(name) = FileName::parse(&name) else { continue };
+        for (name, mine) in states {
             let Ok(holders) = self.holders_after_leaving(&name, &me).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, false).await;
         }

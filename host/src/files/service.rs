@@ -7,7 +7,6 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, FuturesUnordered};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::known::Known;
 use super::peers::{Peers, entry_from_pb};
@@ -158,14 +157,16 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        if let Some(at) = self.tombstones.get(name).filter(|at| version_ns != 0 && version_ns <= *at) {
-            return Err(FileError::Deleted { name: name.to_string(), at });
-        }
-        if version_ns != 0
-            && let Some(mine) = self.local_entry(name).await?
-            && mine.modified_ns > version_ns
-        {
-            return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
+        if version_ns != 0 {
+            match self.known_here(name).await? {
+                Known::Deleted(at) if version_ns <= at => {
+                    return Err(FileError::Deleted { name: name.to_string(), at });
+                }
+                Known::File(mine) if mine.modified_ns > version_ns => {
+                    return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
+                }
+                _ => {}
+            }
         }
         let modified_ns = (version_ns != 0).then_some(version_ns);
         let (limit, chunk) = (self.max_upload_bytes, self.chunk_bytes);
@@ -173,9 +174,15 @@ impl Files {
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");
         }
-        let targets = self.successors(replicas);
-        let copies = targets.into_iter().map(|t| tokio::spawn(self.clone().replicate(t, name.clone()))).collect();
-        let holders = self.await_quorum(name, copies).await?;
+        let copies = self
+            .successors(replicas)
+            .into_iter()
+            .map(|target| {
+                let copy = self.clone().replicate(target, name.clone());
+                tokio::spawn(async move { copy.await.map(|addr| (addr, ())) })
+            })
+            .collect();
+        let (holders, _) = self.await_quorum(name, copies).await?;
         Ok(Stored { entry, holders })
     }
 
@@ -185,19 +192,24 @@ impl Files {
         self.ring.snapshot().successors().iter().filter(|n| n.id != me).take(count).cloned().collect()
     }
 
-    /// This node and the nodes of `copies` that succeed, once they make a
-    /// write quorum of the group; the rest go on in the background.
-    async fn await_quorum(
+    /// This node and the nodes of `copies` that succeed (with what each
+    /// answered), once they make a write quorum of the group; the rest go on
+    /// in the background.
+    async fn await_quorum<T>(
         &self,
         name: &FileName,
-        copies: Vec<tokio::task::JoinHandle<Result<String, FileError>>>,
-    ) -> Result<Vec<String>, FileError> {
+        copies: Vec<tokio::task::JoinHandle<Result<(String, T), FileError>>>,
+    ) -> Result<(Vec<String>, Vec<T>), FileError> {
         let wanted = placement::write_quorum(copies.len() + 1);
         let mut holders = vec![self.ring.me().addr.clone()];
+        let mut answers = Vec::new();
         let mut copies: FuturesUnordered<_> = copies.into_iter().collect();
         while holders.len() < wanted {
             match copies.next().await {
-                Some(Ok(Ok(addr))) => holders.push(addr),
+                Some(Ok(Ok((addr, answer)))) => {
+                    holders.push(addr);
+                    answers.push(answer);
+                }
                 Some(Ok(Err(e))) => tracing::warn!(file = %name, "a copy was not updated: {e}"),
                 Some(Err(e)) => tracing::warn!(file = %name, "a copy's task failed: {e}"),
                 None => break,
@@ -206,7 +218,7 @@ impl Files {
         if holders.len() < wanted {
             return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });
         }
-        Ok(holders)
+        Ok((holders, answers))
     }
 
     /// Deletes `name` on every holder: the responsible node records the
@@ -231,25 +243,20 @@ impl Files {
         replicas: usize,
     ) -> Result<Deleted, FileError> {
         let at = if at == 0 { now_ns() } else { at };
-        let mut existed = self.forget_here(name, at).await?;
-        let targets = self.successors(replicas);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let deletes = targets
+        let existed_here = self.forget_here(name, at).await?;
+        let deletes = self
+            .successors(replicas)
             .into_iter()
             .map(|target| {
-                let (files, name, done) = (self.clone(), name.clone(), done_tx.clone());
+                let (peers, name) = (self.peers.clone(), name.clone());
                 tokio::spawn(async move {
-                    let reply = files.peers.delete(&target.addr, name.as_str(), at, 0).await?;
-                    let _ = done.send(reply.existed);
-                    Ok(target.addr)
+                    let reply = peers.delete(&target.addr, name.as_str(), at, 0).await?;
+                    Ok((target.addr, reply.existed))
                 })
             })
             .collect();
-        let holders = self.await_quorum(name, deletes).await?;
-        drop(done_tx);
-        while let Ok(had) = done_rx.try_recv() {
-            existed |= had;
-        }
+        let (holders, existed_there) = self.await_quorum(name, deletes).await?;
+        let existed = existed_here || existed_there.contains(&true);
         Ok(Deleted { name: name.to_string(), existed, deleted_ns: at, holders })
     }
 

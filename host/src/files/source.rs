@@ -45,7 +45,7 @@ impl Files {
         let Known::File(wanted) = newest else {
             return Err(last);
         };
-        if let Some(handle) = local.filter(|_| here.same(&Known::File(wanted.clone()))) {
+        if let Some(handle) = local.filter(|h| h.entry().sha256 == wanted.sha256) {
             let entry = handle.entry().clone();
             let first = Some(First::Local(handle));
             return Ok(Source { files: self.clone(), name: name.clone(), entry, first });
@@ -65,7 +65,8 @@ impl Files {
 
     /// Asks the other holders of `name` what they know of it: the newest
     /// state among theirs and `here` (this node's), and the other holders
-    /// that have it. Fails if none knows the name and one did not answer.
+    /// that have that state. Fails if none knows the name and one did not
+    /// answer.
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
         let me = self.ring.me().id;
         let holders: Vec<NodeRef> = self.holders(name).await?.into_iter().filter(|h| h.id != me).collect();
@@ -81,7 +82,7 @@ impl Files {
         let having = holders
             .into_iter()
             .zip(theirs)
-            .filter(|(_, k)| matches!(k, Ok(k) if matches!(newest, Known::File(_)) && k.same(&newest)))
+            .filter(|(_, k)| k.as_ref().is_ok_and(|k| k.same(&newest)))
             .map(|(h, _)| h)
             .collect();
         Ok((newest, having))
@@ -92,15 +93,15 @@ impl Files {
     pub async fn locate(&self, name: &FileName) -> Result<(String, FileEntry), FileError> {
         let here = self.known_here(name).await?;
         let (newest, having) = self.survey(name, &here).await?;
-        let Known::File(entry) = newest else {
+        let Known::File(entry) = &newest else {
             return Err(FileError::NotFound(name.to_string()));
         };
-        let node = if here.same(&Known::File(entry.clone())) {
+        let node = if here.same(&newest) {
             self.ring.me().addr.clone()
         } else {
             having.into_iter().next().map(|h| h.addr).ok_or_else(|| FileError::NoHolder(name.to_string()))?
         };
-        Ok((node, entry))
+        Ok((node, entry.clone()))
     }
 }
 

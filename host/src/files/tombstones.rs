@@ -107,11 +107,17 @@ mod tests {
         FileName::parse(s).unwrap()
     }
 
-    #[tokio::test]
-    async fn tombstones_survive_a_restart_and_keep_the_latest_deletion() {
+    /// An empty store root (with its `tmp/`) and its tombstones.
+    fn fresh() -> (tempfile::TempDir, Tombstones) {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("tmp")).unwrap();
         let stones = Tombstones::open(root.path()).unwrap();
+        (root, stones)
+    }
+
+    #[tokio::test]
+    async fn tombstones_survive_a_restart_and_keep_the_latest_deletion() {
+        let (root, stones) = fresh();
         stones.record(&name("a"), 10).await.unwrap();
         stones.record(&name("a"), 5).await.unwrap();
         stones.record(&name("b"), 7).await.unwrap();
@@ -123,9 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_later_version_clears_a_tombstone() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-        let stones = Tombstones::open(root.path()).unwrap();
+        let (root, stones) = fresh();
         stones.record(&name("a"), 10).await.unwrap();
         stones.clear_before(&name("a"), 10).await.unwrap();
         assert_eq!(stones.get(&name("a")), Some(10), "a version from the deletion's instant stays deleted");

@@ -29,6 +29,18 @@ impl PluginHost {
         })
     }
 
+    /// A fresh store and instance of `plugin`, instantiated under the deadline.
+    fn instantiate<P, I>(
+        &self,
+        plugin: &Loaded<P>,
+        kind: PluginKind,
+        instantiate: impl FnOnce(&P, &mut Store<Sandbox>) -> wasmtime::Result<I>,
+    ) -> Result<(Store<Sandbox>, I), PluginError> {
+        let mut store = self.store_for(&plugin.name, kind)?;
+        let instance = self.guarded(&mut store, &plugin.name, |s| instantiate(&plugin.pre, s).map(Ok))?;
+        Ok((store, instance))
+    }
+
     /// One call into a plugin under the deadline, with its failure classified.
     fn guarded<T>(
         &self,
@@ -46,8 +58,7 @@ impl PluginHost {
         let host = self.clone();
         blocking(move || {
             let plugin = loaded(&host.index, PluginKind::Index)?;
-            let mut store = host.store_for(&plugin.name, PluginKind::Index)?;
-            let instance = host.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            let (mut store, instance) = host.instantiate(plugin, PluginKind::Index, |pre, s| pre.instantiate(s))?;
             host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))
         })
         .await
@@ -79,8 +90,7 @@ impl PluginHost {
         let (host, name) = (self.clone(), name.as_str().to_owned());
         blocking(move || {
             let plugin = loaded(&host.upload, PluginKind::Upload)?;
-            let mut store = host.store_for(&plugin.name, PluginKind::Upload)?;
-            let instance = host.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            let (mut store, instance) = host.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
             host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_upload().call_remove(s, &name))
         })
         .await
@@ -96,8 +106,7 @@ impl PluginHost {
     ) -> Result<FileEntry, PluginError> {
         let plugin = loaded(&self.upload, PluginKind::Upload)?;
         let start = || {
-            let mut store = self.store_for(&plugin.name, PluginKind::Upload)?;
-            let instance = self.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            let (mut store, instance) = self.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
             let writer = self.guarded(&mut store, &plugin.name, |s| {
                 instance.ringshare_plugin_upload().call_create(s, name, overwrite, modified_ns)
             })?;
@@ -156,8 +165,7 @@ impl PluginHost {
             return;
         };
         let start = || {
-            let mut store = self.store_for(&plugin.name, PluginKind::Download)?;
-            let instance = self.guarded(&mut store, &plugin.name, |s| plugin.pre.instantiate(s).map(Ok))?;
+            let (mut store, instance) = self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s))?;
             let api = instance.ringshare_plugin_download();
             let reader = self.guarded(&mut store, &plugin.name, |s| api.call_open(s, name))?;
             let entry = self.guarded(&mut store, &plugin.name, |s| api.reader().call_entry(s, reader).map(Ok))?;

@@ -47,6 +47,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A path segment axum could not decode is refused like a bad name.
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text())
+    }
+}
+
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid-name", e.to_string())

@@ -102,7 +102,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = FileName::parse(&name.map_err(bad_path)?.0)?;
+    let name = FileName::parse(&name?.0)?;
     let Query(query) = query.map_err(bad_query)?;
     let limit = app.files.max_upload_bytes();
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -126,7 +126,7 @@ pub async fn delete(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let name = FileName::parse(&name.map_err(bad_path)?.0)?;
+    let name = FileName::parse(&name?.0)?;
     let deleted = app.files.delete(&name).await?;
     if !deleted.existed {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("no holder had {name}")));
@@ -142,7 +142,7 @@ pub async fn download(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = FileName::parse(&name.map_err(bad_path)?.0)?;
+    let name = FileName::parse(&name?.0)?;
     let source = app.files.open(&name).await?;
     let entry = source.entry();
     let size = entry.size;
@@ -188,10 +188,6 @@ pub async fn download(
         _ => Body::empty(),
     };
     Ok(response.body(body).expect("valid response"))
-}
-
-fn bad_path(e: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text())
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {

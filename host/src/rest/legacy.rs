@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::ring::WALK_LIMIT;
 use super::{ApiError, AppState};
+use crate::chord::NodeRef;
 use crate::store::FileName;
 
 #[derive(Serialize)]
@@ -105,7 +106,7 @@ pub struct AllNodesJson {
 /// node met walking the ring, and those of them that answer.
 pub async fn all_nodes(State(app): State<AppState>) -> Json<AllNodesJson> {
     let nodes = app.ring.walk(WALK_LIMIT).await;
-    let active_nodes = nodes.iter().filter(|(_, alive)| *alive).map(|(n, _)| n.addr.clone()).collect();
+    let active_nodes = active(&nodes);
     Json(AllNodesJson { all_nodes: nodes.into_iter().map(|(n, _)| n.addr).collect(), active_nodes })
 }
 
@@ -116,8 +117,12 @@ pub struct ActiveNodesJson {
 
 /// `GET /active_nodes` → `{"active_nodes":[...]}`.
 pub async fn active_nodes(State(app): State<AppState>) -> Json<ActiveNodesJson> {
-    let nodes = app.ring.walk(WALK_LIMIT).await;
-    Json(ActiveNodesJson { active_nodes: nodes.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n.addr).collect() })
+    Json(ActiveNodesJson { active_nodes: active(&app.ring.walk(WALK_LIMIT).await) })
+}
+
+/// Addresses of the walked nodes that answered.
+fn active(nodes: &[(NodeRef, bool)]) -> Vec<String> {
+    nodes.iter().filter(|(_, alive)| *alive).map(|(n, _)| n.addr.clone()).collect()
 }
 
 #[derive(Serialize)]
@@ -132,8 +137,7 @@ pub async fn search(
     State(app): State<AppState>,
     filename: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SearchJson>, ApiError> {
-    let filename = filename.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text()))?;
-    let name = FileName::parse(&filename.0)?;
+    let name = FileName::parse(&filename?.0)?;
     let (node_address, _) = app.files.locate(&name).await?;
     Ok(Json(SearchJson { node_address, filename: name.as_str().to_owned() }))
 }

@@ -63,8 +63,7 @@ pub async fn lookup(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<LookupJson>, ApiError> {
-    let name = name.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-name", e.body_text()))?;
-    let name = FileName::parse(&name.0)?;
+    let name = FileName::parse(&name?.0)?;
     let key = Id::hash(name.as_str());
     let (node, hops) = app.ring.lookup(key).await?;
     let holders = app.files.holders(&name).await?;
