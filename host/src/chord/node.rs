@@ -16,6 +16,9 @@ use super::table::{NodeRef, RoutingTable, Step};
 /// a lookup round in circles for a while).
 pub const MAX_HOPS: usize = 256;
 
+/// Most nodes a walk of the ring visits (the REST views and the network listing).
+pub const WALK_LIMIT: usize = 4096;
+
 /// Ring settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ChordConfig {

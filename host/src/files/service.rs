@@ -12,7 +12,7 @@ use super::known::Known;
 use super::peers::{Peers, entry_from_pb};
 use super::tombstones::{Tombstones, now_ns};
 use super::{FileError, placement, store_local};
-use crate::chord::{ChordNode, Id, NodeRef};
+use crate::chord::{ChordNode, Id, NodeRef, WALK_LIMIT};
 use crate::plugins::{FileEntry, PluginError, PluginHost, Refusal};
 use crate::rpc::GrpcTransport;
 use crate::rpc::files_pb as pb;
@@ -303,7 +303,7 @@ impl Files {
     pub async fn network_list(&self) -> Vec<NetworkEntry> {
         let me = self.ring.me();
         let nodes: Vec<NodeRef> =
-            self.ring.walk(4096).await.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n).collect();
+            self.ring.walk(WALK_LIMIT).await.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n).collect();
         let listings = futures_util::future::join_all(nodes.iter().map(|node| async {
             let listing = if node.id == me.id {
                 self.plugins.list().await.map(|entries| (entries, self.tombstones.all())).map_err(FileError::from)

@@ -11,9 +11,8 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::ring::WALK_LIMIT;
 use super::{ApiError, AppState};
-use crate::chord::NodeRef;
+use crate::chord::{NodeRef, WALK_LIMIT};
 use crate::store::FileName;
 
 #[derive(Serialize)]

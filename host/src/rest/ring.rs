@@ -7,11 +7,8 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::chord::{Id, NodeRef, RingError};
+use crate::chord::{Id, NodeRef, RingError, WALK_LIMIT};
 use crate::store::FileName;
-
-/// Most nodes `GET /nodes` walks.
-pub(super) const WALK_LIMIT: usize = 4096;
 
 #[derive(Serialize)]
 pub struct RingJson {
