@@ -54,8 +54,8 @@ mkdir -p "$out/default" "$out/testdata"
 for kind in index upload download; do
   cp "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
 done
-for name in spin hog escape crash; do
-  cp "$built/ringshare_test_${name}.wasm" "$out/testdata/$name.wasm"
+for name in spin hog escape crash liar-index liar-download old-contract; do
+  cp "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
 done
 cp "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"
 echo "build-plugins: components in $out" >&2

@@ -6,7 +6,7 @@
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use ringshare_tests::{TestNode, client, pattern};
-use sha2::{Digest, Sha256};
+
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS: u64 = 256; // 256 MiB
@@ -28,11 +28,11 @@ async fn a_large_file_streams_through_in_bounded_memory() {
     let before = peak_rss();
 
     let block = bytes::Bytes::from(pattern(7, CHUNK));
-    let mut expected = Sha256::new();
+    let mut expected = blake3::Hasher::new();
     for _ in 0..CHUNKS {
         expected.update(&block);
     }
-    let expected = hex::encode(expected.finalize());
+    let expected = expected.finalize().to_hex().to_string();
     let body = futures_util::stream::iter((0..CHUNKS).map({
         let block = block.clone();
         move |_| Ok::<_, std::io::Error>(block.clone())
@@ -40,19 +40,19 @@ async fn a_large_file_streams_through_in_bounded_memory() {
     let put = http.put(node.at("/files/big")).body(reqwest::Body::wrap_stream(body)).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     let entry: serde_json::Value = put.json().await.unwrap();
-    assert_eq!(entry["sha256"], expected);
+    assert_eq!(entry["blake3"], expected);
 
     let get = http.get(node.at("/files/big")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
     let mut stream = get.bytes_stream();
-    let (mut got, mut size) = (Sha256::new(), 0u64);
+    let (mut got, mut size) = (blake3::Hasher::new(), 0u64);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
         size += chunk.len() as u64;
         got.update(&chunk);
     }
     assert_eq!(size, CHUNKS * CHUNK as u64);
-    assert_eq!(hex::encode(got.finalize()), expected);
+    assert_eq!(got.finalize().to_hex().to_string(), expected);
 
     let growth = peak_rss().saturating_sub(before);
     let file = CHUNKS * CHUNK as u64;

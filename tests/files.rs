@@ -4,9 +4,9 @@
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, sha256_hex, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, blake3_hex, wait_converged};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
 
 async fn start_ring(n: usize) -> Vec<TestNode> {
     let mut nodes = vec![NodeSetup::default().start().await];
@@ -35,7 +35,7 @@ async fn wait_stored(nodes: &[TestNode], addrs: &[String], name: &str, sha256: &
             .iter()
             .filter(|a| {
                 std::fs::read(node_at(nodes, a).data().join("files").join(name))
-                    .map_or(true, |bytes| sha256_hex(&bytes) != sha256)
+                    .map_or(true, |bytes| blake3_hex(&bytes) != sha256)
             })
             .collect();
         if missing.is_empty() { Ok(()) } else { Err(format!("missing on {missing:?}")) }
@@ -54,7 +54,7 @@ async fn put(via: &TestNode, name: &str, data: &[u8]) {
 async fn put_placed(nodes: &[TestNode], name: &str, data: &[u8]) -> Vec<String> {
     put(&nodes[0], name, data).await;
     let holders = placement(&nodes[0], name).await;
-    wait_stored(nodes, &holders, name, &sha256_hex(data)).await;
+    wait_stored(nodes, &holders, name, &blake3_hex(data)).await;
     holders
 }
 
@@ -70,7 +70,7 @@ async fn uploads_through_any_node_are_placed_replicated_and_served_everywhere() 
         let put = http.put(via.at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
         assert_eq!(put.status(), StatusCode::CREATED, "{name} via {}", via.addr);
         let reply: Value = put.json().await.unwrap();
-        assert_eq!(reply["sha256"], sha256_hex(&data));
+        assert_eq!(reply["blake3"], blake3_hex(&data));
         let holders = placement(via, &name).await;
         assert_eq!(holders.len(), 3);
         // Acknowledged by the responsible node and a write quorum (2 of 3).
@@ -79,7 +79,7 @@ async fn uploads_through_any_node_are_placed_replicated_and_served_everywhere() 
         assert!(acked.len() >= 2 && acked.iter().all(|a| holders.iter().any(|h| h == a)), "{reply} vs {holders:?}");
         // Eventually all three hold it, each copy with the version's time;
         // nobody else does.
-        wait_stored(&nodes, &holders, &name, &sha256_hex(&data)).await;
+        wait_stored(&nodes, &holders, &name, &blake3_hex(&data)).await;
         for holder in &holders {
             let modified = std::fs::metadata(node_at(&nodes, holder).data().join("files").join(&name))
                 .and_then(|m| m.modified())
@@ -128,7 +128,7 @@ async fn conflicts_hold_across_nodes() {
     let replaced = http.put(nodes[2].at("/files/shared.txt?overwrite=true")).body("three").send().await.unwrap();
     assert_eq!(replaced.status(), StatusCode::CREATED);
     let holders = placement(&nodes[0], "shared.txt").await;
-    wait_stored(&nodes, &holders, "shared.txt", &sha256_hex(b"three")).await;
+    wait_stored(&nodes, &holders, "shared.txt", &blake3_hex(b"three")).await;
     for node in &nodes {
         assert_eq!(http.get(node.at("/files/shared.txt")).send().await.unwrap().text().await.unwrap(), "three");
     }
@@ -164,7 +164,7 @@ async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
     let response = http.get(nodes[reader].at("/files/big.bin")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut stream = response.bytes_stream();
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut got = 0usize;
     while got < 1 << 20 {
         let chunk = stream.next().await.unwrap().unwrap();
@@ -179,7 +179,7 @@ async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
         hasher.update(&chunk);
     }
     assert_eq!(got, data.len());
-    assert_eq!(hex::encode(hasher.finalize()), sha256_hex(&data));
+    assert_eq!(hasher.finalize().to_hex().to_string(), blake3_hex(&data));
 }
 
 /// Polls until the placement holders of every file in `files` (as the ring
@@ -191,7 +191,7 @@ async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
             let complete = holders.len() == 3.min(nodes.len())
                 && holders.iter().all(|a| {
                     nodes.iter().find(|n| &n.addr == a).is_some_and(|n| {
-                        std::fs::read(n.data().join("files").join(name)).is_ok_and(|b| &sha256_hex(&b) == sha)
+                        std::fs::read(n.data().join("files").join(name)).is_ok_and(|b| &blake3_hex(&b) == sha)
                     })
                 });
             if !complete {
@@ -209,7 +209,7 @@ async fn upload_some(nodes: &[TestNode], count: usize, prefix: &str) -> Vec<(Str
         let name = format!("{prefix}-{i}.bin");
         let data = pattern(i as u64 + 500, 10_000 + i * 1000);
         put(&nodes[i % nodes.len()], &name, &data).await;
-        files.push((name, sha256_hex(&data)));
+        files.push((name, blake3_hex(&data)));
     }
     files
 }
@@ -264,7 +264,7 @@ async fn after_two_crashes_every_file_has_three_holders_again() {
     let http = client();
     for (name, sha) in &files {
         let body = http.get(nodes[0].at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
-        assert_eq!(&sha256_hex(&body), sha, "{name} right after the crash");
+        assert_eq!(&blake3_hex(&body), sha, "{name} right after the crash");
     }
     wait_converged(&nodes).await;
     wait_placed(&nodes, &files).await;
@@ -282,7 +282,7 @@ async fn a_graceful_leave_hands_files_over() {
     for (name, sha) in &files {
         for node in &nodes {
             let body = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
-            assert_eq!(&sha256_hex(&body), sha, "{name} from {}", node.addr);
+            assert_eq!(&blake3_hex(&body), sha, "{name} from {}", node.addr);
         }
     }
 }
@@ -292,7 +292,7 @@ async fn a_file_copied_into_a_store_by_hand_is_replicated() {
     let nodes = start_ring(4).await;
     let data = pattern(77, 123_456);
     std::fs::write(nodes[3].data().join("files").join("by-hand.txt"), &data).unwrap();
-    wait_placed(&nodes, &[("by-hand.txt".to_string(), sha256_hex(&data))]).await;
+    wait_placed(&nodes, &[("by-hand.txt".to_string(), blake3_hex(&data))]).await;
     let body = client().get(nodes[1].at("/files/by-hand.txt")).send().await.unwrap().bytes().await.unwrap();
     assert!(body == data);
 }
@@ -313,7 +313,7 @@ async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
         put(&nodes[1], name, data).await;
     }
     let holders = placement(&nodes[0], "gone.bin").await;
-    wait_stored(&nodes, &holders, "gone.bin", &sha256_hex(&gone)).await;
+    wait_stored(&nodes, &holders, "gone.bin", &blake3_hex(&gone)).await;
 
     // A holder goes away with its copy; the file is deleted while it is gone.
     let away = nodes.iter().position(|n| n.addr == holders[1]).unwrap();
@@ -384,7 +384,7 @@ async fn deletes_refuse_bad_names_report_missing_files_and_allow_a_new_upload() 
     let put = http.put(nodes[2].at("/files/again.txt")).body("second").send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
     let holders = placement(&nodes[0], "again.txt").await;
-    wait_stored(&nodes, &holders, "again.txt", &sha256_hex(b"second")).await;
+    wait_stored(&nodes, &holders, "again.txt", &blake3_hex(b"second")).await;
     eventually("tombstones outlived a newer upload", || async {
         let left: Vec<&str> =
             nodes.iter().filter(|n| n.data().join("deleted/again.txt").exists()).map(|n| n.addr.as_str()).collect();
@@ -467,10 +467,17 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     let nodes = start_ring(1).await;
     let http = client();
     let mut rpc = FilesClient::connect(nodes[0].url.clone()).await.unwrap();
-    let store = |name: &str, version_ns: u64, first: Option<Part>| {
-        let header = Part::Header(pb::StoreHeader { name: name.into(), overwrite: true, replicas: 0, version_ns });
+    let old_copy = blake3::hash(b"old copy").as_bytes().to_vec();
+    let store_as = |name: &str, version_ns: u64, blake3: Vec<u8>, first: Option<Part>| {
+        let blake3 = blake3.into();
+        let header =
+            Part::Header(pb::StoreHeader { name: name.into(), overwrite: true, replicas: 0, version_ns, blake3 });
         let parts = vec![first.unwrap_or(header), Part::Chunk(b"old copy".to_vec().into())];
         futures_util::stream::iter(parts.into_iter().map(|p| pb::StoreRequest { part: Some(p) }))
+    };
+    let store = |name: &str, version_ns: u64, first: Option<Part>| {
+        let blake3 = if version_ns == 0 { Vec::new() } else { old_copy.clone() };
+        store_as(name, version_ns, blake3, first)
     };
 
     // A copy of a version older than the node's own is refused; so is a
@@ -489,6 +496,16 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     let later = rpc.store(store("gone.txt", at + 1, None)).await.unwrap().into_inner();
     assert_eq!(later.entry.unwrap().modified_ns, at + 1, "the copy keeps its version's time");
 
+    // A copy whose bytes do not hash to its version's hash is discarded.
+    let wrong = blake3::hash(b"something else").as_bytes().to_vec();
+    let status = rpc.store(store_as("torn.txt", at + 1, wrong, None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status}");
+    assert!(!nodes[0].data().join("files/torn.txt").exists());
+    let status = rpc.store(store_as("torn.txt", at + 1, vec![1, 2, 3], None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let status = rpc.store(store_as("torn.txt", at + 1, Vec::new(), None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+
     // Malformed calls: a clear status, nothing stored.
     let status = rpc.store(store("x", 0, Some(Part::Chunk(b"no header".to_vec().into())))).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
@@ -504,4 +521,46 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     let listing: Vec<Value> = http.get(nodes[0].at("/files")).send().await.unwrap().json().await.unwrap();
     let names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gone.txt", "v.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_copy_is_never_served_and_is_healed() {
+    let nodes = start_ring(4).await;
+    let http = client();
+    let data = pattern(11, 3 << 20);
+    let holders = put_placed(&nodes, "fragile.bin", &data).await;
+
+    // Bit rot on the responsible holder: one byte flipped, the file's time
+    // left as it was (as a failing disk would).
+    let path = node_at(&nodes, &holders[0]).data().join("files/fragile.bin");
+    let flip_at = 1_000_000;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let modified = file.metadata().unwrap().modified().unwrap();
+        let mut file = file;
+        file.seek(SeekFrom::Start(flip_at)).unwrap();
+        file.write_all(&[data[flip_at as usize] ^ 0x40]).unwrap();
+        file.set_modified(modified).unwrap();
+    }
+
+    for node in &nodes {
+        let range = format!("bytes={}-{}", flip_at - 10, flip_at + 10);
+        let partial = http.get(node.at("/files/fragile.bin")).header("range", range).send().await.unwrap();
+        assert_eq!(partial.status(), reqwest::StatusCode::PARTIAL_CONTENT, "through {}", node.addr);
+        let body = partial.bytes().await.expect("no wrong byte, no broken stream");
+        assert_eq!(&body[..], &data[flip_at as usize - 10..=flip_at as usize + 10], "range through {}", node.addr);
+        let whole = http.get(node.at("/files/fragile.bin")).send().await.unwrap().bytes().await.unwrap();
+        assert!(whole == data, "whole file through {}", node.addr);
+    }
+    // The damaged copy was dropped when it was read, and repair put a good
+    // one back.
+    eventually("the damaged copy was never replaced", || async {
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == data => Ok(()),
+            Ok(_) => Err("still damaged".into()),
+            Err(e) => Err(format!("not back yet: {e}")),
+        }
+    })
+    .await;
 }

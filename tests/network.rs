@@ -6,9 +6,9 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, sha256_hex, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, blake3_hex, wait_converged};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
 
 const FILES: usize = 50;
 const LARGEST: usize = (200 << 20) + 3;
@@ -45,12 +45,12 @@ async fn fifty_files_up_to_200_mib_through_random_nodes_of_an_eight_node_ring() 
     for (i, size) in sizes(&mut rng).into_iter().enumerate() {
         let name = format!("net-{i:02}-{size}.bin");
         let data = pattern(i as u64 + 1, size);
-        let sha = sha256_hex(&data);
+        let sha = blake3_hex(&data);
         let via = pick(&mut rng, None);
         let put = http.put(nodes[via].at(&format!("/files/{name}"))).body(data).send().await.unwrap();
         assert_eq!(put.status(), StatusCode::CREATED, "{name} via {}", nodes[via].addr);
         let reply: Value = put.json().await.unwrap();
-        assert_eq!(reply["sha256"], sha, "{name}");
+        assert_eq!(reply["blake3"], sha, "{name}");
         assert_eq!(reply["size"], size, "{name}");
         stored.push((name, size, sha, via));
     }
@@ -61,14 +61,14 @@ async fn fifty_files_up_to_200_mib_through_random_nodes_of_an_eight_node_ring() 
         assert_eq!(response.status(), StatusCode::OK, "{name} from {}", from.addr);
         assert_eq!(response.content_length(), Some(*size as u64), "{name} from {}", from.addr);
         let mut body = response.bytes_stream();
-        let (mut hasher, mut got) = (Sha256::new(), 0usize);
+        let (mut hasher, mut got) = (blake3::Hasher::new(), 0usize);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.unwrap_or_else(|e| panic!("{name} from {}: {e}", from.addr));
             got += chunk.len();
             hasher.update(&chunk);
         }
         assert_eq!(got, *size, "{name} from {}", from.addr);
-        assert_eq!(&hex::encode(hasher.finalize()), sha, "{name} from {}", from.addr);
+        assert_eq!(&hasher.finalize().to_hex().to_string(), sha, "{name} from {}", from.addr);
     }
 
     // The network listing has all 50, each on its 3 holders once the copies

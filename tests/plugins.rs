@@ -168,3 +168,56 @@ async fn plugins_cannot_reach_outside_their_store() {
     assert!(!node.data().join("planted").exists());
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "top secret");
 }
+
+#[tokio::test]
+async fn a_plugin_of_the_old_contract_is_refused_with_the_reason() {
+    let node = NodeSetup::with_plugins(&["testdata/old-contract", "default/upload", "default/download"]).start().await;
+    let statuses = statuses(&node).await;
+    let old = statuses.iter().find(|s| s["file"] == "old-contract.wasm").expect("listed");
+    assert_eq!(old["loaded"], false, "{old}");
+    let reason = old["reason"].as_str().unwrap();
+    assert!(reason.contains("another version of the plugin contract") && reason.contains("0.2.0"), "{reason}");
+    let (status, code, _) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
+    assert_still_serves(&node, "still.bin").await;
+}
+
+#[tokio::test]
+async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
+    let node =
+        NodeSetup::with_plugins(&["testdata/liar-index", "default/upload", "testdata/liar-download"]).start().await;
+    let http = client();
+
+    // Entries with names that escape the store, NUL, line breaks, or hashes
+    // that are not digests are left out of every listing.
+    let listing: Vec<Value> = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["honest"]);
+    let index: Value = http.get(node.at("/index")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(index["files"].as_array().unwrap().len(), 1, "{index}");
+
+    // A reader claiming 5 bytes whose stream is the whole file: the node
+    // reads no more than the 5 (it records them as the file, since the
+    // plugin's word is what the store holds) and serves nothing unchecked.
+    let data = pattern(4, 300_000);
+    for name in ["long", "newline", "other-name"] {
+        let put = http.put(node.at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED, "{name}");
+    }
+    let long = http.get(node.at("/files/long")).send().await.unwrap();
+    let (status, code, _) = error_of(long).await;
+    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
+    assert_eq!(std::fs::read(node.data().join("files/long")).unwrap(), &data[..5]);
+
+    // A hash with a line break, or an entry for another file: refused as a
+    // broken plugin, with no header built from what it said.
+    for name in ["newline", "other-name"] {
+        let response = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap();
+        assert!(response.headers().get("etag").is_none(), "{name}");
+        let (status, code, message) = error_of(response).await;
+        assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"), "{name}");
+        assert!(message.contains("contract"), "{message}");
+    }
+    let plugins = statuses(&node).await;
+    assert_eq!(plugins.iter().filter(|s| s["loaded"] == true).count(), 3, "{plugins:?}");
+}

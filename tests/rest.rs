@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use reqwest::header;
-use ringshare_tests::{NodeSetup, TestNode, client, pattern, raw_request, sha256_hex};
+use ringshare_tests::{NodeSetup, TestNode, client, pattern, raw_request, blake3_hex};
 use serde_json::Value;
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -24,16 +24,16 @@ async fn upload_list_download_round_trip() {
     let entry: Value = put.json().await.unwrap();
     assert_eq!(entry["name"], "report v1.bin");
     assert_eq!(entry["size"], data.len() as u64);
-    assert_eq!(entry["sha256"], sha256_hex(&data));
+    assert_eq!(entry["blake3"], blake3_hex(&data));
 
     let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "report v1.bin");
-    assert_eq!(list[0]["sha256"], sha256_hex(&data));
+    assert_eq!(list[0]["blake3"], blake3_hex(&data));
 
     let get = http.get(node.at("/files/report%20v1.bin")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(&data)));
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", blake3_hex(&data)));
     assert_eq!(get.headers()[header::CONTENT_LENGTH], data.len().to_string());
     assert_eq!(get.bytes().await.unwrap(), data);
 
@@ -51,7 +51,7 @@ async fn empty_file_round_trip() {
     assert_eq!(put.status(), StatusCode::CREATED);
     let get = http.get(node.at("/files/empty")).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::OK);
-    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(b"")));
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", blake3_hex(b"")));
     assert!(get.bytes().await.unwrap().is_empty());
     let ranged = http.get(node.at("/files/empty")).header(header::RANGE, "bytes=0-").send().await.unwrap();
     assert_eq!(ranged.status(), StatusCode::RANGE_NOT_SATISFIABLE);
@@ -74,7 +74,7 @@ async fn existing_files_conflict_unless_overwrite() {
     let replaced = http.put(node.at("/files/a?overwrite=true")).body("second").send().await.unwrap();
     assert_eq!(replaced.status(), StatusCode::CREATED);
     let get = http.get(node.at("/files/a")).send().await.unwrap();
-    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", sha256_hex(b"second")));
+    assert_eq!(get.headers()[header::ETAG], format!("\"{}\"", blake3_hex(b"second")));
     assert_eq!(get.text().await.unwrap(), "second");
 
     let bad = http.put(node.at("/files/a?overwrite=perhaps")).body("x").send().await.unwrap();
@@ -118,10 +118,10 @@ async fn ranges_head_and_conditional_requests() {
     let head = http.head(&url).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()[header::CONTENT_LENGTH], "200000");
-    assert_eq!(head.headers()[header::ETAG], format!("\"{}\"", sha256_hex(&data)));
+    assert_eq!(head.headers()[header::ETAG], format!("\"{}\"", blake3_hex(&data)));
     assert!(head.bytes().await.unwrap().is_empty());
 
-    let etag = format!("\"{}\"", sha256_hex(&data));
+    let etag = format!("\"{}\"", blake3_hex(&data));
     let cached = http.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
 }

@@ -9,6 +9,7 @@
 //!   and an in-memory network for simulations;
 //! - [`files`]: files across the ring: placement, replicas, downloads from
 //!   any holder;
+//! - [`integrity`]: BLAKE3 hashes and outboards, verified block by block;
 //! - [`rpc`]: node-to-node gRPC (tonic): the ring and file transfer;
 //! - [`store`]: file names and the on-disk layout of a node's store;
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
@@ -20,6 +21,7 @@
 pub mod chord;
 pub mod config;
 pub mod files;
+pub mod integrity;
 pub mod node;
 pub mod plugins;
 pub mod rest;

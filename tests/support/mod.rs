@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use ringshare::chord::ChordConfig;
 use ringshare::{NodeConfig, PluginLimits};
-use sha2::{Digest, Sha256};
+
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -213,9 +213,9 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+/// Lowercase hex BLAKE3 (what `b3sum` prints).
+pub fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// Sends `method target` with `body` over a raw connection, byte for byte as

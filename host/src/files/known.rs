@@ -1,8 +1,9 @@
 //! What one node knows of a name, and which of two nodes knows better
-//! (pure). Versions are ordered by modification time, then sha256; a
+//! (pure). Versions are ordered by modification time, then BLAKE3; a
 //! deletion is ordered by its time and beats a version modified at the same
 //! instant.
 
+use crate::integrity::Digest;
 use crate::plugins::FileEntry;
 
 /// One node's state for a name.
@@ -28,11 +29,11 @@ impl Known {
         }
     }
 
-    fn key(&self) -> Option<(u64, u8, &str)> {
+    fn key(&self) -> Option<(u64, u8, Option<Digest>)> {
         match self {
             Known::Nothing => None,
-            Known::File(e) => Some((e.modified_ns, 0, &e.sha256)),
-            Known::Deleted(at) => Some((*at, 1, "")),
+            Known::File(e) => Some((e.modified_ns, 0, e.blake3)),
+            Known::Deleted(at) => Some((*at, 1, None)),
         }
     }
 
@@ -46,7 +47,7 @@ impl Known {
     /// time, so files compare by content.
     pub fn same(&self, other: &Known) -> bool {
         match (self, other) {
-            (Known::File(a), Known::File(b)) => a.sha256 == b.sha256,
+            (Known::File(a), Known::File(b)) => a.blake3.is_some() && a.blake3 == b.blake3,
             (a, b) => a.key() == b.key(),
         }
     }
@@ -67,8 +68,14 @@ impl Known {
 mod tests {
     use super::*;
 
-    fn file(modified_ns: u64, sha256: &str) -> Known {
-        Known::File(FileEntry { name: "f".into(), size: 1, sha256: sha256.into(), modified_ns })
+    fn digest(text: &str) -> Option<Digest> {
+        let mut bytes = [0u8; 32];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Digest(bytes))
+    }
+
+    fn file(modified_ns: u64, hash: &str) -> Known {
+        Known::File(FileEntry { name: "f".into(), size: 1, blake3: digest(hash), modified_ns })
     }
 
     #[test]
@@ -91,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_copy_older_than_its_tombstone_counts_as_deleted() {
-        let entry = |m| FileEntry { name: "f".into(), size: 1, sha256: "ab".into(), modified_ns: m };
+        let entry = |m| FileEntry { name: "f".into(), size: 1, blake3: digest("ab"), modified_ns: m };
         assert_eq!(Known::from_parts(Some(entry(3)), Some(3)), Known::Deleted(3));
         assert_eq!(Known::from_parts(Some(entry(4)), Some(3)), Known::File(entry(4)));
         assert_eq!(Known::from_parts(None, Some(3)), Known::Deleted(3));

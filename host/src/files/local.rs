@@ -1,30 +1,44 @@
 //! This node's own store, through its plugins.
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 
 use super::FileError;
-use crate::plugins::{FileEntry, PluginHost};
+use crate::integrity::Digest;
+use crate::plugins::{DownloadHandle, FileEntry, PluginError, PluginHost};
 use crate::store::FileName;
 
-/// Streams `body` through the upload plugin in chunks of `chunk_bytes`,
-/// refusing it past `limit` bytes; `modified_ns`, if given, is the stored
-/// file's modification time (a copy keeps its version's time). Whatever goes wrong, a partial upload is
+/// One write into this node's store.
+pub struct LocalWrite<'a> {
+    /// The file.
+    pub name: &'a FileName,
+    /// Whether an existing file of that name is replaced.
+    pub overwrite: bool,
+    /// The stored file's modification time, if given (a copy keeps its
+    /// version's time).
+    pub modified_ns: Option<u64>,
+    /// The hash the content must have (a copy of a known version).
+    pub expected: Option<Digest>,
+    /// Bytes accepted at most.
+    pub limit: u64,
+    /// Bytes gathered before they are handed to the plugin's stream.
+    pub chunk_bytes: usize,
+}
+
+/// Streams `body` into the store through the upload plugin, refusing it
+/// past `write.limit` bytes. Whatever goes wrong, a partial upload is
 /// abandoned and leaves nothing behind.
 pub async fn store_local<S, E>(
     plugins: &std::sync::Arc<PluginHost>,
-    name: &FileName,
-    overwrite: bool,
-    modified_ns: Option<u64>,
+    write: LocalWrite<'_>,
     body: S,
-    limit: u64,
-    chunk_bytes: usize,
 ) -> Result<FileEntry, FileError>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let mut upload = plugins.upload(name, overwrite, modified_ns).await?;
+    let mut upload = plugins.upload(write.name, write.overwrite, write.modified_ns, write.expected).await?;
     let mut body = std::pin::pin!(body);
     let mut pending = BytesMut::new();
     let mut total: u64 = 0;
@@ -37,12 +51,16 @@ where
             }
         };
         total += data.len() as u64;
-        if total > limit {
+        if total > write.limit {
             upload.abort().await;
-            return Err(FileError::TooLarge(limit));
+            return Err(FileError::TooLarge(write.limit));
+        }
+        if pending.is_empty() && data.len() >= write.chunk_bytes {
+            upload.write(data).await?;
+            continue;
         }
         pending.extend_from_slice(&data);
-        if pending.len() >= chunk_bytes {
+        if pending.len() >= write.chunk_bytes {
             upload.write(pending.split().freeze()).await?;
         }
     }
@@ -50,4 +68,12 @@ where
         upload.write(pending.freeze()).await?;
     }
     Ok(upload.finish().await?)
+}
+
+/// The whole content of an open file, as a stream.
+pub fn whole(handle: DownloadHandle) -> BoxStream<'static, Result<Bytes, PluginError>> {
+    match handle.entry().size {
+        0 => futures_util::stream::empty().boxed(),
+        size => handle.stream(0..=size - 1).boxed(),
+    }
 }

@@ -30,10 +30,10 @@ use crate::chord::RingError;
 use crate::plugins::PluginError;
 
 pub use known::Known;
-pub use local::store_local;
+pub use local::{LocalWrite, store_local};
 pub use peers::{Peers, entry_from_pb, entry_to_pb};
 pub use repair::spawn_repair;
-pub use service::{Deleted, Files, NetworkEntry, Stored};
+pub use service::{Deleted, Files, NetworkEntry, Stored, Version};
 pub use source::Source;
 pub use tombstones::Tombstones;
 
@@ -117,6 +117,7 @@ impl FileError {
             },
             FileError::Plugin(PluginError::Unavailable(_)) => Code::Unavailable,
             FileError::Plugin(PluginError::Cancelled) => Code::Cancelled,
+            FileError::Plugin(PluginError::Corrupt(_)) => Code::DataLoss,
             FileError::Plugin(_) => Code::Internal,
             FileError::Ring(_) | FileError::NoHolder(_) | FileError::NoQuorum { .. } => Code::Unavailable,
             FileError::Peer { code, .. } => *code,

@@ -6,15 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::FileError;
 use super::known::Known;
 use super::service::Deleted;
+use crate::integrity::{BLOCK, Digest, Outboard, Verifier, trim};
 use crate::plugins::FileEntry;
 use crate::rpc::files_pb::{self as pb, files_client::FilesClient};
+use crate::store::FileName;
 
 /// Bytes a node may have in flight to this one per transfer.
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -37,14 +39,26 @@ fn peer_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
     move |s| FileError::Peer { node: node.to_owned(), code: s.code(), message: s.message().to_owned() }
 }
 
-/// An entry from the wire.
-pub fn entry_from_pb(e: pb::Entry) -> FileEntry {
-    FileEntry { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns }
+/// An entry from the wire, checked: a peer is not trusted with what ends
+/// up in paths, headers and lengths.
+pub fn entry_from_pb(e: pb::Entry) -> Result<FileEntry, String> {
+    FileName::parse(&e.name).map_err(|why| format!("entry name {:?}: {why}", e.name))?;
+    let blake3 = match e.blake3.len() {
+        0 => None,
+        32 => Some(Digest(e.blake3[..].try_into().expect("32 bytes"))),
+        n => return Err(format!("entry {:?} has a hash of {n} bytes", e.name)),
+    };
+    Ok(FileEntry { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns })
 }
 
 /// An entry for the wire.
 pub fn entry_to_pb(e: &FileEntry) -> pb::Entry {
-    pb::Entry { name: e.name.clone(), size: e.size, sha256: e.sha256.clone(), modified_ns: e.modified_ns }
+    let blake3 = e.blake3.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.0));
+    pb::Entry { name: e.name.clone(), size: e.size, blake3, modified_ns: e.modified_ns }
+}
+
+fn malformed(node: &str, message: impl Into<String>) -> FileError {
+    FileError::Peer { node: node.to_owned(), code: tonic::Code::Internal, message: message.into() }
 }
 
 impl Peers {
@@ -133,40 +147,52 @@ impl Peers {
         Ok(reply)
     }
 
-    /// Opens `name` on `node` from `offset` (`length` 0: to the end): its
-    /// entry, and the stream of its bytes.
+    /// Opens `name` on `node` for the bytes `offset..end`: its entry, and
+    /// the stream of exactly those bytes, every block checked against the
+    /// outboard the node sent, itself checked against the entry's hash. A
+    /// block that does not match ends the stream with
+    /// [`FileError::Mismatch`].
     pub async fn fetch(
         &self,
         node: &str,
         name: &str,
         offset: u64,
-        length: u64,
+        end: u64,
     ) -> Result<(FileEntry, impl Stream<Item = Result<Bytes, FileError>> + Send + 'static), FileError> {
         let mut client = self.client(node)?;
-        let request = pb::FetchRequest { name: name.to_owned(), offset, length };
+        let request = pb::FetchRequest { name: name.to_owned(), offset, length: end.saturating_sub(offset) };
         let mut stream = client.fetch(request).await.map_err(peer_error(node))?.into_inner();
-        let first = stream.message().await.map_err(peer_error(node))?;
-        let entry = match first.and_then(|m| m.part) {
-            Some(pb::fetch_reply::Part::Entry(e)) => entry_from_pb(e),
-            _ => {
-                return Err(FileError::Peer {
-                    node: node.to_owned(),
-                    code: tonic::Code::Internal,
-                    message: "fetch did not start with the entry".into(),
-                });
+        let entry = match stream.message().await.map_err(peer_error(node))?.and_then(|m| m.part) {
+            Some(pb::fetch_reply::Part::Entry(e)) => entry_from_pb(e).map_err(|why| malformed(node, why))?,
+            _ => return Err(malformed(node, "fetch did not start with the entry")),
+        };
+        let root = entry.blake3.ok_or_else(|| malformed(node, format!("{name} has no hash")))?;
+        let outboard_bytes = if crate::integrity::outboard_len(entry.size) == 0 {
+            Bytes::new()
+        } else {
+            match stream.message().await.map_err(peer_error(node))?.and_then(|m| m.part) {
+                Some(pb::fetch_reply::Part::Outboard(bytes)) => bytes,
+                _ => return Err(malformed(node, "fetch sent no outboard")),
             }
         };
-        let node = node.to_owned();
-        let chunks = stream.map(move |m| match m {
-            Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => Ok(bytes),
-            Ok(_) => Err(FileError::Peer {
-                node: node.clone(),
-                code: tonic::Code::Internal,
-                message: "unexpected message in fetch".into(),
-            }),
-            Err(s) => Err(peer_error(&node)(s)),
+        let outboard = Outboard::verified(root, entry.size, &outboard_bytes)
+            .map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+        let end = end.min(entry.size);
+        let first = offset / BLOCK;
+        let mut verifier = Verifier::new(Arc::new(outboard), first);
+        let (node, name) = (node.to_owned(), name.to_owned());
+        let chunks = stream.map(move |m| {
+            let bytes = match m {
+                Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => bytes,
+                Ok(_) => return Err(malformed(&node, "unexpected message in fetch")),
+                Err(s) => return Err(peer_error(&node)(s)),
+            };
+            let at = verifier.checked();
+            let checked =
+                verifier.push(bytes).map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+            Ok(trim(checked, at, offset, end))
         });
-        Ok((entry, chunks))
+        Ok((entry, chunks.map_ok(|pieces| futures_util::stream::iter(pieces.into_iter().map(Ok))).try_flatten()))
     }
 
     /// A request that gives up after the call timeout.
@@ -180,7 +206,8 @@ impl Peers {
     pub async fn stat(&self, node: &str, name: &str) -> Result<Known, FileError> {
         let request = self.timed(pb::StatRequest { name: name.to_owned() });
         let reply = self.client(node)?.stat(request).await.map_err(peer_error(node))?.into_inner();
-        Ok(Known::from_parts(reply.entry.map(entry_from_pb), reply.deleted_ns))
+        let entry = reply.entry.map(entry_from_pb).transpose().map_err(|why| malformed(node, why))?;
+        Ok(Known::from_parts(entry, reply.deleted_ns))
     }
 
     /// Asks `node` to delete `name` as of `deleted_ns` (0: now) and pass the
@@ -200,6 +227,12 @@ impl Peers {
     pub async fn list(&self, node: &str) -> Result<(Vec<FileEntry>, Vec<(String, u64)>), FileError> {
         let reply = self.client(node)?.list(self.timed(pb::ListRequest {})).await.map_err(peer_error(node))?;
         let reply = reply.into_inner();
-        Ok((reply.entries.into_iter().map(entry_from_pb).collect(), reply.deleted.into_iter().collect()))
+        let entries = reply
+            .entries
+            .into_iter()
+            .filter_map(|e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok())
+            .collect();
+        Ok((entries, reply.deleted.into_iter().collect()))
     }
 }
+

@@ -4,16 +4,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::stream::{BoxStream, FuturesUnordered};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
 use super::known::Known;
 use super::peers::{Peers, entry_from_pb};
 use super::tombstones::{Tombstones, now_ns};
+use super::local::{LocalWrite, whole};
 use super::{FileError, placement, store_local};
 use crate::chord::{ChordNode, Id, NodeRef, WALK_LIMIT};
-use crate::plugins::{FileEntry, PluginError, PluginHost, Refusal};
+use crate::integrity::Digest;
+use crate::plugins::{DownloadHandle, FileEntry, PluginError, PluginHost, PluginKind, Refusal};
 use crate::rpc::GrpcTransport;
 use crate::rpc::files_pb as pb;
 use crate::store::FileName;
@@ -28,6 +30,15 @@ pub struct Files {
     pub(super) replicas: usize,
     max_upload_bytes: u64,
     chunk_bytes: usize,
+}
+
+/// One version of a file: when it was written, and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// Modification time, ns since the Unix epoch.
+    pub modified_ns: u64,
+    /// BLAKE3 of the content.
+    pub blake3: Digest,
 }
 
 /// A stored file and the nodes holding it when the upload was acknowledged.
@@ -59,8 +70,8 @@ pub struct NetworkEntry {
     pub name: String,
     /// Size of the newest version.
     pub size: u64,
-    /// SHA-256 of the newest version.
-    pub sha256: String,
+    /// BLAKE3 of the newest version.
+    pub blake3: Digest,
     /// Modification time of the newest version.
     pub modified_ns: u64,
     /// Nodes holding the newest version.
@@ -123,33 +134,39 @@ impl Files {
         let holders = self.holders(name).await?;
         let responsible = &holders[0];
         if responsible.id == self.ring.me().id {
-            return self.store_here(name, overwrite, 0, body, self.replicas - 1).await;
+            return self.store_here(name, overwrite, None, body, self.replicas - 1).await;
         }
         let header = pb::StoreHeader {
             name: name.as_str().to_owned(),
             overwrite,
             replicas: (self.replicas - 1) as u32,
             version_ns: 0,
+            blake3: Bytes::new(),
         };
         let reply = self.peers.store(&responsible.addr, header, body, self.max_upload_bytes).await?;
-        let entry = reply.entry.map(entry_from_pb).ok_or_else(|| FileError::Peer {
+        let bad_reply = |message: String| FileError::Peer {
             node: responsible.addr.clone(),
             code: tonic::Code::Internal,
-            message: "store reply without entry".into(),
-        })?;
+            message,
+        };
+        let entry = entry_from_pb(reply.entry.ok_or_else(|| bad_reply("store reply without entry".into()))?)
+            .map_err(bad_reply)?;
+        if entry.name != name.as_str() || entry.blake3.is_none() {
+            return Err(bad_reply(format!("stored {name} but answered {entry:?}")));
+        }
         Ok(Stored { entry, holders: reply.holders })
     }
 
     /// Stores `body` here, then copies it to `replicas` successors, answering
-    /// once a majority of the copies exist (the others go on). `version_ns`
-    /// is 0 for a new upload, else the modification time of the version this
-    /// is a copy of: a copy of a version deleted or replaced here since is
-    /// refused.
+    /// once a majority of the copies exist (the others go on). `copy` is
+    /// none for a new upload, else the version this is a copy of: a copy of
+    /// a version deleted or replaced here since is refused, and one whose
+    /// bytes do not hash to the version's hash is discarded.
     pub async fn store_here<S, E>(
         self: &Arc<Self>,
         name: &FileName,
         overwrite: bool,
-        version_ns: u64,
+        copy: Option<Version>,
         body: S,
         replicas: usize,
     ) -> Result<Stored, FileError>
@@ -157,20 +174,26 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        if version_ns != 0 {
+        if let Some(version) = copy {
             match self.known_here(name).await? {
-                Known::Deleted(at) if version_ns <= at => {
+                Known::Deleted(at) if version.modified_ns <= at => {
                     return Err(FileError::Deleted { name: name.to_string(), at });
                 }
-                Known::File(mine) if mine.modified_ns > version_ns => {
+                Known::File(mine) if mine.modified_ns > version.modified_ns => {
                     return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
                 }
                 _ => {}
             }
         }
-        let modified_ns = (version_ns != 0).then_some(version_ns);
-        let (limit, chunk) = (self.max_upload_bytes, self.chunk_bytes);
-        let entry = store_local(&self.plugins, name, overwrite, modified_ns, body, limit, chunk).await?;
+        let write = LocalWrite {
+            name,
+            overwrite,
+            modified_ns: copy.map(|v| v.modified_ns),
+            expected: copy.map(|v| v.blake3),
+            limit: self.max_upload_bytes,
+            chunk_bytes: self.chunk_bytes,
+        };
+        let entry = store_local(&self.plugins, write, body).await?;
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");
         }
@@ -280,8 +303,41 @@ impl Files {
 
     /// This node's version of `name`, if it has one.
     pub async fn local_entry(&self, name: &FileName) -> Result<Option<FileEntry>, FileError> {
+        Ok(self.open_here(name).await?.map(|handle| handle.entry().clone()))
+    }
+
+    /// Opens this node's copy of `name`, if it has one, with its hash and
+    /// outboard: a file the store has no record of (copied in by hand) is
+    /// hashed and recorded first.
+    pub async fn open_here(&self, name: &FileName) -> Result<Option<DownloadHandle>, FileError> {
+        let handle = match self.plugins.download(name).await {
+            Ok(handle) => handle,
+            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if handle.entry().blake3.is_some() {
+            return Ok(Some(handle));
+        }
+        let entry = handle.entry().clone();
+        let body = whole(handle);
+        let write = LocalWrite {
+            name,
+            overwrite: true,
+            modified_ns: Some(entry.modified_ns),
+            expected: None,
+            limit: u64::MAX,
+            chunk_bytes: self.chunk_bytes,
+        };
+        let recorded = store_local(&self.plugins, write, body).await?;
+        tracing::info!(file = %name, blake3 = ?recorded.blake3, "hashed and recorded a file copied in by hand");
         match self.plugins.download(name).await {
-            Ok(handle) => Ok(Some(handle.entry().clone())),
+            Ok(handle) if handle.entry().blake3.is_some() => Ok(Some(handle)),
+            // Bytes that cannot be checked are never served.
+            Ok(_) => Err(PluginError::Trapped {
+                plugin: self.plugins.serving(PluginKind::Download).unwrap_or("download plugin").into(),
+                detail: format!("broke the plugin contract: it does not report the hash recorded for {name}"),
+            }
+            .into()),
             Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -289,12 +345,17 @@ impl Files {
 
     /// Copies this node's `name` to `target`.
     pub(super) async fn replicate(self: Arc<Self>, target: NodeRef, name: FileName) -> Result<String, FileError> {
-        let handle = self.plugins.download(&name).await?;
-        let (size, version_ns) = (handle.entry().size, handle.entry().modified_ns);
-        let body: BoxStream<'static, Result<Bytes, PluginError>> =
-            if size == 0 { futures_util::stream::empty().boxed() } else { handle.stream(0..=size - 1).boxed() };
-        let header = pb::StoreHeader { name: name.as_str().to_owned(), overwrite: true, replicas: 0, version_ns };
-        self.peers.store(&target.addr, header, body, u64::MAX).await?;
+        let handle = self.open_here(&name).await?.ok_or_else(|| FileError::NotFound(name.to_string()))?;
+        let entry = handle.entry().clone();
+        let blake3 = entry.blake3.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.0));
+        let header = pb::StoreHeader {
+            name: name.as_str().to_owned(),
+            overwrite: true,
+            replicas: 0,
+            version_ns: entry.modified_ns,
+            blake3,
+        };
+        self.peers.store(&target.addr, header, whole(handle), u64::MAX).await?;
         Ok(target.addr)
     }
 
@@ -325,22 +386,23 @@ impl Files {
                 let slot = deleted.entry(name).or_insert(at);
                 *slot = (*slot).max(at);
             }
-            for e in entries {
+            // A file not hashed yet is listed once its node has recorded it.
+            for (e, blake3) in entries.into_iter().filter_map(|e| e.blake3.map(|d| (e, d))) {
                 let slot = merged.entry(e.name.clone()).or_insert_with(|| NetworkEntry {
                     name: e.name.clone(),
                     size: e.size,
-                    sha256: e.sha256.clone(),
+                    blake3,
                     modified_ns: e.modified_ns,
                     holders: Vec::new(),
                 });
-                if e.sha256 != slot.sha256 && e.modified_ns > slot.modified_ns {
+                if blake3 != slot.blake3 && e.modified_ns > slot.modified_ns {
                     // A newer version: its holders replace the older one's.
                     slot.size = e.size;
-                    slot.sha256 = e.sha256.clone();
+                    slot.blake3 = blake3;
                     slot.modified_ns = e.modified_ns;
                     slot.holders.clear();
                 }
-                if e.sha256 == slot.sha256 {
+                if blake3 == slot.blake3 {
                     slot.holders.push(addr.clone());
                 }
             }

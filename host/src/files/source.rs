@@ -1,7 +1,12 @@
 //! Reading a file wherever it is: [`Files::open`] picks the newest version
-//! among the holders, and a [`Source`] streams it, moving to the next holder
-//! at the same offset when one dies and checking the SHA-256 of whole files
-//! read from other nodes.
+//! among the holders, and a [`Source`] streams it. Every byte is checked
+//! before it is handed on: this node's copy block by block against its
+//! outboard as its plugin's stream is read, another node's block by block
+//! against the outboard that node sends, itself checked against the hash
+//! the holders agreed on. A holder that dies or serves a block that does
+//! not match is replaced at the same offset by the next holder of the same
+//! version; a local copy found damaged is dropped so the repair loop copies
+//! a good one back.
 
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
@@ -10,30 +15,32 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::known::Known;
 use super::{FileError, Files};
 use crate::chord::{Id, NodeRef};
-use crate::plugins::{FileEntry, PluginError, Refusal};
+use crate::plugins::{DownloadHandle, FileEntry, PluginError};
 use crate::store::FileName;
 
 impl Files {
     /// Opens the newest version of `name`: asks every holder what it knows,
-    /// and reads here if this node has that version, else from the first
-    /// holder that has it. A deletion newer than every copy is not found.
+    /// and reads here if this node has that version, else from the holders
+    /// that have it. A deletion newer than every copy is not found.
     pub async fn open(self: &Arc<Self>, name: &FileName) -> Result<Source, FileError> {
         // Unless a holder elsewhere has it, a missing local plugin is the answer.
         let mut last = FileError::NotFound(name.to_string());
-        let local = match self.plugins.download(name).await {
-            Ok(handle) => Some(handle),
-            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => None,
-            Err(e @ PluginError::Unavailable(_)) => {
+        let local = match self.open_here(name).await {
+            Ok(handle) => handle,
+            Err(FileError::Plugin(e @ PluginError::Unavailable(_))) => {
                 last = e.into();
                 None
             }
-            Err(e) => return Err(e.into()),
+            Err(FileError::Plugin(PluginError::Corrupt(why))) => {
+                tracing::warn!(file = %name, "this node's copy is damaged, reading another: {why}");
+                None
+            }
+            Err(e) => return Err(e),
         };
         let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.tombstones.get(name));
         let (newest, having) = match self.survey(name, &here).await {
@@ -45,22 +52,11 @@ impl Files {
         let Known::File(wanted) = newest else {
             return Err(last);
         };
-        if let Some(handle) = local.filter(|h| h.entry().sha256 == wanted.sha256) {
-            let entry = handle.entry().clone();
-            let first = Some(First::Local(handle));
-            return Ok(Source { files: self.clone(), name: name.clone(), entry, first });
+        let local = local.filter(|h| h.entry().blake3 == wanted.blake3);
+        if local.is_none() && having.is_empty() {
+            return Err(last);
         }
-        for holder in having {
-            match self.peers.fetch(&holder.addr, name.as_str(), 0, 0).await {
-                Ok((entry, stream)) if entry.sha256 == wanted.sha256 => {
-                    let first = Some(First::Remote(holder.id, stream.boxed()));
-                    return Ok(Source { files: self.clone(), name: name.clone(), entry, first });
-                }
-                Ok(_) => {} // changed since it was asked
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        Ok(Source { files: self.clone(), name: name.clone(), entry: wanted, local, having })
     }
 
     /// Asks the other holders of `name` what they know of it: the newest
@@ -103,57 +99,60 @@ impl Files {
         };
         Ok((node, entry.clone()))
     }
+
+    /// This node's copy of `name` failed its check: drop it when another
+    /// holder has the same version, so the repair loop copies a good one
+    /// back (a damaged only copy is kept, for whatever can be saved).
+    pub fn damaged(self: &Arc<Self>, name: &FileName, version: FileEntry) {
+        let (files, name) = (self.clone(), name.clone());
+        tokio::spawn(async move {
+            let Ok((_, having)) = files.survey(&name, &Known::File(version)).await else { return };
+            if having.is_empty() {
+                tracing::error!(file = %name, "this node's copy is damaged and no other holder has it");
+                return;
+            }
+            match files.plugins.remove(&name).await {
+                Ok(_) => tracing::warn!(file = %name, "removed this node's damaged copy; repair will restore it"),
+                Err(e) => tracing::warn!(file = %name, "could not remove this node's damaged copy: {e}"),
+            }
+        });
+    }
 }
 
-/// A holder being read (`None`: this node) and its stream of bytes.
+/// A holder being read (`None`: this node) and its stream of checked bytes.
 type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
-
-enum First {
-    Local(crate::plugins::DownloadHandle),
-    Remote(Id, BoxStream<'static, Result<Bytes, FileError>>),
-}
 
 /// An open file somewhere in the network.
 pub struct Source {
     files: Arc<Files>,
     name: FileName,
     entry: FileEntry,
-    first: Option<First>,
+    local: Option<DownloadHandle>,
+    having: Vec<NodeRef>,
 }
 
 impl Source {
-    /// The file's entry (size, sha256 of what is served).
+    /// The file's entry (size and hash of what is served).
     pub fn entry(&self) -> &FileEntry {
         &self.entry
     }
 
-    /// Streams `range` of the file. If the holder being read dies, reading
-    /// goes on from the next holder at the same offset, provided it holds the
-    /// same version; a whole-file read from other nodes is checked against
-    /// the sha256.
+    /// Streams `range` of the file, checked block by block. If the holder
+    /// being read dies or sends a block that does not match, reading goes on
+    /// from the next holder of the same version at the same offset.
     pub fn stream(self, range: RangeInclusive<u64>) -> impl Stream<Item = Result<Bytes, FileError>> + Send + 'static {
         let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
         let (start, end) = (*range.start(), *range.end() + 1);
-        let Source { files, name, entry, first } = self;
-        // Bytes from another node are checked against the sha256 end to end;
-        // this node's own copy is trusted as its plugin reads it.
-        let remote = matches!(first, Some(First::Remote(..)) | None);
-        let whole = start == 0 && end == entry.size && remote;
+        let Source { files, name, entry, local, having } = self;
         tokio::spawn(async move {
-            let mut hasher = whole.then(Hasher::spawn);
             let mut offset = start;
             let mut failed: HashSet<Id> = HashSet::new();
-            let mut current: Option<Reading> = match first {
-                Some(First::Local(handle)) => {
-                    Some((None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()))
-                }
-                Some(First::Remote(id, stream)) if start == 0 => Some((Some(id), stream)),
-                _ => None,
-            };
+            let mut current: Option<Reading> = local
+                .map(|handle| (None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()));
             while offset < end {
                 let (holder, mut stream) = match current.take() {
                     Some(open) => open,
-                    None => match reopen(&files, &name, &entry.sha256, offset, end, &failed).await {
+                    None => match reopen(&files, &name, &entry, &having, offset, end, &failed).await {
                         Some(open) => open,
                         None => {
                             let _ = tx.send(Err(FileError::NoHolder(name.to_string()))).await;
@@ -166,95 +165,64 @@ impl Source {
                         Ok(bytes) => {
                             let bytes = bytes.slice(..bytes.len().min((end - offset) as usize));
                             offset += bytes.len() as u64;
-                            if let Some(h) = hasher.as_mut() {
-                                h.update(bytes.clone()).await;
-                            }
                             if tx.send(Ok(bytes)).await.is_err() {
                                 return; // the client went away
+                            }
+                            if offset >= end {
+                                break;
                             }
                         }
                         Err(e) => {
                             tracing::warn!(file = %name, offset, "holder failed mid-stream, trying the next: {e}");
-                            if let Some(id) = holder {
-                                failed.insert(id);
+                            if holder.is_none() && matches!(e, FileError::Plugin(PluginError::Corrupt(_))) {
+                                files.damaged(&name, entry.clone());
                             }
+                            failed.insert(holder.unwrap_or(files.ring.me().id));
                             break;
                         }
                     }
                 }
                 if holder.is_none() && offset < end {
-                    // The local copy failed: only remote holders are left.
+                    // The local copy failed or ended early: only remote holders are left.
                     failed.insert(files.ring.me().id);
                 }
-            }
-            if let Some(h) = hasher
-                && h.finish().await != entry.sha256
-            {
-                let _ = tx.send(Err(FileError::Mismatch(name.to_string()))).await;
             }
         });
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
 }
 
-/// SHA-256 of a stream, computed on a thread of its own so that hashing
-/// overlaps moving the bytes; at most `HASH_CHUNKS` chunks wait for it.
-struct Hasher {
-    chunks: mpsc::Sender<Bytes>,
-    digest: tokio::task::JoinHandle<String>,
-}
-
-const HASH_CHUNKS: usize = 16;
-
-impl Hasher {
-    fn spawn() -> Self {
-        let (chunks, mut rx) = mpsc::channel::<Bytes>(HASH_CHUNKS);
-        let digest = tokio::task::spawn_blocking(move || {
-            let mut hasher = Sha256::new();
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-            }
-            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-        });
-        Self { chunks, digest }
-    }
-
-    async fn update(&mut self, chunk: Bytes) {
-        // The thread only stops when the sender is dropped.
-        let _ = self.chunks.send(chunk).await;
-    }
-
-    /// The lowercase hex digest of everything passed to `update`.
-    async fn finish(self) -> String {
-        drop(self.chunks);
-        self.digest.await.unwrap_or_default()
-    }
-}
-
-/// Opens the rest of a range (`offset..end`) of `name` on the next holder,
-/// not yet `failed`, of the version with `sha256`.
+/// Opens `offset..end` of `name` on the next holder of the version `entry`
+/// not yet `failed`: the holders that had it when the file was opened,
+/// then any holder the ring names now.
 async fn reopen(
     files: &Arc<Files>,
     name: &FileName,
-    sha256: &str,
+    entry: &FileEntry,
+    having: &[NodeRef],
     offset: u64,
     end: u64,
     failed: &HashSet<Id>,
 ) -> Option<Reading> {
-    let holders = files.holders(name).await.ok()?;
+    let mut candidates: Vec<NodeRef> = having.to_vec();
+    for holder in files.holders(name).await.unwrap_or_default() {
+        if !candidates.iter().any(|c| c.id == holder.id) {
+            candidates.push(holder);
+        }
+    }
     let me = files.ring.me().id;
-    for holder in holders.into_iter().filter(|h| !failed.contains(&h.id)) {
+    for holder in candidates.into_iter().filter(|h| !failed.contains(&h.id)) {
         if holder.id == me {
-            let Ok(handle) = files.plugins.download(name).await else { continue };
-            if handle.entry().sha256 == sha256 {
+            let Ok(Some(handle)) = files.open_here(name).await else { continue };
+            if handle.entry().blake3 == entry.blake3 {
                 return Some((None, handle.stream(offset..=end - 1).map(|r| r.map_err(FileError::from)).boxed()));
             }
             continue;
         }
-        let Ok((entry, stream)) = files.peers.fetch(&holder.addr, name.as_str(), offset, end - offset).await else {
+        let Ok((theirs, stream)) = files.peers.fetch(&holder.addr, name.as_str(), offset, end).await else {
             continue;
         };
-        if entry.sha256 == sha256 {
+        if theirs.blake3 == entry.blake3 {
             return Some((Some(holder.id), stream.boxed()));
         }
     }

@@ -1,6 +1,8 @@
-//! Host bindings of the WIT package `ringshare:plugin@0.1.0` (../wit), one
+//! Host bindings of the WIT package `ringshare:plugin@0.2.0` (../wit), one
 //! module per world; the shared `types` and `log` interfaces are generated
-//! once, in `index`, and reused by the others.
+//! once, in `index`, and reused by the others. The `wasi:io` streams a
+//! plugin hands over are wasmtime-wasi's own, so the host drains or fills
+//! them natively.
 
 #![allow(missing_docs)]
 
@@ -16,9 +18,13 @@ pub mod upload {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "upload-plugin",
+        require_store_data_send: true,
         with: {
             "ringshare:plugin/types": super::index::ringshare::plugin::types,
             "ringshare:plugin/log": super::index::ringshare::plugin::log,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         },
     });
 }
@@ -27,12 +33,16 @@ pub mod download {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "download-plugin",
+        require_store_data_send: true,
         with: {
             "ringshare:plugin/types": super::index::ringshare::plugin::types,
             "ringshare:plugin/log": super::index::ringshare::plugin::log,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         },
     });
 }
 
 pub use index::ringshare::plugin::log;
-pub use index::ringshare::plugin::types::{Error as WitError, FileEntry};
+pub use index::ringshare::plugin::types::{Error as WitError, FileEntry as WitEntry};

@@ -76,6 +76,9 @@ pub enum PluginError {
         /// The cap.
         limit_bytes: usize,
     },
+    /// Stored or received bytes do not match their hash: a damaged copy.
+    #[error("checksum mismatch: {0}")]
+    Corrupt(String),
     /// The host gave up on an upload before finishing it (client gone, body
     /// too large); the plugin discarded what it had.
     #[error("the upload was cancelled before it finished")]

@@ -79,6 +79,10 @@ fn load_one(host: &mut PluginHost, linker: &Linker<Sandbox>, path: &Path, file: 
     Ok(kind)
 }
 
+/// The plugin contract's package, and the version this host speaks.
+const CONTRACT: &str = "ringshare:plugin/";
+const CONTRACT_VERSION: &str = "@0.2.0";
+
 /// The one behaviour `component` exports.
 fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKind, String> {
     let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
@@ -86,6 +90,11 @@ fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKin
         PluginKind::ALL.into_iter().filter(|k| exports.iter().any(|e| e == k.export_name())).collect();
     match kinds.as_slice() {
         [kind] => Ok(*kind),
+        [] if exports.iter().any(|e| e.starts_with(CONTRACT) && !e.ends_with(CONTRACT_VERSION)) => Err(format!(
+            "speaks another version of the plugin contract ([{}]); this node loads {CONTRACT}*@0.2.0 only \
+             (0.2.0 hands the host streams instead of chunks): rebuild it against wit/plugin.wit",
+            exports.join(", ")
+        )),
         [] => Err(format!(
             "exports none of the plugin interfaces ({}); it exports [{}]",
             PluginKind::ALL.map(PluginKind::export_name).join(", "),

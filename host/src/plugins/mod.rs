@@ -26,12 +26,12 @@ use serde::Serialize;
 use wasmtime::Engine;
 
 use crate::config::PluginLimits;
+use crate::integrity::Digest;
 use bindings::download::DownloadPluginPre;
 use bindings::index::IndexPluginPre;
 use bindings::upload::UploadPluginPre;
 use sandbox::Sandbox;
 
-pub use bindings::FileEntry;
 pub use error::{PluginError, Refusal};
 pub use session::{DownloadHandle, UploadHandle};
 
@@ -54,9 +54,9 @@ impl PluginKind {
     /// The WIT interface a plugin of this kind exports.
     pub fn export_name(self) -> &'static str {
         match self {
-            PluginKind::Index => "ringshare:plugin/index@0.1.0",
-            PluginKind::Upload => "ringshare:plugin/upload@0.1.0",
-            PluginKind::Download => "ringshare:plugin/download@0.1.0",
+            PluginKind::Index => "ringshare:plugin/index@0.2.0",
+            PluginKind::Upload => "ringshare:plugin/upload@0.2.0",
+            PluginKind::Download => "ringshare:plugin/download@0.2.0",
         }
     }
 }
@@ -68,6 +68,34 @@ impl fmt::Display for PluginKind {
             PluginKind::Upload => "upload",
             PluginKind::Download => "download",
         })
+    }
+}
+
+/// A file as a plugin reports it, checked by the host: its name is one
+/// plain segment and its hash, if any, a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// The file's name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the content; none when the store has no record of it (a
+    /// file copied in by hand, not yet hashed).
+    pub blake3: Option<Digest>,
+    /// Last modification, ns since the Unix epoch.
+    pub modified_ns: u64,
+}
+
+impl FileEntry {
+    /// Checks what a plugin said; plugins are not trusted with what ends up
+    /// in paths, headers and lengths.
+    fn from_wit(e: bindings::WitEntry) -> Result<Self, String> {
+        crate::store::FileName::parse(&e.name).map_err(|why| format!("entry name {:?}: {why}", e.name))?;
+        let blake3 = match &e.blake3 {
+            None => None,
+            Some(text) => Some(Digest::parse(text).ok_or_else(|| format!("{:?} has hash {text:?}", e.name))?),
+        };
+        Ok(Self { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns })
     }
 }
 

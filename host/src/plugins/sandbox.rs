@@ -82,6 +82,11 @@ impl Sandbox {
         Ok(store)
     }
 
+    /// The instance's resources (streams the plugin hands over live here).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// Whether the memory cap stopped this instance.
     pub fn memory_cap_hit(&self) -> bool {
         self.memory.hit

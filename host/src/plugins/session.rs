@@ -1,7 +1,10 @@
 //! The calls the host makes into plugins. Each runs on a blocking thread with
 //! a fresh `Store` and instance; every single call into the guest gets the
-//! configured deadline. Uploads and downloads are sessions: a bounded channel
-//! of chunks between the async side and the plugin's thread, so memory stays
+//! configured deadline. Uploads and downloads are sessions: the plugin opens
+//! the file and hands over a `wasi:io` stream, which the session's thread
+//! fills or drains natively, hashing every byte written and checking every
+//! block read against the file's outboard before it leaves. A bounded
+//! channel of chunks links the thread to the async side, so memory stays
 //! bounded whatever the file size.
 
 use std::ops::RangeInclusive;
@@ -9,18 +12,29 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::Store;
-use wasmtime::component::ResourceAny;
+use wasmtime::component::{Resource, ResourceAny};
+use wasmtime_wasi::p2::{DynInputStream, StreamError};
 
-use super::bindings::{FileEntry, WitError};
+use super::bindings::WitError;
 use super::engine::ticks_for;
 use super::sandbox::Sandbox;
-use super::{Loaded, PluginError, PluginHost, PluginKind};
+use super::{FileEntry, Loaded, PluginError, PluginHost, PluginKind, Refusal};
+use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::FileName;
 
 /// Chunks in flight between a session's plugin thread and its HTTP side.
-const CHANNEL_CHUNKS: usize = 4;
+const CHANNEL_CHUNKS: usize = 8;
+/// Most bytes asked of a content stream at once (wasmtime-wasi reads files
+/// in pieces of at most 64 KiB).
+const READ_PIECE: usize = 64 << 10;
+/// Outboard bytes gathered before they are written out.
+const OUTBOARD_BATCH: usize = 64 << 10;
+/// Times a reader is opened again when a file's outboard does not match its
+/// record: an overwrite commits them with separate renames.
+const OPEN_ATTEMPTS: usize = 3;
 
 impl PluginHost {
     fn store_for(&self, plugin: &Arc<str>, kind: PluginKind) -> Result<Store<Sandbox>, PluginError> {
@@ -53,33 +67,46 @@ impl PluginHost {
         PluginError::from_call(store, plugin, self.limits.call_timeout, outcome)
     }
 
-    /// Lists the node's files through the index plugin.
+    /// Lists the node's files through the index plugin. Entries that break
+    /// the contract (a name that is not one plain segment, a hash that is not
+    /// a digest) are left out with a log line naming the plugin.
     pub async fn list(self: &Arc<Self>) -> Result<Vec<FileEntry>, PluginError> {
         let host = self.clone();
         blocking(move || {
             let plugin = loaded(&host.index, PluginKind::Index)?;
             let (mut store, instance) = host.instantiate(plugin, PluginKind::Index, |pre, s| pre.instantiate(s))?;
-            host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))
+            let listed = host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))?;
+            Ok(listed
+                .into_iter()
+                .filter_map(|e| {
+                    FileEntry::from_wit(e)
+                        .inspect_err(|why| tracing::warn!(plugin = %plugin.name, "left out of the listing: {why}"))
+                        .ok()
+                })
+                .collect())
         })
         .await
     }
 
     /// Starts writing `name` through the upload plugin, with `modified_ns` as
-    /// its modification time if given. Fails at once when the plugin refuses
-    /// (for instance: exists and not `overwrite`).
+    /// its modification time if given. The host hashes what it writes; with
+    /// `expected`, a content whose hash differs is discarded. Fails at once
+    /// when the plugin refuses (for instance: exists and not `overwrite`).
     pub async fn upload(
         self: &Arc<Self>,
         name: &FileName,
         overwrite: bool,
         modified_ns: Option<u64>,
+        expected: Option<Digest>,
     ) -> Result<UploadHandle, PluginError> {
         loaded(&self.upload, PluginKind::Upload)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
-        let (host, name) = (self.clone(), name.as_str().to_owned());
+        let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
-            let _ = done_tx.send(host.upload_session(&name, overwrite, modified_ns, rx, opened_tx));
+            let request = UploadRequest { name: &name, overwrite, modified_ns, expected };
+            let _ = done_tx.send(host.upload_session(&rt, request, rx, opened_tx));
         });
         opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
         Ok(UploadHandle { chunks: Some(chunks), done })
@@ -98,21 +125,35 @@ impl PluginHost {
 
     fn upload_session(
         &self,
-        name: &str,
-        overwrite: bool,
-        modified_ns: Option<u64>,
+        rt: &Handle,
+        request: UploadRequest<'_>,
         mut rx: mpsc::Receiver<UploadMsg>,
         opened: oneshot::Sender<Result<(), PluginError>>,
     ) -> Result<FileEntry, PluginError> {
         let plugin = loaded(&self.upload, PluginKind::Upload)?;
+        let name = request.name.as_str();
         let start = || {
             let (mut store, instance) = self.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
+            let api = instance.ringshare_plugin_upload();
             let writer = self.guarded(&mut store, &plugin.name, |s| {
-                instance.ringshare_plugin_upload().call_create(s, name, overwrite, modified_ns)
+                api.call_create(s, name, request.overwrite, request.modified_ns)
             })?;
-            Ok::<_, PluginError>((store, instance, writer))
+            let streams = (|| -> Result<_, PluginError> {
+                let content = self.guarded(&mut store, &plugin.name, |s| api.writer().call_content(s, writer))?;
+                let content = take_stream(&mut store, &plugin.name, content)?;
+                let outboard = self.guarded(&mut store, &plugin.name, |s| api.writer().call_outboard(s, writer))?;
+                let outboard = take_stream(&mut store, &plugin.name, outboard)?;
+                Ok((content, outboard))
+            })();
+            match streams {
+                Ok(streams) => Ok((store, instance, writer, streams)),
+                Err(e) => {
+                    self.release(&mut store, &plugin.name, writer, &Err::<(), _>(e.clone()));
+                    Err(e)
+                }
+            }
         };
-        let (mut store, instance, writer) = match start() {
+        let (mut store, instance, writer, (mut content, mut outboard)) = match start() {
             Ok(started) => {
                 let _ = opened.send(Ok(()));
                 started
@@ -123,91 +164,175 @@ impl PluginHost {
             }
         };
         let api = instance.ringshare_plugin_upload().writer();
+        let io = |e: StreamError| PluginError::Refused {
+            plugin: plugin.name.clone(),
+            refusal: Refusal::Io,
+            message: format!("writing {name}: {e}"),
+        };
+        let mut tree = TreeHasher::new();
+        let mut cvs = Vec::with_capacity(OUTBOARD_BATCH + 64);
         let result = loop {
             match rx.blocking_recv() {
                 Some(UploadMsg::Chunk(chunk)) => {
-                    if let Err(e) = self.guarded(&mut store, &plugin.name, |s| api.call_write(s, writer, &chunk)) {
-                        break Err(e);
+                    tree.update(&chunk, &mut cvs);
+                    let mut written = rt.block_on(content.blocking_write_and_flush(chunk));
+                    if written.is_ok() && cvs.len() >= OUTBOARD_BATCH {
+                        written = rt.block_on(outboard.blocking_write_and_flush(std::mem::take(&mut cvs).into()));
+                    }
+                    if let Err(e) = written {
+                        break Err(io(e));
                     }
                 }
                 Some(UploadMsg::Finish) => {
-                    break self.guarded(&mut store, &plugin.name, |s| api.call_finish(s, writer));
+                    let size = tree.size();
+                    let root = tree.finish(&mut cvs);
+                    if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(std::mem::take(&mut cvs).into())) {
+                        break Err(io(e));
+                    }
+                    if let Some(expected) = request.expected.filter(|e| *e != root) {
+                        break Err(PluginError::Corrupt(format!(
+                            "the copy of {name} received hashes to {root}, not {expected}"
+                        )));
+                    }
+                    drop((content, outboard));
+                    let finished =
+                        self.guarded(&mut store, &plugin.name, |s| api.call_finish(s, writer, size, &root.to_hex()));
+                    break finished.and_then(|e| {
+                        let entry = FileEntry::from_wit(e).map_err(|why| broken(&plugin.name, why))?;
+                        if entry.name != name || entry.size != size || entry.blake3 != Some(root) {
+                            return Err(broken(
+                                &plugin.name,
+                                format!("finished {name} ({size} bytes, {root}) but reported {entry:?}"),
+                            ));
+                        }
+                        Ok(entry)
+                    });
                 }
                 None => break Err(PluginError::Cancelled),
             }
         };
-        // Unfinished, the writer's destructor removes its temp file.
+        // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, &plugin.name, writer, &result);
         result
     }
 
     /// Opens `name` through the download plugin; the handle carries its
-    /// entry (size, sha256) and streams any range of it.
+    /// entry (size, hash) and its verified outboard, and streams any range
+    /// of it, checked block by block.
     pub async fn download(self: &Arc<Self>, name: &FileName) -> Result<DownloadHandle, PluginError> {
         loaded(&self.download, PluginKind::Download)?;
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (range_tx, range_rx) = oneshot::channel();
-        let (host, name) = (self.clone(), name.as_str().to_owned());
-        tokio::task::spawn_blocking(move || host.download_session(&name, opened_tx, range_rx, tx));
-        let entry = opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
-        Ok(DownloadHandle { entry, range: range_tx, chunks })
+        let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
+        tokio::task::spawn_blocking(move || host.download_session(&rt, &name, opened_tx, range_rx, tx));
+        let (entry, outboard) = opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
+        Ok(DownloadHandle { entry, outboard, range: range_tx, chunks })
     }
 
     fn download_session(
         &self,
-        name: &str,
-        opened: oneshot::Sender<Result<FileEntry, PluginError>>,
+        rt: &Handle,
+        name: &FileName,
+        opened: oneshot::Sender<Result<(FileEntry, Option<Arc<Outboard>>), PluginError>>,
         range: oneshot::Receiver<RangeInclusive<u64>>,
         tx: mpsc::Sender<Result<Bytes, PluginError>>,
     ) {
         let Ok(plugin) = loaded(&self.download, PluginKind::Download) else {
             return;
         };
-        let start = || {
-            let (mut store, instance) = self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s))?;
-            let api = instance.ringshare_plugin_download();
-            let reader = self.guarded(&mut store, &plugin.name, |s| api.call_open(s, name))?;
-            let entry = self.guarded(&mut store, &plugin.name, |s| api.reader().call_entry(s, reader).map(Ok))?;
-            Ok::<_, PluginError>((store, instance, reader, entry))
-        };
-        let (mut store, instance, reader, entry) = match start() {
-            Ok(started) => started,
-            Err(e) => {
-                let _ = opened.send(Err(e));
-                return;
+        let (mut store, instance) =
+            match self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s)) {
+                Ok(started) => started,
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                    return;
+                }
+            };
+        let api = instance.ringshare_plugin_download();
+        let mut attempt = 0;
+        let (reader, entry, outboard) = loop {
+            attempt += 1;
+            let reader = match self.guarded(&mut store, &plugin.name, |s| api.call_open(s, name.as_str())) {
+                Ok(reader) => reader,
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                    return;
+                }
+            };
+            let checked = self.open_checked(rt, &mut store, plugin, &instance, reader, name);
+            match checked {
+                Ok((entry, outboard)) => break (reader, entry, outboard),
+                Err(e) => {
+                    self.release(&mut store, &plugin.name, reader, &Err::<(), _>(e.clone()));
+                    if attempt < OPEN_ATTEMPTS && matches!(e, PluginError::Corrupt(_)) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    }
+                    let _ = opened.send(Err(e));
+                    return;
+                }
             }
         };
-        let api = instance.ringshare_plugin_download().reader();
-        let chunk = self.limits.chunk_bytes as u64;
         let mut result = Ok(());
-        if opened.send(Ok(entry)).is_ok()
+        if opened.send(Ok((entry.clone(), outboard.clone()))).is_ok()
             && let Ok(range) = range.blocking_recv()
         {
-            let (mut offset, end) = (*range.start(), *range.end() + 1);
-            while offset < end {
-                let len = chunk.min(end - offset) as u32;
-                let read = self.guarded(&mut store, &plugin.name, |s| api.call_read(s, reader, offset, len));
-                let item = match read {
-                    Ok(bytes) if bytes.is_empty() => Err(PluginError::Refused {
-                        plugin: plugin.name.clone(),
-                        refusal: super::Refusal::OutOfRange,
-                        message: format!("{name} ended at {offset} bytes, before the requested range"),
-                    }),
-                    Ok(bytes) => Ok(Bytes::from(bytes)),
-                    Err(e) => Err(e),
-                };
-                offset += item.as_ref().map_or(0, |b| b.len() as u64);
-                let failed = item.is_err();
-                if let Err(e) = &item {
-                    result = Err(e.clone());
+            let content = |s: &mut Store<Sandbox>, offset| {
+                let stream = self.guarded(s, &plugin.name, |s| api.reader().call_content(s, reader, offset))?;
+                take_stream(s, &plugin.name, stream)
+            };
+            result = match outboard {
+                Some(outboard) => {
+                    let first = range.start() / BLOCK;
+                    content(&mut store, first * BLOCK)
+                        .and_then(|stream| send_verified(rt, stream, outboard, first, &range, name, &tx))
                 }
-                if tx.blocking_send(item).is_err() || failed {
-                    break;
-                }
+                None => content(&mut store, *range.start())
+                    .and_then(|stream| send_unverified(rt, stream, &range, name, &tx)),
+            };
+            if let Err(e) = &result {
+                let _ = tx.blocking_send(Err(e.clone()));
             }
         }
         self.release(&mut store, &plugin.name, reader, &result);
+    }
+
+    /// The entry of an open reader and, when the store has a record of the
+    /// file, its outboard, checked against the recorded hash.
+    fn open_checked(
+        &self,
+        rt: &Handle,
+        store: &mut Store<Sandbox>,
+        plugin: &Loaded<super::bindings::download::DownloadPluginPre<Sandbox>>,
+        instance: &super::bindings::download::DownloadPlugin,
+        reader: ResourceAny,
+        name: &FileName,
+    ) -> Result<(FileEntry, Option<Arc<Outboard>>), PluginError> {
+        let api = instance.ringshare_plugin_download().reader();
+        let entry = self.guarded(store, &plugin.name, |s| api.call_entry(s, reader).map(Ok))?;
+        let entry = FileEntry::from_wit(entry).map_err(|why| broken(&plugin.name, why))?;
+        if entry.name != name.as_str() {
+            return Err(broken(&plugin.name, format!("asked to open {name}, it opened {}", entry.name)));
+        }
+        let Some(root) = entry.blake3 else {
+            return Ok((entry, None));
+        };
+        let stream = self.guarded(store, &plugin.name, |s| api.call_outboard(s, reader))?;
+        let mut stream = take_stream(store, &plugin.name, stream)?;
+        // Read one byte more than it should have, to tell a longer one.
+        let wanted = integrity::outboard_len(entry.size) as usize + 1;
+        let mut bytes = Vec::with_capacity(wanted.min(1 << 20));
+        while bytes.len() < wanted {
+            match rt.block_on(stream.blocking_read(READ_PIECE.min(wanted - bytes.len()))) {
+                Ok(piece) => bytes.extend_from_slice(&piece),
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(io_error(&plugin.name, name, e)),
+            }
+        }
+        let outboard = Outboard::verified(root, entry.size, &bytes)
+            .map_err(|e| PluginError::Corrupt(format!("{name}: {e}")))?;
+        Ok((entry, Some(Arc::new(outboard))))
     }
 
     /// Drops a guest resource, unless the instance is dead (after a trap
@@ -300,18 +425,27 @@ impl UploadHandle {
 /// An open file on the download plugin.
 pub struct DownloadHandle {
     entry: FileEntry,
+    outboard: Option<Arc<Outboard>>,
     range: oneshot::Sender<RangeInclusive<u64>>,
     chunks: mpsc::Receiver<Result<Bytes, PluginError>>,
 }
 
 impl DownloadHandle {
-    /// The file's entry: size and sha256 of exactly what will be read.
+    /// The file's entry: size and hash of exactly what will be read.
     pub fn entry(&self) -> &FileEntry {
         &self.entry
     }
 
-    /// Streams the bytes of `range` (inclusive, within the file). Dropping the
-    /// stream stops the plugin's reads.
+    /// The file's outboard, checked against its hash; none when the store
+    /// has no record of the file.
+    pub fn outboard(&self) -> Option<&Arc<Outboard>> {
+        self.outboard.as_ref()
+    }
+
+    /// Streams the bytes of `range` (inclusive, within the file), each block
+    /// checked before it is handed over; a block that does not match ends
+    /// the stream with [`PluginError::Corrupt`]. Dropping the stream stops
+    /// the reads.
     pub fn stream(self, range: RangeInclusive<u64>) -> impl Stream<Item = Result<Bytes, PluginError>> + Send {
         let _ = self.range.send(range);
         futures_util::stream::unfold(
@@ -319,4 +453,92 @@ impl DownloadHandle {
             |mut chunks| async move { chunks.recv().await.map(|item| (item, chunks)) },
         )
     }
+}
+
+/// Sends `range` of the file read from `stream` (which starts at block
+/// `first`), each block checked before any of its bytes is sent.
+fn send_verified(
+    rt: &Handle,
+    mut stream: DynInputStream,
+    outboard: Arc<Outboard>,
+    first: u64,
+    range: &RangeInclusive<u64>,
+    name: &FileName,
+    tx: &mpsc::Sender<Result<Bytes, PluginError>>,
+) -> Result<(), PluginError> {
+    let (start, end) = (*range.start(), *range.end() + 1);
+    let mut verifier = Verifier::new(outboard, first);
+    while verifier.checked() < end {
+        let wanted = verifier.wanted().min(READ_PIECE as u64) as usize;
+        let piece = match rt.block_on(stream.blocking_read(wanted)) {
+            Ok(piece) => piece,
+            Err(StreamError::Closed) => {
+                return Err(PluginError::Corrupt(format!("{name} ended at {} bytes", verifier.offset())));
+            }
+            Err(e) => return Err(io_error(&Arc::from("download"), name, e)),
+        };
+        let at = verifier.checked();
+        let checked = verifier.push(piece).map_err(|e| PluginError::Corrupt(format!("{name}: {e}")))?;
+        for piece in trim(checked, at, start, end) {
+            if tx.blocking_send(Ok(piece)).is_err() {
+                return Ok(()); // the reader went away
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `range` of a file the store has no record of (the host is hashing
+/// it to record it), reading no more than the range.
+fn send_unverified(
+    rt: &Handle,
+    mut stream: DynInputStream,
+    range: &RangeInclusive<u64>,
+    name: &FileName,
+    tx: &mpsc::Sender<Result<Bytes, PluginError>>,
+) -> Result<(), PluginError> {
+    let (mut offset, end) = (*range.start(), *range.end() + 1);
+    while offset < end {
+        let wanted = (end - offset).min(READ_PIECE as u64) as usize;
+        let piece = match rt.block_on(stream.blocking_read(wanted)) {
+            Ok(piece) => piece,
+            Err(StreamError::Closed) => {
+                return Err(PluginError::Corrupt(format!("{name} ended at {offset} bytes")));
+            }
+            Err(e) => return Err(io_error(&Arc::from("download"), name, e)),
+        };
+        offset += piece.len() as u64;
+        if tx.blocking_send(Ok(piece)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Takes a stream the plugin handed over out of its store: from here on the
+/// host reads or writes it natively, without the guest.
+fn take_stream<T: 'static>(
+    store: &mut Store<Sandbox>,
+    plugin: &Arc<str>,
+    stream: Resource<T>,
+) -> Result<T, PluginError> {
+    store.data_mut().table().delete(stream).map_err(|e| broken(plugin, format!("handed over a bad stream: {e}")))
+}
+
+fn io_error(plugin: &Arc<str>, name: &FileName, e: StreamError) -> PluginError {
+    PluginError::Refused { plugin: plugin.clone(), refusal: Refusal::Io, message: format!("reading {name}: {e}") }
+}
+
+/// The plugin answered something the contract does not allow.
+fn broken(plugin: &Arc<str>, why: impl std::fmt::Display) -> PluginError {
+    let error = PluginError::Trapped { plugin: plugin.clone(), detail: format!("broke the plugin contract: {why}") };
+    tracing::error!(error = %error, "plugin call refused");
+    error
+}
+
+struct UploadRequest<'a> {
+    name: &'a FileName,
+    overwrite: bool,
+    modified_ns: Option<u64>,
+    expected: Option<Digest>,
 }

@@ -110,6 +110,7 @@ impl From<PluginError> for ApiError {
             PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory"),
             PluginError::Trapped { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"),
             PluginError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
+            PluginError::Corrupt(_) => (StatusCode::BAD_GATEWAY, "checksum-mismatch"),
         };
         let message = match &e {
             PluginError::Refused { plugin, .. } => format!("{e} (plugin {plugin})"),

@@ -20,7 +20,9 @@ use crate::store::FileName;
 pub struct EntryJson {
     name: String,
     size: u64,
-    sha256: String,
+    /// BLAKE3 of the content (what `b3sum` prints); null for a file copied
+    /// into the store by hand and not hashed yet.
+    blake3: Option<String>,
     modified_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     holders: Option<Vec<String>>,
@@ -28,7 +30,8 @@ pub struct EntryJson {
 
 impl From<FileEntry> for EntryJson {
     fn from(e: FileEntry) -> Self {
-        Self { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns, holders: None }
+        let blake3 = e.blake3.map(|d| d.to_hex());
+        Self { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns, holders: None }
     }
 }
 
@@ -146,7 +149,8 @@ pub async fn download(
     let source = app.files.open(&name).await?;
     let entry = source.entry();
     let size = entry.size;
-    let etag = format!("\"{}\"", entry.sha256);
+    // The hash is a checked digest: 64 hex digits, always a valid header.
+    let etag = format!("\"{}\"", entry.blake3.map(|d| d.to_hex()).unwrap_or_default());
     let header_text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
 
     let mut response = Response::builder()

@@ -45,7 +45,7 @@ pub struct UploadJson {
     filename: String,
     message: String,
     size: u64,
-    sha256: String,
+    blake3: Option<String>,
 }
 
 /// `POST /upload/` with a multipart field `file`: stored under the part's
@@ -89,7 +89,7 @@ pub async fn upload(
         let (stored, ()) = tokio::join!(put, pump);
         let entry = stored?.entry;
         let message = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
-        let reply = UploadJson { filename: entry.name, message, size: entry.size, sha256: entry.sha256 };
+        let reply = UploadJson { filename: entry.name, message, size: entry.size, blake3: entry.blake3.map(|d| d.to_hex()) };
         return Ok((StatusCode::OK, Json(reply)));
     }
     Err(bad("no `file` part in the form".into()))

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::files_pb::{self as pb, fetch_reply, store_request};
-use crate::files::{FileError, Files, Known, entry_to_pb};
+use crate::files::{FileError, Files, Known, Version, entry_to_pb};
+use crate::integrity::{BLOCK, Digest};
+use crate::plugins::PluginError;
 use crate::store::FileName;
 
 /// Path prefix of the file-transfer gRPC methods.
@@ -43,11 +46,19 @@ impl pb::files_server::Files for FilesService {
         });
         // A copy never asks for more copies than a node keeps.
         let replicas = (header.replicas as usize).min(16);
-        let stored = self
-            .files
-            .store_here(&name, header.overwrite, header.version_ns, body, replicas)
-            .await
-            .map_err(|e| e.to_status())?;
+        let expected = match header.blake3.len() {
+            0 => None,
+            32 => Some(Digest(header.blake3[..].try_into().expect("32 bytes"))),
+            n => return Err(Status::invalid_argument(format!("a hash of {n} bytes is not a BLAKE3 digest"))),
+        };
+        let version = (header.version_ns != 0).then_some(header.version_ns);
+        let copy = match (version, expected) {
+            (Some(modified_ns), Some(blake3)) => Some(Version { modified_ns, blake3 }),
+            (None, None) => None,
+            _ => return Err(Status::invalid_argument("a copy names both its version's time and its hash")),
+        };
+        let stored =
+            self.files.store_here(&name, header.overwrite, copy, body, replicas).await.map_err(|e| e.to_status())?;
         Ok(Response::new(pb::StoreReply { entry: Some(entry_to_pb(&stored.entry)), holders: stored.holders }))
     }
 
@@ -56,26 +67,40 @@ impl pb::files_server::Files for FilesService {
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
         let request = request.into_inner();
         let name = name_of(&request.name)?;
-        let handle = self.files.plugins().download(&name).await.map_err(|e| FileError::from(e).to_status())?;
+        let handle = self.files.open_here(&name).await.map_err(|e| e.to_status())?;
+        let Some(handle) = handle else {
+            return Err(Status::not_found(format!("{name} is not stored here")));
+        };
         let entry = handle.entry().clone();
         let size = entry.size;
         if request.offset > size {
             return Err(Status::out_of_range(format!("offset {} is past the end ({size} bytes)", request.offset)));
         }
         let end = if request.length == 0 { size } else { size.min(request.offset.saturating_add(request.length)) };
-        let head = futures_util::stream::once(async move {
-            Ok(pb::FetchReply { part: Some(fetch_reply::Part::Entry(entry_to_pb(&entry))) })
-        });
+        let outboard = handle.outboard().map(|o| Bytes::from(o.to_bytes())).filter(|o| !o.is_empty());
+        let mut head = vec![Ok(pb::FetchReply { part: Some(fetch_reply::Part::Entry(entry_to_pb(&entry))) })];
+        let entry = entry.clone();
+        if let Some(outboard) = outboard {
+            head.push(Ok(pb::FetchReply { part: Some(fetch_reply::Part::Outboard(outboard)) }));
+        }
+        // Whole blocks, so the caller can check each one.
+        let (first, last) = (request.offset / BLOCK * BLOCK, end.div_ceil(BLOCK) * BLOCK);
+        let files = self.files.clone();
         let body: Self::FetchStream = if end > request.offset {
             handle
-                .stream(request.offset..=end - 1)
+                .stream(first..=last.min(size) - 1)
                 .map_ok(|bytes| pb::FetchReply { part: Some(fetch_reply::Part::Chunk(bytes)) })
-                .map_err(|e| FileError::from(e).to_status())
+                .map_err(move |e| {
+                    if matches!(e, PluginError::Corrupt(_)) {
+                        files.damaged(&name, entry.clone());
+                    }
+                    FileError::from(e).to_status()
+                })
                 .boxed()
         } else {
             futures_util::stream::empty().boxed()
         };
-        Ok(Response::new(head.chain(body).boxed()))
+        Ok(Response::new(futures_util::stream::iter(head).chain(body).boxed()))
     }
 
     async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::StatReply>, Status> {
@@ -103,6 +128,7 @@ impl pb::files_server::Files for FilesService {
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let entries = self.files.plugins().list().await.map_err(|e| FileError::from(e).to_status())?;
+        let entries: Vec<_> = entries.into_iter().filter(|e| e.blake3.is_some()).collect();
         let deleted = self.files.tombstones().all().into_iter().collect();
         Ok(Response::new(pb::ListReply { entries: entries.iter().map(entry_to_pb).collect(), deleted }))
     }

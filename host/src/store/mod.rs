@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <data>/files/<name>   complete files
-//! <data>/meta/<name>    recorded size, mtime and sha256 of each file
+//! <data>/meta/<name>    recorded size, mtime and BLAKE3 of each file
+//! <data>/outboard/<name> BLAKE3 chaining values of each file's 256 KiB blocks
 //! <data>/tmp/           uploads in progress; emptied at start
 //! <data>/deleted/<name> when the file was deleted (tombstones, host-written)
 //! ```
@@ -27,7 +28,7 @@ impl StoreDir {
     /// Creates the layout under `root` if missing and removes leftovers of
     /// uploads that were in progress when the node last stopped.
     pub fn prepare(root: &Path) -> io::Result<Self> {
-        for sub in ["files", "meta", "tmp"] {
+        for sub in ["files", "meta", "outboard", "tmp"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
         for leftover in std::fs::read_dir(root.join("tmp"))? {

@@ -1,22 +1,53 @@
-//! The default download plugin: opens a complete file of the node's store and
-//! serves it by offset. It is granted `/store` read-only.
+//! The default download plugin: opens a complete file of the node's store
+//! with its own capability and hands the host streams of its content and of
+//! its outboard, which the host reads natively and checks. It is granted
+//! `/store` read-only.
 
-wit_bindgen::generate!({ path: "../../wit", world: "download-plugin" });
+wit_bindgen::generate!({ path: "../../wit", world: "download-plugin", generate_all });
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use exports::ringshare::plugin::download::{Guest, GuestReader, Reader};
 use ringshare::plugin::types::{Error, FileEntry};
+use wasi::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+use wasi::io::streams::InputStream;
 
-/// The most one `read` call hands back, whatever the host asks for.
-const MAX_READ: u32 = 4 * 1024 * 1024;
+/// Times `open` looks again when the file and its record disagree: an
+/// upload commits the file and its record with two renames, and a reader
+/// can fall between them.
+const ATTEMPTS: usize = 5;
 
 struct Plugin;
 
 struct OpenFile {
-    file: File,
+    file: Descriptor,
     entry: FileEntry,
+}
+
+/// The store's preopened directory.
+fn store_dir() -> Result<Descriptor, Error> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == guest_store::STORE)
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| Error::Io("the store is not granted".into()))
+}
+
+fn open_read(name: &str, path: &Path) -> Result<Descriptor, Error> {
+    store_dir()?
+        .open_at(PathFlags::empty(), &guest_store::in_store(path), OpenFlags::empty(), DescriptorFlags::READ)
+        .map_err(|e| match e {
+            ErrorCode::NoEntry => Error::NotFound(name.to_owned()),
+            e => Error::Io(format!("opening {}: {e:?}", path.display())),
+        })
+}
+
+fn entry_of(name: &str, file: &Descriptor) -> Result<FileEntry, Error> {
+    let stat = file.stat().map_err(|e| Error::Io(format!("{e:?}")))?;
+    let modified_ns =
+        stat.data_modification_timestamp.map_or(0, |t| t.seconds * 1_000_000_000 + u64::from(t.nanoseconds));
+    let e = guest_store::entry_of(name, stat.size, modified_ns);
+    Ok(FileEntry { name: e.name, size: e.size, blake3: e.blake3, modified_ns: e.modified_ns })
 }
 
 impl Guest for Plugin {
@@ -24,13 +55,17 @@ impl Guest for Plugin {
 
     fn open(name: String) -> Result<Reader, Error> {
         guest_store::check_name(&name).map_err(Error::InvalidName)?;
-        let file = File::open(guest_store::file_path(&name)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound(name.clone()),
-            _ => Error::Io(e.to_string()),
-        })?;
-        let e = guest_store::entry_of(&name, &file).map_err(|e| Error::Io(e.to_string()))?;
-        let entry = FileEntry { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns };
-        Ok(Reader::new(OpenFile { file, entry }))
+        let path = guest_store::file_path(&name);
+        let mut attempt = 0;
+        loop {
+            let file = open_read(&name, &path)?;
+            let entry = entry_of(&name, &file)?;
+            attempt += 1;
+            if entry.blake3.is_some() || attempt == ATTEMPTS {
+                return Ok(Reader::new(OpenFile { file, entry }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
@@ -39,16 +74,17 @@ impl GuestReader for OpenFile {
         self.entry.clone()
     }
 
-    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, Error> {
+    fn content(&self, offset: u64) -> Result<InputStream, Error> {
         if offset > self.entry.size {
             return Err(Error::OutOfRange(format!("offset {offset} is past the end ({} bytes)", self.entry.size)));
         }
-        let len = len.min(MAX_READ) as u64;
-        let mut file = &self.file;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::Io(e.to_string()))?;
-        let mut buf = Vec::with_capacity(len as usize);
-        file.take(len).read_to_end(&mut buf).map_err(|e| Error::Io(e.to_string()))?;
-        Ok(buf)
+        self.file.read_via_stream(offset).map_err(|e| Error::Io(format!("{e:?}")))
+    }
+
+    fn outboard(&self) -> Result<InputStream, Error> {
+        let path = guest_store::outboard_path(&self.entry.name);
+        let outboard = open_read(&self.entry.name, &path)?;
+        outboard.read_via_stream(0).map_err(|e| Error::Io(format!("{e:?}")))
     }
 }
 

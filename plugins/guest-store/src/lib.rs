@@ -1,22 +1,25 @@
 //! The store as the default plugins see it, under the preopened `/store`:
 //!
 //! - `/store/files/<name>`: complete files, the only ones ever listed or read;
-//! - `/store/meta/<name>`: `size mtime_ns sha256` of the file as it was
-//!   committed, so listings need not hash every file each time; ignored when
-//!   the file's size or mtime no longer match (a file copied in by hand);
-//! - `/store/tmp/`: uploads in progress, renamed into `files/` when complete.
+//! - `/store/meta/<name>`: `size mtime_ns blake3` of the file as it was
+//!   committed (the host hashes; plugins never do); ignored when the file's
+//!   size or mtime no longer match (a file copied in by hand);
+//! - `/store/outboard/<name>`: the BLAKE3 chaining values of the file's
+//!   blocks, written by the host through the upload plugin's stream;
+//! - `/store/tmp/`: uploads in progress, renamed into place when complete.
 //!
-//! The host creates the three folders and empties `tmp/` when it starts.
+//! The host creates the folders and empties `tmp/` when it starts.
 
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
-pub use sha2::{Digest, Sha256};
-
+/// Where the host grants the store.
+pub const STORE: &str = "/store";
 const FILES: &str = "/store/files";
 const META: &str = "/store/meta";
+const OUTBOARD: &str = "/store/outboard";
 const TMP: &str = "/store/tmp";
 
 /// A file's entry as plugins report it.
@@ -24,7 +27,8 @@ const TMP: &str = "/store/tmp";
 pub struct Entry {
     pub name: String,
     pub size: u64,
-    pub sha256: String,
+    /// None when the store has no valid record of the file.
+    pub blake3: Option<String>,
     pub modified_ns: u64,
 }
 
@@ -66,59 +70,53 @@ pub fn modified_ns(metadata: &Metadata) -> u64 {
     metadata.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Where the outboard of `name` lives.
+pub fn outboard_path(name: &str) -> PathBuf {
+    PathBuf::from(OUTBOARD).join(name)
 }
 
-/// The entry of an open file: its recorded metadata when that still matches
-/// the file, else computed by hashing the file from the start.
-pub fn entry_of(name: &str, mut file: &File) -> io::Result<Entry> {
-    let metadata = file.metadata()?;
-    let size = metadata.len();
-    let modified_ns = modified_ns(&metadata);
-    if let Some(sha256) = recorded_sha256(name, size, modified_ns) {
-        return Ok(Entry { name: name.to_owned(), size, sha256, modified_ns });
-    }
-    file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Entry { name: name.to_owned(), size, sha256: hex(&hasher.finalize()), modified_ns })
+/// `path` relative to the store, for opening through the preopened
+/// descriptor (`files/<name>`, `tmp/<file>`, ...).
+pub fn in_store(path: &std::path::Path) -> String {
+    path.strip_prefix(STORE).map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
 }
 
-fn recorded_sha256(name: &str, size: u64, modified_ns: u64) -> Option<String> {
+/// Whether `text` is a BLAKE3 digest as the host writes it.
+pub fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The entry of a file of `size` bytes modified at `modified_ns`: with its
+/// recorded hash when the record still matches the file.
+pub fn entry_of(name: &str, size: u64, modified_ns: u64) -> Entry {
+    let blake3 = recorded_blake3(name, size, modified_ns);
+    Entry { name: name.to_owned(), size, blake3, modified_ns }
+}
+
+fn recorded_blake3(name: &str, size: u64, modified_ns: u64) -> Option<String> {
     let text = fs::read_to_string(PathBuf::from(META).join(name)).ok()?;
     let mut fields = text.split_whitespace();
     let recorded_size: u64 = fields.next()?.parse().ok()?;
     let recorded_mtime: u64 = fields.next()?.parse().ok()?;
-    let sha256 = fields.next()?;
-    let valid = recorded_size == size
-        && recorded_mtime == modified_ns
-        && sha256.len() == 64
-        && sha256.bytes().all(|b| b.is_ascii_hexdigit());
-    valid.then(|| sha256.to_owned())
+    let blake3 = fields.next()?;
+    let valid = recorded_size == size && recorded_mtime == modified_ns && is_digest(blake3);
+    valid.then(|| blake3.to_owned())
 }
 
 /// Records `entry` in `meta/`, atomically (temp file + rename).
-pub fn record(entry: &Entry) -> io::Result<()> {
+pub fn record(name: &str, size: u64, modified_ns: u64, blake3: &str) -> io::Result<()> {
     let (mut file, path) = create_temp("meta")?;
-    let written = writeln!(file, "{} {} {}", entry.size, entry.modified_ns, entry.sha256)
-        .and_then(|()| fs::rename(&path, PathBuf::from(META).join(&entry.name)));
+    let written = writeln!(file, "{size} {modified_ns} {blake3}")
+        .and_then(|()| fs::rename(&path, PathBuf::from(META).join(name)));
     if written.is_err() {
         let _ = fs::remove_file(&path);
     }
     written
 }
 
-/// Removes the record of `name` from `meta/`.
+/// Removes the record and the outboard of `name`.
 pub fn forget(name: &str) -> io::Result<()> {
+    let _ = fs::remove_file(outboard_path(name));
     fs::remove_file(PathBuf::from(META).join(name))
 }
 

@@ -1,5 +1,6 @@
-//! The default index plugin: lists the complete files of the node's store.
-//! It is granted `/store` read-only.
+//! The default index plugin: lists the complete files of the node's store
+//! with their recorded hashes (it never reads their content). It is granted
+//! `/store` read-only.
 
 wit_bindgen::generate!({ path: "../../wit", world: "index-plugin" });
 
@@ -14,17 +15,18 @@ impl Guest for Plugin {
         let names = guest_store::file_names().map_err(|e| Error::Io(e.to_string()))?;
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
-            // A file can vanish between the listing and the open (overwrite,
+            // A file can vanish between the listing and the stat (overwrite,
             // delete): skip it rather than fail the whole listing.
-            let Ok(file) = std::fs::File::open(guest_store::file_path(&name)) else {
-                continue;
-            };
-            match guest_store::entry_of(&name, &file) {
-                Ok(e) => {
-                    entries.push(FileEntry { name: e.name, size: e.size, sha256: e.sha256, modified_ns: e.modified_ns })
+            let metadata = match std::fs::metadata(guest_store::file_path(&name)) {
+                Ok(metadata) => metadata,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    log(Level::Warn, &format!("skipping {name:?}: {e}"));
+                    continue;
                 }
-                Err(err) => log(Level::Warn, &format!("skipping {name:?}: {err}")),
-            }
+            };
+            let e = guest_store::entry_of(&name, metadata.len(), guest_store::modified_ns(&metadata));
+            entries.push(FileEntry { name: e.name, size: e.size, blake3: e.blake3, modified_ns: e.modified_ns });
         }
         Ok(entries)
     }

@@ -1,21 +1,24 @@
-//! The default upload plugin: streams an upload into a temp file, hashing as
-//! it goes, and commits it with one rename (or a no-clobber hard link) so a
-//! half-written file is never visible. A writer dropped before `finish`
-//! removes its temp file. `remove` deletes a file and its record. It is
-//! granted `/store` read-write.
+//! The default upload plugin: opens a temp file for the content and one for
+//! its outboard, hands the host a stream into each, and on `finish` commits
+//! them: the outboard first, then the content with one rename (or a
+//! no-clobber hard link), then the record, so a half-written file is never
+//! visible. A writer dropped before `finish` removes its temp files.
+//! `remove` deletes a file, its outboard and its record. It is granted
+//! `/store` read-write.
 
-wit_bindgen::generate!({ path: "../../wit", world: "upload-plugin" });
+wit_bindgen::generate!({ path: "../../wit", world: "upload-plugin", generate_all });
 
 use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use exports::ringshare::plugin::upload::{Guest, GuestWriter, Writer};
-use guest_store::{Digest, Sha256};
 use ringshare::plugin::log::{Level, log};
 use ringshare::plugin::types::{Error, FileEntry};
+use wasi::filesystem::types::{Descriptor, DescriptorFlags, OpenFlags, PathFlags};
+use wasi::io::streams::OutputStream;
 
 struct Plugin;
 
@@ -27,14 +30,29 @@ struct InFlight {
     name: String,
     overwrite: bool,
     modified: Option<u64>,
-    file: File,
-    temp: PathBuf,
-    hasher: Sha256,
-    size: u64,
+    content: (File, PathBuf),
+    outboard: (File, PathBuf),
 }
 
 fn io_error(e: io::Error) -> Error {
     Error::Io(e.to_string())
+}
+
+/// The store's preopened directory, for opening streams.
+fn store_dir() -> Result<Descriptor, Error> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == guest_store::STORE)
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| Error::Io("the store is not granted".into()))
+}
+
+/// A stream writing `path` (inside the store) from its start.
+fn write_stream(path: &Path) -> Result<OutputStream, Error> {
+    let file = store_dir()?
+        .open_at(PathFlags::empty(), &guest_store::in_store(path), OpenFlags::empty(), DescriptorFlags::WRITE)
+        .map_err(|e| Error::Io(format!("opening {}: {e:?}", path.display())))?;
+    file.write_via_stream(0).map_err(|e| Error::Io(format!("streaming into {}: {e:?}", path.display())))
 }
 
 impl Guest for Plugin {
@@ -45,8 +63,15 @@ impl Guest for Plugin {
         if !overwrite && guest_store::file_path(&name).exists() {
             return Err(Error::AlreadyExists(name));
         }
-        let (file, temp) = guest_store::create_temp("upload").map_err(io_error)?;
-        let state = InFlight { name, overwrite, modified, file, temp, hasher: Sha256::new(), size: 0 };
+        let content = guest_store::create_temp("upload").map_err(io_error)?;
+        let outboard = match guest_store::create_temp("outboard") {
+            Ok(outboard) => outboard,
+            Err(e) => {
+                let _ = fs::remove_file(&content.1);
+                return Err(io_error(e));
+            }
+        };
+        let state = InFlight { name, overwrite, modified, content, outboard };
         Ok(Writer::new(Upload { state: RefCell::new(Some(state)) }))
     }
 
@@ -63,60 +88,75 @@ impl Guest for Plugin {
     }
 }
 
+impl Upload {
+    fn with<T>(&self, f: impl FnOnce(&InFlight) -> Result<T, Error>) -> Result<T, Error> {
+        match &*self.state.borrow() {
+            Some(upload) => f(upload),
+            None => Err(Error::Other("upload already finished".into())),
+        }
+    }
+}
+
 impl GuestWriter for Upload {
-    fn write(&self, chunk: Vec<u8>) -> Result<(), Error> {
-        let mut state = self.state.borrow_mut();
-        let upload = state.as_mut().ok_or_else(|| Error::Other("upload already finished".into()))?;
-        upload.file.write_all(&chunk).map_err(io_error)?;
-        upload.hasher.update(&chunk);
-        upload.size += chunk.len() as u64;
-        Ok(())
+    fn content(&self) -> Result<OutputStream, Error> {
+        self.with(|upload| write_stream(&upload.content.1))
     }
 
-    fn finish(&self) -> Result<FileEntry, Error> {
+    fn outboard(&self) -> Result<OutputStream, Error> {
+        self.with(|upload| write_stream(&upload.outboard.1))
+    }
+
+    fn finish(&self, size: u64, blake3: String) -> Result<FileEntry, Error> {
         let upload = self.state.borrow_mut().take().ok_or_else(|| Error::Other("upload already finished".into()))?;
-        let result = commit(&upload);
-        // After a rename the temp path is gone; after a link or a failure it
-        // must go.
-        let _ = fs::remove_file(&upload.temp);
+        let result = commit(&upload, size, &blake3);
+        // After a rename the temp paths are gone; after a link or a failure
+        // they must go.
+        let _ = fs::remove_file(&upload.content.1);
+        let _ = fs::remove_file(&upload.outboard.1);
         result
     }
 }
 
-fn commit(upload: &InFlight) -> Result<FileEntry, Error> {
-    if let Some(ns) = upload.modified {
-        upload.file.set_modified(UNIX_EPOCH + Duration::from_nanos(ns)).map_err(io_error)?;
+fn commit(upload: &InFlight, size: u64, blake3: &str) -> Result<FileEntry, Error> {
+    if !guest_store::is_digest(blake3) {
+        return Err(Error::Other(format!("{blake3:?} is not a BLAKE3 digest")));
     }
-    upload.file.sync_all().map_err(io_error)?;
-    let modified_ns = guest_store::modified_ns(&upload.file.metadata().map_err(io_error)?);
+    let (file, temp) = &upload.content;
+    let written = file.metadata().map_err(io_error)?.len();
+    if written != size {
+        return Err(Error::Io(format!("the host reports {size} bytes but {written} were written")));
+    }
+    if let Some(ns) = upload.modified {
+        file.set_modified(UNIX_EPOCH + Duration::from_nanos(ns)).map_err(io_error)?;
+    }
+    file.sync_all().map_err(io_error)?;
+    upload.outboard.0.sync_all().map_err(io_error)?;
+    let modified_ns = guest_store::modified_ns(&file.metadata().map_err(io_error)?);
     let target = guest_store::file_path(&upload.name);
     if upload.overwrite {
-        fs::rename(&upload.temp, &target).map_err(io_error)?;
+        fs::rename(&upload.outboard.1, guest_store::outboard_path(&upload.name)).map_err(io_error)?;
+        fs::rename(temp, &target).map_err(io_error)?;
     } else {
-        fs::hard_link(&upload.temp, &target).map_err(|e| match e.kind() {
+        fs::hard_link(temp, &target).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => Error::AlreadyExists(upload.name.clone()),
             _ => io_error(e),
         })?;
+        fs::rename(&upload.outboard.1, guest_store::outboard_path(&upload.name)).map_err(io_error)?;
     }
-    let entry = guest_store::Entry {
-        name: upload.name.clone(),
-        size: upload.size,
-        sha256: guest_store::hex(&upload.hasher.clone().finalize()),
-        modified_ns,
-    };
-    // The file is committed; without its record it is only hashed again
-    // when listed, so a failure here is logged, not returned.
-    if let Err(e) = guest_store::record(&entry) {
-        log(Level::Warn, &format!("could not record metadata of {:?}: {e}", entry.name));
+    // The file is committed; without its record it is hashed again by the
+    // host, so a failure here is logged, not returned.
+    if let Err(e) = guest_store::record(&upload.name, size, modified_ns, blake3) {
+        log(Level::Warn, &format!("could not record metadata of {:?}: {e}", upload.name));
     }
-    Ok(FileEntry { name: entry.name, size: entry.size, sha256: entry.sha256, modified_ns: entry.modified_ns })
+    Ok(FileEntry { name: upload.name.clone(), size, blake3: Some(blake3.to_owned()), modified_ns })
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(upload) = self.state.get_mut().take() {
-            let _ = fs::remove_file(&upload.temp);
-            log(Level::Info, &format!("upload of {:?} aborted after {} bytes", upload.name, upload.size));
+            let _ = fs::remove_file(&upload.content.1);
+            let _ = fs::remove_file(&upload.outboard.1);
+            log(Level::Info, &format!("upload of {:?} aborted", upload.name));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Hostile test plugin (download world): `open` panics, which traps.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "download-plugin" });
+wit_bindgen::generate!({ path: "../../../wit", world: "download-plugin", generate_all });
 
 use exports::ringshare::plugin::download::{Guest, GuestReader, Reader};
 use ringshare::plugin::types::{Error, FileEntry};
@@ -20,7 +20,10 @@ impl GuestReader for Never {
     fn entry(&self) -> FileEntry {
         unreachable!("no reader is ever created")
     }
-    fn read(&self, _offset: u64, _len: u32) -> Result<Vec<u8>, Error> {
+    fn content(&self, _offset: u64) -> Result<wasi::io::streams::InputStream, Error> {
+        unreachable!("no reader is ever created")
+    }
+    fn outboard(&self) -> Result<wasi::io::streams::InputStream, Error> {
         unreachable!("no reader is ever created")
     }
 }

@@ -15,7 +15,7 @@ struct Plugin;
 
 fn outcome<T, E>(label: &str, result: Result<T, E>) -> FileEntry {
     let verdict = if result.is_ok() { "allowed" } else { "denied" };
-    FileEntry { name: format!("{label}={verdict}"), size: 0, sha256: String::new(), modified_ns: 0 }
+    FileEntry { name: format!("{label}={verdict}"), size: 0, blake3: None, modified_ns: 0 }
 }
 
 fn nonempty(label: &str, count: usize) -> FileEntry {
