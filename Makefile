@@ -1,8 +1,9 @@
 # The two entry points of the README, plus the benchmark.
 #   make run    build everything and start a ring of NODES (3) nodes on 127.0.0.1 with the default plugins
 #   make test   build the plugins and run every test
-#   make bench  1 GiB upload/download through a node vs nginx, with the node's peak RSS;
-#               cross-node vs local download; the ring simulation (hops at N = 64..1024, 50% crash)
+#   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
+#               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
+#               and the ring simulation (hops at N = 64..1024, 50% crash)
 .PHONY: run test bench plugins setup
 
 CARGO ?= cargo
@@ -24,6 +25,6 @@ test: plugins
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: plugins
-	@scripts/bench-transfer.sh
-	@scripts/bench-cross-node.sh
+	@scripts/bench-data-path.sh
+	@scripts/bench-listing.sh
 	$(CARGO) bench -p ringshare --bench chord_sim

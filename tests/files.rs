@@ -471,7 +471,14 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     let store_as = |name: &str, version_ns: u64, blake3: Vec<u8>, first: Option<Part>| {
         let blake3 = blake3.into();
         let header =
-            Part::Header(pb::StoreHeader { name: name.into(), overwrite: true, replicas: 0, version_ns, blake3 });
+            Part::Header(pb::StoreHeader {
+                name: name.into(),
+                overwrite: true,
+                replicas: 0,
+                version_ns,
+                blake3,
+                commit_follows: false,
+            });
         let parts = vec![first.unwrap_or(header), Part::Chunk(b"old copy".to_vec().into())];
         futures_util::stream::iter(parts.into_iter().map(|p| pb::StoreRequest { part: Some(p) }))
     };
@@ -563,4 +570,72 @@ async fn a_damaged_copy_is_never_served_and_is_healed() {
         }
     })
     .await;
+}
+
+/// The index of the node at `addr` in `nodes`.
+fn index_of(nodes: &[TestNode], addr: &str) -> usize {
+    nodes.iter().position(|n| n.addr == addr).expect("a node of the ring")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_201_means_k_durable_copies_even_if_two_holders_die_at_once() {
+    let mut nodes = start_ring(5).await;
+    let http = client();
+    let data = pattern(21, 20 << 20);
+    let holders = placement(&nodes[0], "durable.bin").await;
+    let via = nodes.iter().position(|n| !holders.contains(&n.addr)).expect("a node outside the placement");
+    let put = http.put(nodes[via].at("/files/durable.bin")).body(data.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let reply: Value = put.json().await.unwrap();
+    // The moment the answer arrives: two of the three holders die.
+    for holder in &holders[..2] {
+        let i = index_of(&nodes, holder);
+        nodes.remove(i).kill();
+    }
+    let acknowledged: Vec<&str> = reply["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(acknowledged.len(), 3, "{reply}");
+    assert_eq!(reply["copies_wanted"], 3);
+    assert_eq!(acknowledged[0], holders[0], "the responsible node first");
+    let mut sorted = acknowledged.clone();
+    sorted.sort();
+    let mut placed: Vec<&str> = holders.iter().map(String::as_str).collect();
+    placed.sort();
+    assert_eq!(sorted, placed, "every placement holder had it durable");
+    for node in &nodes {
+        let body = http.get(node.at("/files/durable.bin")).send().await.unwrap().bytes().await.unwrap();
+        assert!(body == data, "through {} right after the crash", node.addr);
+    }
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &[("durable.bin".to_string(), blake3_hex(&data))]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holder_is_stood_in_for_and_a_small_ring_says_how_many_copies() {
+    let mut nodes = start_ring(5).await;
+    let http = client();
+    let holders = placement(&nodes[0], "stand-in.bin").await;
+    // A holder dies just before the upload, before the ring notices.
+    let dead = holders[1].clone();
+    nodes.remove(index_of(&nodes, &dead)).kill();
+    let responsible = index_of(&nodes, &holders[0]);
+    let data = pattern(22, 3 << 20);
+    let put = http.put(nodes[responsible].at("/files/stand-in.bin")).body(data.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let reply: Value = put.json().await.unwrap();
+    let acknowledged: Vec<String> =
+        reply["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_owned()).collect();
+    assert_eq!(acknowledged.len(), 3, "three durable copies on live nodes: {reply}");
+    assert!(!acknowledged.contains(&dead), "{reply}");
+    for addr in &acknowledged {
+        let stored = std::fs::read(node_at(&nodes, addr).data().join("files/stand-in.bin")).unwrap();
+        assert!(stored == data, "the copy on {addr}");
+    }
+
+    // Two nodes, three copies wanted: as many as there are nodes, and said.
+    let pair = start_ring(2).await;
+    let put = http.put(pair[0].at("/files/pair.bin")).body("two copies").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let reply: Value = put.json().await.unwrap();
+    assert_eq!(reply["holders"].as_array().unwrap().len(), 2, "{reply}");
+    assert_eq!(reply["copies_wanted"], 2, "{reply}");
 }

@@ -302,3 +302,45 @@ async fn concurrent_uploads_and_downloads() {
         assert_eq!(body, pattern(i as u64 + 10, 500_000));
     }
 }
+
+#[tokio::test]
+async fn the_listing_follows_every_change_to_the_store() {
+    let node = TestNode::start().await;
+    let http = client();
+    let names = |listing: Vec<serde_json::Value>| -> Vec<(String, Option<String>)> {
+        listing.iter().map(|e| (e["name"].as_str().unwrap().to_owned(), e["blake3"].as_str().map(Into::into))).collect()
+    };
+    let list = || async { names(http.get(node.at("/files")).send().await.unwrap().json().await.unwrap()) };
+    assert!(list().await.is_empty());
+
+    // Writes and deletes through the node show at once (the same listing is
+    // asked twice to go through the cache).
+    http.put(node.at("/files/a")).body("one").send().await.unwrap().error_for_status().unwrap();
+    for _ in 0..2 {
+        assert_eq!(list().await, [("a".to_owned(), Some(blake3_hex(b"one")))]);
+    }
+    http.put(node.at("/files/a?overwrite=true")).body("two").send().await.unwrap().error_for_status().unwrap();
+    assert_eq!(list().await, [("a".to_owned(), Some(blake3_hex(b"two")))]);
+    http.delete(node.at("/files/a")).send().await.unwrap().error_for_status().unwrap();
+    assert!(list().await.is_empty());
+
+    // Changes made by hand in the store folder show too, once the watch
+    // has seen them.
+    std::fs::write(node.data().join("files/by-hand"), b"hand").unwrap();
+    ringshare_tests::eventually("a file copied in by hand was never listed", || async {
+        match list().await.as_slice() {
+            [(name, None)] if name == "by-hand" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Read once, it is hashed and recorded.
+    assert_eq!(http.get(node.at("/files/by-hand")).send().await.unwrap().bytes().await.unwrap(), "hand");
+    assert_eq!(list().await, [("by-hand".to_owned(), Some(blake3_hex(b"hand")))]);
+    std::fs::remove_file(node.data().join("files/by-hand")).unwrap();
+    ringshare_tests::eventually("a file removed by hand stayed listed", || async {
+        let now = list().await;
+        if now.is_empty() { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+}

@@ -33,6 +33,10 @@ pub struct NodeConfig {
     /// Copies kept of each file (k): the responsible node and k-1 of its
     /// successors. Default: 3.
     pub replicas: usize,
+    /// Durable copies a new upload waits for before it is acknowledged, 1
+    /// to `replicas`; the others are made in the background. Default (none):
+    /// all `replicas`.
+    pub write_quorum: Option<usize>,
     /// Period of the repair pass that restores missing copies. Default: 30 s.
     pub repair_every: Duration,
 }
@@ -75,6 +79,7 @@ impl NodeConfig {
             chord: ChordConfig::default(),
             rpc_timeout: Duration::from_secs(2),
             replicas: 3,
+            write_quorum: None,
             repair_every: Duration::from_secs(30),
         }
     }

@@ -42,6 +42,10 @@ struct NodeArgs {
     /// Copies kept of each file (k): the responsible node and k-1 successors.
     #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     replicas: u32,
+    /// Durable copies a new upload waits for before it answers (1 to
+    /// --replicas; default: all of them); the rest are made in the background.
+    #[arg(long, env = "RINGSHARE_WRITE_QUORUM", value_parser = clap::value_parser!(u32).range(1..=16))]
+    write_quorum: Option<u32>,
     /// Period of the repair loop that restores k copies, in milliseconds.
     #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     repair_ms: u64,
@@ -75,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
     config.join = args.join;
     config.chord.successors = args.successors.max(1);
     config.replicas = args.replicas as usize;
+    if let Some(w) = args.write_quorum {
+        anyhow::ensure!(w <= args.replicas, "--write-quorum {w} is more than the {} copies kept (--replicas)", args.replicas);
+        config.write_quorum = Some(w as usize);
+    }
     config.repair_every = Duration::from_millis(args.repair_ms);
     config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {

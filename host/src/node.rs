@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
-use crate::files::{Files, Peers, Tombstones, spawn_repair};
+use crate::files::{Files, FilesSettings, Peers, Tombstones, spawn_repair};
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{GrpcTransport, chord_routes, files_routes};
@@ -42,16 +42,14 @@ pub async fn run(
     let peers = Peers::new(config.rpc_timeout, call_timeout, config.limits.chunk_bytes);
     let tombstones = Tombstones::open(&config.data_dir)
         .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
-    let files = Arc::new(Files::new(
-        plugins.clone(),
-        ring.clone(),
-        peers,
-        tombstones,
-        config.replicas,
-        config.max_upload_bytes,
-        config.limits.chunk_bytes,
-    ));
-    let state = AppState { plugins, ring: ring.clone(), files: files.clone() };
+    let settings = FilesSettings {
+        replicas: config.replicas,
+        write_quorum: config.write_quorum.unwrap_or(config.replicas),
+        max_upload_bytes: config.max_upload_bytes,
+        chunk_bytes: config.limits.chunk_bytes,
+    };
+    let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
+    let state = AppState { plugins, ring: ring.clone(), files: files.clone(), listing_json: Default::default() };
     let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
 
     let stop = CancellationToken::new();

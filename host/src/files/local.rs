@@ -3,11 +3,23 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
+use tokio::sync::oneshot;
 
 use super::FileError;
 use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, PluginError, PluginHost};
 use crate::store::FileName;
+
+/// The hash a written content must have.
+pub enum Expected {
+    /// Any: a new upload, hashed as it arrives.
+    Nothing,
+    /// This one: a copy of a known version.
+    Known(Digest),
+    /// The one the sender will name once the content is complete (a copy
+    /// streamed while its upload arrives). Not named: the copy is dropped.
+    Late(oneshot::Receiver<Digest>),
+}
 
 /// One write into this node's store.
 pub struct LocalWrite<'a> {
@@ -19,7 +31,7 @@ pub struct LocalWrite<'a> {
     /// version's time).
     pub modified_ns: Option<u64>,
     /// The hash the content must have (a copy of a known version).
-    pub expected: Option<Digest>,
+    pub expected: Expected,
     /// Bytes accepted at most.
     pub limit: u64,
     /// Bytes gathered before they are handed to the plugin's stream.
@@ -38,7 +50,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let mut upload = plugins.upload(write.name, write.overwrite, write.modified_ns, write.expected).await?;
+    let mut upload = plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
     let mut body = std::pin::pin!(body);
     let mut pending = BytesMut::new();
     let mut total: u64 = 0;
@@ -67,7 +79,18 @@ where
     if !pending.is_empty() {
         upload.write(pending.freeze()).await?;
     }
-    Ok(upload.finish().await?)
+    let expected = match write.expected {
+        Expected::Nothing => None,
+        Expected::Known(digest) => Some(digest),
+        Expected::Late(named) => match named.await {
+            Ok(digest) => Some(digest),
+            Err(_) => {
+                upload.abort().await;
+                return Err(FileError::Body(format!("the copy of {} ended without its commit", write.name)));
+            }
+        },
+    };
+    Ok(upload.finish(expected).await?)
 }
 
 /// The whole content of an open file, as a stream.

@@ -12,6 +12,7 @@
 //! - `source`: reading the newest version from wherever it is;
 //! - `known`: what a node knows of a name (a version or a deletion), ordered;
 //! - `tombstones`: this node's record of deletions;
+//! - `write`: new uploads, streamed to every holder as they arrive;
 //! - `repair`: the loop that keeps k copies where the ring says, and the
 //!   hand-over before a graceful leave.
 
@@ -23,6 +24,7 @@ mod repair;
 mod service;
 mod source;
 mod tombstones;
+mod write;
 
 use tonic::Code;
 
@@ -30,10 +32,10 @@ use crate::chord::RingError;
 use crate::plugins::PluginError;
 
 pub use known::Known;
-pub use local::{LocalWrite, store_local};
+pub use local::{Expected, LocalWrite, store_local};
 pub use peers::{Peers, entry_from_pb, entry_to_pb};
 pub use repair::spawn_repair;
-pub use service::{Deleted, Files, NetworkEntry, Stored, Version};
+pub use service::{Deleted, Files, FilesSettings, NetworkEntry, StoreHow, Stored, Version};
 pub use source::Source;
 pub use tombstones::Tombstones;
 

@@ -26,6 +26,55 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Largest HTTP/2 frame accepted from another node.
 const MAX_FRAME: u32 = 1 << 20;
 
+/// Chunks queued for one copy streamed with an upload.
+const COPY_CHUNKS: usize = 4;
+
+/// A copy of an upload being streamed to another node as the upload
+/// arrives. Dropped without [`CopyStream::commit`], the copy ends without
+/// its hash and the node discards it.
+pub struct CopyStream {
+    node: String,
+    tx: Option<mpsc::Sender<pb::StoreRequest>>,
+    reply: tokio::task::JoinHandle<Result<pb::StoreReply, FileError>>,
+    stall: Duration,
+}
+
+impl CopyStream {
+    /// Sends the next chunk; a node that is gone, or that takes nothing for
+    /// longer than the stall limit, is dropped (its answer says why).
+    pub async fn send(&mut self, chunk: Bytes) {
+        let Some(tx) = &self.tx else { return };
+        let message = pb::StoreRequest { part: Some(pb::store_request::Part::Chunk(chunk)) };
+        match tokio::time::timeout(self.stall, tx.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.tx = None,
+            Err(_) => {
+                tracing::warn!(node = %self.node, "a copy stalled; dropping it");
+                self.tx = None;
+                self.reply.abort();
+            }
+        }
+    }
+
+    /// Ends the content with its hash and waits for the node to have the
+    /// copy durable; answers the node's address.
+    pub async fn commit(mut self, blake3: Digest) -> Result<String, FileError> {
+        if let Some(tx) = self.tx.take() {
+            let commit = pb::StoreCommit { blake3: Bytes::copy_from_slice(&blake3.0) };
+            let _ = tx.send(pb::StoreRequest { part: Some(pb::store_request::Part::Commit(commit)) }).await;
+        }
+        match (&mut self.reply).await {
+            Ok(Ok(_)) => Ok(self.node),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(FileError::Peer {
+                node: self.node.clone(),
+                code: tonic::Code::Unavailable,
+                message: "the copy was dropped".into(),
+            }),
+        }
+    }
+}
+
 /// Clients of other nodes' `Files` service.
 #[derive(Clone)]
 pub struct Peers {
@@ -193,6 +242,21 @@ impl Peers {
             Ok(trim(checked, at, offset, end))
         });
         Ok((entry, chunks.map_ok(|pieces| futures_util::stream::iter(pieces.into_iter().map(Ok))).try_flatten()))
+    }
+
+    /// Starts streaming a copy to `node`: the header now, chunks as they
+    /// come ([`CopyStream::send`]), the hash last ([`CopyStream::commit`]).
+    pub fn open_copy(&self, node: &str, header: pb::StoreHeader) -> CopyStream {
+        let (tx, rx) = mpsc::channel::<pb::StoreRequest>(COPY_CHUNKS);
+        let _ = tx.try_send(pb::StoreRequest { part: Some(pb::store_request::Part::Header(header)) });
+        let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let client = self.client(node);
+        let addr = node.to_owned();
+        let reply = tokio::spawn(async move {
+            let reply = client?.store(outgoing).await.map_err(peer_error(&addr))?.into_inner();
+            Ok(reply)
+        });
+        CopyStream { node: node.to_owned(), tx: Some(tx), reply, stall: self.connect_timeout * 5 }
     }
 
     /// A request that gives up after the call timeout.

@@ -48,15 +48,25 @@ impl Files {
     /// is newer) and each tombstone without a file. `None` if the index
     /// plugin cannot list.
     async fn states(&self) -> Option<Vec<(FileName, Known)>> {
-        let entries = self.plugins().list().await.ok()?;
-        let mut states: Vec<(FileName, Known)> = entries
-            .into_iter()
-            .filter_map(|entry| {
-                let name = FileName::parse(&entry.name).ok()?;
-                let deleted = self.tombstones.get(&name);
-                Some((name, Known::from_parts(Some(entry), deleted)))
-            })
-            .collect();
+        let listing = self.plugins().list().await.ok()?;
+        let mut states: Vec<(FileName, Known)> = Vec::with_capacity(listing.entries.len());
+        for entry in listing.entries.iter() {
+            let Ok(name) = FileName::parse(&entry.name) else { continue };
+            // A file copied in by hand is hashed and recorded first.
+            let entry = match entry.blake3 {
+                Some(_) => entry.clone(),
+                None => match self.local_entry(&name).await {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(file = %name, "cannot hash a file copied in by hand: {e}");
+                        continue;
+                    }
+                },
+            };
+            let deleted = self.tombstones.get(&name);
+            states.push((name, Known::from_parts(Some(entry), deleted)));
+        }
         let with_files: HashSet<String> = states.iter().map(|(n, _)| n.as_str().to_owned()).collect();
         for (name, at) in self.tombstones.all() {
             if !with_files.contains(&name)

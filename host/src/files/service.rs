@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::known::Known;
 use super::peers::{Peers, entry_from_pb};
 use super::tombstones::{Tombstones, now_ns};
-use super::local::{LocalWrite, whole};
+use super::local::{Expected, LocalWrite, whole};
 use super::{FileError, placement, store_local};
 use crate::chord::{ChordNode, Id, NodeRef, WALK_LIMIT};
 use crate::integrity::Digest;
@@ -28,8 +28,23 @@ pub struct Files {
     pub(super) peers: Peers,
     pub(super) tombstones: Tombstones,
     pub(super) replicas: usize,
-    max_upload_bytes: u64,
-    chunk_bytes: usize,
+    pub(super) write_quorum: usize,
+    pub(super) max_upload_bytes: u64,
+    pub(super) chunk_bytes: usize,
+}
+
+/// How a node keeps files (from [`crate::NodeConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FilesSettings {
+    /// Copies kept of each file (k, at least 1).
+    pub replicas: usize,
+    /// Durable copies a new upload waits for before it is acknowledged
+    /// (1 to k).
+    pub write_quorum: usize,
+    /// Largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Bytes gathered before they go to a plugin's stream or the wire.
+    pub chunk_bytes: usize,
 }
 
 /// One version of a file: when it was written, and its hash.
@@ -46,8 +61,30 @@ pub struct Version {
 pub struct Stored {
     /// The file's entry.
     pub entry: FileEntry,
-    /// Addresses of the holders, the responsible node first.
+    /// Addresses of the nodes holding a durable copy, the responsible node
+    /// first.
     pub holders: Vec<String>,
+    /// Copies the responsible node meant to make: k, or fewer when the ring
+    /// has fewer live nodes.
+    pub copies_wanted: usize,
+}
+
+/// What a store on this node is.
+pub enum StoreHow {
+    /// A new upload, to be streamed on to `replicas` successors.
+    New {
+        /// Whether an existing version is replaced.
+        overwrite: bool,
+        /// Copies to make besides this node's.
+        replicas: usize,
+    },
+    /// A copy of a version: its time, and the hash its bytes must have.
+    Copy {
+        /// The version's modification time.
+        version_ns: u64,
+        /// Its hash, known now or sent after the content.
+        expected: Expected,
+    },
 }
 
 /// A deletion and the nodes that recorded it when it was acknowledged.
@@ -79,17 +116,17 @@ pub struct NetworkEntry {
 }
 
 impl Files {
-    /// The file service of a node keeping `replicas` copies (k) of each file.
+    /// The file service of a node, with its plugins, its place in the ring,
+    /// clients of the other nodes, its tombstones and its settings.
     pub fn new(
         plugins: Arc<PluginHost>,
         ring: Arc<ChordNode<GrpcTransport>>,
         peers: Peers,
         tombstones: Tombstones,
-        replicas: usize,
-        max_upload_bytes: u64,
-        chunk_bytes: usize,
+        settings: FilesSettings,
     ) -> Self {
-        Self { plugins, ring, peers, tombstones, replicas: replicas.max(1), max_upload_bytes, chunk_bytes }
+        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes } = settings;
+        Self { plugins, ring, peers, tombstones, replicas, write_quorum, max_upload_bytes, chunk_bytes }
     }
 
     /// Largest upload accepted, in bytes.
@@ -134,7 +171,7 @@ impl Files {
         let holders = self.holders(name).await?;
         let responsible = &holders[0];
         if responsible.id == self.ring.me().id {
-            return self.store_here(name, overwrite, None, body, self.replicas - 1).await;
+            return self.store_here(name, StoreHow::New { overwrite, replicas: self.replicas - 1 }, body).await;
         }
         let header = pb::StoreHeader {
             name: name.as_str().to_owned(),
@@ -142,6 +179,7 @@ impl Files {
             replicas: (self.replicas - 1) as u32,
             version_ns: 0,
             blake3: Bytes::new(),
+            commit_follows: false,
         };
         let reply = self.peers.store(&responsible.addr, header, body, self.max_upload_bytes).await?;
         let bad_reply = |message: String| FileError::Peer {
@@ -154,63 +192,60 @@ impl Files {
         if entry.name != name.as_str() || entry.blake3.is_none() {
             return Err(bad_reply(format!("stored {name} but answered {entry:?}")));
         }
-        Ok(Stored { entry, holders: reply.holders })
+        Ok(Stored { entry, holders: reply.holders, copies_wanted: reply.copies_wanted as usize })
     }
 
-    /// Stores `body` here, then copies it to `replicas` successors, answering
-    /// once a majority of the copies exist (the others go on). `copy` is
-    /// none for a new upload, else the version this is a copy of: a copy of
-    /// a version deleted or replaced here since is refused, and one whose
-    /// bytes do not hash to the version's hash is discarded.
+    /// Stores `body` here as `how` says: a new upload is written here and
+    /// streamed to `replicas` successors as it arrives (see
+    /// [`Files::store_new`]); a copy of a known version is checked against
+    /// what this node knows (a copy of a version deleted or replaced here
+    /// since is refused) and discarded if its bytes do not hash to the
+    /// version's hash.
     pub async fn store_here<S, E>(
         self: &Arc<Self>,
         name: &FileName,
-        overwrite: bool,
-        copy: Option<Version>,
+        how: StoreHow,
         body: S,
-        replicas: usize,
     ) -> Result<Stored, FileError>
     where
-        S: Stream<Item = Result<Bytes, E>>,
+        S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        if let Some(version) = copy {
-            match self.known_here(name).await? {
-                Known::Deleted(at) if version.modified_ns <= at => {
-                    return Err(FileError::Deleted { name: name.to_string(), at });
-                }
-                Known::File(mine) if mine.modified_ns > version.modified_ns => {
-                    return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
-                }
-                _ => {}
+        let (version_ns, expected) = match how {
+            StoreHow::New { overwrite, replicas } => return self.store_new(name, overwrite, body, replicas).await,
+            StoreHow::Copy { version_ns, expected } => (version_ns, expected),
+        };
+        match self.known_here(name).await? {
+            Known::Deleted(at) if version_ns <= at => {
+                return Err(FileError::Deleted { name: name.to_string(), at });
             }
+            Known::File(mine) if mine.modified_ns > version_ns => {
+                return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
+            }
+            _ => {}
         }
         let write = LocalWrite {
             name,
-            overwrite,
-            modified_ns: copy.map(|v| v.modified_ns),
-            expected: copy.map(|v| v.blake3),
+            overwrite: true,
+            modified_ns: Some(version_ns),
+            expected,
             limit: self.max_upload_bytes,
             chunk_bytes: self.chunk_bytes,
         };
         let entry = store_local(&self.plugins, write, body).await?;
+        self.stored(name, &entry).await;
+        Ok(Stored { entry, holders: vec![self.ring.me().addr.clone()], copies_wanted: 1 })
+    }
+
+    /// A version of `name` is stored here: older tombstones go.
+    pub(super) async fn stored(&self, name: &FileName, entry: &FileEntry) {
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");
         }
-        let copies = self
-            .successors(replicas)
-            .into_iter()
-            .map(|target| {
-                let copy = self.clone().replicate(target, name.clone());
-                tokio::spawn(async move { copy.await.map(|addr| (addr, ())) })
-            })
-            .collect();
-        let (holders, _) = self.await_quorum(name, copies).await?;
-        Ok(Stored { entry, holders })
     }
 
     /// Up to `count` of this node's successors, itself excluded.
-    fn successors(&self, count: usize) -> Vec<NodeRef> {
+    pub(super) fn successors(&self, count: usize) -> Vec<NodeRef> {
         let me = self.ring.me().id;
         self.ring.snapshot().successors().iter().filter(|n| n.id != me).take(count).cloned().collect()
     }
@@ -324,7 +359,7 @@ impl Files {
             name,
             overwrite: true,
             modified_ns: Some(entry.modified_ns),
-            expected: None,
+            expected: Expected::Nothing,
             limit: u64::MAX,
             chunk_bytes: self.chunk_bytes,
         };
@@ -354,6 +389,7 @@ impl Files {
             replicas: 0,
             version_ns: entry.modified_ns,
             blake3,
+            commit_follows: false,
         };
         self.peers.store(&target.addr, header, whole(handle), u64::MAX).await?;
         Ok(target.addr)
@@ -367,7 +403,8 @@ impl Files {
             self.ring.walk(WALK_LIMIT).await.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n).collect();
         let listings = futures_util::future::join_all(nodes.iter().map(|node| async {
             let listing = if node.id == me.id {
-                self.plugins.list().await.map(|entries| (entries, self.tombstones.all())).map_err(FileError::from)
+                let listing = self.plugins.list().await.map_err(FileError::from);
+                listing.map(|l| (l.entries.to_vec(), self.tombstones.all()))
             } else {
                 self.peers.list(&node.addr).await
             };

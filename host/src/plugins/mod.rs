@@ -5,6 +5,7 @@
 //! - `engine`: the engine and the epoch clock behind call deadlines;
 //! - `load`: reading a folder of components and deciding what each one is;
 //! - `sandbox`: per-instance state, capabilities and memory cap;
+//! - `listing`: the index plugin's last answer, until the store changes;
 //! - `session`: the calls the host makes (list, streamed upload, streamed
 //!   download), each on a fresh `Store` on a blocking thread;
 //! - `error`: how those calls fail.
@@ -14,6 +15,7 @@
 mod bindings;
 mod engine;
 mod error;
+mod listing;
 mod load;
 mod sandbox;
 mod session;
@@ -33,6 +35,7 @@ use bindings::upload::UploadPluginPre;
 use sandbox::Sandbox;
 
 pub use error::{PluginError, Refusal};
+pub use listing::Listing;
 pub use session::{DownloadHandle, UploadHandle};
 
 /// The behaviours a plugin can provide; read from what the component exports.
@@ -130,6 +133,7 @@ pub struct PluginHost {
     upload: Option<Loaded<UploadPluginPre<Sandbox>>>,
     download: Option<Loaded<DownloadPluginPre<Sandbox>>>,
     statuses: Vec<PluginStatus>,
+    listings: listing::ListingCache,
 }
 
 impl PluginHost {
@@ -150,6 +154,7 @@ impl PluginHost {
             upload: None,
             download: None,
             statuses: Vec::new(),
+            listings: listing::ListingCache::watching(&store_root.join("files")),
         };
         load::load_folder(&mut host, plugins_dir)?;
         Ok(host)

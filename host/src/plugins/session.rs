@@ -21,7 +21,7 @@ use wasmtime_wasi::p2::{DynInputStream, StreamError};
 use super::bindings::WitError;
 use super::engine::ticks_for;
 use super::sandbox::Sandbox;
-use super::{FileEntry, Loaded, PluginError, PluginHost, PluginKind, Refusal};
+use super::{FileEntry, Listing, Loaded, PluginError, PluginHost, PluginKind, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::FileName;
 
@@ -67,12 +67,17 @@ impl PluginHost {
         PluginError::from_call(store, plugin, self.limits.call_timeout, outcome)
     }
 
-    /// Lists the node's files through the index plugin. Entries that break
-    /// the contract (a name that is not one plain segment, a hash that is not
-    /// a digest) are left out with a log line naming the plugin.
-    pub async fn list(self: &Arc<Self>) -> Result<Vec<FileEntry>, PluginError> {
+    /// Lists the node's files through the index plugin, or answers from the
+    /// last listing while the store has not changed since. Entries that
+    /// break the contract (a name that is not one plain segment, a hash that
+    /// is not a digest) are left out with a log line naming the plugin.
+    pub async fn list(self: &Arc<Self>) -> Result<Listing, PluginError> {
+        if let Some(listing) = self.listings.fresh() {
+            return Ok(listing);
+        }
+        let generation = self.listings.begin();
         let host = self.clone();
-        blocking(move || {
+        let entries = blocking(move || {
             let plugin = loaded(&host.index, PluginKind::Index)?;
             let (mut store, instance) = host.instantiate(plugin, PluginKind::Index, |pre, s| pre.instantiate(s))?;
             let listed = host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))?;
@@ -85,19 +90,21 @@ impl PluginHost {
                 })
                 .collect())
         })
-        .await
+        .await?;
+        let listing = Listing { generation, entries: Arc::new(entries) };
+        self.listings.keep(&listing);
+        Ok(listing)
     }
 
     /// Starts writing `name` through the upload plugin, with `modified_ns` as
-    /// its modification time if given. The host hashes what it writes; with
-    /// `expected`, a content whose hash differs is discarded. Fails at once
-    /// when the plugin refuses (for instance: exists and not `overwrite`).
+    /// its modification time if given. The host hashes what it writes (see
+    /// [`UploadHandle::finish`]). Fails at once when the plugin refuses (for
+    /// instance: exists and not `overwrite`).
     pub async fn upload(
         self: &Arc<Self>,
         name: &FileName,
         overwrite: bool,
         modified_ns: Option<u64>,
-        expected: Option<Digest>,
     ) -> Result<UploadHandle, PluginError> {
         loaded(&self.upload, PluginKind::Upload)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -105,7 +112,7 @@ impl PluginHost {
         let (done_tx, done) = oneshot::channel();
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
-            let request = UploadRequest { name: &name, overwrite, modified_ns, expected };
+            let request = UploadRequest { name: &name, overwrite, modified_ns };
             let _ = done_tx.send(host.upload_session(&rt, request, rx, opened_tx));
         });
         opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
@@ -118,7 +125,10 @@ impl PluginHost {
         blocking(move || {
             let plugin = loaded(&host.upload, PluginKind::Upload)?;
             let (mut store, instance) = host.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
-            host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_upload().call_remove(s, &name))
+            let removed =
+                host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_upload().call_remove(s, &name));
+            host.listings.changed();
+            removed
         })
         .await
     }
@@ -183,13 +193,13 @@ impl PluginHost {
                         break Err(io(e));
                     }
                 }
-                Some(UploadMsg::Finish) => {
+                Some(UploadMsg::Finish(expected)) => {
                     let size = tree.size();
                     let root = tree.finish(&mut cvs);
                     if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(std::mem::take(&mut cvs).into())) {
                         break Err(io(e));
                     }
-                    if let Some(expected) = request.expected.filter(|e| *e != root) {
+                    if let Some(expected) = expected.filter(|e| *e != root) {
                         break Err(PluginError::Corrupt(format!(
                             "the copy of {name} received hashes to {root}, not {expected}"
                         )));
@@ -213,6 +223,7 @@ impl PluginHost {
         };
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, &plugin.name, writer, &result);
+        self.listings.changed();
         result
     }
 
@@ -379,7 +390,7 @@ async fn blocking<T: Send + 'static>(
 
 enum UploadMsg {
     Chunk(Bytes),
-    Finish,
+    Finish(Option<Digest>),
 }
 
 /// An upload in progress. Dropped without [`UploadHandle::finish`], the
@@ -407,10 +418,12 @@ impl UploadHandle {
         }
     }
 
-    /// Commits the upload and returns the stored file's entry.
-    pub async fn finish(mut self) -> Result<FileEntry, PluginError> {
+    /// Commits the upload (durably: the plugin syncs before it renames)
+    /// and returns the stored file's entry. With `expected`, a content whose
+    /// hash differs is discarded instead ([`PluginError::Corrupt`]).
+    pub async fn finish(mut self, expected: Option<Digest>) -> Result<FileEntry, PluginError> {
         if let Some(chunks) = self.chunks.take() {
-            let _ = chunks.send(UploadMsg::Finish).await;
+            let _ = chunks.send(UploadMsg::Finish(expected)).await;
         }
         self.done.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))
     }
@@ -540,5 +553,4 @@ struct UploadRequest<'a> {
     name: &'a FileName,
     overwrite: bool,
     modified_ns: Option<u64>,
-    expected: Option<Digest>,
 }

@@ -24,20 +24,25 @@ pub struct EntryJson {
     /// into the store by hand and not hashed yet.
     blake3: Option<String>,
     modified_ns: u64,
+    /// For an upload: the nodes holding a durable copy when it was
+    /// acknowledged, the responsible node first.
     #[serde(skip_serializing_if = "Option::is_none")]
     holders: Option<Vec<String>>,
+    /// For an upload: the copies meant (k, fewer in a smaller ring).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copies_wanted: Option<usize>,
 }
 
 impl From<FileEntry> for EntryJson {
     fn from(e: FileEntry) -> Self {
         let blake3 = e.blake3.map(|d| d.to_hex());
-        Self { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns, holders: None }
+        Self { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns, holders: None, copies_wanted: None }
     }
 }
 
 impl From<Stored> for EntryJson {
     fn from(s: Stored) -> Self {
-        Self { holders: Some(s.holders), ..Self::from(s.entry) }
+        Self { holders: Some(s.holders), copies_wanted: Some(s.copies_wanted), ..Self::from(s.entry) }
     }
 }
 
@@ -65,9 +70,13 @@ pub async fn list(
     if query.scope == Scope::Network {
         return Ok(Json(app.files.network_list().await).into_response());
     }
-    let mut entries: Vec<EntryJson> = app.plugins.list().await?.into_iter().map(EntryJson::from).collect();
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(entries).into_response())
+    let listing = app.plugins.list().await?;
+    let json = app.listing_json.get_or_render(listing.generation, || {
+        let mut entries: Vec<EntryJson> = listing.entries.iter().cloned().map(EntryJson::from).collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        serde_json::to_vec(&entries).expect("entries serialise")
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 #[derive(Deserialize)]

@@ -33,8 +33,9 @@ pub async fn index(State(app): State<AppState>) -> Result<Json<IndexJson>, ApiEr
         .plugins
         .list()
         .await?
-        .into_iter()
-        .map(|e| IndexEntry { path: format!("/download/{}", e.name), filename: e.name })
+        .entries
+        .iter()
+        .map(|e| IndexEntry { path: format!("/download/{}", e.name), filename: e.name.clone() })
         .collect();
     files.sort_by(|a, b| a.filename.cmp(&b.filename));
     Ok(Json(IndexJson { files }))

@@ -36,6 +36,31 @@ pub struct AppState {
     pub ring: Arc<ChordNode<GrpcTransport>>,
     /// Files across the ring.
     pub files: Arc<Files>,
+    /// `GET /files` as last rendered, for the store generation it shows.
+    pub listing_json: Arc<RenderedListing>,
+}
+
+/// A rendered listing, reused while the store's generation is the same.
+#[derive(Default)]
+pub struct RenderedListing {
+    last: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
+}
+
+impl RenderedListing {
+    /// The body rendered for `generation`, rendering it if needed.
+    pub fn get_or_render(&self, generation: u64, render: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
+        if let Some((g, body)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner())
+            && *g == generation
+        {
+            return body.clone();
+        }
+        let body = bytes::Bytes::from(render());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_none_or(|(g, _)| *g <= generation) {
+            *last = Some((generation, body.clone()));
+        }
+        body
+    }
 }
 
 /// All routes of a node.

@@ -6,13 +6,45 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::files_pb::{self as pb, fetch_reply, store_request};
-use crate::files::{FileError, Files, Known, Version, entry_to_pb};
+use crate::files::{Expected, FileError, Files, Known, StoreHow, entry_to_pb};
 use crate::integrity::{BLOCK, Digest};
 use crate::plugins::PluginError;
 use crate::store::FileName;
+
+/// The chunks of a store's stream, up to its commit (whose hash goes to
+/// `commit`) or its end; anything else is an error that aborts the store.
+fn content(
+    stream: Streaming<pb::StoreRequest>,
+    commit: Option<oneshot::Sender<Digest>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Send {
+    futures_util::stream::unfold((Some(stream), commit), |(mut stream, mut commit)| async move {
+        let failed = |why: String| Some((Err(why), (None, None)));
+        let s = stream.as_mut()?;
+        match s.message().await {
+            Ok(Some(pb::StoreRequest { part: Some(store_request::Part::Chunk(bytes)) })) => {
+                Some((Ok(bytes), (stream, commit)))
+            }
+            Ok(Some(pb::StoreRequest { part: Some(store_request::Part::Commit(c)) })) => {
+                match (commit.take(), <[u8; 32]>::try_from(&c.blake3[..])) {
+                    (Some(tx), Ok(bytes)) => {
+                        let _ = tx.send(Digest(bytes));
+                        None
+                    }
+                    (None, _) => failed("this store takes no commit".into()),
+                    (_, Err(_)) => failed("the commit's hash is not a BLAKE3 digest".into()),
+                }
+            }
+            Ok(Some(_)) => failed("only chunks may follow the header".into()),
+            Ok(None) => None,
+            Err(status) => failed(status.message().to_owned()),
+        }
+    })
+    .boxed()
+}
 
 /// Path prefix of the file-transfer gRPC methods.
 const FILES_PATH: &str = "/ringshare.files.v1.Files/{*method}";
@@ -39,27 +71,31 @@ impl pb::files_server::Files for FilesService {
             _ => return Err(Status::invalid_argument("the first message of a store must be its header")),
         };
         let name = name_of(&header.name)?;
-        let body = stream.map(|message| match message {
-            Ok(pb::StoreRequest { part: Some(store_request::Part::Chunk(bytes)) }) => Ok(bytes),
-            Ok(_) => Err("only chunks may follow the header".to_owned()),
-            Err(status) => Err(status.message().to_owned()),
-        });
-        // A copy never asks for more copies than a node keeps.
-        let replicas = (header.replicas as usize).min(16);
-        let expected = match header.blake3.len() {
-            0 => None,
-            32 => Some(Digest(header.blake3[..].try_into().expect("32 bytes"))),
-            n => return Err(Status::invalid_argument(format!("a hash of {n} bytes is not a BLAKE3 digest"))),
+        let digest = |bytes: &[u8]| -> Result<Digest, Status> {
+            bytes.try_into().map(Digest).map_err(|_| {
+                Status::invalid_argument(format!("a hash of {} bytes is not a BLAKE3 digest", bytes.len()))
+            })
         };
-        let version = (header.version_ns != 0).then_some(header.version_ns);
-        let copy = match (version, expected) {
-            (Some(modified_ns), Some(blake3)) => Some(Version { modified_ns, blake3 }),
-            (None, None) => None,
-            _ => return Err(Status::invalid_argument("a copy names both its version's time and its hash")),
+        let (commit_tx, commit_rx) = oneshot::channel();
+        let how = match (header.version_ns, header.blake3.is_empty(), header.commit_follows) {
+            // A copy never asks for more copies than a node keeps.
+            (0, true, false) => {
+                StoreHow::New { overwrite: header.overwrite, replicas: (header.replicas as usize).min(16) }
+            }
+            (0, _, _) => return Err(Status::invalid_argument("a new upload names no version and no hash")),
+            (version_ns, false, false) => {
+                StoreHow::Copy { version_ns, expected: Expected::Known(digest(&header.blake3)?) }
+            }
+            (version_ns, true, true) => StoreHow::Copy { version_ns, expected: Expected::Late(commit_rx) },
+            _ => return Err(Status::invalid_argument("a copy names its hash in the header or in its commit")),
         };
-        let stored =
-            self.files.store_here(&name, header.overwrite, copy, body, replicas).await.map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::StoreReply { entry: Some(entry_to_pb(&stored.entry)), holders: stored.holders }))
+        let body = content(stream, header.commit_follows.then_some(commit_tx));
+        let stored = self.files.store_here(&name, how, body).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::StoreReply {
+            entry: Some(entry_to_pb(&stored.entry)),
+            holders: stored.holders,
+            copies_wanted: stored.copies_wanted as u32,
+        }))
     }
 
     type FetchStream = BoxStream<'static, Result<pb::FetchReply, Status>>;
@@ -128,8 +164,8 @@ impl pb::files_server::Files for FilesService {
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
         let entries = self.files.plugins().list().await.map_err(|e| FileError::from(e).to_status())?;
-        let entries: Vec<_> = entries.into_iter().filter(|e| e.blake3.is_some()).collect();
+        let entries: Vec<_> = entries.entries.iter().filter(|e| e.blake3.is_some()).collect();
         let deleted = self.files.tombstones().all().into_iter().collect();
-        Ok(Response::new(pb::ListReply { entries: entries.iter().map(entry_to_pb).collect(), deleted }))
+        Ok(Response::new(pb::ListReply { entries: entries.into_iter().map(entry_to_pb).collect(), deleted }))
     }
 }

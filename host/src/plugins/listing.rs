@@ -1,0 +1,87 @@
+//! The index plugin's last answer, kept until the store changes: a listing
+//! costs one plugin call per change, not one per request. Every write and
+//! removal through the plugins marks it stale at once, and a watch on the
+//! store's `files/` folder (inotify, through `notify`) does the same for
+//! changes made by hand. Without the watch (the system refused it), every
+//! request asks the plugin.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use notify::{RecursiveMode, Watcher};
+
+use super::FileEntry;
+
+/// A cached listing and what it takes to know when it is stale.
+pub struct ListingCache {
+    /// Bumped on every change to the store; a listing is fresh while the
+    /// generation it was taken at is the current one.
+    generation: Arc<AtomicU64>,
+    last: Mutex<Option<Listing>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// One answer of the index plugin, and the store generation it describes.
+#[derive(Clone)]
+pub struct Listing {
+    /// The store's generation when the listing was taken.
+    pub generation: u64,
+    /// The entries.
+    pub entries: Arc<Vec<FileEntry>>,
+}
+
+impl ListingCache {
+    /// A cache watching `files_dir` for changes made behind the plugins' back.
+    pub fn watching(files_dir: &Path) -> Self {
+        let generation = Arc::new(AtomicU64::new(1));
+        let bump = generation.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                bump.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .and_then(|mut w| w.watch(files_dir, RecursiveMode::NonRecursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(folder = %files_dir.display(), "cannot watch the store, listings will not be cached: {e}");
+                None
+            }
+        };
+        Self { generation, last: Mutex::new(None), _watcher: watcher }
+    }
+
+    /// The generation a listing about to be taken will describe. Without
+    /// the watch, changes by hand go unseen, so every listing is its own.
+    pub fn begin(&self) -> u64 {
+        if self._watcher.is_none() {
+            self.changed();
+        }
+        self.generation()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The cached listing, if it still describes the store.
+    pub fn fresh(&self) -> Option<Listing> {
+        self._watcher.as_ref()?;
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().filter(|l| l.generation == self.generation()).cloned()
+    }
+
+    /// Keeps `listing` (taken at its generation) unless a newer one is kept.
+    pub fn keep(&self, listing: &Listing) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_none_or(|l| l.generation <= listing.generation) {
+            *last = Some(listing.clone());
+        }
+    }
+
+    /// The store changed: whatever is cached is stale.
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
