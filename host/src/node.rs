@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,14 @@ pub async fn run(
     let serving = {
         let (stop, ring, files) = (stop.clone(), ring.clone(), files.clone());
         tokio::spawn(async move {
+            // Without TCP_NODELAY, the small HTTP/2 frames a receiving node
+            // sends back (window updates) wait for delayed ACKs, and a
+            // stream of bytes *to* this node crawls at a tenth of its speed.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     stop.cancelled().await;
