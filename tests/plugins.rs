@@ -221,3 +221,39 @@ async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
     let plugins = statuses(&node).await;
     assert_eq!(plugins.iter().filter(|s| s["loaded"] == true).count(), 3, "{plugins:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_gets_the_same_answer_whichever_node_is_asked() {
+    // Two nodes keeping one copy each file; the second's download plugin traps.
+    let first = NodeSetup { replicas: 1, ..NodeSetup::default() }.start().await;
+    let second = NodeSetup {
+        replicas: 1,
+        join: Some(first.addr.clone()),
+        ..NodeSetup::with_plugins(&["default/index", "default/upload", "testdata/crash"])
+    }
+    .start()
+    .await;
+    let nodes = [first, second];
+    ringshare_tests::wait_converged(&nodes).await;
+    let [first, second] = &nodes;
+    let http = client();
+    // A name the second node is responsible for.
+    let mut name = String::new();
+    for i in 0..200 {
+        let candidate = format!("held-{i}.bin");
+        let lookup: Value =
+            http.get(first.at(&format!("/lookup/{candidate}"))).send().await.unwrap().json().await.unwrap();
+        if lookup["node"]["addr"] == second.addr.as_str() {
+            name = candidate;
+            break;
+        }
+    }
+    assert!(!name.is_empty(), "no name lands on the second node");
+    let put = http.put(first.at(&format!("/files/{name}"))).body("kept on the second node").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+
+    let here = error_of(http.get(second.at(&format!("/files/{name}"))).send().await.unwrap()).await;
+    let through = error_of(http.get(first.at(&format!("/files/{name}"))).send().await.unwrap()).await;
+    assert_eq!((here.0, here.1.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
+    assert_eq!((through.0, through.1.as_str()), (here.0, here.1.as_str()), "{through:?}");
+}

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
-use crate::files::{Files, FilesSettings, Peers, Tombstones, spawn_repair};
+use crate::files::{Files, FilesSettings, Tombstones, spawn_repair};
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
-use crate::rpc::{GrpcTransport, chord_routes, files_routes};
+use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
 
 /// Serves a node on `listener` until `shutdown` completes, then leaves the
@@ -36,11 +36,14 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listener.local_addr()?.to_string(),
     };
-    let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, GrpcTransport::new(config.rpc_timeout)));
+    // One channel per peer, for the ring's calls and file transfers alike.
+    let channels = Channels::new(config.rpc_timeout);
+    let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
+    let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, transport));
     let plugins = Arc::new(plugins);
     // A stat or listing is one plugin call on the other node, plus the trip.
     let call_timeout = config.limits.call_timeout + config.rpc_timeout;
-    let peers = Peers::new(config.rpc_timeout, call_timeout, config.limits.chunk_bytes);
+    let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
     let tombstones = Tombstones::open(&config.data_dir)
         .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
     let settings = FilesSettings {

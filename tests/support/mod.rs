@@ -55,6 +55,8 @@ pub struct NodeSetup {
     pub join_timeout: Duration,
     /// Period of the repair pass.
     pub repair_every: Duration,
+    /// Copies kept of each file.
+    pub replicas: usize,
     /// Ring settings: fast maintenance for tests.
     pub chord: ChordConfig,
 }
@@ -74,6 +76,7 @@ impl Default for NodeSetup {
             join: None,
             join_timeout: Duration::from_secs(20),
             repair_every: Duration::from_millis(300),
+            replicas: 3,
             chord: ChordConfig {
                 successors: 8,
                 stabilize_every: Duration::from_millis(50),
@@ -114,6 +117,7 @@ impl NodeSetup {
         config.join = self.join;
         config.join_timeout = self.join_timeout;
         config.repair_every = self.repair_every;
+        config.replicas = self.replicas;
         config.chord = self.chord;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

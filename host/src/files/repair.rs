@@ -111,7 +111,7 @@ impl Files {
         let holders = self.holders(name).await?;
         let responsible = &holders[0];
         let successors = if responsible.id == leaver.id {
-            self.ring().snapshot().successors().to_vec()
+            self.ring().successors()
         } else {
             holders[1..].to_vec()
         };
@@ -140,7 +140,7 @@ impl Files {
             let theirs = if holder.id == me.id {
                 mine.clone()
             } else {
-                match self.peers.stat(&holder.addr, name.as_str()).await {
+                match self.peers.stat(&holder.addr, name).await {
                     Ok(theirs) => theirs,
                     Err(_) => {
                         all_answered = false; // unreachable: repaired once the ring has moved on
@@ -174,7 +174,7 @@ impl Files {
         for target in lacking.into_iter().filter(|t| t.id != me.id) {
             let sent = match mine {
                 Known::File(_) => self.clone().replicate(target.clone(), name.clone()).await.map(drop),
-                Known::Deleted(at) => self.peers.delete(&target.addr, name.as_str(), *at, 0).await.map(drop),
+                Known::Deleted(at) => self.peers.delete(&target.addr, name, Some(*at), 0).await.map(drop),
                 Known::Nothing => Ok(()),
             };
             match sent {

@@ -9,23 +9,21 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
 use super::known::Known;
-use super::peers::{Peers, entry_from_pb};
+use super::network::{Peers, Ring, StoreOrder};
 use super::tombstones::{Tombstones, now_ns};
 use super::local::{Expected, LocalWrite, whole};
 use super::{FileError, placement, store_local};
-use crate::chord::{ChordNode, Id, NodeRef, WALK_LIMIT};
+use crate::chord::{Id, NodeRef, WALK_LIMIT};
 use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, PluginError, PluginHost, PluginKind, Refusal};
-use crate::rpc::GrpcTransport;
-use crate::rpc::files_pb as pb;
 use crate::store::FileName;
 
 /// The node's file service: its own plugins, its place in the ring, and
 /// clients of the other nodes.
 pub struct Files {
     pub(super) plugins: Arc<PluginHost>,
-    pub(super) ring: Arc<ChordNode<GrpcTransport>>,
-    pub(super) peers: Peers,
+    pub(super) ring: Arc<dyn Ring>,
+    pub(super) peers: Arc<dyn Peers>,
     pub(super) tombstones: Tombstones,
     pub(super) replicas: usize,
     pub(super) write_quorum: usize,
@@ -120,8 +118,8 @@ impl Files {
     /// clients of the other nodes, its tombstones and its settings.
     pub fn new(
         plugins: Arc<PluginHost>,
-        ring: Arc<ChordNode<GrpcTransport>>,
-        peers: Peers,
+        ring: Arc<dyn Ring>,
+        peers: Arc<dyn Peers>,
         tombstones: Tombstones,
         settings: FilesSettings,
     ) -> Self {
@@ -145,7 +143,7 @@ impl Files {
     }
 
     /// This node's place in the ring.
-    pub fn ring(&self) -> &Arc<ChordNode<GrpcTransport>> {
+    pub fn ring(&self) -> &Arc<dyn Ring> {
         &self.ring
     }
 
@@ -153,10 +151,9 @@ impl Files {
     pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {
         let (responsible, _) = self.ring.lookup(Id::hash(name.as_str())).await?;
         let successors = if responsible.id == self.ring.me().id {
-            self.ring.snapshot().successors().to_vec()
+            self.ring.successors()
         } else {
-            use crate::chord::Transport;
-            self.ring.transport().neighbours(&responsible).await.map(|n| n.successors).unwrap_or_default()
+            self.ring.successors_of(&responsible).await
         };
         Ok(placement::holders(&responsible, &successors, self.replicas))
     }
@@ -173,26 +170,10 @@ impl Files {
         if responsible.id == self.ring.me().id {
             return self.store_here(name, StoreHow::New { overwrite, replicas: self.replicas - 1 }, body).await;
         }
-        let header = pb::StoreHeader {
-            name: name.as_str().to_owned(),
-            overwrite,
-            replicas: (self.replicas - 1) as u32,
-            version_ns: 0,
-            blake3: Bytes::new(),
-            commit_follows: false,
-        };
-        let reply = self.peers.store(&responsible.addr, header, body, self.max_upload_bytes).await?;
-        let bad_reply = |message: String| FileError::Peer {
-            node: responsible.addr.clone(),
-            code: tonic::Code::Internal,
-            message,
-        };
-        let entry = entry_from_pb(reply.entry.ok_or_else(|| bad_reply("store reply without entry".into()))?)
-            .map_err(bad_reply)?;
-        if entry.name != name.as_str() || entry.blake3.is_none() {
-            return Err(bad_reply(format!("stored {name} but answered {entry:?}")));
-        }
-        Ok(Stored { entry, holders: reply.holders, copies_wanted: reply.copies_wanted as usize })
+        let order = StoreOrder { name: name.clone(), new: Some((overwrite, self.replicas - 1)), copy_of: None };
+        let body = body.map(|item| item.map_err(|e| e.to_string())).boxed();
+        let reply = self.peers.store(&responsible.addr, order, body, self.max_upload_bytes).await?;
+        Ok(Stored { entry: reply.entry, holders: reply.holders, copies_wanted: reply.copies_wanted })
     }
 
     /// Stores `body` here as `how` says: a new upload is written here and
@@ -247,7 +228,7 @@ impl Files {
     /// Up to `count` of this node's successors, itself excluded.
     pub(super) fn successors(&self, count: usize) -> Vec<NodeRef> {
         let me = self.ring.me().id;
-        self.ring.snapshot().successors().iter().filter(|n| n.id != me).take(count).cloned().collect()
+        self.ring.successors().into_iter().filter(|n| n.id != me).take(count).collect()
     }
 
     /// This node and the nodes of `copies` that succeed (with what each
@@ -288,7 +269,7 @@ impl Files {
         if responsible.id == self.ring.me().id {
             return self.delete_here(name, 0, self.replicas - 1).await;
         }
-        self.peers.delete(&responsible.addr, name.as_str(), 0, (self.replicas - 1) as u32).await
+        self.peers.delete(&responsible.addr, name, None, self.replicas - 1).await
     }
 
     /// Records the deletion of `name` at `at` (0: now) here, removes this
@@ -308,7 +289,7 @@ impl Files {
             .map(|target| {
                 let (peers, name) = (self.peers.clone(), name.clone());
                 tokio::spawn(async move {
-                    let reply = peers.delete(&target.addr, name.as_str(), at, 0).await?;
+                    let reply = peers.delete(&target.addr, &name, Some(at), 0).await?;
                     Ok((target.addr, reply.existed))
                 })
             })
@@ -382,16 +363,10 @@ impl Files {
     pub(super) async fn replicate(self: Arc<Self>, target: NodeRef, name: FileName) -> Result<String, FileError> {
         let handle = self.open_here(&name).await?.ok_or_else(|| FileError::NotFound(name.to_string()))?;
         let entry = handle.entry().clone();
-        let blake3 = entry.blake3.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.0));
-        let header = pb::StoreHeader {
-            name: name.as_str().to_owned(),
-            overwrite: true,
-            replicas: 0,
-            version_ns: entry.modified_ns,
-            blake3,
-            commit_follows: false,
-        };
-        self.peers.store(&target.addr, header, whole(handle), u64::MAX).await?;
+        let blake3 = entry.blake3.ok_or_else(|| FileError::Store(format!("{name} has no hash")))?;
+        let order = StoreOrder { name: name.clone(), new: None, copy_of: Some((entry.modified_ns, blake3)) };
+        let body = whole(handle).map(|item| item.map_err(|e| e.to_string())).boxed();
+        self.peers.store(&target.addr, order, body, u64::MAX).await?;
         Ok(target.addr)
     }
 

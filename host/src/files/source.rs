@@ -67,7 +67,7 @@ impl Files {
         let me = self.ring.me().id;
         let holders: Vec<NodeRef> = self.holders(name).await?.into_iter().filter(|h| h.id != me).collect();
         let theirs =
-            futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name.as_str()))).await;
+            futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
         let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
         if newest == Known::Nothing
             && let Some(Err(e)) = theirs.iter().find(|k| k.is_err())
@@ -219,7 +219,7 @@ async fn reopen(
             }
             continue;
         }
-        let Ok((theirs, stream)) = files.peers.fetch(&holder.addr, name.as_str(), offset, end).await else {
+        let Ok((theirs, stream)) = files.peers.fetch(&holder.addr, name, offset, end).await else {
             continue;
         };
         if theirs.blake3 == entry.blake3 {

@@ -15,12 +15,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 
-use super::peers::CopyStream;
+use super::network::CopySink;
 use super::service::{Files, Stored};
 use super::tombstones::now_ns;
 use super::FileError;
 use crate::plugins::UploadHandle;
-use crate::rpc::files_pb as pb;
 use crate::store::FileName;
 
 impl Files {
@@ -42,16 +41,8 @@ impl Files {
         let mut local = self.plugins.upload(name, overwrite, Some(version_ns)).await?;
         let candidates = self.successors(usize::MAX);
         let (first, spare) = candidates.split_at(replicas.min(candidates.len()));
-        let header = pb::StoreHeader {
-            name: name.as_str().to_owned(),
-            overwrite: true,
-            replicas: 0,
-            version_ns,
-            blake3: Bytes::new(),
-            commit_follows: true,
-        };
-        let mut copies: Vec<CopyStream> =
-            first.iter().map(|target| self.peers.open_copy(&target.addr, header.clone())).collect();
+        let mut copies: Vec<Box<dyn CopySink>> =
+            first.iter().map(|target| self.peers.open_copy(&target.addr, name, version_ns)).collect();
 
         let mut body = std::pin::pin!(body);
         let mut pending = BytesMut::new();
@@ -120,7 +111,7 @@ impl Files {
 }
 
 /// Writes `chunk` here and sends it to every copy still streaming.
-async fn fan_out(local: &mut UploadHandle, copies: &mut [CopyStream], chunk: Bytes) -> Result<(), FileError> {
+async fn fan_out(local: &mut UploadHandle, copies: &mut [Box<dyn CopySink>], chunk: Bytes) -> Result<(), FileError> {
     local.write(chunk.clone()).await?;
     for copy in copies.iter_mut() {
         copy.send(chunk.clone()).await;

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::files::FileError;
-use crate::plugins::{PluginError, Refusal};
+use crate::files::{ErrorKind, FileError};
+use crate::plugins::PluginError;
 use crate::store::NameError;
 
 /// An error answer of the REST API.
@@ -60,62 +60,40 @@ impl From<NameError> for ApiError {
     }
 }
 
+/// The HTTP status of each kind of failure: the one place they are mapped.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidName | ErrorKind::BodyFailed | ErrorKind::Cancelled => StatusCode::BAD_REQUEST,
+        ErrorKind::AlreadyExists | ErrorKind::Deleted | ErrorKind::Superseded => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorKind::RingUnavailable
+        | ErrorKind::HoldersUnavailable
+        | ErrorKind::PeerUnavailable
+        | ErrorKind::PluginUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::PeerFailed | ErrorKind::ChecksumMismatch => StatusCode::BAD_GATEWAY,
+        ErrorKind::PluginTimeout
+        | ErrorKind::PluginOutOfMemory
+        | ErrorKind::PluginFailed
+        | ErrorKind::PluginError
+        | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<FileError> for ApiError {
     fn from(e: FileError) -> Self {
-        match e {
-            FileError::Plugin(e) => e.into(),
-            FileError::Ring(e) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ring-unavailable", e.to_string()),
-            FileError::TooLarge(limit) => Self::too_large(limit),
-            FileError::Body(m) => Self::new(StatusCode::BAD_REQUEST, "body-failed", m),
-            FileError::NotFound(name) => Self::new(StatusCode::NOT_FOUND, "not-found", format!("no node holds {name}")),
-            FileError::NoHolder(_) | FileError::NoQuorum { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "holders-unavailable", e.to_string())
-            }
-            FileError::Mismatch(_) => Self::new(StatusCode::BAD_GATEWAY, "checksum-mismatch", e.to_string()),
-            FileError::Deleted { .. } => Self::new(StatusCode::CONFLICT, "deleted", e.to_string()),
-            FileError::Superseded { .. } => Self::new(StatusCode::CONFLICT, "superseded", e.to_string()),
-            FileError::Store(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store-failed", e.to_string()),
-            FileError::Peer { code, ref message, .. } => {
-                let (status, code) = match code {
-                    tonic::Code::NotFound => (StatusCode::NOT_FOUND, "not-found"),
-                    tonic::Code::AlreadyExists => (StatusCode::CONFLICT, "already-exists"),
-                    tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid-name"),
-                    tonic::Code::ResourceExhausted => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
-                    tonic::Code::OutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "out-of-range"),
-                    tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer-unavailable"),
-                    tonic::Code::FailedPrecondition => (StatusCode::CONFLICT, "stale-copy"),
-                    _ => (StatusCode::BAD_GATEWAY, "peer-failed"),
-                };
-                let _ = message;
-                Self::new(status, code, e.to_string())
-            }
-        }
+        let kind = e.kind();
+        let message = match &e {
+            FileError::Plugin(PluginError::Refused { plugin, .. }) => format!("{e} (plugin {plugin})"),
+            _ => e.to_string(),
+        };
+        Self::new(status_of(kind), kind.name(), message)
     }
 }
 
 impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
-        let (status, code) = match &e {
-            PluginError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"),
-            PluginError::Refused { refusal, .. } => match refusal {
-                Refusal::NotFound => (StatusCode::NOT_FOUND, "not-found"),
-                Refusal::InvalidName => (StatusCode::BAD_REQUEST, "invalid-name"),
-                Refusal::AlreadyExists => (StatusCode::CONFLICT, "already-exists"),
-                Refusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
-                Refusal::OutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "out-of-range"),
-                Refusal::Io => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
-                Refusal::Other => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-error"),
-            },
-            PluginError::Timeout { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"),
-            PluginError::OutOfMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory"),
-            PluginError::Trapped { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"),
-            PluginError::Cancelled => (StatusCode::BAD_REQUEST, "cancelled"),
-            PluginError::Corrupt(_) => (StatusCode::BAD_GATEWAY, "checksum-mismatch"),
-        };
-        let message = match &e {
-            PluginError::Refused { plugin, .. } => format!("{e} (plugin {plugin})"),
-            _ => e.to_string(),
-        };
-        Self::new(status, code, message)
+        FileError::Plugin(e).into()
     }
 }

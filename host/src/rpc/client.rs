@@ -1,12 +1,11 @@
-//! [`GrpcTransport`]: the ring's transport between processes, one lazily
-//! connected HTTP/2 channel per peer, every call under a deadline.
+//! [`GrpcTransport`]: the ring's transport between processes, on the
+//! node's shared channels, every call under a deadline.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::channels::Channels;
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_to_pb, step_from_pb};
 use super::pb::{self, chord_client::ChordClient};
 use crate::chord::{Id, Neighbours, NodeRef, Step, Transport, Unreachable};
@@ -14,28 +13,26 @@ use crate::chord::{Id, Neighbours, NodeRef, Step, Transport, Unreachable};
 /// gRPC clients to the ring's peers.
 #[derive(Clone)]
 pub struct GrpcTransport {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Channels,
     timeout: Duration,
 }
 
 impl GrpcTransport {
-    /// A transport whose calls give up after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self { channels: Arc::default(), timeout }
+    /// A transport on `channels` whose calls give up after `timeout`.
+    pub fn new(channels: Channels, timeout: Duration) -> Self {
+        Self { channels, timeout }
     }
 
     fn client(&self, addr: &str) -> Result<ChordClient<Channel>, Unreachable> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(ChordClient::new(channel.clone()));
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| Unreachable(addr.to_owned()))?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout);
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(ChordClient::new(channel))
+        self.channels.get(addr).map(ChordClient::new).map_err(|_| Unreachable(addr.to_owned()))
+    }
+
+    /// A request that gives up after the transport's timeout (the channel
+    /// is shared with long file transfers, so the deadline is per call).
+    fn timed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
     }
 }
 
@@ -45,22 +42,22 @@ fn unreachable(to: &NodeRef) -> impl FnOnce(tonic::Status) -> Unreachable + '_ {
 
 impl Transport for GrpcTransport {
     async fn step(&self, to: &NodeRef, key: Id) -> Result<Step, Unreachable> {
-        let reply = self.client(&to.addr)?.find_successor(pb::FindSuccessorRequest { key: key.0 }).await;
+        let reply = self.client(&to.addr)?.find_successor(self.timed(pb::FindSuccessorRequest { key: key.0 })).await;
         Ok(step_from_pb(reply.map_err(unreachable(to))?.into_inner()))
     }
 
     async fn neighbours(&self, to: &NodeRef) -> Result<Neighbours, Unreachable> {
-        let reply = self.client(&to.addr)?.get_neighbours(pb::Empty {}).await;
+        let reply = self.client(&to.addr)?.get_neighbours(self.timed(pb::Empty {})).await;
         Ok(neighbours_from_pb(reply.map_err(unreachable(to))?.into_inner()))
     }
 
     async fn notify(&self, to: &NodeRef, me: &NodeRef) -> Result<(), Unreachable> {
-        self.client(&to.addr)?.notify(node_to_pb(me)).await.map_err(unreachable(to))?;
+        self.client(&to.addr)?.notify(self.timed(node_to_pb(me))).await.map_err(unreachable(to))?;
         Ok(())
     }
 
     async fn ping(&self, to: &NodeRef) -> Result<(), Unreachable> {
-        let reply = self.client(&to.addr)?.ping(pb::Empty {}).await.map_err(unreachable(to))?;
+        let reply = self.client(&to.addr)?.ping(self.timed(pb::Empty {})).await.map_err(unreachable(to))?;
         // Another node now answering on that address is not the node asked for.
         if reply.into_inner().id != to.id.0 {
             return Err(Unreachable(to.addr.clone()));
@@ -71,7 +68,7 @@ impl Transport for GrpcTransport {
     async fn leaving(&self, to: &NodeRef, leaver: &NodeRef, neighbours: Neighbours) -> Result<(), Unreachable> {
         let request =
             pb::LeaveRequest { leaver: Some(node_to_pb(leaver)), neighbours: Some(neighbours_to_pb(&neighbours)) };
-        self.client(&to.addr)?.leave(request).await.map_err(unreachable(to))?;
+        self.client(&to.addr)?.leave(self.timed(request)).await.map_err(unreachable(to))?;
         Ok(())
     }
 }

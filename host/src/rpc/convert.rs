@@ -3,7 +3,12 @@
 
 use tonic::Status;
 
-use super::pb;
+use bytes::Bytes;
+
+use super::{files_pb, pb};
+use crate::integrity::Digest;
+use crate::plugins::FileEntry;
+use crate::store::FileName;
 use crate::chord::{Id, Neighbours, NodeRef, Step};
 
 pub fn node_to_pb(n: &NodeRef) -> pb::Node {
@@ -56,4 +61,22 @@ pub fn step_to_pb(step: Step) -> pb::FindSuccessorResponse {
 pub fn step_from_pb(r: pb::FindSuccessorResponse) -> Step {
     let nodes = nodes_from_pb(r.nodes);
     if r.done { Step::Done(nodes) } else { Step::Next { closer: nodes, successors: nodes_from_pb(r.successors) } }
+}
+
+/// A file entry from the wire, checked: a peer is not trusted with what
+/// ends up in paths, headers and lengths.
+pub fn entry_from_pb(e: files_pb::Entry) -> Result<FileEntry, String> {
+    FileName::parse(&e.name).map_err(|why| format!("entry name {:?}: {why}", e.name))?;
+    let blake3 = match e.blake3.len() {
+        0 => None,
+        32 => Some(Digest(e.blake3[..].try_into().expect("32 bytes"))),
+        n => return Err(format!("entry {:?} has a hash of {n} bytes", e.name)),
+    };
+    Ok(FileEntry { name: e.name, size: e.size, blake3, modified_ns: e.modified_ns })
+}
+
+/// A file entry for the wire.
+pub fn entry_to_pb(e: &FileEntry) -> files_pb::Entry {
+    let blake3 = e.blake3.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.0));
+    files_pb::Entry { name: e.name.clone(), size: e.size, blake3, modified_ns: e.modified_ns }
 }

@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::files_pb::{self as pb, fetch_reply, store_request};
-use crate::files::{Expected, FileError, Files, Known, StoreHow, entry_to_pb};
+use super::convert::entry_to_pb;
+use super::status::to_status;
+use crate::files::{Expected, FileError, Files, Known, StoreHow};
 use crate::integrity::{BLOCK, Digest};
 use crate::plugins::PluginError;
 use crate::store::FileName;
@@ -90,7 +92,7 @@ impl pb::files_server::Files for FilesService {
             _ => return Err(Status::invalid_argument("a copy names its hash in the header or in its commit")),
         };
         let body = content(stream, header.commit_follows.then_some(commit_tx));
-        let stored = self.files.store_here(&name, how, body).await.map_err(|e| e.to_status())?;
+        let stored = self.files.store_here(&name, how, body).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::StoreReply {
             entry: Some(entry_to_pb(&stored.entry)),
             holders: stored.holders,
@@ -103,7 +105,7 @@ impl pb::files_server::Files for FilesService {
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
         let request = request.into_inner();
         let name = name_of(&request.name)?;
-        let handle = self.files.open_here(&name).await.map_err(|e| e.to_status())?;
+        let handle = self.files.open_here(&name).await.map_err(|e| to_status(&e))?;
         let Some(handle) = handle else {
             return Err(Status::not_found(format!("{name} is not stored here")));
         };
@@ -130,7 +132,7 @@ impl pb::files_server::Files for FilesService {
                     if matches!(e, PluginError::Corrupt(_)) {
                         files.damaged(&name, entry.clone());
                     }
-                    FileError::from(e).to_status()
+                    to_status(&FileError::from(e))
                 })
                 .boxed()
         } else {
@@ -141,7 +143,7 @@ impl pb::files_server::Files for FilesService {
 
     async fn stat(&self, request: Request<pb::StatRequest>) -> Result<Response<pb::StatReply>, Status> {
         let name = name_of(&request.into_inner().name)?;
-        let (entry, deleted_ns) = match self.files.known_here(&name).await.map_err(|e| e.to_status())? {
+        let (entry, deleted_ns) = match self.files.known_here(&name).await.map_err(|e| to_status(&e))? {
             Known::Nothing => (None, None),
             Known::File(entry) => (Some(entry_to_pb(&entry)), None),
             Known::Deleted(at) => (None, Some(at)),
@@ -154,7 +156,7 @@ impl pb::files_server::Files for FilesService {
         let name = name_of(&request.name)?;
         // A deletion never asks for more copies than a node keeps.
         let replicas = (request.replicas as usize).min(16);
-        let deleted = self.files.delete_here(&name, request.deleted_ns, replicas).await.map_err(|e| e.to_status())?;
+        let deleted = self.files.delete_here(&name, request.deleted_ns, replicas).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::DeleteReply {
             existed: deleted.existed,
             holders: deleted.holders,
@@ -163,7 +165,7 @@ impl pb::files_server::Files for FilesService {
     }
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        let entries = self.files.plugins().list().await.map_err(|e| FileError::from(e).to_status())?;
+        let entries = self.files.plugins().list().await.map_err(|e| to_status(&FileError::from(e)))?;
         let entries: Vec<_> = entries.entries.iter().filter(|e| e.blake3.is_some()).collect();
         let deleted = self.files.tombstones().all().into_iter().collect();
         Ok(Response::new(pb::ListReply { entries: entries.into_iter().map(entry_to_pb).collect(), deleted }))

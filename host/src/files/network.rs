@@ -1,0 +1,116 @@
+//! What the file service needs of the other nodes, as traits it owns: the
+//! ring's answers (who holds a name) and the other nodes' file services.
+//! The RPC layer implements [`Peers`] over gRPC (`rpc::files_client`) and
+//! the ring is any [`ChordNode`]; `files` never names a wire type.
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+use super::{Deleted, FileError, Known};
+use crate::chord::{ChordNode, Id, NodeRef, RingError, Transport};
+use crate::integrity::Digest;
+use crate::plugins::FileEntry;
+use crate::store::FileName;
+
+/// A future of the file service's.
+pub type Fut<'a, T> = BoxFuture<'a, Result<T, FileError>>;
+
+/// Bytes of a file moving between nodes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, FileError>>;
+
+/// Bytes of a request's body, on their way to a node.
+pub type BodyStream = BoxStream<'static, Result<Bytes, String>>;
+
+/// What a store on another node is (see `Files::store_here`).
+#[derive(Debug, Clone)]
+pub struct StoreOrder {
+    /// The file.
+    pub name: FileName,
+    /// A new upload: whether it may replace a version, and the copies the
+    /// node is to stream on. A copy: none.
+    pub new: Option<(bool, usize)>,
+    /// A copy's version: its time and hash.
+    pub copy_of: Option<(u64, Digest)>,
+}
+
+/// What a node answered a store with.
+#[derive(Debug, Clone)]
+pub struct StoreAnswer {
+    /// The stored file's entry.
+    pub entry: FileEntry,
+    /// The nodes holding a durable copy.
+    pub holders: Vec<String>,
+    /// The copies it meant to make.
+    pub copies_wanted: usize,
+}
+
+/// A copy streamed to another node while an upload arrives. Dropped
+/// without [`CopySink::commit`], the copy ends without its hash and the
+/// node discards it.
+pub trait CopySink: Send {
+    /// Sends the next chunk; a node that is gone or stalls is dropped (its
+    /// answer to the commit says why).
+    fn send(&mut self, chunk: Bytes) -> BoxFuture<'_, ()>;
+    /// Ends the content with its hash; answers the node's address once it
+    /// has the copy durable.
+    fn commit(self: Box<Self>, blake3: Digest) -> BoxFuture<'static, Result<String, FileError>>;
+}
+
+/// The other nodes' file services.
+pub trait Peers: Send + Sync {
+    /// Streams `body` to `node` as `order` says; stops (and the node
+    /// discards what it got) if the body fails or passes `limit` bytes.
+    fn store(&self, node: &str, order: StoreOrder, body: BodyStream, limit: u64) -> Fut<'_, StoreAnswer>;
+    /// Starts streaming a copy of a new upload of `name`, version time
+    /// `version_ns`, to `node`.
+    fn open_copy(&self, node: &str, name: &FileName, version_ns: u64) -> Box<dyn CopySink>;
+    /// `name` on `node`, bytes `offset..end`: its entry and exactly those
+    /// bytes, every block checked against the node's outboard, itself
+    /// checked against the entry's hash.
+    fn fetch(&self, node: &str, name: &FileName, offset: u64, end: u64) -> Fut<'_, (FileEntry, ByteStream)>;
+    /// What `node` knows of `name`.
+    fn stat(&self, node: &str, name: &FileName) -> Fut<'_, Known>;
+    /// Asks `node` to delete `name` as of `deleted_ns` (none: now) and pass
+    /// the deletion to `replicas` successors.
+    fn delete(&self, node: &str, name: &FileName, deleted_ns: Option<u64>, replicas: usize) -> Fut<'_, Deleted>;
+    /// `node`'s own files, and its tombstones (name, deleted at).
+    fn list(&self, node: &str) -> Fut<'_, (Vec<FileEntry>, Vec<(String, u64)>)>;
+}
+
+/// What the file service asks of the ring.
+pub trait Ring: Send + Sync {
+    /// This node.
+    fn me(&self) -> NodeRef;
+    /// This node's successor list.
+    fn successors(&self) -> Vec<NodeRef>;
+    /// The node responsible for `key`, and the hops it took to find it.
+    fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>>;
+    /// `node`'s successor list (empty if it does not answer).
+    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Vec<NodeRef>>;
+    /// The nodes met walking the ring, and whether each answered.
+    fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>>;
+}
+
+impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
+    fn me(&self) -> NodeRef {
+        ChordNode::me(self)
+    }
+
+    fn successors(&self) -> Vec<NodeRef> {
+        self.snapshot().successors().to_vec()
+    }
+
+    fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>> {
+        ChordNode::lookup(self, key).boxed()
+    }
+
+    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Vec<NodeRef>> {
+        async move { self.transport().neighbours(node).await.map(|n| n.successors).unwrap_or_default() }.boxed()
+    }
+
+    fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>> {
+        ChordNode::walk(self, limit).boxed()
+    }
+}

@@ -1,0 +1,292 @@
+//! [`GrpcPeers`]: the file service's view of other nodes ([`Peers`]) over
+//! their `Files` gRPC service, on the channels the ring uses too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use super::channels::Channels;
+use super::convert::entry_from_pb;
+use super::files_pb::{self as pb, files_client::FilesClient};
+use super::status::from_status;
+use crate::files::{
+    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Known, Peers, StoreAnswer, StoreOrder,
+};
+use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
+use crate::plugins::FileEntry;
+use crate::store::FileName;
+
+/// Chunks queued for one copy streamed with an upload.
+const COPY_CHUNKS: usize = 4;
+
+/// Other nodes' file services, over gRPC.
+#[derive(Clone)]
+pub struct GrpcPeers {
+    channels: Channels,
+    call_timeout: Duration,
+    chunk_bytes: usize,
+}
+
+fn malformed(node: &str, message: impl Into<String>) -> FileError {
+    FileError::remote(node, ErrorKind::PeerFailed, message)
+}
+
+fn status_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
+    move |s| from_status(node, &s)
+}
+
+fn message(part: pb::store_request::Part) -> pb::StoreRequest {
+    pb::StoreRequest { part: Some(part) }
+}
+
+impl GrpcPeers {
+    /// Clients on `channels` that give small calls (stat, list)
+    /// `call_timeout` to answer and send chunks of about `chunk_bytes`.
+    pub fn new(channels: Channels, call_timeout: Duration, chunk_bytes: usize) -> Self {
+        Self { channels, call_timeout, chunk_bytes }
+    }
+
+    fn client(&self, node: &str) -> Result<FilesClient<Channel>, FileError> {
+        let channel = self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
+        Ok(FilesClient::new(channel))
+    }
+
+    /// A request that gives up after the call timeout.
+    fn timed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.call_timeout);
+        request
+    }
+
+    async fn store_body(
+        &self,
+        node: &str,
+        order: StoreOrder,
+        body: BodyStream,
+        limit: u64,
+    ) -> Result<StoreAnswer, FileError> {
+        let mut client = self.client(node)?;
+        let (new, replicas) = order.new.unwrap_or((false, 0));
+        let (version_ns, blake3) =
+            order.copy_of.map_or((0, Bytes::new()), |(at, d)| (at, Bytes::copy_from_slice(&d.0)));
+        let header = pb::StoreHeader {
+            name: order.name.as_str().to_owned(),
+            overwrite: new || order.copy_of.is_some(),
+            replicas: replicas as u32,
+            version_ns,
+            blake3,
+            commit_follows: false,
+        };
+        let (tx, rx) = mpsc::channel::<pb::StoreRequest>(4);
+        let _ = tx.try_send(message(pb::store_request::Part::Header(header)));
+        let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let chunk_bytes = self.chunk_bytes;
+        let pump = async move {
+            let mut body = body;
+            let mut total = 0u64;
+            let mut pending = BytesMut::new();
+            while let Some(next) = body.next().await {
+                let data = next.map_err(FileError::Body)?;
+                total += data.len() as u64;
+                if total > limit {
+                    return Err(FileError::TooLarge(limit));
+                }
+                pending.extend_from_slice(&data);
+                // The node hung up: its answer says why.
+                if pending.len() >= chunk_bytes
+                    && tx.send(message(pb::store_request::Part::Chunk(pending.split().freeze()))).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.send(message(pb::store_request::Part::Chunk(pending.freeze()))).await;
+            }
+            Ok(())
+        };
+        let call = async { client.store(outgoing).await.map(|r| r.into_inner()).map_err(status_error(node)) };
+        // If the body fails, the call is dropped mid-stream: the node sees a
+        // reset, not an end, and discards the partial file.
+        let ((), reply) = tokio::try_join!(pump, call)?;
+        let entry = reply.entry.ok_or_else(|| malformed(node, "store reply without entry"))?;
+        let entry = entry_from_pb(entry).map_err(|why| malformed(node, why))?;
+        if entry.name != order.name.as_str() || entry.blake3.is_none() {
+            return Err(malformed(node, format!("stored {} but answered {entry:?}", order.name)));
+        }
+        Ok(StoreAnswer { entry, holders: reply.holders, copies_wanted: reply.copies_wanted as usize })
+    }
+
+    async fn fetch_range(
+        &self,
+        node: &str,
+        name: &FileName,
+        offset: u64,
+        end: u64,
+    ) -> Result<(FileEntry, ByteStream), FileError> {
+        let mut client = self.client(node)?;
+        let request = pb::FetchRequest { name: name.as_str().to_owned(), offset, length: end.saturating_sub(offset) };
+        let mut stream = client.fetch(request).await.map_err(status_error(node))?.into_inner();
+        let entry = match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
+            Some(pb::fetch_reply::Part::Entry(e)) => entry_from_pb(e).map_err(|why| malformed(node, why))?,
+            _ => return Err(malformed(node, "fetch did not start with the entry")),
+        };
+        if entry.name != name.as_str() {
+            return Err(malformed(node, format!("asked for {name}, sent {}", entry.name)));
+        }
+        let root = entry.blake3.ok_or_else(|| malformed(node, format!("{name} has no hash")))?;
+        let outboard_bytes = if outboard_len(entry.size) == 0 {
+            Bytes::new()
+        } else {
+            match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
+                Some(pb::fetch_reply::Part::Outboard(bytes)) => bytes,
+                _ => return Err(malformed(node, "fetch sent no outboard")),
+            }
+        };
+        let outboard = Outboard::verified(root, entry.size, &outboard_bytes)
+            .map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+        let end = end.min(entry.size);
+        let mut verifier = Verifier::new(Arc::new(outboard), offset / BLOCK);
+        let (node, name) = (node.to_owned(), name.clone());
+        let chunks = stream.map(move |m| {
+            let bytes = match m {
+                Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => bytes,
+                Ok(_) => return Err(malformed(&node, "unexpected message in fetch")),
+                Err(s) => return Err(from_status(&node, &s)),
+            };
+            let at = verifier.checked();
+            let checked =
+                verifier.push(bytes).map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+            Ok(trim(checked, at, offset, end))
+        });
+        let bytes = chunks.map_ok(|pieces| futures_util::stream::iter(pieces.into_iter().map(Ok))).try_flatten();
+        Ok((entry, bytes.boxed()))
+    }
+}
+
+impl Peers for GrpcPeers {
+    fn store(&self, node: &str, order: StoreOrder, body: BodyStream, limit: u64) -> Fut<'_, StoreAnswer> {
+        let node = node.to_owned();
+        async move { self.store_body(&node, order, body, limit).await }.boxed()
+    }
+
+    fn open_copy(&self, node: &str, name: &FileName, version_ns: u64) -> Box<dyn CopySink> {
+        let header = pb::StoreHeader {
+            name: name.as_str().to_owned(),
+            overwrite: true,
+            replicas: 0,
+            version_ns,
+            blake3: Bytes::new(),
+            commit_follows: true,
+        };
+        let (tx, rx) = mpsc::channel::<pb::StoreRequest>(COPY_CHUNKS);
+        let _ = tx.try_send(message(pb::store_request::Part::Header(header)));
+        let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let client = self.client(node);
+        let addr = node.to_owned();
+        let reply = tokio::spawn(async move {
+            let reply = client?.store(outgoing).await.map_err(status_error(&addr))?.into_inner();
+            Ok(reply)
+        });
+        let stall = self.channels.connect_timeout() * 5;
+        Box::new(GrpcCopy { node: node.to_owned(), tx: Some(tx), reply, stall })
+    }
+
+    fn fetch(&self, node: &str, name: &FileName, offset: u64, end: u64) -> Fut<'_, (FileEntry, ByteStream)> {
+        let (node, name) = (node.to_owned(), name.clone());
+        async move { self.fetch_range(&node, &name, offset, end).await }.boxed()
+    }
+
+    fn stat(&self, node: &str, name: &FileName) -> Fut<'_, Known> {
+        let (node, name) = (node.to_owned(), name.clone());
+        async move {
+            let request = self.timed(pb::StatRequest { name: name.as_str().to_owned() });
+            let reply = self.client(&node)?.stat(request).await.map_err(status_error(&node))?.into_inner();
+            let entry = reply.entry.map(entry_from_pb).transpose().map_err(|why| malformed(&node, why))?;
+            if entry.as_ref().is_some_and(|e| e.name != name.as_str() || e.blake3.is_none()) {
+                return Err(malformed(&node, format!("asked about {name}, answered {entry:?}")));
+            }
+            Ok(Known::from_parts(entry, reply.deleted_ns))
+        }
+        .boxed()
+    }
+
+    fn delete(&self, node: &str, name: &FileName, deleted_ns: Option<u64>, replicas: usize) -> Fut<'_, Deleted> {
+        let (node, name) = (node.to_owned(), name.clone());
+        async move {
+            let request = pb::DeleteRequest {
+                name: name.as_str().to_owned(),
+                deleted_ns: deleted_ns.unwrap_or(0),
+                replicas: replicas as u32,
+            };
+            let reply = self.client(&node)?.delete(request).await.map_err(status_error(&node))?.into_inner();
+            Ok(Deleted {
+                name: name.as_str().to_owned(),
+                existed: reply.existed,
+                deleted_ns: reply.deleted_ns,
+                holders: reply.holders,
+            })
+        }
+        .boxed()
+    }
+
+    fn list(&self, node: &str) -> Fut<'_, (Vec<FileEntry>, Vec<(String, u64)>)> {
+        let node = node.to_owned();
+        async move {
+            let reply = self.client(&node)?.list(self.timed(pb::ListRequest {})).await;
+            let reply = reply.map_err(status_error(&node))?.into_inner();
+            let entries = reply
+                .entries
+                .into_iter()
+                .filter_map(|e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok())
+                .collect();
+            Ok((entries, reply.deleted.into_iter().collect()))
+        }
+        .boxed()
+    }
+}
+
+/// A copy streamed over gRPC.
+struct GrpcCopy {
+    node: String,
+    tx: Option<mpsc::Sender<pb::StoreRequest>>,
+    reply: tokio::task::JoinHandle<Result<pb::StoreReply, FileError>>,
+    stall: Duration,
+}
+
+impl CopySink for GrpcCopy {
+    fn send(&mut self, chunk: Bytes) -> BoxFuture<'_, ()> {
+        async move {
+            let Some(tx) = &self.tx else { return };
+            match tokio::time::timeout(self.stall, tx.send(message(pb::store_request::Part::Chunk(chunk)))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => self.tx = None,
+                Err(_) => {
+                    tracing::warn!(node = %self.node, "a copy stalled; dropping it");
+                    self.tx = None;
+                    self.reply.abort();
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn commit(mut self: Box<Self>, blake3: Digest) -> BoxFuture<'static, Result<String, FileError>> {
+        async move {
+            if let Some(tx) = self.tx.take() {
+                let commit = pb::StoreCommit { blake3: Bytes::copy_from_slice(&blake3.0) };
+                let _ = tx.send(message(pb::store_request::Part::Commit(commit))).await;
+            }
+            match (&mut self.reply).await {
+                Ok(Ok(_)) => Ok(self.node),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(FileError::remote(&self.node, ErrorKind::PeerUnavailable, "the copy was dropped")),
+            }
+        }
+        .boxed()
+    }
+}
