@@ -116,7 +116,7 @@ impl PluginHost {
             let _ = done_tx.send(host.upload_session(&rt, request, rx, opened_tx));
         });
         opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
-        Ok(UploadHandle { chunks: Some(chunks), done })
+        Ok(UploadHandle { chunks: Some(chunks), done, tree: TreeHasher::new(), cvs: Vec::new() })
     }
 
     /// Removes `name` through the upload plugin; answers whether it existed.
@@ -179,24 +179,19 @@ impl PluginHost {
             refusal: Refusal::Io,
             message: format!("writing {name}: {e}"),
         };
-        let mut tree = TreeHasher::new();
-        let mut cvs = Vec::with_capacity(OUTBOARD_BATCH + 64);
         let result = loop {
             match rx.blocking_recv() {
-                Some(UploadMsg::Chunk(chunk)) => {
-                    tree.update(&chunk, &mut cvs);
+                Some(UploadMsg::Chunk { chunk, cvs }) => {
                     let mut written = rt.block_on(content.blocking_write_and_flush(chunk));
-                    if written.is_ok() && cvs.len() >= OUTBOARD_BATCH {
-                        written = rt.block_on(outboard.blocking_write_and_flush(std::mem::take(&mut cvs).into()));
+                    if let (Ok(()), Some(cvs)) = (&written, cvs) {
+                        written = rt.block_on(outboard.blocking_write_and_flush(cvs));
                     }
                     if let Err(e) = written {
                         break Err(io(e));
                     }
                 }
-                Some(UploadMsg::Finish(expected)) => {
-                    let size = tree.size();
-                    let root = tree.finish(&mut cvs);
-                    if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(std::mem::take(&mut cvs).into())) {
+                Some(UploadMsg::Finish { size, root, cvs, expected }) => {
+                    if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs)) {
                         break Err(io(e));
                     }
                     if let Some(expected) = expected.filter(|e| *e != root) {
@@ -389,8 +384,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 enum UploadMsg {
-    Chunk(Bytes),
-    Finish(Option<Digest>),
+    /// The next bytes, and the outboard they completed, if a batch is due.
+    Chunk { chunk: Bytes, cvs: Option<Bytes> },
+    /// The end: what was hashed, the rest of the outboard, and the hash the
+    /// content must have.
+    Finish { size: u64, root: Digest, cvs: Bytes, expected: Option<Digest> },
 }
 
 /// An upload in progress. Dropped without [`UploadHandle::finish`], the
@@ -398,13 +396,20 @@ enum UploadMsg {
 pub struct UploadHandle {
     chunks: Option<mpsc::Sender<UploadMsg>>,
     done: oneshot::Receiver<Result<FileEntry, PluginError>>,
+    /// Hashing happens here, on the caller's side, so that it overlaps the
+    /// session's thread writing the previous chunk.
+    tree: TreeHasher,
+    cvs: Vec<u8>,
 }
 
 impl UploadHandle {
-    /// Hands the next chunk to the plugin; waits while the plugin is behind.
+    /// Hashes the next chunk and hands it to the plugin's stream; waits
+    /// while the writing is behind.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), PluginError> {
+        self.tree.update(&chunk, &mut self.cvs);
+        let cvs = (self.cvs.len() >= OUTBOARD_BATCH).then(|| Bytes::from(std::mem::take(&mut self.cvs)));
         let sent = match &self.chunks {
-            Some(chunks) => chunks.send(UploadMsg::Chunk(chunk)).await.is_ok(),
+            Some(chunks) => chunks.send(UploadMsg::Chunk { chunk, cvs }).await.is_ok(),
             None => false,
         };
         if sent {
@@ -423,7 +428,10 @@ impl UploadHandle {
     /// hash differs is discarded instead ([`PluginError::Corrupt`]).
     pub async fn finish(mut self, expected: Option<Digest>) -> Result<FileEntry, PluginError> {
         if let Some(chunks) = self.chunks.take() {
-            let _ = chunks.send(UploadMsg::Finish(expected)).await;
+            let size = self.tree.size();
+            let root = std::mem::take(&mut self.tree).finish(&mut self.cvs);
+            let cvs = Bytes::from(std::mem::take(&mut self.cvs));
+            let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected }).await;
         }
         self.done.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))
     }
