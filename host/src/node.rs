@@ -90,13 +90,15 @@ pub async fn run(
     }
     tracing::info!(me = %ring.me().addr, id = %ring.me().id, "serving");
     let maintenance = spawn_maintenance(ring, stop.clone());
-    let repair = spawn_repair(files, config.repair_every, stop.clone());
+    let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
 
     shutdown.await;
     stop.cancel();
     maintenance.await.ok();
     repair.await.ok();
     serving.await.context("server task")??;
+    // Copies finishing in the background and streams still being served.
+    files.shut_down(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 

@@ -1,13 +1,19 @@
-//! This node's own store, through its plugins.
+//! [`Local`]: this node's own store, through its plugins: its copies (a
+//! file copied in by hand is hashed and recorded on first use), its
+//! tombstones, and writes into it.
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 
+use super::known::Known;
+use super::tombstones::Tombstones;
 use super::FileError;
 use crate::integrity::Digest;
-use crate::plugins::{DownloadHandle, FileEntry, PluginError, PluginHost};
+use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginError, PluginHost, PluginKind, Refusal};
 use crate::store::FileName;
 
 /// The hash a written content must have.
@@ -30,67 +36,175 @@ pub struct LocalWrite<'a> {
     /// The stored file's modification time, if given (a copy keeps its
     /// version's time).
     pub modified_ns: Option<u64>,
-    /// The hash the content must have (a copy of a known version).
+    /// The hash the content must have.
     pub expected: Expected,
     /// Bytes accepted at most.
     pub limit: u64,
-    /// Bytes gathered before they are handed to the plugin's stream.
-    pub chunk_bytes: usize,
 }
 
-/// Streams `body` into the store through the upload plugin, refusing it
-/// past `write.limit` bytes. Whatever goes wrong, a partial upload is
-/// abandoned and leaves nothing behind.
-pub async fn store_local<S, E>(
-    plugins: &std::sync::Arc<PluginHost>,
-    write: LocalWrite<'_>,
-    body: S,
-) -> Result<FileEntry, FileError>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    let mut upload = plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
-    let mut body = std::pin::pin!(body);
-    let mut pending = BytesMut::new();
-    let mut total: u64 = 0;
-    while let Some(next) = body.next().await {
-        let data = match next {
-            Ok(data) => data,
-            Err(e) => {
-                upload.abort().await;
-                return Err(FileError::Body(e.to_string()));
-            }
+/// This node's store.
+pub struct Local {
+    plugins: Arc<PluginHost>,
+    tombstones: Tombstones,
+    chunk_bytes: usize,
+}
+
+impl Local {
+    /// The store behind `plugins`, with its `tombstones`; writes go to the
+    /// plugin in chunks of about `chunk_bytes`.
+    pub fn new(plugins: Arc<PluginHost>, tombstones: Tombstones, chunk_bytes: usize) -> Self {
+        Self { plugins, tombstones, chunk_bytes }
+    }
+
+    /// This node's plugins.
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+
+    /// This node's record of deletions.
+    pub fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
+    }
+
+    /// The index plugin's listing (cached until the store changes).
+    pub async fn list(&self) -> Result<Listing, FileError> {
+        Ok(self.plugins.list().await?)
+    }
+
+    /// Opens this node's copy of `name`, if it has one, with its hash and
+    /// outboard: a file the store has no record of (copied in by hand) is
+    /// hashed and recorded first.
+    pub async fn open(&self, name: &FileName) -> Result<Option<DownloadHandle>, FileError> {
+        let Some(handle) = self.open_as_is(name).await? else { return Ok(None) };
+        if handle.entry().blake3.is_some() {
+            return Ok(Some(handle));
+        }
+        let entry = handle.entry().clone();
+        let write = LocalWrite {
+            name,
+            overwrite: true,
+            modified_ns: Some(entry.modified_ns),
+            expected: Expected::Nothing,
+            limit: u64::MAX,
         };
-        total += data.len() as u64;
-        if total > write.limit {
-            upload.abort().await;
-            return Err(FileError::TooLarge(write.limit));
-        }
-        if pending.is_empty() && data.len() >= write.chunk_bytes {
-            upload.write(data).await?;
-            continue;
-        }
-        pending.extend_from_slice(&data);
-        if pending.len() >= write.chunk_bytes {
-            upload.write(pending.split().freeze()).await?;
-        }
-    }
-    if !pending.is_empty() {
-        upload.write(pending.freeze()).await?;
-    }
-    let expected = match write.expected {
-        Expected::Nothing => None,
-        Expected::Known(digest) => Some(digest),
-        Expected::Late(named) => match named.await {
-            Ok(digest) => Some(digest),
-            Err(_) => {
-                upload.abort().await;
-                return Err(FileError::Body(format!("the copy of {} ended without its commit", write.name)));
+        let recorded = self.write(write, whole(handle)).await?;
+        tracing::info!(file = %name, blake3 = ?recorded.blake3, "hashed and recorded a file copied in by hand");
+        match self.open_as_is(name).await? {
+            Some(handle) if handle.entry().blake3.is_some() => Ok(Some(handle)),
+            // Bytes that cannot be checked are never served.
+            Some(_) => Err(PluginError::Trapped {
+                plugin: self.plugins.serving(PluginKind::Download).unwrap_or("download plugin").into(),
+                detail: format!("broke the plugin contract: it does not report the hash recorded for {name}"),
             }
-        },
-    };
-    Ok(upload.finish(expected).await?)
+            .into()),
+            None => Ok(None),
+        }
+    }
+
+    async fn open_as_is(&self, name: &FileName) -> Result<Option<DownloadHandle>, FileError> {
+        match self.plugins.download(name).await {
+            Ok(handle) => Ok(Some(handle)),
+            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// This node's version of `name`, if it has one: from the listing when
+    /// it knows the file's hash (no file is opened), else by opening it.
+    pub async fn entry(&self, name: &FileName) -> Result<Option<FileEntry>, FileError> {
+        if let Ok(listing) = self.plugins.list().await {
+            match listing.entries.iter().find(|e| e.name == name.as_str()) {
+                Some(entry) if entry.blake3.is_some() => return Ok(Some(entry.clone())),
+                Some(_) => {} // not hashed yet: opening it records it
+                None => return Ok(None),
+            }
+        }
+        Ok(self.open(name).await?.map(|handle| handle.entry().clone()))
+    }
+
+    /// What this node knows of `name`: its copy and its tombstone.
+    pub async fn known(&self, name: &FileName) -> Result<Known, FileError> {
+        Ok(Known::from_parts(self.entry(name).await?, self.tombstones.get(name)))
+    }
+
+    /// Records the deletion of `name` at `at` here and removes this node's
+    /// copy unless it is newer; answers whether a copy was removed.
+    pub async fn forget(&self, name: &FileName, at: u64) -> Result<bool, FileError> {
+        self.tombstones
+            .record(name, at)
+            .await
+            .map_err(|e| FileError::Store(format!("cannot record the deletion of {name}: {e}")))?;
+        match self.entry(name).await? {
+            Some(entry) if entry.modified_ns <= at => Ok(self.plugins.remove(name).await?),
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes this node's copy of `name`; answers whether there was one.
+    pub async fn remove(&self, name: &FileName) -> Result<bool, FileError> {
+        Ok(self.plugins.remove(name).await?)
+    }
+
+    /// Streams `body` into the store through the upload plugin, refusing it
+    /// past `write.limit` bytes; a version stored clears older tombstones.
+    /// Whatever goes wrong, a partial upload is abandoned and leaves nothing
+    /// behind.
+    pub async fn write<S, E>(&self, write: LocalWrite<'_>, body: S) -> Result<FileEntry, FileError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let mut upload = self.plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
+        let mut body = std::pin::pin!(body);
+        let mut pending = BytesMut::new();
+        let mut total: u64 = 0;
+        while let Some(next) = body.next().await {
+            let data = match next {
+                Ok(data) => data,
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(FileError::Body(e.to_string()));
+                }
+            };
+            total += data.len() as u64;
+            if total > write.limit {
+                upload.abort().await;
+                return Err(FileError::TooLarge(write.limit));
+            }
+            if pending.is_empty() && data.len() >= self.chunk_bytes {
+                upload.write(data).await?;
+                continue;
+            }
+            pending.extend_from_slice(&data);
+            if pending.len() >= self.chunk_bytes {
+                upload.write(pending.split().freeze()).await?;
+            }
+        }
+        if !pending.is_empty() {
+            upload.write(pending.freeze()).await?;
+        }
+        let expected = match write.expected {
+            Expected::Nothing => None,
+            Expected::Known(digest) => Some(digest),
+            Expected::Late(named) => match named.await {
+                Ok(digest) => Some(digest),
+                Err(_) => {
+                    upload.abort().await;
+                    return Err(FileError::Body(format!("the copy of {} ended without its commit", write.name)));
+                }
+            },
+        };
+        let entry = upload.finish(expected).await?;
+        self.stored(write.name, &entry).await;
+        Ok(entry)
+    }
+
+    /// A version of `name` is stored here: older tombstones go.
+    pub async fn stored(&self, name: &FileName, entry: &FileEntry) {
+        if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
+            tracing::warn!(file = %name, "could not clear its tombstone: {e}");
+        }
+    }
 }
 
 /// The whole content of an open file, as a stream.

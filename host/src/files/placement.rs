@@ -1,8 +1,75 @@
-//! Where a file lives, as pure functions: on the node responsible for its
-//! key and the next k-1 nodes of that node's successor list; and how many
-//! copies make a write quorum.
+//! Where a file lives: on the node responsible for its key and the next
+//! k-1 nodes of that node's successor list. The rules are pure functions
+//! ([`holders`], [`write_quorum`]); [`Placement`] asks the ring.
 
-use crate::chord::NodeRef;
+use std::sync::Arc;
+
+use super::FileError;
+use super::network::Ring;
+use crate::chord::{Id, NodeRef, WALK_LIMIT};
+use crate::store::FileName;
+
+/// This node's view of where files belong.
+pub struct Placement {
+    ring: Arc<dyn Ring>,
+    replicas: usize,
+}
+
+impl Placement {
+    /// Placement of `replicas` copies (k) on `ring`.
+    pub fn new(ring: Arc<dyn Ring>, replicas: usize) -> Self {
+        Self { ring, replicas }
+    }
+
+    /// Copies kept of each file (k).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeRef {
+        self.ring.me()
+    }
+
+    /// Whether `node` is this node.
+    pub fn is_me(&self, node: &NodeRef) -> bool {
+        node.id == self.ring.me().id
+    }
+
+    /// Where `name` belongs: the responsible node first, then its
+    /// successors (one lookup, one successor-list read).
+    pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {
+        let (responsible, _) = self.ring.lookup(Id::hash(name.as_str())).await?;
+        let successors = if self.is_me(&responsible) {
+            self.ring.successors()
+        } else {
+            self.ring.successors_of(&responsible).await
+        };
+        Ok(holders(&responsible, &successors, self.replicas))
+    }
+
+    /// The placement of `name` once `leaver` is gone: k holders besides it.
+    pub async fn holders_without(&self, name: &FileName, leaver: &NodeRef) -> Result<Vec<NodeRef>, FileError> {
+        let placed = self.holders(name).await?;
+        let responsible = &placed[0];
+        let successors = if responsible.id == leaver.id { self.ring.successors() } else { placed[1..].to_vec() };
+        let mut after: Vec<NodeRef> =
+            holders(responsible, &successors, self.replicas + 1).into_iter().filter(|h| h.id != leaver.id).collect();
+        after.truncate(self.replicas);
+        Ok(after)
+    }
+
+    /// Up to `count` of this node's successors, itself excluded.
+    pub fn successors(&self, count: usize) -> Vec<NodeRef> {
+        let me = self.ring.me().id;
+        self.ring.successors().into_iter().filter(|n| n.id != me).take(count).collect()
+    }
+
+    /// The nodes of the ring that answer, met walking it from here.
+    pub async fn live_nodes(&self) -> Vec<NodeRef> {
+        self.ring.walk(WALK_LIMIT).await.into_iter().filter(|(_, alive)| *alive).map(|(n, _)| n).collect()
+    }
+}
 
 /// The holders of a file whose key `responsible` is responsible for:
 /// `responsible` first, then its successors, `k` distinct nodes at most.

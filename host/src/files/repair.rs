@@ -21,12 +21,23 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::known::Known;
-use super::{Files, placement};
+use super::local::Local;
+use super::network::Peers;
+use super::placement::Placement;
+use super::write::Writer;
 use crate::chord::NodeRef;
 use crate::store::FileName;
 
+/// Keeps this node's files and tombstones where the ring says.
+pub struct Repairer {
+    placement: Arc<Placement>,
+    local: Arc<Local>,
+    peers: Arc<dyn Peers>,
+    writer: Arc<Writer>,
+}
+
 /// Runs a repair pass every `every` (with jitter) until `shutdown`.
-pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_repair(repairer: Arc<Repairer>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             // Up to 25 % jitter, so that nodes started together do not pass in step.
@@ -35,7 +46,7 @@ pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationTo
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every + jitter) => {}
             }
-            let copies = files.repair_pass(&shutdown).await;
+            let copies = repairer.repair_pass(&shutdown).await;
             if copies > 0 {
                 tracing::info!(copies, "repair pass copied files to their holders");
             }
@@ -43,19 +54,24 @@ pub fn spawn_repair(files: Arc<Files>, every: Duration, shutdown: CancellationTo
     })
 }
 
-impl Files {
+impl Repairer {
+    /// A repairer of this node's files, copying through `writer`.
+    pub fn new(placement: Arc<Placement>, local: Arc<Local>, peers: Arc<dyn Peers>, writer: Arc<Writer>) -> Self {
+        Self { placement, local, peers, writer }
+    }
+
     /// What this node holds: each of its files (as deleted, if a tombstone
     /// is newer) and each tombstone without a file. `None` if the index
     /// plugin cannot list.
     async fn states(&self) -> Option<Vec<(FileName, Known)>> {
-        let listing = self.plugins().list().await.ok()?;
+        let listing = self.local.list().await.ok()?;
         let mut states: Vec<(FileName, Known)> = Vec::with_capacity(listing.entries.len());
         for entry in listing.entries.iter() {
             let Ok(name) = FileName::parse(&entry.name) else { continue };
             // A file copied in by hand is hashed and recorded first.
             let entry = match entry.blake3 {
                 Some(_) => entry.clone(),
-                None => match self.local_entry(&name).await {
+                None => match self.local.entry(&name).await {
                     Ok(Some(entry)) => entry,
                     Ok(None) => continue,
                     Err(e) => {
@@ -64,11 +80,11 @@ impl Files {
                     }
                 },
             };
-            let deleted = self.tombstones.get(&name);
+            let deleted = self.local.tombstones().get(&name);
             states.push((name, Known::from_parts(Some(entry), deleted)));
         }
         let with_files: HashSet<String> = states.iter().map(|(n, _)| n.as_str().to_owned()).collect();
-        for (name, at) in self.tombstones.all() {
+        for (name, at) in self.local.tombstones().all() {
             if !with_files.contains(&name)
                 && let Ok(name) = FileName::parse(&name)
             {
@@ -87,7 +103,7 @@ impl Files {
             if shutdown.is_cancelled() {
                 break;
             }
-            let Ok(holders) = self.holders(&name).await else { continue };
+            let Ok(holders) = self.placement.holders(&name).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, true).await;
         }
         passed
@@ -97,30 +113,13 @@ impl Files {
     /// the holders it will have once this node is gone.
     pub async fn hand_over(self: &Arc<Self>) -> usize {
         let Some(states) = self.states().await else { return 0 };
-        let me = self.ring().me();
+        let me = self.placement.me();
         let mut passed = 0;
         for (name, mine) in states {
-            let Ok(holders) = self.holders_after_leaving(&name, &me).await else { continue };
+            let Ok(holders) = self.placement.holders_without(&name, &me).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, false).await;
         }
         passed
-    }
-
-    /// The placement of `name` once `leaver` is gone: k holders besides it.
-    async fn holders_after_leaving(&self, name: &FileName, leaver: &NodeRef) -> Result<Vec<NodeRef>, super::FileError> {
-        let holders = self.holders(name).await?;
-        let responsible = &holders[0];
-        let successors = if responsible.id == leaver.id {
-            self.ring().successors()
-        } else {
-            holders[1..].to_vec()
-        };
-        let mut after: Vec<NodeRef> = placement::holders(responsible, &successors, self.replicas + 1)
-            .into_iter()
-            .filter(|h| h.id != leaver.id)
-            .collect();
-        after.truncate(self.replicas);
-        Ok(after)
     }
 
     /// Passes this node's state of `name` (`mine`: a version or a deletion)
@@ -131,7 +130,7 @@ impl Files {
     /// newer. A holder with a deletion newer than this node's copy gets that
     /// copy removed here.
     async fn pass_on(self: &Arc<Self>, name: &FileName, mine: &Known, holders: &[NodeRef], one_pusher: bool) -> usize {
-        let me = self.ring().me();
+        let me = self.placement.me();
         let holding = holders.iter().any(|h| h.id == me.id);
         let mut lacking = Vec::new();
         let mut first_having: Option<&NodeRef> = None;
@@ -173,7 +172,7 @@ impl Files {
         let mut passed = 0;
         for target in lacking.into_iter().filter(|t| t.id != me.id) {
             let sent = match mine {
-                Known::File(_) => self.clone().replicate(target.clone(), name.clone()).await.map(drop),
+                Known::File(_) => self.writer.replicate(&target, name).await.map(drop),
                 Known::Deleted(at) => self.peers.delete(&target.addr, name, Some(*at), 0).await.map(drop),
                 Known::Nothing => Ok(()),
             };
@@ -187,7 +186,7 @@ impl Files {
 
     /// Removes this node's copy of `name`, deleted at `at` elsewhere.
     async fn apply_deletion(&self, name: &FileName, at: u64) {
-        match self.forget_here(name, at).await {
+        match self.local.forget(name, at).await {
             Ok(true) => tracing::info!(file = %name, "removed a copy deleted elsewhere while this node was away"),
             Ok(false) => {}
             Err(e) => tracing::warn!(file = %name, "could not remove a deleted copy: {e}"),
@@ -198,8 +197,8 @@ impl Files {
     /// that every holder has it, or something newer.
     async fn drop_extra(&self, name: &FileName, mine: &Known) {
         let dropped = match mine {
-            Known::File(_) => self.plugins().remove(name).await.map(drop).map_err(|e| e.to_string()),
-            Known::Deleted(_) => self.tombstones.clear_before(name, u64::MAX).await.map_err(|e| e.to_string()),
+            Known::File(_) => self.local.remove(name).await.map(drop).map_err(|e| e.to_string()),
+            Known::Deleted(_) => self.local.tombstones().clear_before(name, u64::MAX).await.map_err(|e| e.to_string()),
             Known::Nothing => Ok(()),
         };
         match dropped {

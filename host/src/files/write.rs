@@ -1,31 +1,116 @@
-//! New uploads on the responsible node. The content is written here and
-//! streamed, as it arrives, to the other holders (a fan-out: every holder
-//! writes the bytes while they stream, nobody reads a stored copy back), and
-//! the upload is acknowledged only once the copies are durable: each holder
-//! has hashed what it received, found it equal to the hash this node
-//! computed, and synced it. A holder that does not answer, or fails
-//! mid-stream, is replaced by the next live successor, which gets a copy
-//! of the durable local file (the repair loop later moves it to the holder
-//! when it is back). With `--write-quorum W` below k, the answer comes once
-//! W copies are durable and the others finish in the background.
+//! [`Writer`]: uploads and deletions across the ring.
+//!
+//! A new upload goes to the responsible node, which writes it and streams
+//! it, as it arrives, to the other holders (a fan-out: every holder writes
+//! the bytes while they stream, nobody reads a stored copy back). It is
+//! acknowledged only once the copies are durable: each holder hashed what it
+//! received, found it equal to the hash the responsible node computed, and
+//! synced it. A holder that does not answer, or fails mid-stream, is
+//! replaced by the next live successor, which gets a copy of the durable
+//! local file (the repair loop later moves it to the holder when it is
+//! back). With `--write-quorum W` below k, the answer comes once W copies
+//! are durable and the others finish in the background.
+//!
+//! A deletion goes to the responsible node, which records it and passes it
+//! to its successors, answering once a majority recorded it.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
+use tokio_util::task::TaskTracker;
 
-use super::network::CopySink;
-use super::service::{Files, Stored};
+use super::local::{Local, LocalWrite, whole};
+use super::network::{CopySink, Peers, StoreOrder};
+use super::placement::{Placement, write_quorum};
+use super::service::{Deleted, StoreHow, Stored};
 use super::tombstones::now_ns;
-use super::FileError;
+use super::{FileError, Known};
+use crate::chord::NodeRef;
 use crate::plugins::UploadHandle;
 use crate::store::FileName;
 
-impl Files {
+/// Writes and deletions of files across the ring.
+pub struct Writer {
+    placement: Arc<Placement>,
+    local: Arc<Local>,
+    peers: Arc<dyn Peers>,
+    write_quorum: usize,
+    max_upload_bytes: u64,
+    chunk_bytes: usize,
+    tasks: TaskTracker,
+}
+
+impl Writer {
+    /// A writer keeping the placement's k copies, answering uploads once
+    /// `write_quorum` copies are durable; background work goes to `tasks`.
+    pub fn new(
+        placement: Arc<Placement>,
+        local: Arc<Local>,
+        peers: Arc<dyn Peers>,
+        (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
+        tasks: TaskTracker,
+    ) -> Self {
+        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks }
+    }
+
+    /// Largest upload accepted, in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
+    /// Stores `body` as `name` on the responsible node, which streams it to
+    /// the other holders; returns once the copies are durable.
+    pub async fn put<S, E>(self: &Arc<Self>, name: &FileName, overwrite: bool, body: S) -> Result<Stored, FileError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let holders = self.placement.holders(name).await?;
+        let replicas = self.placement.replicas() - 1;
+        let responsible = &holders[0];
+        if self.placement.is_me(responsible) {
+            return self.store_here(name, StoreHow::New { overwrite, replicas }, body).await;
+        }
+        let order = StoreOrder { name: name.clone(), new: Some((overwrite, replicas)), copy_of: None };
+        let body = body.map(|item| item.map_err(|e| e.to_string())).boxed();
+        let reply = self.peers.store(&responsible.addr, order, body, self.max_upload_bytes).await?;
+        Ok(Stored { entry: reply.entry, holders: reply.holders, copies_wanted: reply.copies_wanted })
+    }
+
+    /// Stores `body` here as `how` says: a new upload is written here and
+    /// streamed to `replicas` successors as it arrives; a copy of a known
+    /// version is checked against what this node knows (a copy of a version
+    /// deleted or replaced here since is refused) and discarded if its bytes
+    /// do not hash to the version's hash.
+    pub async fn store_here<S, E>(self: &Arc<Self>, name: &FileName, how: StoreHow, body: S) -> Result<Stored, FileError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (version_ns, expected) = match how {
+            StoreHow::New { overwrite, replicas } => return self.store_new(name, overwrite, body, replicas).await,
+            StoreHow::Copy { version_ns, expected } => (version_ns, expected),
+        };
+        match self.local.known(name).await? {
+            Known::Deleted(at) if version_ns <= at => {
+                return Err(FileError::Deleted { name: name.to_string(), at });
+            }
+            Known::File(mine) if mine.modified_ns > version_ns => {
+                return Err(FileError::Superseded { name: name.to_string(), at: mine.modified_ns });
+            }
+            _ => {}
+        }
+        let write =
+            LocalWrite { name, overwrite: true, modified_ns: Some(version_ns), expected, limit: self.max_upload_bytes };
+        let entry = self.local.write(write, body).await?;
+        Ok(Stored { entry, holders: vec![self.placement.me().addr], copies_wanted: 1 })
+    }
+
     /// Stores a new upload here and on `replicas` successors at once;
     /// answers when the copies are durable (see the module's notes).
-    pub(super) async fn store_new<S, E>(
+    async fn store_new<S, E>(
         self: &Arc<Self>,
         name: &FileName,
         overwrite: bool,
@@ -38,8 +123,8 @@ impl Files {
     {
         let version_ns = now_ns();
         // Refused here (exists, no plugin), nothing is sent anywhere.
-        let mut local = self.plugins.upload(name, overwrite, Some(version_ns)).await?;
-        let candidates = self.successors(usize::MAX);
+        let mut local = self.local.plugins().upload(name, overwrite, Some(version_ns)).await?;
+        let candidates = self.placement.successors(usize::MAX);
         let (first, spare) = candidates.split_at(replicas.min(candidates.len()));
         let mut copies: Vec<Box<dyn CopySink>> =
             first.iter().map(|target| self.peers.open_copy(&target.addr, name, version_ns)).collect();
@@ -67,12 +152,12 @@ impl Files {
         // Dropped unfinished, the copies end without their commit and every
         // holder discards what it got.
         let entry = local.finish(None).await?;
-        self.stored(name, &entry).await;
+        self.local.stored(name, &entry).await;
         let root = entry.blake3.expect("the host hashed what it wrote");
 
         let copies_wanted = 1 + replicas.min(candidates.len());
         let quorum = self.write_quorum.min(copies_wanted);
-        let mut holders = vec![self.ring.me().addr.clone()];
+        let mut holders = vec![self.placement.me().addr];
         let mut commits: FuturesUnordered<_> = copies.into_iter().map(|c| c.commit(root)).collect();
         while holders.len() < quorum {
             match commits.next().await {
@@ -84,7 +169,7 @@ impl Files {
         if !commits.is_empty() {
             // The answer does not wait for these (write quorum below k).
             let name = name.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 while let Some(outcome) = commits.next().await {
                     if let Err(e) = outcome {
                         tracing::warn!(file = %name, "a copy streamed with the upload failed: {e}");
@@ -98,7 +183,7 @@ impl Files {
             if holders.len() >= quorum {
                 break;
             }
-            match self.clone().replicate(target.clone(), name.clone()).await {
+            match self.replicate(target, name).await {
                 Ok(addr) => holders.push(addr),
                 Err(e) => tracing::warn!(file = %name, node = %target.addr, "no copy on a stand-in either: {e}"),
             }
@@ -107,6 +192,75 @@ impl Files {
             tracing::warn!(file = %name, copies = holders.len(), quorum, "fewer live nodes than copies wanted");
         }
         Ok(Stored { entry, holders, copies_wanted })
+    }
+
+    /// Copies this node's `name` to `target`; answers `target`'s address.
+    pub async fn replicate(&self, target: &NodeRef, name: &FileName) -> Result<String, FileError> {
+        let handle = self.local.open(name).await?.ok_or_else(|| FileError::NotFound(name.to_string()))?;
+        let entry = handle.entry().clone();
+        let blake3 = entry.blake3.ok_or_else(|| FileError::Store(format!("{name} has no hash")))?;
+        let order = StoreOrder { name: name.clone(), new: None, copy_of: Some((entry.modified_ns, blake3)) };
+        let body = whole(handle).map(|item| item.map_err(|e| e.to_string())).boxed();
+        self.peers.store(&target.addr, order, body, u64::MAX).await?;
+        Ok(target.addr.clone())
+    }
+
+    /// Deletes `name` on every holder: the responsible node records the
+    /// deletion and passes it to its successors; answers once a write quorum
+    /// recorded it.
+    pub async fn delete(self: &Arc<Self>, name: &FileName) -> Result<Deleted, FileError> {
+        let holders = self.placement.holders(name).await?;
+        let replicas = self.placement.replicas() - 1;
+        let responsible = &holders[0];
+        if self.placement.is_me(responsible) {
+            return self.delete_here(name, None, replicas).await;
+        }
+        self.peers.delete(&responsible.addr, name, None, replicas).await
+    }
+
+    /// Records the deletion of `name` at `at` (none: now) here, removes this
+    /// node's copy if it is not newer, then does the same on `replicas`
+    /// successors, answering once a write quorum recorded it (the others go
+    /// on in the background).
+    pub async fn delete_here(
+        self: &Arc<Self>,
+        name: &FileName,
+        at: Option<u64>,
+        replicas: usize,
+    ) -> Result<Deleted, FileError> {
+        let at = at.unwrap_or_else(now_ns);
+        let existed_here = self.local.forget(name, at).await?;
+        let targets = self.placement.successors(replicas);
+        let wanted = write_quorum(targets.len() + 1);
+        let mut deletes: FuturesUnordered<_> = targets
+            .into_iter()
+            .map(|target| {
+                let (peers, name) = (self.peers.clone(), name.clone());
+                // Spawned: a deletion under way finishes even if the client
+                // goes away.
+                self.tasks.spawn(async move {
+                    let reply = peers.delete(&target.addr, &name, Some(at), 0).await?;
+                    Ok::<_, FileError>((target.addr, reply.existed))
+                })
+            })
+            .collect();
+        let mut holders = vec![self.placement.me().addr];
+        let mut existed = existed_here;
+        while holders.len() < wanted {
+            match deletes.next().await {
+                Some(Ok(Ok((addr, had)))) => {
+                    holders.push(addr);
+                    existed |= had;
+                }
+                Some(Ok(Err(e))) => tracing::warn!(file = %name, "a deletion was not recorded: {e}"),
+                Some(Err(e)) => tracing::warn!(file = %name, "a deletion's task failed: {e}"),
+                None => break,
+            }
+        }
+        if holders.len() < wanted {
+            return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });
+        }
+        Ok(Deleted { name: name.to_string(), existed, deleted_ns: at, holders })
     }
 }
 

@@ -197,7 +197,7 @@ pub async fn download(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, length);
     let body = match span {
-        Some(span) if method != Method::HEAD => Body::from_stream(source.stream(span)),
+        Some(span) if method != Method::HEAD => Body::from_stream(source.start(span).await?),
         _ => Body::empty(),
     };
     Ok(response.body(body).expect("valid response"))

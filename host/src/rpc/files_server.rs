@@ -156,7 +156,7 @@ impl pb::files_server::Files for FilesService {
         let name = name_of(&request.name)?;
         // A deletion never asks for more copies than a node keeps.
         let replicas = (request.replicas as usize).min(16);
-        let deleted = self.files.delete_here(&name, request.deleted_ns, replicas).await.map_err(|e| to_status(&e))?;
+        let deleted = self.files.delete_here(&name, (request.deleted_ns != 0).then_some(request.deleted_ns), replicas).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::DeleteReply {
             existed: deleted.existed,
             holders: deleted.holders,

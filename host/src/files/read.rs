@@ -1,5 +1,5 @@
-//! Reading a file wherever it is: [`Files::open`] picks the newest version
-//! among the holders, and a [`Source`] streams it. Every byte is checked
+//! [`Reader`]: reading a file wherever it is. [`Reader::open`] picks the
+//! newest version among the holders, and a [`Source`] streams it. Every byte is checked
 //! before it is handed on: this node's copy block by block against its
 //! outboard as its plugin's stream is read, another node's block by block
 //! against the outboard that node sends, itself checked against the hash
@@ -17,20 +17,38 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use tokio_util::task::TaskTracker;
+
 use super::known::Known;
-use super::{FileError, Files};
+use super::local::Local;
+use super::network::Peers;
+use super::placement::Placement;
+use super::FileError;
 use crate::chord::{Id, NodeRef};
 use crate::plugins::{DownloadHandle, FileEntry, PluginError};
 use crate::store::FileName;
 
-impl Files {
+/// Reads of files across the ring.
+pub struct Reader {
+    placement: Arc<Placement>,
+    local: Arc<Local>,
+    peers: Arc<dyn Peers>,
+    tasks: TaskTracker,
+}
+
+impl Reader {
+    /// A reader of the placement's holders; stream pumps go to `tasks`.
+    pub fn new(placement: Arc<Placement>, local: Arc<Local>, peers: Arc<dyn Peers>, tasks: TaskTracker) -> Self {
+        Self { placement, local, peers, tasks }
+    }
+
     /// Opens the newest version of `name`: asks every holder what it knows,
     /// and reads here if this node has that version, else from the holders
     /// that have it. A deletion newer than every copy is not found.
     pub async fn open(self: &Arc<Self>, name: &FileName) -> Result<Source, FileError> {
         // Unless a holder elsewhere has it, a missing local plugin is the answer.
         let mut last = FileError::NotFound(name.to_string());
-        let local = match self.open_here(name).await {
+        let local = match self.local.open(name).await {
             Ok(handle) => handle,
             Err(FileError::Plugin(e @ PluginError::Unavailable(_))) => {
                 last = e.into();
@@ -42,7 +60,7 @@ impl Files {
             }
             Err(e) => return Err(e),
         };
-        let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.tombstones.get(name));
+        let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.local.tombstones().get(name));
         let (newest, having) = match self.survey(name, &here).await {
             Ok(found) => found,
             // Without the ring, this node's own copy is all there is.
@@ -56,7 +74,7 @@ impl Files {
         if local.is_none() && having.is_empty() {
             return Err(last);
         }
-        Ok(Source { files: self.clone(), name: name.clone(), entry: wanted, local, having })
+        Ok(Source { reader: self.clone(), name: name.clone(), entry: wanted, local, having })
     }
 
     /// Asks the other holders of `name` what they know of it: the newest
@@ -64,8 +82,8 @@ impl Files {
     /// that have that state. Fails if none knows the name and one did not
     /// answer.
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
-        let me = self.ring.me().id;
-        let holders: Vec<NodeRef> = self.holders(name).await?.into_iter().filter(|h| h.id != me).collect();
+        let holders: Vec<NodeRef> =
+            self.placement.holders(name).await?.into_iter().filter(|h| !self.placement.is_me(h)).collect();
         let theirs =
             futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
         let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
@@ -87,13 +105,13 @@ impl Files {
     /// A node that serves the newest version of `name`: this one if it has
     /// it, else the first other holder that does.
     pub async fn locate(&self, name: &FileName) -> Result<(String, FileEntry), FileError> {
-        let here = self.known_here(name).await?;
+        let here = self.local.known(name).await?;
         let (newest, having) = self.survey(name, &here).await?;
         let Known::File(entry) = &newest else {
             return Err(FileError::NotFound(name.to_string()));
         };
         let node = if here.same(&newest) {
-            self.ring.me().addr.clone()
+            self.placement.me().addr
         } else {
             having.into_iter().next().map(|h| h.addr).ok_or_else(|| FileError::NoHolder(name.to_string()))?
         };
@@ -104,14 +122,14 @@ impl Files {
     /// holder has the same version, so the repair loop copies a good one
     /// back (a damaged only copy is kept, for whatever can be saved).
     pub fn damaged(self: &Arc<Self>, name: &FileName, version: FileEntry) {
-        let (files, name) = (self.clone(), name.clone());
-        tokio::spawn(async move {
-            let Ok((_, having)) = files.survey(&name, &Known::File(version)).await else { return };
+        let (reader, name) = (self.clone(), name.clone());
+        self.tasks.spawn(async move {
+            let Ok((_, having)) = reader.survey(&name, &Known::File(version)).await else { return };
             if having.is_empty() {
                 tracing::error!(file = %name, "this node's copy is damaged and no other holder has it");
                 return;
             }
-            match files.plugins.remove(&name).await {
+            match reader.local.remove(&name).await {
                 Ok(_) => tracing::warn!(file = %name, "removed this node's damaged copy; repair will restore it"),
                 Err(e) => tracing::warn!(file = %name, "could not remove this node's damaged copy: {e}"),
             }
@@ -124,7 +142,7 @@ type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
 
 /// An open file somewhere in the network.
 pub struct Source {
-    files: Arc<Files>,
+    reader: Arc<Reader>,
     name: FileName,
     entry: FileEntry,
     local: Option<DownloadHandle>,
@@ -140,22 +158,33 @@ impl Source {
     /// Streams `range` of the file, checked block by block. If the holder
     /// being read dies or sends a block that does not match, reading goes on
     /// from the next holder of the same version at the same offset.
-    pub fn stream(self, range: RangeInclusive<u64>) -> impl Stream<Item = Result<Bytes, FileError>> + Send + 'static {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
+    ///
+    /// The first holder is opened before this returns, so that a file no
+    /// holder can serve fails with that holder's own error (a status the
+    /// client sees) rather than a broken body.
+    pub async fn start(
+        self,
+        range: RangeInclusive<u64>,
+    ) -> Result<impl Stream<Item = Result<Bytes, FileError>> + Send + 'static, FileError> {
         let (start, end) = (*range.start(), *range.end() + 1);
-        let Source { files, name, entry, local, having } = self;
-        tokio::spawn(async move {
+        let Source { reader, name, entry, local, having } = self;
+        let me = reader.placement.me().id;
+        let mut failed: HashSet<Id> = HashSet::new();
+        let first: Reading = match local {
+            Some(handle) => (None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()),
+            None => reader.reopen(&name, &entry, &having, start..end, &failed).await?,
+        };
+        let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
+        reader.tasks.clone().spawn(async move {
             let mut offset = start;
-            let mut failed: HashSet<Id> = HashSet::new();
-            let mut current: Option<Reading> = local
-                .map(|handle| (None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()));
+            let mut current = Some(first);
             while offset < end {
                 let (holder, mut stream) = match current.take() {
                     Some(open) => open,
-                    None => match reopen(&files, &name, &entry, &having, offset, end, &failed).await {
-                        Some(open) => open,
-                        None => {
-                            let _ = tx.send(Err(FileError::NoHolder(name.to_string()))).await;
+                    None => match reader.reopen(&name, &entry, &having, offset..end, &failed).await {
+                        Ok(open) => open,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
                             return;
                         }
                     },
@@ -175,56 +204,60 @@ impl Source {
                         Err(e) => {
                             tracing::warn!(file = %name, offset, "holder failed mid-stream, trying the next: {e}");
                             if holder.is_none() && matches!(e, FileError::Plugin(PluginError::Corrupt(_))) {
-                                files.damaged(&name, entry.clone());
+                                reader.damaged(&name, entry.clone());
                             }
-                            failed.insert(holder.unwrap_or(files.ring.me().id));
+                            failed.insert(holder.unwrap_or(me));
                             break;
                         }
                     }
                 }
                 if holder.is_none() && offset < end {
                     // The local copy failed or ended early: only remote holders are left.
-                    failed.insert(files.ring.me().id);
+                    failed.insert(me);
                 }
             }
         });
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
     }
 }
 
-/// Opens `offset..end` of `name` on the next holder of the version `entry`
-/// not yet `failed`: the holders that had it when the file was opened,
-/// then any holder the ring names now.
-async fn reopen(
-    files: &Arc<Files>,
-    name: &FileName,
-    entry: &FileEntry,
-    having: &[NodeRef],
-    offset: u64,
-    end: u64,
-    failed: &HashSet<Id>,
-) -> Option<Reading> {
-    let mut candidates: Vec<NodeRef> = having.to_vec();
-    for holder in files.holders(name).await.unwrap_or_default() {
-        if !candidates.iter().any(|c| c.id == holder.id) {
-            candidates.push(holder);
-        }
-    }
-    let me = files.ring.me().id;
-    for holder in candidates.into_iter().filter(|h| !failed.contains(&h.id)) {
-        if holder.id == me {
-            let Ok(Some(handle)) = files.open_here(name).await else { continue };
-            if handle.entry().blake3 == entry.blake3 {
-                return Some((None, handle.stream(offset..=end - 1).map(|r| r.map_err(FileError::from)).boxed()));
+impl Reader {
+    /// Opens `range` of `name` on the next holder of the version `entry`
+    /// not yet `failed`: the holders that had it when the file was opened,
+    /// then any holder the ring names now. None left: the last one's error.
+    async fn reopen(
+        &self,
+        name: &FileName,
+        entry: &FileEntry,
+        having: &[NodeRef],
+        range: std::ops::Range<u64>,
+        failed: &HashSet<Id>,
+    ) -> Result<Reading, FileError> {
+        let mut candidates: Vec<NodeRef> = having.to_vec();
+        for holder in self.placement.holders(name).await.unwrap_or_default() {
+            if !candidates.iter().any(|c| c.id == holder.id) {
+                candidates.push(holder);
             }
-            continue;
         }
-        let Ok((theirs, stream)) = files.peers.fetch(&holder.addr, name, offset, end).await else {
-            continue;
-        };
-        if theirs.blake3 == entry.blake3 {
-            return Some((Some(holder.id), stream.boxed()));
+        let mut last = FileError::NoHolder(name.to_string());
+        for holder in candidates.into_iter().filter(|h| !failed.contains(&h.id)) {
+            if self.placement.is_me(&holder) {
+                match self.local.open(name).await {
+                    Ok(Some(handle)) if handle.entry().blake3 == entry.blake3 => {
+                        let stream = handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from));
+                        return Ok((None, stream.boxed()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => last = e,
+                }
+                continue;
+            }
+            match self.peers.fetch(&holder.addr, name, range.start, range.end).await {
+                Ok((theirs, stream)) if theirs.blake3 == entry.blake3 => return Ok((Some(holder.id), stream)),
+                Ok(_) => {} // changed since it was asked
+                Err(e) => last = e,
+            }
         }
+        Err(last)
     }
-    None
 }
