@@ -7,7 +7,6 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use ringshare_tests::{TestNode, client, pattern};
 
-
 const CHUNK: usize = 1 << 20;
 const CHUNKS: u64 = 256; // 256 MiB
 

@@ -4,9 +4,8 @@
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, blake3_hex, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, wait_converged};
 use serde_json::Value;
-
 
 async fn start_ring(n: usize) -> Vec<TestNode> {
     let mut nodes = vec![NodeSetup::default().start().await];
@@ -470,15 +469,14 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     let old_copy = blake3::hash(b"old copy").as_bytes().to_vec();
     let store_as = |name: &str, version_ns: u64, blake3: Vec<u8>, first: Option<Part>| {
         let blake3 = blake3.into();
-        let header =
-            Part::Header(pb::StoreHeader {
-                name: name.into(),
-                overwrite: true,
-                replicas: 0,
-                version_ns,
-                blake3,
-                commit_follows: false,
-            });
+        let header = Part::Header(pb::StoreHeader {
+            name: name.into(),
+            overwrite: true,
+            replicas: 0,
+            version_ns,
+            blake3,
+            commit_follows: false,
+        });
         let parts = vec![first.unwrap_or(header), Part::Chunk(b"old copy".to_vec().into())];
         futures_util::stream::iter(parts.into_iter().map(|p| pb::StoreRequest { part: Some(p) }))
     };

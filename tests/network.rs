@@ -6,9 +6,8 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, client, eventually, pattern, blake3_hex, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, wait_converged};
 use serde_json::Value;
-
 
 const FILES: usize = 50;
 const LARGEST: usize = (200 << 20) + 3;

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use reqwest::header;
-use ringshare_tests::{NodeSetup, TestNode, client, pattern, raw_request, blake3_hex};
+use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, pattern, raw_request};
 use serde_json::Value;
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {

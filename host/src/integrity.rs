@@ -193,8 +193,7 @@ impl Outboard {
         if bytes.len() as u64 != outboard_len(size) {
             return Err(IntegrityError::Outboard);
         }
-        let cvs: Vec<ChainingValue> =
-            bytes.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+        let cvs: Vec<ChainingValue> = bytes.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
         let outboard = Self { root, size, cvs };
         if outboard.cvs.len() > 1 && outboard.computed_root() != root {
             return Err(IntegrityError::Outboard);

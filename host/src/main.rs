@@ -80,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
     config.chord.successors = args.successors.max(1);
     config.replicas = args.replicas as usize;
     if let Some(w) = args.write_quorum {
-        anyhow::ensure!(w <= args.replicas, "--write-quorum {w} is more than the {} copies kept (--replicas)", args.replicas);
+        anyhow::ensure!(
+            w <= args.replicas,
+            "--write-quorum {w} is more than the {} copies kept (--replicas)",
+            args.replicas
+        );
         config.write_quorum = Some(w as usize);
     }
     config.repair_every = Duration::from_millis(args.repair_ms);

@@ -9,9 +9,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 
+use super::error::FileError;
 use super::known::Known;
 use super::tombstones::Tombstones;
-use super::FileError;
 use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginError, PluginHost, PluginKind, Refusal};
 use crate::store::FileName;

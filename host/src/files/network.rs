@@ -7,8 +7,10 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use serde::Serialize;
 
-use super::{Deleted, FileError, Known};
+use super::error::FileError;
+use super::known::Known;
 use crate::chord::{ChordNode, Id, NodeRef, RingError, Transport};
 use crate::integrity::Digest;
 use crate::plugins::FileEntry;
@@ -22,6 +24,19 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, FileError>>;
 
 /// Bytes of a request's body, on their way to a node.
 pub type BodyStream = BoxStream<'static, Result<Bytes, String>>;
+
+/// A deletion and the nodes that recorded it when it was acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    /// The file's name.
+    pub name: String,
+    /// Whether any of those nodes had a copy.
+    pub existed: bool,
+    /// When it was deleted, ns since the Unix epoch (the responsible node's clock).
+    pub deleted_ns: u64,
+    /// Addresses of the nodes that recorded it, the responsible node first.
+    pub holders: Vec<String>,
+}
 
 /// What a store on another node is (see `Files::store_here`).
 #[derive(Debug, Clone)]

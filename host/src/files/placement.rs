@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::FileError;
+use super::error::FileError;
 use super::network::Ring;
 use crate::chord::{Id, NodeRef, WALK_LIMIT};
 use crate::store::FileName;
@@ -40,11 +40,8 @@ impl Placement {
     /// successors (one lookup, one successor-list read).
     pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {
         let (responsible, _) = self.ring.lookup(Id::hash(name.as_str())).await?;
-        let successors = if self.is_me(&responsible) {
-            self.ring.successors()
-        } else {
-            self.ring.successors_of(&responsible).await
-        };
+        let successors =
+            if self.is_me(&responsible) { self.ring.successors() } else { self.ring.successors_of(&responsible).await };
         Ok(holders(&responsible, &successors, self.replicas))
     }
 

@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
 
+use super::error::FileError;
 use super::known::Known;
 use super::local::Local;
 use super::network::Peers;
 use super::placement::Placement;
-use super::FileError;
 use crate::chord::{Id, NodeRef};
 use crate::plugins::{DownloadHandle, FileEntry, PluginError};
 use crate::store::FileName;
@@ -84,8 +84,7 @@ impl Reader {
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
         let holders: Vec<NodeRef> =
             self.placement.holders(name).await?.into_iter().filter(|h| !self.placement.is_me(h)).collect();
-        let theirs =
-            futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+        let theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
         let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
         if newest == Known::Nothing
             && let Some(Err(e)) = theirs.iter().find(|k| k.is_err())

@@ -13,14 +13,16 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
-use super::local::{Expected, Local};
+use super::error::FileError;
+use super::known::Known;
+use super::local::Local;
+use super::network::Deleted;
 use super::network::{Peers, Ring};
 use super::placement::Placement;
 use super::read::{Reader, Source};
 use super::repair::Repairer;
 use super::tombstones::Tombstones;
-use super::write::Writer;
-use super::{FileError, Known};
+use super::write::{StoreHow, Stored, Writer};
 use crate::chord::NodeRef;
 use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, PluginHost};
@@ -49,50 +51,6 @@ pub struct FilesSettings {
     pub max_upload_bytes: u64,
     /// Bytes gathered before they go to a plugin's stream or the wire.
     pub chunk_bytes: usize,
-}
-
-/// A stored file and the nodes holding it when the upload was acknowledged.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    /// The file's entry.
-    pub entry: FileEntry,
-    /// Addresses of the nodes holding a durable copy, the responsible node
-    /// first.
-    pub holders: Vec<String>,
-    /// Copies the responsible node meant to make: k, or fewer when the ring
-    /// has fewer live nodes.
-    pub copies_wanted: usize,
-}
-
-/// What a store on this node is.
-pub enum StoreHow {
-    /// A new upload, to be streamed on to `replicas` successors.
-    New {
-        /// Whether an existing version is replaced.
-        overwrite: bool,
-        /// Copies to make besides this node's.
-        replicas: usize,
-    },
-    /// A copy of a version: its time, and the hash its bytes must have.
-    Copy {
-        /// The version's modification time.
-        version_ns: u64,
-        /// Its hash, known now or sent after the content.
-        expected: Expected,
-    },
-}
-
-/// A deletion and the nodes that recorded it when it was acknowledged.
-#[derive(Debug, Clone, Serialize)]
-pub struct Deleted {
-    /// The file's name.
-    pub name: String,
-    /// Whether any of those nodes had a copy.
-    pub existed: bool,
-    /// When it was deleted, ns since the Unix epoch (the responsible node's clock).
-    pub deleted_ns: u64,
-    /// Addresses of the nodes that recorded it, the responsible node first.
-    pub holders: Vec<String>,
 }
 
 /// One file in the network listing.

@@ -21,15 +21,46 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
-use super::local::{Local, LocalWrite, whole};
-use super::network::{CopySink, Peers, StoreOrder};
+use super::error::FileError;
+use super::known::Known;
+use super::local::{Expected, Local, LocalWrite, whole};
+use super::network::{CopySink, Deleted, Peers, StoreOrder};
 use super::placement::{Placement, write_quorum};
-use super::service::{Deleted, StoreHow, Stored};
 use super::tombstones::now_ns;
-use super::{FileError, Known};
 use crate::chord::NodeRef;
-use crate::plugins::UploadHandle;
+use crate::plugins::{FileEntry, UploadHandle};
 use crate::store::FileName;
+
+/// A stored file and the nodes holding it when the upload was acknowledged.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The file's entry.
+    pub entry: FileEntry,
+    /// Addresses of the nodes holding a durable copy, the responsible node
+    /// first.
+    pub holders: Vec<String>,
+    /// Copies the responsible node meant to make: k, or fewer when the ring
+    /// has fewer live nodes.
+    pub copies_wanted: usize,
+}
+
+/// What a store on this node is.
+pub enum StoreHow {
+    /// A new upload, to be streamed on to `replicas` successors.
+    New {
+        /// Whether an existing version is replaced.
+        overwrite: bool,
+        /// Copies to make besides this node's.
+        replicas: usize,
+    },
+    /// A copy of a version: its time, and the hash its bytes must have.
+    Copy {
+        /// The version's modification time.
+        version_ns: u64,
+        /// Its hash, known now or sent after the content.
+        expected: Expected,
+    },
+}
 
 /// Writes and deletions of files across the ring.
 pub struct Writer {
@@ -84,7 +115,12 @@ impl Writer {
     /// version is checked against what this node knows (a copy of a version
     /// deleted or replaced here since is refused) and discarded if its bytes
     /// do not hash to the version's hash.
-    pub async fn store_here<S, E>(self: &Arc<Self>, name: &FileName, how: StoreHow, body: S) -> Result<Stored, FileError>
+    pub async fn store_here<S, E>(
+        self: &Arc<Self>,
+        name: &FileName,
+        how: StoreHow,
+        body: S,
+    ) -> Result<Stored, FileError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,

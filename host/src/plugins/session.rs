@@ -247,14 +247,13 @@ impl PluginHost {
         let Ok(plugin) = loaded(&self.download, PluginKind::Download) else {
             return;
         };
-        let (mut store, instance) =
-            match self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s)) {
-                Ok(started) => started,
-                Err(e) => {
-                    let _ = opened.send(Err(e));
-                    return;
-                }
-            };
+        let (mut store, instance) = match self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s)) {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return;
+            }
+        };
         let api = instance.ringshare_plugin_download();
         let mut attempt = 0;
         let (reader, entry, outboard) = loop {
@@ -336,8 +335,8 @@ impl PluginHost {
                 Err(e) => return Err(io_error(&plugin.name, name, e)),
             }
         }
-        let outboard = Outboard::verified(root, entry.size, &bytes)
-            .map_err(|e| PluginError::Corrupt(format!("{name}: {e}")))?;
+        let outboard =
+            Outboard::verified(root, entry.size, &bytes).map_err(|e| PluginError::Corrupt(format!("{name}: {e}")))?;
         Ok((entry, Some(Arc::new(outboard))))
     }
 

@@ -90,7 +90,8 @@ pub async fn upload(
         let (stored, ()) = tokio::join!(put, pump);
         let entry = stored?.entry;
         let message = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
-        let reply = UploadJson { filename: entry.name, message, size: entry.size, blake3: entry.blake3.map(|d| d.to_hex()) };
+        let reply =
+            UploadJson { filename: entry.name, message, size: entry.size, blake3: entry.blake3.map(|d| d.to_hex()) };
         return Ok((StatusCode::OK, Json(reply)));
     }
     Err(bad("no `file` part in the form".into()))

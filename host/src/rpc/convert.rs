@@ -6,10 +6,10 @@ use tonic::Status;
 use bytes::Bytes;
 
 use super::{files_pb, pb};
+use crate::chord::{Id, Neighbours, NodeRef, Step};
 use crate::integrity::Digest;
 use crate::plugins::FileEntry;
 use crate::store::FileName;
-use crate::chord::{Id, Neighbours, NodeRef, Step};
 
 pub fn node_to_pb(n: &NodeRef) -> pb::Node {
     pb::Node { id: n.id.0, addr: n.addr.clone() }

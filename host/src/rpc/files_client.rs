@@ -52,7 +52,8 @@ impl GrpcPeers {
     }
 
     fn client(&self, node: &str) -> Result<FilesClient<Channel>, FileError> {
-        let channel = self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
+        let channel =
+            self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
         Ok(FilesClient::new(channel))
     }
 
@@ -159,8 +160,7 @@ impl GrpcPeers {
                 Err(s) => return Err(from_status(&node, &s)),
             };
             let at = verifier.checked();
-            let checked =
-                verifier.push(bytes).map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+            let checked = verifier.push(bytes).map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
             Ok(trim(checked, at, offset, end))
         });
         let bytes = chunks.map_ok(|pieces| futures_util::stream::iter(pieces.into_iter().map(Ok))).try_flatten();

@@ -9,8 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::convert::entry_to_pb;
+use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::status::to_status;
 use crate::files::{Expected, FileError, Files, Known, StoreHow};
 use crate::integrity::{BLOCK, Digest};
@@ -156,7 +156,11 @@ impl pb::files_server::Files for FilesService {
         let name = name_of(&request.name)?;
         // A deletion never asks for more copies than a node keeps.
         let replicas = (request.replicas as usize).min(16);
-        let deleted = self.files.delete_here(&name, (request.deleted_ns != 0).then_some(request.deleted_ns), replicas).await.map_err(|e| to_status(&e))?;
+        let deleted = self
+            .files
+            .delete_here(&name, (request.deleted_ns != 0).then_some(request.deleted_ns), replicas)
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::DeleteReply {
             existed: deleted.existed,
             holders: deleted.holders,
