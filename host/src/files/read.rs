@@ -232,31 +232,48 @@ impl Reader {
         range: std::ops::Range<u64>,
         failed: &HashSet<Id>,
     ) -> Result<Reading, FileError> {
-        let mut candidates: Vec<NodeRef> = having.to_vec();
-        for holder in self.placement.holders(name).await.unwrap_or_default() {
-            if !candidates.iter().any(|c| c.id == holder.id) {
-                candidates.push(holder);
-            }
-        }
         let mut last = FileError::NoHolder(name.to_string());
-        for holder in candidates.into_iter().filter(|h| !failed.contains(&h.id)) {
-            if self.placement.is_me(&holder) {
-                match self.local.open(name).await {
-                    Ok(Some(handle)) if handle.entry().blake3 == entry.blake3 => {
-                        let stream = handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from));
-                        return Ok((None, stream.boxed()));
-                    }
-                    Ok(_) => {}
+        let mut tried: HashSet<Id> = failed.clone();
+        // The holders that had the version when it was opened; only when
+        // none of them serves is the ring asked again (a second lookup).
+        for round in 0..2 {
+            let candidates = if round == 0 { having.to_vec() } else { self.placement.holders(name).await? };
+            for holder in candidates {
+                if !tried.insert(holder.id) {
+                    continue;
+                }
+                match self.open_on(&holder, name, entry, range.clone()).await {
+                    Ok(reading) => return Ok(reading),
                     Err(e) => last = e,
                 }
-                continue;
-            }
-            match self.peers.fetch(&holder.addr, name, range.start, range.end).await {
-                Ok((theirs, stream)) if theirs.blake3 == entry.blake3 => return Ok((Some(holder.id), stream)),
-                Ok(_) => {} // changed since it was asked
-                Err(e) => last = e,
             }
         }
         Err(last)
     }
+
+    /// Opens `range` of the version `entry` of `name` on `holder`.
+    async fn open_on(
+        &self,
+        holder: &NodeRef,
+        name: &FileName,
+        entry: &FileEntry,
+        range: std::ops::Range<u64>,
+    ) -> Result<Reading, FileError> {
+        let changed = || FileError::NoHolder(name.to_string());
+        if self.placement.is_me(holder) {
+            match self.local.open(name).await? {
+                Some(handle) if handle.entry().blake3 == entry.blake3 => {
+                    let stream = handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from));
+                    Ok((None, stream.boxed()))
+                }
+                _ => Err(changed()),
+            }
+        } else {
+            match self.peers.fetch(&holder.addr, name, range.start, range.end).await? {
+                (theirs, stream) if theirs.blake3 == entry.blake3 => Ok((Some(holder.id), stream)),
+                _ => Err(changed()), // changed since it was asked
+            }
+        }
+    }
 }
+
