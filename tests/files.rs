@@ -528,6 +528,37 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     assert_eq!(names, ["gone.txt", "v.txt"]);
 }
 
+/// Flips one byte of `path` at `at`, leaving the file's time as it was (as
+/// a failing disk would).
+fn rot(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let modified = file.metadata().unwrap().modified().unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&[byte[0] ^ 0x40]).unwrap();
+    file.set_modified(modified).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_rot_in_a_copy_nobody_reads_is_found_by_the_scrub_and_healed() {
+    let nodes = start_ring(3).await;
+    let data = pattern(12, 2 << 20);
+    let holders = put_placed(&nodes, "quiet.bin", &data).await;
+    let path = node_at(&nodes, &holders[2]).data().join("files/quiet.bin");
+    rot(&path, 1_500_000);
+    eventually("the rotten copy was never replaced", || async {
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == data => Ok(()),
+            Ok(_) => Err("still damaged".into()),
+            Err(e) => Err(format!("not back yet: {e}")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_copy_is_never_served_and_is_healed() {
     let nodes = start_ring(4).await;
@@ -539,15 +570,7 @@ async fn a_damaged_copy_is_never_served_and_is_healed() {
     // left as it was (as a failing disk would).
     let path = node_at(&nodes, &holders[0]).data().join("files/fragile.bin");
     let flip_at = 1_000_000;
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let modified = file.metadata().unwrap().modified().unwrap();
-        let mut file = file;
-        file.seek(SeekFrom::Start(flip_at)).unwrap();
-        file.write_all(&[data[flip_at as usize] ^ 0x40]).unwrap();
-        file.set_modified(modified).unwrap();
-    }
+    rot(&path, flip_at);
 
     for node in &nodes {
         let range = format!("bytes={}-{}", flip_at - 10, flip_at + 10);

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// to `replicas`; the others are made in the background. Default (none):
     /// all `replicas`.
     pub write_quorum: Option<usize>,
+    /// Bytes of this node's copies read back and checked against their
+    /// hashes on each repair pass (0: never). Default: 256 MiB.
+    pub scrub_bytes_per_pass: u64,
     /// Period of the repair pass that restores missing copies. Default: 30 s.
     pub repair_every: Duration,
 }
@@ -80,6 +83,7 @@ impl NodeConfig {
             rpc_timeout: Duration::from_secs(2),
             replicas: 3,
             write_quorum: None,
+            scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
         }
     }

@@ -46,6 +46,10 @@ struct NodeArgs {
     /// --replicas; default: all of them); the rest are made in the background.
     #[arg(long, env = "RINGSHARE_WRITE_QUORUM", value_parser = clap::value_parser!(u32).range(1..=16))]
     write_quorum: Option<u32>,
+    /// MiB of this node's copies read back and checked on each repair pass
+    /// (0: never).
+    #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = 256)]
+    scrub_mib: u64,
     /// Period of the repair loop that restores k copies, in milliseconds.
     #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     repair_ms: u64,
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         config.write_quorum = Some(w as usize);
     }
     config.repair_every = Duration::from_millis(args.repair_ms);
+    config.scrub_bytes_per_pass = args.scrub_mib << 20;
     config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {
         call_timeout: Duration::from_millis(args.plugin_timeout_ms),

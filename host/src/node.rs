@@ -51,6 +51,7 @@ pub async fn run(
         write_quorum: config.write_quorum.unwrap_or(config.replicas),
         max_upload_bytes: config.max_upload_bytes,
         chunk_bytes: config.limits.chunk_bytes,
+        scrub_bytes: config.scrub_bytes_per_pass,
     };
     let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
     let state = AppState { plugins, ring: ring.clone(), files: files.clone(), listing_json: Default::default() };

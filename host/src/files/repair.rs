@@ -12,6 +12,13 @@
 //! time (bounded bandwidth). A holder with a newer state is left alone; a
 //! copy older than a holder's deletion is removed, so a node that was away
 //! during a delete does not bring the file back.
+//!
+//! Each pass also **scrubs** this node's copies, as HDFS's block scanner
+//! does: it reads up to a byte budget of them through the download plugin,
+//! every block checked against its outboard, continuing next pass where it
+//! stopped; a damaged copy is dropped when another holder has the version,
+//! so the next pass of a holder copies a good one back. Bit rot is found
+//! even in files nobody reads.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,13 +27,18 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::error::FileError;
 use super::known::Known;
 use super::local::Local;
+use super::local::whole;
 use super::network::Peers;
 use super::placement::Placement;
+use super::read::Reader;
 use super::write::Writer;
 use crate::chord::NodeRef;
+use crate::plugins::PluginError;
 use crate::store::FileName;
+use futures_util::StreamExt;
 
 /// Keeps this node's files and tombstones where the ring says.
 pub struct Repairer {
@@ -34,6 +46,11 @@ pub struct Repairer {
     local: Arc<Local>,
     peers: Arc<dyn Peers>,
     writer: Arc<Writer>,
+    reader: Arc<Reader>,
+    /// Bytes of copies checked per pass.
+    scrub_budget: u64,
+    /// The name the last scrub stopped after.
+    scrubbed_to: std::sync::Mutex<Option<String>>,
 }
 
 /// Runs a repair pass every `every` (with jitter) until `shutdown`.
@@ -55,9 +72,16 @@ pub fn spawn_repair(repairer: Arc<Repairer>, every: Duration, shutdown: Cancella
 }
 
 impl Repairer {
-    /// A repairer of this node's files, copying through `writer`.
-    pub fn new(placement: Arc<Placement>, local: Arc<Local>, peers: Arc<dyn Peers>, writer: Arc<Writer>) -> Self {
-        Self { placement, local, peers, writer }
+    /// A repairer of this node's files, copying through `writer`, reporting
+    /// damage through `reader`, scrubbing `scrub_budget` bytes a pass.
+    pub fn new(
+        placement: Arc<Placement>,
+        local: Arc<Local>,
+        peers: Arc<dyn Peers>,
+        (writer, reader): (Arc<Writer>, Arc<Reader>),
+        scrub_budget: u64,
+    ) -> Self {
+        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to: Default::default() }
     }
 
     /// What this node holds: each of its files (as deleted, if a tombstone
@@ -106,7 +130,53 @@ impl Repairer {
             let Ok(holders) = self.placement.holders(&name).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, true).await;
         }
+        if !shutdown.is_cancelled() {
+            self.scrub().await;
+        }
         passed
+    }
+
+    /// Checks up to the scrub budget of this node's copies, in name order
+    /// from where the last scrub stopped; returns the damaged copies found.
+    pub async fn scrub(&self) -> usize {
+        let Ok(listing) = self.local.list().await else { return 0 };
+        let mut names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        let after = self.scrubbed_to.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let from = after.as_deref().map_or(0, |a| names.partition_point(|n| *n <= a));
+        let (mut budget, mut damaged, mut last) = (self.scrub_budget, 0, None);
+        for name in names[from..].iter().chain(&names[..from]) {
+            if budget == 0 {
+                break;
+            }
+            let Ok(name) = FileName::parse(name) else { continue };
+            match self.check(&name).await {
+                Ok(read) => budget = budget.saturating_sub(read.max(1)),
+                Err(FileError::Plugin(PluginError::Corrupt(why))) => {
+                    tracing::warn!(file = %name, "scrub found a damaged copy: {why}");
+                    if let Ok(Some(entry)) = self.local.entry(&name).await {
+                        self.reader.damaged(&name, entry);
+                    }
+                    damaged += 1;
+                }
+                Err(e) => tracing::debug!(file = %name, "scrub skipped it: {e}"),
+            }
+            last = Some(name.as_str().to_owned());
+        }
+        *self.scrubbed_to.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        damaged
+    }
+
+    /// Reads this node's copy of `name` through, every block checked;
+    /// answers the bytes read.
+    async fn check(&self, name: &FileName) -> Result<u64, FileError> {
+        let Some(handle) = self.local.open(name).await? else { return Ok(0) };
+        let mut stream = whole(handle);
+        let mut read = 0;
+        while let Some(chunk) = stream.next().await {
+            read += chunk?.len() as u64;
+        }
+        Ok(read)
     }
 
     /// Before this node leaves: passes each of its files and tombstones to

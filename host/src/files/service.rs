@@ -51,6 +51,8 @@ pub struct FilesSettings {
     pub max_upload_bytes: u64,
     /// Bytes gathered before they go to a plugin's stream or the wire.
     pub chunk_bytes: usize,
+    /// Bytes of this node's copies read back and checked per repair pass.
+    pub scrub_bytes: u64,
 }
 
 /// One file in the network listing.
@@ -78,7 +80,7 @@ impl Files {
         tombstones: Tombstones,
         settings: FilesSettings,
     ) -> Self {
-        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes } = settings;
+        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes, scrub_bytes } = settings;
         let tasks = TaskTracker::new();
         let placement = Arc::new(Placement::new(ring, replicas));
         let local = Arc::new(Local::new(plugins, tombstones, chunk_bytes));
@@ -90,7 +92,8 @@ impl Files {
             tasks.clone(),
         ));
         let reader = Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone()));
-        let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), writer.clone()));
+        let parts = (writer.clone(), reader.clone());
+        let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, scrub_bytes));
         Self { placement, local, peers, writer, reader, repairer, tasks }
     }
 
