@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ringshare::chord::Id;
 use ringshare::rpc::pb::{self, chord_client::ChordClient};
-use ringshare_tests::{NodeSetup, TestNode, client, ring_view, wait_converged};
+use ringshare_tests::{NodeSetup, TestNode, client, eventually, ring_view, wait_converged};
 use serde_json::Value;
 
 fn ring_member() -> NodeSetup {
@@ -24,8 +24,20 @@ async fn start_ring(n: usize) -> Vec<TestNode> {
     nodes
 }
 
-/// From every node, lookups of `names` return the oracle's node.
+/// From every node, lookups of `names` return the oracle's node, in at
+/// most about 2·log2 N hops once the fingers are fixed (Chord's bound).
 async fn assert_lookups_agree(nodes: &[TestNode], names: usize) {
+    let bound = (2.0 * (nodes.len() as f64).log2()).ceil().max(1.0) as u64;
+    eventually(&format!("lookups took more than {bound} hops"), || async {
+        let hops = lookups_agree(nodes, names).await;
+        if hops <= bound { Ok(()) } else { Err(format!("{hops} hops")) }
+    })
+    .await;
+}
+
+/// Checks every lookup against the oracle; answers the most hops one took.
+async fn lookups_agree(nodes: &[TestNode], names: usize) -> u64 {
+    let mut most = 0;
     let mut ids: Vec<(Id, &str)> = nodes.iter().map(|n| (Id::hash(&n.addr), n.addr.as_str())).collect();
     ids.sort();
     let http = client();
@@ -37,9 +49,10 @@ async fn assert_lookups_agree(nodes: &[TestNode], names: usize) {
             let answer: Value =
                 http.get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
             assert_eq!(answer["node"]["addr"], want, "lookup of {name} from {}: {answer}", node.addr);
-            assert!(answer["hops"].as_u64().unwrap() <= 16, "{answer}");
+            most = most.max(answer["hops"].as_u64().unwrap());
         }
     }
+    most
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
