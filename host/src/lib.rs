@@ -29,6 +29,6 @@ pub mod rpc;
 pub mod store;
 
 pub use config::{NodeConfig, PluginLimits};
-pub use node::run;
+pub use node::{Node, run};
 pub use plugins::{PluginError, PluginHost, PluginKind};
 pub use store::{FileName, NameError};

@@ -18,6 +18,52 @@ use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
 
+/// A node built and ready to serve: its routes (REST and both gRPC
+/// services on one router), its place in the ring and its file service.
+pub struct Node {
+    /// Every route the node serves.
+    pub app: axum::Router,
+    /// Its place in the ring (not yet joined to any other node).
+    pub ring: Arc<ChordNode<GrpcTransport>>,
+    /// Its file service.
+    pub files: Arc<Files>,
+}
+
+impl Node {
+    /// Prepares the store, loads the plugins and builds the services of a
+    /// node that other nodes reach at `addr`. In-process tests call the
+    /// router directly.
+    pub async fn build(config: &NodeConfig, addr: String) -> anyhow::Result<Self> {
+        let store = StoreDir::prepare(&config.data_dir)
+            .with_context(|| format!("preparing the store at {}", config.data_dir.display()))?;
+        let (plugins_dir, limits) = (config.plugins_dir.clone(), config.limits);
+        let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, store.root(), limits))
+            .await
+            .context("loading plugins")??;
+        // One channel per peer, for the ring's calls and file transfers alike.
+        let channels = Channels::new(config.rpc_timeout);
+        let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
+        let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, transport));
+        let plugins = Arc::new(plugins);
+        // A stat or listing is one plugin call on the other node, plus the trip.
+        let call_timeout = config.limits.call_timeout + config.rpc_timeout;
+        let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
+        let tombstones = Tombstones::open(&config.data_dir)
+            .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
+        let settings = FilesSettings {
+            replicas: config.replicas,
+            write_quorum: config.write_quorum.unwrap_or(config.replicas),
+            max_upload_bytes: config.max_upload_bytes,
+            chunk_bytes: config.limits.chunk_bytes,
+            scrub_bytes: config.scrub_bytes_per_pass,
+        };
+        let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
+        let state = AppState { plugins, ring: ring.clone(), files: files.clone(), listing_json: Default::default() };
+        let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
+        Ok(Self { app, ring, files })
+    }
+}
+
 /// Serves a node on `listener` until `shutdown` completes, then leaves the
 /// ring and lets requests in flight finish. Tests call this on `127.0.0.1:0`.
 pub async fn run(
@@ -25,37 +71,11 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = StoreDir::prepare(&config.data_dir)
-        .with_context(|| format!("preparing the store at {}", config.data_dir.display()))?;
-    let (plugins_dir, limits) = (config.plugins_dir.clone(), config.limits);
-    let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, store.root(), limits))
-        .await
-        .context("loading plugins")??;
-
     let addr = match &config.advertise {
         Some(addr) => addr.clone(),
         None => listener.local_addr()?.to_string(),
     };
-    // One channel per peer, for the ring's calls and file transfers alike.
-    let channels = Channels::new(config.rpc_timeout);
-    let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
-    let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, transport));
-    let plugins = Arc::new(plugins);
-    // A stat or listing is one plugin call on the other node, plus the trip.
-    let call_timeout = config.limits.call_timeout + config.rpc_timeout;
-    let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
-    let tombstones = Tombstones::open(&config.data_dir)
-        .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
-    let settings = FilesSettings {
-        replicas: config.replicas,
-        write_quorum: config.write_quorum.unwrap_or(config.replicas),
-        max_upload_bytes: config.max_upload_bytes,
-        chunk_bytes: config.limits.chunk_bytes,
-        scrub_bytes: config.scrub_bytes_per_pass,
-    };
-    let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
-    let state = AppState { plugins, ring: ring.clone(), files: files.clone(), listing_json: Default::default() };
-    let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
+    let Node { app, ring, files } = Node::build(&config, addr).await?;
 
     let stop = CancellationToken::new();
     let serving = {

@@ -1,0 +1,129 @@
+//! REST edge cases that need no second node, against the router of one
+//! node built in-process (no socket): `tower::ServiceExt::oneshot`.
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use ringshare::{Node, NodeConfig};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A node's router with the default plugins in a fresh folder (kept alive
+/// by the returned guard).
+async fn router() -> (axum::Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for kind in ["index", "upload", "download"] {
+        let built = ringshare_tests::plugin(&format!("default/{kind}"));
+        std::fs::copy(&built, plugins.join(format!("{kind}.wasm"))).unwrap();
+    }
+    let mut config = NodeConfig::new(dir.path().join("data"), plugins);
+    config.replicas = 1;
+    config.max_upload_bytes = 1000;
+    let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
+    (node.app, dir)
+}
+
+async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (parts.status, parts.headers, to_bytes(body, 1 << 20).await.unwrap().to_vec())
+}
+
+fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder().method(method).uri(uri).body(body.into()).unwrap()
+}
+
+/// The `code` of a JSON error body.
+fn code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("a JSON error");
+    v["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn uploads_are_checked_before_a_byte_is_stored() {
+    let (app, _dir) = router().await;
+    // Over the limit by its declared length: refused before the body is read.
+    let big = Request::builder()
+        .method(Method::PUT)
+        .uri("/files/big")
+        .header(header::CONTENT_LENGTH, "5000")
+        .body(Body::from(vec![0u8; 5000]))
+        .unwrap();
+    let (status, headers, body) = call(&app, big).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too-large"));
+    assert_eq!(headers[header::CONNECTION], "close");
+    // A bad query and a bad name.
+    let (status, _, body) = call(&app, request(Method::PUT, "/files/x?overwrite=maybe", "x")).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad-query"));
+    for name in ["%2E%2E", "a%2Fb", "nul%00", "line%0Abreak"] {
+        let (status, _, body) = call(&app, request(Method::PUT, &format!("/files/{name}"), "x")).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid-name"), "{name}");
+    }
+    let (_, _, listing) = call(&app, request(Method::GET, "/files", Body::empty())).await;
+    assert_eq!(listing, b"[]");
+    // A stored file answers with its hash, b3sum's.
+    let (status, headers, body) = call(&app, request(Method::PUT, "/files/ok", "fine")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[header::LOCATION], "/files/ok");
+    let entry: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(entry["blake3"], blake3::hash(b"fine").to_hex().as_str());
+    assert_eq!(entry["copies_wanted"], 1);
+    let (status, _, body) = call(&app, request(Method::PUT, "/files/ok", "again")).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::CONFLICT, "already-exists"));
+}
+
+#[tokio::test]
+async fn downloads_answer_ranges_and_conditions_exactly() {
+    let (app, _dir) = router().await;
+    let data: Vec<u8> = (0..900u32).map(|i| (i % 251) as u8).collect();
+    let (status, _, _) = call(&app, request(Method::PUT, "/files/r", data.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let etag = format!("\"{}\"", blake3::hash(&data).to_hex());
+    let get = |headers: &[(&str, &str)]| {
+        let mut builder = Request::builder().uri("/files/r");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(Body::empty()).unwrap()
+    };
+    let (status, headers, body) = call(&app, get(&[("range", "bytes=10-19")])).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes 10-19/900");
+    assert_eq!(body, &data[10..20]);
+    // Several ranges, or a header that does not parse: the whole file.
+    for range in ["bytes=0-1,5-6", "bytes=x-y"] {
+        let (status, _, body) = call(&app, get(&[("range", range)])).await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 900), "{range}");
+    }
+    let (status, headers, body) = call(&app, get(&[("range", "bytes=900-")])).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable"));
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes */900");
+    let (status, _, body) = call(&app, get(&[("if-none-match", &etag)])).await;
+    assert_eq!((status, body.len()), (StatusCode::NOT_MODIFIED, 0));
+    let (status, _, body) = call(&app, get(&[("range", "bytes=0-9"), ("if-range", "\"stale\"")])).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 900));
+    let head = request(Method::HEAD, "/files/r", Body::empty());
+    let (status, headers, body) = call(&app, head).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(headers[header::ETAG], etag.as_str());
+    assert_eq!(headers[header::CONTENT_LENGTH], "900");
+}
+
+#[tokio::test]
+async fn unknown_routes_missing_files_and_long_prefixes_are_json_errors() {
+    let (app, _dir) = router().await;
+    let cases = [
+        (Method::GET, "/nowhere".to_owned(), StatusCode::NOT_FOUND, "no-route"),
+        (Method::POST, "/files/x".to_owned(), StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+        (Method::GET, "/files/missing".to_owned(), StatusCode::NOT_FOUND, "not-found"),
+        (Method::DELETE, "/files/missing".to_owned(), StatusCode::NOT_FOUND, "not-found"),
+        (Method::GET, format!("/search?q={}", "a".repeat(300)), StatusCode::BAD_REQUEST, "bad-query"),
+        (Method::GET, "/files?scope=galaxy".to_owned(), StatusCode::BAD_REQUEST, "bad-query"),
+    ];
+    for (method, uri, status, expected) in cases {
+        let (got, headers, body) = call(&app, request(method.clone(), &uri, Body::empty())).await;
+        assert_eq!((got, code(&body).as_str()), (status, expected), "{method} {uri}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{method} {uri}");
+    }
+}
