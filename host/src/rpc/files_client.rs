@@ -258,6 +258,14 @@ struct GrpcCopy {
     stall: Duration,
 }
 
+impl Drop for GrpcCopy {
+    /// A copy dropped before its commit resets its stream: the node
+    /// discards what it got at once.
+    fn drop(&mut self) {
+        self.reply.abort();
+    }
+}
+
 impl CopySink for GrpcCopy {
     fn send(&mut self, chunk: Bytes) -> BoxFuture<'_, ()> {
         async move {
@@ -282,7 +290,7 @@ impl CopySink for GrpcCopy {
                 let _ = tx.send(message(pb::store_request::Part::Commit(commit))).await;
             }
             match (&mut self.reply).await {
-                Ok(Ok(_)) => Ok(self.node),
+                Ok(Ok(_)) => Ok(self.node.clone()),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(FileError::remote(&self.node, ErrorKind::PeerUnavailable, "the copy was dropped")),
             }
