@@ -159,3 +159,27 @@ async fn malformed_ring_messages_are_refused() {
     let bad = client().get(nodes[0].at("/lookup/%00")).send().await.unwrap();
     assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_restarted_at_once_rejoins_every_time() {
+    let mut nodes = start_ring(4).await;
+    wait_converged(&nodes).await;
+    for round in 0..4 {
+        // Crashed and started again at once, as a supervisor would, before
+        // the others noticed: same address (so same id), same store.
+        let victim = nodes.remove(1 + round % 3);
+        let addr = victim.addr.clone();
+        let dir = victim.crash();
+        let via = nodes[0].addr.clone();
+        let back = NodeSetup { join: Some(via), listen: Some(addr.clone()), ..ring_member() }.start_in(dir).await;
+        eventually("the restarted node never served", || async {
+            ring_view(&back).await.map(drop).ok_or_else(|| "no answer".to_string())
+        })
+        .await;
+        let ring = ring_view(&back).await.unwrap();
+        assert_eq!(ring["addr"], addr.as_str(), "round {round}");
+        nodes.push(back);
+        wait_converged(&nodes).await;
+        assert_lookups_agree(&nodes, 6).await;
+    }
+}

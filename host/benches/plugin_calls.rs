@@ -53,6 +53,9 @@ async fn main() {
     let (remove_pool, open_pool) = per_call_micros(true, store.root()).await;
     println!("| call ({CALLS} each) | on-demand µs | pooling µs | pooling / on-demand |");
     println!("|---|---|---|---|");
-    println!("| upload remove (no such file) | {remove_demand:.1} | {remove_pool:.1} | {:.2} |", remove_pool / remove_demand);
+    println!(
+        "| upload remove (no such file) | {remove_demand:.1} | {remove_pool:.1} | {:.2} |",
+        remove_pool / remove_demand
+    );
     println!("| download open | {open_demand:.1} | {open_pool:.1} | {:.2} |", open_pool / open_demand);
 }

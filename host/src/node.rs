@@ -134,7 +134,6 @@ async fn join_with_retries(
     let mut pause = std::time::Duration::from_millis(50);
     loop {
         match ring.join(via).await {
-            Err(crate::chord::RingError::DuplicateId(addr)) => return Err(crate::chord::RingError::DuplicateId(addr)),
             Err(e) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::info!(via, "join failed, retrying: {e}");
                 tokio::time::sleep(pause).await;

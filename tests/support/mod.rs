@@ -57,6 +57,8 @@ pub struct NodeSetup {
     pub repair_every: Duration,
     /// Copies kept of each file.
     pub replicas: usize,
+    /// The address to listen on (default: a free port on 127.0.0.1).
+    pub listen: Option<String>,
     /// Ring settings: fast maintenance for tests.
     pub chord: ChordConfig,
 }
@@ -77,6 +79,7 @@ impl Default for NodeSetup {
             join_timeout: Duration::from_secs(20),
             repair_every: Duration::from_millis(300),
             replicas: 3,
+            listen: None,
             chord: ChordConfig {
                 successors: 8,
                 stabilize_every: Duration::from_millis(50),
@@ -120,7 +123,7 @@ impl NodeSetup {
         config.replicas = self.replicas;
         config.chord = self.chord;
         config.rpc_timeout = Duration::from_millis(500);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().unwrap().to_string();
         let runtime =
@@ -174,10 +177,17 @@ impl TestNode {
     }
 
     /// Crashes the node: its runtime and every task on it are dropped at once.
-    pub fn kill(mut self) {
+    pub fn kill(self) {
+        drop(self.crash());
+    }
+
+    /// Crashes the node like [`TestNode::kill`], and hands back its folder
+    /// (its store, as a crashed process leaves it).
+    pub fn crash(mut self) -> TempDir {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+        self.dir.take().expect("node folder")
     }
 
     /// Waits until the node's task ends (a failed join ends it) and returns its result.
@@ -195,6 +205,22 @@ impl Drop for TestNode {
         self.shutdown.cancel();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// Binds `addr`, retrying for a few seconds while a crashed node's socket
+/// on it is still being dropped.
+fn bind(addr: &str) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("binding {addr}: {e}"),
         }
     }
 }

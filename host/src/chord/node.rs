@@ -61,9 +61,6 @@ pub enum RingError {
     /// The node to join through did not answer.
     #[error("cannot join through {0}: it did not answer")]
     JoinUnreachable(String),
-    /// Another node already has this node's id.
-    #[error("node {0} is already in the ring")]
-    DuplicateId(String),
 }
 
 /// A node's predecessor and successor list, as another node asks for them.
@@ -263,13 +260,25 @@ impl<T: Transport> ChordNode<T> {
 
     /// Joins the ring that `via` (any member's address) belongs to: finds
     /// this node's successor and copies its successor list (Zave).
+    ///
+    /// A node's id is the hash of its address, so a ring that already names
+    /// this node is one it crashed out of and comes back to (a supervisor
+    /// restarting it at once): it takes its place again, with the node after
+    /// its id as its successor.
     pub async fn join(&self, via: &str) -> Result<(), RingError> {
         let me = self.me();
         let via = NodeRef::new(via);
-        let first = self.transport.step(&via, me.id).await.map_err(|_| RingError::JoinUnreachable(via.addr.clone()))?;
-        let (successor, _) = self.follow(first, me.id).await?;
+        let unreachable = |_| RingError::JoinUnreachable(via.addr.clone());
+        let first = self.transport.step(&via, me.id).await.map_err(unreachable)?;
+        let (mut successor, _) = self.follow(first, me.id).await?;
         if successor.id == me.id {
-            return Err(RingError::DuplicateId(me.addr));
+            let after = Id(me.id.0.wrapping_add(1));
+            let first = self.transport.step(&via, after).await.map_err(unreachable)?;
+            successor = self.follow(first, after).await?.0;
+            if successor.id == me.id {
+                successor = via.clone();
+            }
+            tracing::info!(me = %me.addr, successor = %successor.addr, "rejoining the ring, which still names this node");
         }
         let theirs = self.transport.neighbours(&successor).await.map_err(|e| RingError::JoinUnreachable(e.0))?;
         self.table().set_successors([successor.clone()], &theirs.successors);
