@@ -183,3 +183,36 @@ async fn a_crashed_node_restarted_at_once_rejoins_every_time() {
         assert_lookups_agree(&nodes, 6).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waiting_to_join_does_not_pass_its_store_off_as_the_network() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    // A node with a file left in its store from before, whose ring is away.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/files")).unwrap();
+    std::fs::write(dir.path().join("data/files/old.txt"), b"maybe deleted since").unwrap();
+    let setup = NodeSetup { join: Some(nowhere), join_timeout: Duration::from_secs(30), ..NodeSetup::default() };
+    let node = setup.start_in(dir).await;
+    let http = client();
+    eventually("the node never answered", || async {
+        ring_view(&node).await.map(drop).ok_or_else(|| "no answer".to_string())
+    })
+    .await;
+    assert_eq!(ring_view(&node).await.unwrap()["joined"], false);
+    for (method, path) in [
+        (reqwest::Method::GET, "/files/old.txt"),
+        (reqwest::Method::PUT, "/files/new.txt"),
+        (reqwest::Method::DELETE, "/files/old.txt"),
+        (reqwest::Method::GET, "/lookup/old.txt"),
+    ] {
+        let response = http.request(method.clone(), node.at(path)).body("x").send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "ring-unavailable", "{method} {path}: {body}");
+    }
+    let plugins = http.get(node.at("/plugins")).send().await.unwrap();
+    assert_eq!(plugins.status(), reqwest::StatusCode::OK);
+    assert!(!node.data().join("files/new.txt").exists());
+}

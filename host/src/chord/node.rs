@@ -55,6 +55,9 @@ pub enum RingError {
     /// Every node that could answer was unreachable.
     #[error("no live node could answer the lookup for {0}")]
     NoLiveNode(Id),
+    /// This node has not joined its ring yet.
+    #[error("this node has not joined the ring yet: the node it joins through has not answered")]
+    NotJoined,
     /// The lookup went round too long.
     #[error("lookup for {0} gave up after {MAX_HOPS} hops")]
     TooManyHops(Id),
@@ -99,6 +102,9 @@ pub struct ChordNode<T> {
     config: ChordConfig,
     /// Set once this node starts leaving: it answers no ring call after that.
     leaving: AtomicBool,
+    /// Clear while this node waits to join a ring: it is alone, but not the
+    /// whole network, and answers no lookup.
+    joined: AtomicBool,
     /// Nodes that said goodbye, and until when to ignore them: a stabilize
     /// that read a leaver's list just before its goodbye must not bring it back.
     departed: Mutex<Vec<(Id, Instant)>>,
@@ -112,8 +118,20 @@ impl<T: Transport> ChordNode<T> {
             transport,
             config,
             leaving: AtomicBool::new(false),
+            joined: AtomicBool::new(true),
             departed: Mutex::default(),
         }
+    }
+
+    /// Marks this node as waiting to join a ring: until [`ChordNode::join`]
+    /// succeeds it answers lookups with [`RingError::NotJoined`].
+    pub fn expect_join(&self) {
+        self.joined.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether this node is part of a ring (its own, or the one it joined).
+    pub fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::SeqCst)
     }
 
     /// Whether this node is leaving (or has left) the ring.
@@ -217,6 +235,9 @@ impl<T: Transport> ChordNode<T> {
 
     /// The node responsible for `key` and the number of remote hops taken.
     pub async fn lookup(&self, key: Id) -> Result<(NodeRef, usize), RingError> {
+        if !self.is_joined() {
+            return Err(RingError::NotJoined);
+        }
         let first = self.handle_step(key);
         self.follow(first, key).await
     }
@@ -283,6 +304,7 @@ impl<T: Transport> ChordNode<T> {
         let theirs = self.transport.neighbours(&successor).await.map_err(|e| RingError::JoinUnreachable(e.0))?;
         self.table().set_successors([successor.clone()], &theirs.successors);
         let _ = self.transport.notify(&successor, &me).await;
+        self.joined.store(true, Ordering::SeqCst);
         Ok(())
     }
 

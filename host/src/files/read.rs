@@ -24,7 +24,7 @@ use super::known::Known;
 use super::local::Local;
 use super::network::Peers;
 use super::placement::Placement;
-use crate::chord::{Id, NodeRef};
+use crate::chord::{Id, NodeRef, RingError};
 use crate::plugins::{DownloadHandle, FileEntry, PluginError};
 use crate::store::FileName;
 
@@ -63,8 +63,9 @@ impl Reader {
         let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.local.tombstones().get(name));
         let (newest, having) = match self.survey(name, &here).await {
             Ok(found) => found,
-            // Without the ring, this node's own copy is all there is.
-            Err(e) if local.is_none() => return Err(e),
+            // Without the ring, this node's own copy is all there is; but a
+            // node that has not joined its ring cannot tell what is current.
+            Err(e) if local.is_none() || matches!(e, FileError::Ring(RingError::NotJoined)) => return Err(e),
             Err(_) => (here.clone(), Vec::new()),
         };
         let Known::File(wanted) = newest else {

@@ -12,6 +12,8 @@ use crate::store::FileName;
 
 #[derive(Serialize)]
 pub struct RingJson {
+    /// False while the node waits for the node it joins through.
+    joined: bool,
     id: Id,
     addr: String,
     predecessor: Option<NodeRef>,
@@ -37,6 +39,7 @@ pub async fn ring(State(app): State<AppState>) -> Json<RingJson> {
         .map(|(i, node)| FingerJson { index: i, start: me.id.finger_target(i as u32), node: node.clone() })
         .collect();
     Json(RingJson {
+        joined: app.ring.is_joined(),
         id: me.id,
         addr: me.addr,
         predecessor: table.predecessor.clone(),
