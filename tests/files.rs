@@ -660,3 +660,40 @@ async fn a_dead_holder_is_stood_in_for_and_a_small_ring_says_how_many_copies() {
     assert_eq!(reply["holders"].as_array().unwrap().len(), 2, "{reply}");
     assert_eq!(reply["copies_wanted"], 2, "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_left_beyond_the_placement_is_found_before_not_found() {
+    use ringshare::rpc::files_pb::{self as pb, files_client::FilesClient, store_request::Part};
+    // Repair would move the copy at once; here nothing moves.
+    let mut nodes = Vec::new();
+    let slow = || NodeSetup { repair_every: std::time::Duration::from_secs(600), ..NodeSetup::default() };
+    nodes.push(slow().start().await);
+    for _ in 1..4 {
+        nodes.push(NodeSetup { join: Some(nodes[0].addr.clone()), ..slow() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    let holders = placement(&nodes[0], "elsewhere.txt").await;
+    let beyond = nodes.iter().find(|n| !holders.contains(&n.addr)).expect("a fourth node");
+    // A copy written under another view of the ring: on a node after the
+    // holders, on none of them.
+    let data = b"written while the ring was changing".to_vec();
+    let header = pb::StoreHeader {
+        name: "elsewhere.txt".into(),
+        overwrite: true,
+        replicas: 0,
+        version_ns: 1_700_000_000_000_000_000,
+        blake3: blake3::hash(&data).as_bytes().to_vec().into(),
+        commit_follows: false,
+    };
+    let parts = [Part::Header(header), Part::Chunk(data.clone().into())];
+    let mut rpc = FilesClient::connect(beyond.url.clone()).await.unwrap();
+    rpc.store(futures_util::stream::iter(parts.map(|p| pb::StoreRequest { part: Some(p) }))).await.unwrap();
+    for holder in &holders {
+        let body = client().get(node_at(&nodes, holder).at("/files/elsewhere.txt")).send().await.unwrap();
+        assert_eq!(body.status(), StatusCode::OK, "through {holder}");
+        assert_eq!(body.bytes().await.unwrap(), data, "through {holder}");
+    }
+    let missing = client().get(nodes[0].at("/files/nowhere.txt")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    nodes.clear();
+}

@@ -39,10 +39,19 @@ impl Placement {
     /// Where `name` belongs: the responsible node first, then its
     /// successors (one lookup, one successor-list read).
     pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {
+        Ok(self.holders_and_beyond(name).await?.0)
+    }
+
+    /// The holders of `name`, and the nodes after them on the responsible
+    /// node's successor list (where a copy written under another view of the
+    /// ring may be).
+    pub async fn holders_and_beyond(&self, name: &FileName) -> Result<(Vec<NodeRef>, Vec<NodeRef>), FileError> {
         let (responsible, _) = self.ring.lookup(Id::hash(name.as_str())).await?;
         let successors =
             if self.is_me(&responsible) { self.ring.successors() } else { self.ring.successors_of(&responsible).await };
-        Ok(holders(&responsible, &successors, self.replicas))
+        let placed = holders(&responsible, &successors, self.replicas);
+        let beyond = successors.into_iter().filter(|n| !placed.iter().any(|p| p.id == n.id)).collect();
+        Ok((placed, beyond))
     }
 
     /// The placement of `name` once `leaver` is gone: k holders besides it.

@@ -82,11 +82,25 @@ impl Reader {
     /// state among theirs and `here` (this node's), and the other holders
     /// that have that state. Fails if none knows the name and one did not
     /// answer.
+    ///
+    /// While views of the ring differ (a node joined, left or came back), a
+    /// file may sit on nodes further along than the placement says: when
+    /// none of the holders knows the name, the rest of the responsible
+    /// node's successor list is asked before the answer is "not found".
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
-        let holders: Vec<NodeRef> =
-            self.placement.holders(name).await?.into_iter().filter(|h| !self.placement.is_me(h)).collect();
-        let theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
-        let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+        let (placed, further) = self.placement.holders_and_beyond(name).await?;
+        let others =
+            |nodes: Vec<NodeRef>| -> Vec<NodeRef> { nodes.into_iter().filter(|h| !self.placement.is_me(h)).collect() };
+        let mut holders = others(placed);
+        let mut theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+        let mut newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+        if newest == Known::Nothing {
+            let further = others(further);
+            let more = futures_util::future::join_all(further.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+            newest = Known::newest(more.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+            holders.extend(further);
+            theirs.extend(more);
+        }
         if newest == Known::Nothing
             && let Some(Err(e)) = theirs.iter().find(|k| k.is_err())
         {
