@@ -55,6 +55,9 @@ pub enum RingError {
     /// Every node that could answer was unreachable.
     #[error("no live node could answer the lookup for {0}")]
     NoLiveNode(Id),
+    /// A node did not answer a question about the ring.
+    #[error("node {0} did not answer")]
+    Unanswered(String),
     /// This node has not joined its ring yet.
     #[error("this node has not joined the ring yet: the node it joins through has not answered")]
     NotJoined,

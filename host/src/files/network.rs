@@ -102,8 +102,8 @@ pub trait Ring: Send + Sync {
     fn successors(&self) -> Vec<NodeRef>;
     /// The node responsible for `key`, and the hops it took to find it.
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>>;
-    /// `node`'s successor list (empty if it does not answer).
-    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Vec<NodeRef>>;
+    /// `node`'s successor list; an error if it does not answer.
+    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>>;
     /// The nodes met walking the ring, and whether each answered.
     fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>>;
 }
@@ -121,8 +121,12 @@ impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
         ChordNode::lookup(self, key).boxed()
     }
 
-    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Vec<NodeRef>> {
-        async move { self.transport().neighbours(node).await.map(|n| n.successors).unwrap_or_default() }.boxed()
+    fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>> {
+        async move {
+            let neighbours = self.transport().neighbours(node).await.map_err(|e| RingError::Unanswered(e.0))?;
+            Ok(neighbours.successors)
+        }
+        .boxed()
     }
 
     fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>> {

@@ -47,8 +47,11 @@ impl Placement {
     /// ring may be).
     pub async fn holders_and_beyond(&self, name: &FileName) -> Result<(Vec<NodeRef>, Vec<NodeRef>), FileError> {
         let (responsible, _) = self.ring.lookup(Id::hash(name.as_str())).await?;
-        let successors =
-            if self.is_me(&responsible) { self.ring.successors() } else { self.ring.successors_of(&responsible).await };
+        let successors = if self.is_me(&responsible) {
+            self.ring.successors()
+        } else {
+            self.ring.successors_of(&responsible).await?
+        };
         let placed = holders(&responsible, &successors, self.replicas);
         let beyond = successors.into_iter().filter(|n| !placed.iter().any(|p| p.id == n.id)).collect();
         Ok((placed, beyond))

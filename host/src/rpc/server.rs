@@ -26,7 +26,15 @@ struct ChordService {
 impl ChordService {
     /// A leaving node answers no ring call, so that nobody re-learns it.
     fn serving(&self) -> Result<&Node, Status> {
-        if self.node.is_leaving() { Err(Status::unavailable("this node is leaving the ring")) } else { Ok(&self.node) }
+        if self.node.is_leaving() {
+            Err(Status::unavailable("this node is leaving the ring"))
+        } else if !self.node.is_joined() {
+            // Alone until its join completes, its table would send lookups
+            // astray (a node restarted at once is still named by the ring).
+            Err(Status::unavailable("this node has not joined the ring yet"))
+        } else {
+            Ok(&self.node)
+        }
     }
 }
 
