@@ -338,3 +338,47 @@ pub async fn wait_converged(nodes: &[TestNode]) {
     })
     .await
 }
+
+/// A ring of `n` nodes with the default plugins, joined through the first.
+pub async fn start_ring(n: usize) -> Vec<TestNode> {
+    let mut nodes = vec![NodeSetup::default().start().await];
+    for _ in 1..n {
+        let via = nodes[0].addr.clone();
+        nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    nodes
+}
+
+/// Placement holders of `name` (responsible node first), as `/lookup` says.
+pub async fn placement(node: &TestNode, name: &str) -> Vec<String> {
+    let answer: Value = client().get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
+    answer["holders"].as_array().unwrap().iter().map(|h| h["addr"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Uploads `data` as `name` through `via`; it must be created.
+pub async fn put(via: &TestNode, name: &str, data: &[u8]) {
+    let put = client().put(via.at(&format!("/files/{name}"))).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(put.status(), reqwest::StatusCode::CREATED, "{name} via {}", via.addr);
+}
+
+/// Polls until the placement holders of every file in `files` (as the ring
+/// says now, asked of `nodes[0]`) store it.
+pub async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
+    eventually("files never reached their holders", || async {
+        for (name, sha) in files {
+            let holders = placement(&nodes[0], name).await;
+            let complete = holders.len() == 3.min(nodes.len())
+                && holders.iter().all(|a| {
+                    nodes.iter().find(|n| &n.addr == a).is_some_and(|n| {
+                        std::fs::read(n.data().join("files").join(name)).is_ok_and(|b| &blake3_hex(&b) == sha)
+                    })
+                });
+            if !complete {
+                return Err(format!("{name} is not on all of {holders:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+}
