@@ -138,15 +138,19 @@ async fn nodes_killed_and_restarted_at_once_under_load_never_give_a_wrong_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_continuous_churn_an_acknowledged_file_is_never_reported_missing() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut nodes = start_ring(8).await;
+    // RINGSHARE_CHURN=full runs the long form: 10 nodes, 2 minutes, 500
+    // uploads (about 3 minutes here); the default is a 40-second form.
+    let full = std::env::var("RINGSHARE_CHURN").is_ok_and(|v| v == "full");
+    let (node_count, steps, max_uploads) = if full { (10, 60, 500) } else { (8, 20, 150) };
+    let mut nodes = start_ring(node_count).await;
     let acknowledged = seed(&nodes, 16).await;
     let live: Live = std::sync::Arc::new(std::sync::Mutex::new(nodes.iter().map(|n| n.url.clone()).collect()));
     let stop = tokio_util::sync::CancellationToken::new();
-    let load = spawn_load(acknowledged.clone(), live.clone(), stop.clone(), 150);
-    // Every 2 s for 40 s, one node is killed, or stopped gracefully, or a
+    let load = spawn_load(acknowledged.clone(), live.clone(), stop.clone(), max_uploads);
+    // Every 2 s, one node is killed, or stopped gracefully, or a
     // down one started again; never more than k-1 = 2 down at once.
     let mut down: Vec<(String, String, tempfile::TempDir)> = Vec::new();
-    for step in 0..20u32 {
+    for step in 0..steps {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let restart = down.len() == 2 || (!down.is_empty() && rand::random_bool(0.4));
         if restart {
