@@ -240,11 +240,17 @@ impl Outboard {
         if data.len() as u64 != block_span(index, self.size).end.saturating_sub(index * BLOCK) {
             return Err(IntegrityError::Block(index));
         }
+        let mut hasher = block_hasher(index);
+        hasher.update(data);
+        self.matches(index, &hasher)
+    }
+
+    /// Whether `hasher`, fed exactly block `index`, gives that block's value
+    /// (the root itself, for a file of one block).
+    fn matches(&self, index: u64, hasher: &blake3::Hasher) -> Result<(), IntegrityError> {
         let ok = if self.cvs.is_empty() {
-            index == 0 && blake3::hash(data).as_bytes() == &self.root.0
+            index == 0 && hasher.finalize().as_bytes() == &self.root.0
         } else {
-            let mut hasher = block_hasher(index);
-            hasher.update(data);
             self.cvs.get(index as usize) == Some(&hasher.finalize_non_root())
         };
         if ok { Ok(()) } else { Err(IntegrityError::Block(index)) }
@@ -307,15 +313,7 @@ impl Verifier {
     }
 
     fn close_block(&mut self) -> Result<(), IntegrityError> {
-        let index = self.index;
-        let ok = if self.outboard.cvs.is_empty() {
-            index == 0 && self.hasher.finalize().as_bytes() == &self.outboard.root.0
-        } else {
-            self.outboard.cvs.get(index as usize) == Some(&self.hasher.finalize_non_root())
-        };
-        if !ok {
-            return Err(IntegrityError::Block(index));
-        }
+        self.outboard.matches(self.index, &self.hasher)?;
         self.index += 1;
         self.hasher = block_hasher(self.index);
         self.pending_len = 0;

@@ -113,7 +113,7 @@ impl Local {
     /// it knows the file's hash (no file is opened), else by opening it.
     pub async fn entry(&self, name: &FileName) -> Result<Option<FileEntry>, FileError> {
         if let Ok(listing) = self.plugins.list().await {
-            match listing.entries.iter().find(|e| e.name == name.as_str()) {
+            match listing.get(name.as_str()) {
                 Some(entry) if entry.blake3.is_some() => return Ok(Some(entry.clone())),
                 Some(_) => {} // not hashed yet: opening it records it
                 None => return Ok(None),

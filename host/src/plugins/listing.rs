@@ -5,6 +5,7 @@
 //! changes made by hand. Without the watch (the system refused it), every
 //! request asks the plugin.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,21 @@ pub struct Listing {
     pub generation: u64,
     /// The entries.
     pub entries: Arc<Vec<FileEntry>>,
+    /// Where each name is in `entries`: a stat is one lookup, not a scan.
+    by_name: Arc<HashMap<String, usize>>,
+}
+
+impl Listing {
+    /// A listing of `entries` taken at `generation`.
+    pub fn new(generation: u64, entries: Vec<FileEntry>) -> Self {
+        let by_name = entries.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
+        Self { generation, entries: Arc::new(entries), by_name: Arc::new(by_name) }
+    }
+
+    /// The entry named `name`, if listed.
+    pub fn get(&self, name: &str) -> Option<&FileEntry> {
+        self.by_name.get(name).map(|&i| &self.entries[i])
+    }
 }
 
 impl ListingCache {

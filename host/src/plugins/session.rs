@@ -91,7 +91,7 @@ impl PluginHost {
                 .collect())
         })
         .await?;
-        let listing = Listing { generation, entries: Arc::new(entries) };
+        let listing = Listing::new(generation, entries);
         self.listings.keep(&listing);
         Ok(listing)
     }
