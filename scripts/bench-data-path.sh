@@ -57,7 +57,7 @@ http {
     listen 127.0.0.1:$nginx_port;
     root $work/www;
     client_max_body_size 0;
-    location / { dav_methods PUT; create_full_put_path on; }
+    location / { dav_methods PUT DELETE; create_full_put_path on; }
   }
   server {
     listen 127.0.0.1:$proxy_port;
@@ -116,18 +116,30 @@ PY
 }
 
 declare -A times
-run() { times[$1]+="$2 "; }
+# Each measurement starts with nothing dirty in the page cache: nginx does
+# not sync what it takes, and its writeback must not be billed to the next
+# command (nor ours to nginx).
+run() { times[$1]+="$2 "; sync; }
+# Every upload stores a new file: the previous one is deleted first, untimed
+# (replacing a 1 GiB file makes the filesystem free the old one's pages and
+# blocks inside the rename, which costs either side about as much as the
+# write itself here and would hide the difference being measured).
+fresh() { for url in "$@"; do curl -s -o /dev/null -X DELETE "$url"; done; sync; }
 for round in $(seq "$reps"); do
   echo "round $round" >&2
+  fresh "http://127.0.0.1:$nginx_port/payload"
   run nginx_put "$(seconds -f -T "$work/payload" "http://127.0.0.1:$nginx_port/payload")"
-  run node_put1 "$(seconds -f -T "$work/payload" "http://$holder/files/payload?overwrite=true")"
+  fresh "http://$holder/files/payload"
+  run node_put1 "$(seconds -f -T "$work/payload" "http://$holder/files/payload")"
   run cp_sync "$(cp_sync)"
   run nginx_get "$(seconds -f "http://127.0.0.1:$nginx_port/payload")"
   run node_get "$(seconds -f "http://$holder/files/payload")"
   run nginx_proxy "$(seconds -f "http://127.0.0.1:$proxy_port/payload")"
   run node_cross "$(seconds -f "http://$other/files/payload")"
+  fresh "http://127.0.0.1:$nginx_port/three-"{0,1,2}
   run nginx_put3 "$(three_at_once "http://127.0.0.1:$nginx_port/three-")"
-  run node_put3 "$(seconds -f -T "$work/payload" "http://$c/files/payload?overwrite=true")"
+  fresh "http://$c/files/payload"
+  run node_put3 "$(seconds -f -T "$work/payload" "http://$c/files/payload")"
 done
 for url in "http://$holder/files/payload" "http://$other/files/payload" "http://$c/files/payload"; do
   got=$(curl -sf "$url" | b3sum --no-names)

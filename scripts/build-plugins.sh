@@ -54,7 +54,7 @@ mkdir -p "$out/default" "$out/testdata"
 for kind in index upload download; do
   cp "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
 done
-for name in spin hog escape crash liar-index liar-download old-contract; do
+for name in spin hog escape crash liar-index liar-download liar-upload old-contract; do
   cp "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
 done
 cp "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"

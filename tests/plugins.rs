@@ -176,7 +176,7 @@ async fn a_plugin_of_the_old_contract_is_refused_with_the_reason() {
     let old = statuses.iter().find(|s| s["file"] == "old-contract.wasm").expect("listed");
     assert_eq!(old["loaded"], false, "{old}");
     let reason = old["reason"].as_str().unwrap();
-    assert!(reason.contains("another version of the plugin contract") && reason.contains("0.2.0"), "{reason}");
+    assert!(reason.contains("another version of the plugin contract") && reason.contains("@0.3.0 only"), "{reason}");
     let (status, code, _) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
     assert_still_serves(&node, "still.bin").await;
@@ -218,6 +218,25 @@ async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
         assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"), "{name}");
         assert!(message.contains("contract"), "{message}");
     }
+    let plugins = statuses(&node).await;
+    assert_eq!(plugins.iter().filter(|s| s["loaded"] == true).count(), 3, "{plugins:?}");
+}
+
+#[tokio::test]
+async fn an_upload_plugin_handing_over_the_wrong_content_file_is_refused() {
+    let node = NodeSetup::with_plugins(&["default/index", "testdata/liar-upload", "default/download"]).start().await;
+    let http = client();
+    // A directory, or a file opened for reading only: nothing is written,
+    // the answer names the broken contract, and the node goes on serving.
+    for name in ["dir", "read-only-file"] {
+        let put = http.put(node.at(&format!("/files/{name}"))).body(pattern(5, 1000)).send().await.unwrap();
+        let (status, code, message) = error_of(put).await;
+        assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"), "{name}");
+        assert!(message.contains("contract") && message.contains("content file"), "{message}");
+    }
+    assert_eq!(std::fs::read(node.data().join("read-only")).unwrap(), b"");
+    let listing: Vec<Value> = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    assert!(listing.iter().all(|e| e["name"] == "read-only"), "{listing:?}");
     let plugins = statuses(&node).await;
     assert_eq!(plugins.iter().filter(|s| s["loaded"] == true).count(), 3, "{plugins:?}");
 }

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 
 use super::error::FileError;
+use super::gather::Gather;
 use super::known::Known;
 use super::tombstones::Tombstones;
 use crate::integrity::Digest;
@@ -155,33 +156,16 @@ impl Local {
         E: std::fmt::Display,
     {
         let mut upload = self.plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
-        let mut body = std::pin::pin!(body);
-        let mut pending = BytesMut::new();
-        let mut total: u64 = 0;
-        while let Some(next) = body.next().await {
-            let data = match next {
-                Ok(data) => data,
+        let body = std::pin::pin!(body);
+        let mut body = Gather::new(body, self.chunk_bytes, write.limit);
+        while let Some(batch) = body.next().await {
+            match batch {
+                Ok(batch) => upload.write(batch.into_pieces()).await?,
                 Err(e) => {
                     upload.abort().await;
-                    return Err(FileError::Body(e.to_string()));
+                    return Err(e);
                 }
-            };
-            total += data.len() as u64;
-            if total > write.limit {
-                upload.abort().await;
-                return Err(FileError::TooLarge(write.limit));
             }
-            if pending.is_empty() && data.len() >= self.chunk_bytes {
-                upload.write(data).await?;
-                continue;
-            }
-            pending.extend_from_slice(&data);
-            if pending.len() >= self.chunk_bytes {
-                upload.write(pending.split().freeze()).await?;
-            }
-        }
-        if !pending.is_empty() {
-            upload.write(pending.freeze()).await?;
         }
         let expected = match write.expected {
             Expected::Nothing => None,

@@ -21,6 +21,7 @@
 //! - `error`: how file operations fail, with one typed kind for every edge.
 
 mod error;
+mod gather;
 mod known;
 mod local;
 mod network;
@@ -32,6 +33,7 @@ mod tombstones;
 mod write;
 
 pub use error::{ErrorKind, FileError};
+pub use gather::{Batch, Gather};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};
 pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, Peers, Ring, StoreAnswer, StoreOrder};

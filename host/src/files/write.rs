@@ -16,12 +16,13 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
+use super::gather::{Batch, Gather};
 use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
 use super::network::{CopySink, Deleted, Peers, StoreOrder};
@@ -165,25 +166,13 @@ impl Writer {
         let mut copies: Vec<Box<dyn CopySink>> =
             first.iter().map(|target| self.peers.open_copy(&target.addr, name, version_ns)).collect();
 
-        let mut body = std::pin::pin!(body);
-        let mut pending = BytesMut::new();
-        let mut total = 0u64;
-        while let Some(next) = body.next().await {
-            let data = match next {
-                Ok(data) => data,
-                Err(e) => return Err(abandon(local, FileError::Body(e.to_string())).await),
-            };
-            total += data.len() as u64;
-            if total > self.max_upload_bytes {
-                return Err(abandon(local, FileError::TooLarge(self.max_upload_bytes)).await);
+        let body = std::pin::pin!(body);
+        let mut body = Gather::new(body, self.chunk_bytes, self.max_upload_bytes);
+        while let Some(batch) = body.next().await {
+            match batch {
+                Ok(batch) => fan_out(&mut local, &mut copies, batch).await?,
+                Err(e) => return Err(abandon(local, e).await),
             }
-            pending.extend_from_slice(&data);
-            if pending.len() >= self.chunk_bytes {
-                fan_out(&mut local, &mut copies, pending.split().freeze()).await?;
-            }
-        }
-        if !pending.is_empty() {
-            fan_out(&mut local, &mut copies, pending.freeze()).await?;
         }
         // Dropped unfinished, the copies end without their commit and every
         // holder discards what it got.
@@ -300,12 +289,15 @@ impl Writer {
     }
 }
 
-/// Writes `chunk` here and sends it to every copy still streaming.
-async fn fan_out(local: &mut UploadHandle, copies: &mut [Box<dyn CopySink>], chunk: Bytes) -> Result<(), FileError> {
-    local.write(chunk.clone()).await?;
-    for copy in copies.iter_mut() {
-        copy.send(chunk.clone()).await;
+/// Writes `batch` here and sends it to every copy still streaming.
+async fn fan_out(local: &mut UploadHandle, copies: &mut [Box<dyn CopySink>], batch: Batch) -> Result<(), FileError> {
+    if !copies.is_empty() {
+        let chunk = batch.to_bytes();
+        for copy in copies.iter_mut() {
+            copy.send(chunk.clone()).await;
+        }
     }
+    local.write(batch.into_pieces()).await?;
     Ok(())
 }
 

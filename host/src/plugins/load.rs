@@ -81,7 +81,7 @@ fn load_one(host: &mut PluginHost, linker: &Linker<Sandbox>, path: &Path, file: 
 
 /// The plugin contract's package, and the version this host speaks.
 const CONTRACT: &str = "ringshare:plugin/";
-const CONTRACT_VERSION: &str = "@0.2.0";
+const CONTRACT_VERSION: &str = "@0.3.0";
 
 /// The one behaviour `component` exports.
 fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKind, String> {
@@ -91,8 +91,8 @@ fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKin
     match kinds.as_slice() {
         [kind] => Ok(*kind),
         [] if exports.iter().any(|e| e.starts_with(CONTRACT) && !e.ends_with(CONTRACT_VERSION)) => Err(format!(
-            "speaks another version of the plugin contract ([{}]); this node loads {CONTRACT}*@0.2.0 only \
-             (0.2.0 hands the host streams instead of chunks): rebuild it against wit/plugin.wit",
+            "speaks another version of the plugin contract ([{}]); this node loads {CONTRACT}*{CONTRACT_VERSION} only: \
+             rebuild it against wit/plugin.wit",
             exports.join(", ")
         )),
         [] => Err(format!(

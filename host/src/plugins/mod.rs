@@ -13,6 +13,7 @@
 //! The engine, linker and pre-instances are built once in [`PluginHost::load`].
 
 mod bindings;
+mod content;
 mod engine;
 mod error;
 mod listing;
@@ -57,9 +58,9 @@ impl PluginKind {
     /// The WIT interface a plugin of this kind exports.
     pub fn export_name(self) -> &'static str {
         match self {
-            PluginKind::Index => "ringshare:plugin/index@0.2.0",
-            PluginKind::Upload => "ringshare:plugin/upload@0.2.0",
-            PluginKind::Download => "ringshare:plugin/download@0.2.0",
+            PluginKind::Index => "ringshare:plugin/index@0.3.0",
+            PluginKind::Upload => "ringshare:plugin/upload@0.3.0",
+            PluginKind::Download => "ringshare:plugin/download@0.3.0",
         }
     }
 }

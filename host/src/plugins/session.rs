@@ -1,8 +1,8 @@
 //! The calls the host makes into plugins. Each runs on a blocking thread with
 //! a fresh `Store` and instance; every single call into the guest gets the
 //! configured deadline. Uploads and downloads are sessions: the plugin opens
-//! the file and hands over a `wasi:io` stream, which the session's thread
-//! fills or drains natively, hashing every byte written and checking every
+//! the file and hands over a `wasi:io` stream (an upload's content: the open
+//! file), which the session's thread fills or drains natively, hashing every byte written and checking every
 //! block read against the file's outboard before it leaves. A bounded
 //! channel of chunks links the thread to the async side, so memory stays
 //! bounded whatever the file size.
@@ -19,6 +19,7 @@ use wasmtime::component::{Resource, ResourceAny};
 use wasmtime_wasi::p2::{DynInputStream, StreamError};
 
 use super::bindings::WitError;
+use super::content::ContentFile;
 use super::engine::ticks_for;
 use super::sandbox::Sandbox;
 use super::{FileEntry, Listing, Loaded, PluginError, PluginHost, PluginKind, Refusal};
@@ -150,9 +151,10 @@ impl PluginHost {
             })?;
             let streams = (|| -> Result<_, PluginError> {
                 let content = self.guarded(&mut store, &plugin.name, |s| api.writer().call_content(s, writer))?;
-                let content = take_stream(&mut store, &plugin.name, content)?;
+                let content = take_resource(&mut store, &plugin.name, content)?;
+                let content = ContentFile::from_descriptor(content).map_err(|why| broken(&plugin.name, why))?;
                 let outboard = self.guarded(&mut store, &plugin.name, |s| api.writer().call_outboard(s, writer))?;
-                let outboard = take_stream(&mut store, &plugin.name, outboard)?;
+                let outboard = take_resource(&mut store, &plugin.name, outboard)?;
                 Ok((content, outboard))
             })();
             match streams {
@@ -174,25 +176,26 @@ impl PluginHost {
             }
         };
         let api = instance.ringshare_plugin_upload().writer();
-        let io = |e: StreamError| PluginError::Refused {
+        let io = |e: &dyn std::fmt::Display| PluginError::Refused {
             plugin: plugin.name.clone(),
             refusal: Refusal::Io,
             message: format!("writing {name}: {e}"),
         };
         let result = loop {
             match rx.blocking_recv() {
-                Some(UploadMsg::Chunk { chunk, cvs }) => {
-                    let mut written = rt.block_on(content.blocking_write_and_flush(chunk));
-                    if let (Ok(()), Some(cvs)) = (&written, cvs) {
-                        written = rt.block_on(outboard.blocking_write_and_flush(cvs));
+                Some(UploadMsg::Chunk { pieces, cvs }) => {
+                    if let Err(e) = content.write(&pieces) {
+                        break Err(io(&e));
                     }
-                    if let Err(e) = written {
-                        break Err(io(e));
+                    if let Some(cvs) = cvs
+                        && let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs))
+                    {
+                        break Err(io(&e));
                     }
                 }
                 Some(UploadMsg::Finish { size, root, cvs, expected }) => {
                     if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs)) {
-                        break Err(io(e));
+                        break Err(io(&e));
                     }
                     if let Some(expected) = expected.filter(|e| *e != root) {
                         break Err(PluginError::Corrupt(format!(
@@ -285,7 +288,7 @@ impl PluginHost {
         {
             let content = |s: &mut Store<Sandbox>, offset| {
                 let stream = self.guarded(s, &plugin.name, |s| api.reader().call_content(s, reader, offset))?;
-                take_stream(s, &plugin.name, stream)
+                take_resource(s, &plugin.name, stream)
             };
             result = match outboard {
                 Some(outboard) => {
@@ -324,7 +327,7 @@ impl PluginHost {
             return Ok((entry, None));
         };
         let stream = self.guarded(store, &plugin.name, |s| api.call_outboard(s, reader))?;
-        let mut stream = take_stream(store, &plugin.name, stream)?;
+        let mut stream = take_resource(store, &plugin.name, stream)?;
         // Read one byte more than it should have, to tell a longer one.
         let wanted = integrity::outboard_len(entry.size) as usize + 1;
         let mut bytes = Vec::with_capacity(wanted.min(1 << 20));
@@ -384,7 +387,7 @@ async fn blocking<T: Send + 'static>(
 
 enum UploadMsg {
     /// The next bytes, and the outboard they completed, if a batch is due.
-    Chunk { chunk: Bytes, cvs: Option<Bytes> },
+    Chunk { pieces: Vec<Bytes>, cvs: Option<Bytes> },
     /// The end: what was hashed, the rest of the outboard, and the hash the
     /// content must have.
     Finish { size: u64, root: Digest, cvs: Bytes, expected: Option<Digest> },
@@ -402,13 +405,15 @@ pub struct UploadHandle {
 }
 
 impl UploadHandle {
-    /// Hashes the next chunk and hands it to the plugin's stream; waits
-    /// while the writing is behind.
-    pub async fn write(&mut self, chunk: Bytes) -> Result<(), PluginError> {
-        self.tree.update(&chunk, &mut self.cvs);
+    /// Hashes the next bytes (consecutive pieces) and hands them to the
+    /// session's thread; waits while the writing is behind.
+    pub async fn write(&mut self, pieces: Vec<Bytes>) -> Result<(), PluginError> {
+        for piece in &pieces {
+            self.tree.update(piece, &mut self.cvs);
+        }
         let cvs = (self.cvs.len() >= OUTBOARD_BATCH).then(|| Bytes::from(std::mem::take(&mut self.cvs)));
         let sent = match &self.chunks {
-            Some(chunks) => chunks.send(UploadMsg::Chunk { chunk, cvs }).await.is_ok(),
+            Some(chunks) => chunks.send(UploadMsg::Chunk { pieces, cvs }).await.is_ok(),
             None => false,
         };
         if sent {
@@ -537,12 +542,12 @@ fn send_unverified(
 
 /// Takes a stream the plugin handed over out of its store: from here on the
 /// host reads or writes it natively, without the guest.
-fn take_stream<T: 'static>(
+fn take_resource<T: 'static>(
     store: &mut Store<Sandbox>,
     plugin: &Arc<str>,
     stream: Resource<T>,
 ) -> Result<T, PluginError> {
-    store.data_mut().table().delete(stream).map_err(|e| broken(plugin, format!("handed over a bad stream: {e}")))
+    store.data_mut().table().delete(stream).map_err(|e| broken(plugin, format!("handed over a bad resource: {e}")))
 }
 
 fn io_error(plugin: &Arc<str>, name: &FileName, e: StreamError) -> PluginError {

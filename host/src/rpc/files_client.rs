@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use super::convert::entry_from_pb;
 use super::files_pb::{self as pb, files_client::FilesClient};
 use super::status::from_status;
 use crate::files::{
-    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Known, Peers, StoreAnswer, StoreOrder,
+    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Gather, Known, Peers, StoreAnswer, StoreOrder,
 };
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
 use crate::plugins::FileEntry;
@@ -88,25 +88,12 @@ impl GrpcPeers {
         let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         let chunk_bytes = self.chunk_bytes;
         let pump = async move {
-            let mut body = body;
-            let mut total = 0u64;
-            let mut pending = BytesMut::new();
-            while let Some(next) = body.next().await {
-                let data = next.map_err(FileError::Body)?;
-                total += data.len() as u64;
-                if total > limit {
-                    return Err(FileError::TooLarge(limit));
-                }
-                pending.extend_from_slice(&data);
+            let mut body = Gather::new(body, chunk_bytes, limit);
+            while let Some(batch) = body.next().await {
                 // The node hung up: its answer says why.
-                if pending.len() >= chunk_bytes
-                    && tx.send(message(pb::store_request::Part::Chunk(pending.split().freeze()))).await.is_err()
-                {
+                if tx.send(message(pb::store_request::Part::Chunk(batch?.to_bytes()))).await.is_err() {
                     return Ok(());
                 }
-            }
-            if !pending.is_empty() {
-                let _ = tx.send(message(pb::store_request::Part::Chunk(pending.freeze()))).await;
             }
             Ok(())
         };

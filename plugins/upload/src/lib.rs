@@ -1,5 +1,6 @@
 //! The default upload plugin: opens a temp file for the content and one for
-//! its outboard, hands the host a stream into each, and on `finish` commits
+//! its outboard, hands the host the first (the host writes it natively) and
+//! a stream into the second, and on `finish` commits
 //! them: the outboard first, then the content with one rename (or a
 //! no-clobber hard link), then the record, so a half-written file is never
 //! visible. A writer dropped before `finish` removes its temp files.
@@ -47,12 +48,18 @@ fn store_dir() -> Result<Descriptor, Error> {
         .ok_or_else(|| Error::Io("the store is not granted".into()))
 }
 
+/// `path` (inside the store), opened for writing.
+fn open_for_writing(path: &Path) -> Result<Descriptor, Error> {
+    store_dir()?
+        .open_at(PathFlags::empty(), &guest_store::in_store(path), OpenFlags::empty(), DescriptorFlags::WRITE)
+        .map_err(|e| Error::Io(format!("opening {}: {e:?}", path.display())))
+}
+
 /// A stream writing `path` (inside the store) from its start.
 fn write_stream(path: &Path) -> Result<OutputStream, Error> {
-    let file = store_dir()?
-        .open_at(PathFlags::empty(), &guest_store::in_store(path), OpenFlags::empty(), DescriptorFlags::WRITE)
-        .map_err(|e| Error::Io(format!("opening {}: {e:?}", path.display())))?;
-    file.write_via_stream(0).map_err(|e| Error::Io(format!("streaming into {}: {e:?}", path.display())))
+    open_for_writing(path)?
+        .write_via_stream(0)
+        .map_err(|e| Error::Io(format!("streaming into {}: {e:?}", path.display())))
 }
 
 impl Guest for Plugin {
@@ -98,8 +105,8 @@ impl Upload {
 }
 
 impl GuestWriter for Upload {
-    fn content(&self) -> Result<OutputStream, Error> {
-        self.with(|upload| write_stream(&upload.content.1))
+    fn content(&self) -> Result<Descriptor, Error> {
+        self.with(|upload| open_for_writing(&upload.content.1))
     }
 
     fn outboard(&self) -> Result<OutputStream, Error> {

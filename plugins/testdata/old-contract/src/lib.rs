@@ -1,5 +1,5 @@
 //! Test plugin built against the 0.1.0 plugin contract (chunks through
-//! guest memory, SHA-256 in the entry): a node speaking 0.2.0 must refuse
+//! guest memory, SHA-256 in the entry): a node speaking a later version must refuse
 //! it with a line that says why.
 
 wit_bindgen::generate!({
