@@ -6,7 +6,9 @@
 #
 #   local download     GET from the holder            vs nginx `sendfile on`
 #   upload, k = 1      PUT to a 1-copy ring           vs nginx WebDAV PUT, and cp + sync
-#   upload, k = 3      PUT to a 3-node, 3-copy ring   vs nginx taking 3 PUTs at once
+#   upload, k = 3      PUT to a 3-node, 3-copy ring   vs nginx taking 3 PUTs at once, and
+#                                                     3 copies made and synced at once (the disk's
+#                                                     durable floor: nginx does not sync)
 #   cross-node         GET through a non-holder       vs nginx proxy_pass to nginx
 #
 # Each node's resident memory is sampled every 100 ms throughout; the
@@ -104,15 +106,19 @@ assert all(p.wait() == 0 for p in procs)
 print(f"{time.perf_counter() - t:.6f}")
 PY
 }
-cp_sync() {
-  python3 - "$work/payload" "$work/copy" <<'PY'
-import os, shutil, sys, time
+cp_sync() { # COPIES: that many copies of the payload made at once, each synced; wall time
+  python3 - "$work/payload" "$work/copy" "$1" <<'PY'
+import os, shutil, sys, threading, time
+payload, copy, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def one(i):
+    shutil.copyfile(payload, f"{copy}{i}")
+    fd = os.open(f"{copy}{i}", os.O_RDONLY); os.fsync(fd); os.close(fd)
 t = time.perf_counter()
-shutil.copyfile(sys.argv[1], sys.argv[2])
-fd = os.open(sys.argv[2], os.O_RDONLY); os.fsync(fd); os.close(fd)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+[th.start() for th in threads]; [th.join() for th in threads]
 print(f"{time.perf_counter() - t:.6f}")
 PY
-  rm -f "$work/copy"
+  rm -f "$work/copy"*
 }
 
 declare -A times
@@ -131,7 +137,7 @@ for round in $(seq "$reps"); do
   run nginx_put "$(seconds -f -T "$work/payload" "http://127.0.0.1:$nginx_port/payload")"
   fresh "http://$holder/files/payload"
   run node_put1 "$(seconds -f -T "$work/payload" "http://$holder/files/payload")"
-  run cp_sync "$(cp_sync)"
+  run cp_sync "$(cp_sync 1)"
   run nginx_get "$(seconds -f "http://127.0.0.1:$nginx_port/payload")"
   run node_get "$(seconds -f "http://$holder/files/payload")"
   run nginx_proxy "$(seconds -f "http://127.0.0.1:$proxy_port/payload")"
@@ -140,6 +146,7 @@ for round in $(seq "$reps"); do
   run nginx_put3 "$(three_at_once "http://127.0.0.1:$nginx_port/three-")"
   fresh "http://$c/files/payload"
   run node_put3 "$(seconds -f -T "$work/payload" "http://$c/files/payload")"
+  run cp_sync3 "$(cp_sync 3)"
 done
 for url in "http://$holder/files/payload" "http://$other/files/payload" "http://$c/files/payload"; do
   got=$(curl -sf "$url" | b3sum --no-names)
@@ -165,5 +172,6 @@ row "local download" "nginx sendfile" nginx_get node_get
 row "upload, k = 1" "nginx PUT" nginx_put node_put1
 row "upload, k = 1" "cp + fsync" cp_sync node_put1
 row "upload, k = 3, three nodes" "nginx, 3 PUTs at once" nginx_put3 node_put3
+row "upload, k = 3, three nodes" "3 × (cp + fsync) at once" cp_sync3 node_put3
 row "download through a non-holder" "nginx proxy_pass" nginx_proxy node_cross
 echo "largest resident memory of any node, sampled every 100 ms: $(sort -n "$work/rss" | tail -1 | awk '{print int($1/1024)}') MiB"
