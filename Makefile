@@ -4,7 +4,7 @@
 #   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
-.PHONY: run test bench plugins setup
+.PHONY: run test bench plugins setup broker
 
 CARGO ?= cargo
 PORT ?= 8080
@@ -17,11 +17,14 @@ setup:
 plugins: setup
 	@scripts/build-plugins.sh
 
-run: plugins
+broker:
+	@scripts/broker.sh
+
+run: plugins broker
 	$(CARGO) build --release -p ringshare
 	NODES=$(NODES) PORT=$(PORT) DATA=$(abspath $(DATA)) scripts/run-network.sh
 
-test: plugins
+test: plugins broker
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: plugins

@@ -19,6 +19,7 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
     }
     let mut config = NodeConfig::new(dir.path().join("data"), plugins);
     config.replicas = 1;
+    config.amqp = None;
     config.max_upload_bytes = 1000;
     let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
     (node.app, dir)

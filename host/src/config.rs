@@ -42,7 +42,13 @@ pub struct NodeConfig {
     pub scrub_bytes_per_pass: u64,
     /// Period of the repair pass that restores missing copies. Default: 30 s.
     pub repair_every: Duration,
+    /// The RabbitMQ broker that carries hand-offs, or none to run without
+    /// one. Default: [`DEFAULT_AMQP`].
+    pub amqp: Option<String>,
 }
+
+/// The broker a node talks to unless told otherwise.
+pub const DEFAULT_AMQP: &str = "amqp://127.0.0.1:5672/%2f";
 
 /// Limits on each plugin call.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +91,7 @@ impl NodeConfig {
             write_quorum: None,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
+            amqp: Some(DEFAULT_AMQP.to_owned()),
         }
     }
 }

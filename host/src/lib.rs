@@ -22,6 +22,7 @@ pub mod chord;
 pub mod config;
 pub mod files;
 pub mod integrity;
+pub mod mom;
 pub mod node;
 pub mod plugins;
 pub mod rest;

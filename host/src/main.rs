@@ -65,6 +65,10 @@ struct NodeArgs {
     /// Deadline of one plugin call, in milliseconds.
     #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
     plugin_timeout_ms: u64,
+    /// The RabbitMQ broker for hand-offs (`amqp://…`), or `none` to run
+    /// without one.
+    #[arg(long, env = "RINGSHARE_AMQP", default_value = ringshare::config::DEFAULT_AMQP)]
+    amqp: String,
     /// Linear-memory cap of one plugin instance, in MiB.
     #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
     plugin_memory_mib: usize,
@@ -92,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         config.write_quorum = Some(w as usize);
     }
     config.repair_every = Duration::from_millis(args.repair_ms);
+    config.amqp = (args.amqp != "none").then_some(args.amqp);
     config.scrub_bytes_per_pass = args.scrub_mib << 20;
     config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
 use crate::config::NodeConfig;
 use crate::files::{Files, FilesSettings, Tombstones, spawn_repair};
+use crate::mom::Bridge;
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
@@ -27,6 +28,8 @@ pub struct Node {
     pub ring: Arc<ChordNode<GrpcTransport>>,
     /// Its file service.
     pub files: Arc<Files>,
+    /// Its bridge to RabbitMQ, unless it runs without one.
+    pub bridge: Option<Arc<Bridge>>,
 }
 
 impl Node {
@@ -58,9 +61,27 @@ impl Node {
             scrub_bytes: config.scrub_bytes_per_pass,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
-        let state = AppState { plugins, ring: ring.clone(), files: files.clone(), listing_json: Default::default() };
+        let bridge = match &config.amqp {
+            Some(url) => {
+                let outbox = config.data_dir.join("outbox.redb");
+                let bridge = Bridge::open(url, &outbox, ring.me().addr, files.clone())
+                    .await
+                    .with_context(|| format!("opening the outbox at {}", outbox.display()))?;
+                let hints: Arc<dyn crate::files::Hints> = bridge.clone();
+                files.keep_hints(&hints);
+                Some(bridge)
+            }
+            None => None,
+        };
+        let state = AppState {
+            plugins,
+            ring: ring.clone(),
+            files: files.clone(),
+            bridge: bridge.clone(),
+            listing_json: Default::default(),
+        };
         let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
-        Ok(Self { app, ring, files })
+        Ok(Self { app, ring, files, bridge })
     }
 }
 
@@ -75,7 +96,7 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listener.local_addr()?.to_string(),
     };
-    let Node { app, ring, files } = Node::build(&config, addr).await?;
+    let Node { app, ring, files, bridge } = Node::build(&config, addr).await?;
 
     let stop = CancellationToken::new();
     let serving = {
@@ -116,11 +137,15 @@ pub async fn run(
     tracing::info!(me = %ring.me().addr, id = %ring.me().id, "serving");
     let maintenance = spawn_maintenance(ring, stop.clone());
     let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
+    let mom = bridge.map(|bridge| bridge.spawn(stop.clone()));
 
     shutdown.await;
     stop.cancel();
     maintenance.await.ok();
     repair.await.ok();
+    if let Some(mom) = mom {
+        mom.await.ok();
+    }
     serving.await.context("server task")??;
     // Copies finishing in the background and streams still being served.
     files.shut_down(std::time::Duration::from_secs(10)).await;

@@ -2,6 +2,9 @@
 //! plugins built from `plugins/` (by `scripts/build-plugins.sh`, which
 //! `make test` runs first), and talk to them over HTTP.
 
+pub mod broker;
+pub use broker::Vhost;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,6 +64,9 @@ pub struct NodeSetup {
     pub listen: Option<String>,
     /// Ring settings: fast maintenance for tests.
     pub chord: ChordConfig,
+    /// The RabbitMQ broker (a test's own vhost, see [`Vhost`]); none runs
+    /// the node without a bridge.
+    pub amqp: Option<String>,
 }
 
 impl Default for NodeSetup {
@@ -86,6 +92,7 @@ impl Default for NodeSetup {
                 fix_fingers_every: Duration::from_millis(200),
                 check_predecessor_every: Duration::from_millis(100),
             },
+            amqp: None,
         }
     }
 }
@@ -122,6 +129,7 @@ impl NodeSetup {
         config.repair_every = self.repair_every;
         config.replicas = self.replicas;
         config.chord = self.chord;
+        config.amqp = self.amqp;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -22,6 +22,7 @@
 
 mod error;
 mod gather;
+mod handoff;
 mod known;
 mod local;
 mod network;
@@ -34,6 +35,7 @@ mod write;
 
 pub use error::{ErrorKind, FileError};
 pub use gather::{Batch, Gather};
+pub use handoff::{Change, HandOff, Hints, Taken};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};
 pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, Peers, Ring, StoreAnswer, StoreOrder};

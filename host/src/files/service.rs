@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
+use super::handoff::{HandOff, Hints, Receiver, Taken};
 use super::known::Known;
 use super::local::Local;
 use super::network::Deleted;
@@ -36,6 +37,7 @@ pub struct Files {
     writer: Arc<Writer>,
     reader: Arc<Reader>,
     repairer: Arc<Repairer>,
+    receiver: Receiver,
     tasks: TaskTracker,
 }
 
@@ -94,7 +96,8 @@ impl Files {
         let reader = Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone()));
         let parts = (writer.clone(), reader.clone());
         let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, scrub_bytes));
-        Self { placement, local, peers, writer, reader, repairer, tasks }
+        let receiver = Receiver::new(local.clone(), writer.clone(), peers.clone());
+        Self { placement, local, peers, writer, reader, repairer, receiver, tasks }
     }
 
     /// Largest upload accepted, in bytes.
@@ -115,6 +118,16 @@ impl Files {
     /// The repair loop's part, to run it (see [`super::spawn_repair`]).
     pub fn repairer(&self) -> &Arc<Repairer> {
         &self.repairer
+    }
+
+    /// Keeps hand-offs for holders that miss a write through `hints`.
+    pub fn keep_hints(&self, hints: &Arc<dyn Hints>) {
+        self.writer.keep_hints(hints);
+    }
+
+    /// Applies a hand-off addressed to this node (see [`Receiver::take`]).
+    pub async fn take_hand_off(&self, name: &FileName, hint: &HandOff) -> Result<Taken, FileError> {
+        self.receiver.take(name, hint).await
     }
 
     /// Where `name` belongs: the responsible node first, then its successors.

@@ -14,15 +14,16 @@
 //! A deletion goes to the responsible node, which records it and passes it
 //! to its successors, answering once a majority recorded it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
 use super::gather::{Batch, Gather};
+use super::handoff::{Change, HandOff, Hints};
 use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
 use super::network::{CopySink, Deleted, Peers, StoreOrder};
@@ -72,6 +73,8 @@ pub struct Writer {
     max_upload_bytes: u64,
     chunk_bytes: usize,
     tasks: TaskTracker,
+    /// Weak: what keeps hints (the bridge) holds the file service.
+    hints: OnceLock<Weak<dyn Hints>>,
 }
 
 impl Writer {
@@ -84,7 +87,7 @@ impl Writer {
         (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
         tasks: TaskTracker,
     ) -> Self {
-        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks }
+        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, hints: OnceLock::new() }
     }
 
     /// Largest upload accepted, in bytes.
@@ -182,25 +185,43 @@ impl Writer {
 
         let copies_wanted = 1 + replicas.min(candidates.len());
         let quorum = self.write_quorum.min(copies_wanted);
-        let mut holders = vec![self.placement.me().addr];
-        let mut commits: FuturesUnordered<_> = copies.into_iter().map(|c| c.commit(root)).collect();
+        let me = self.placement.me().addr;
+        let mut holders = vec![me.clone()];
+        let mut missed = Vec::new();
+        let mut commits: FuturesUnordered<_> = copies
+            .into_iter()
+            .zip(first)
+            .map(|(copy, target)| {
+                let target = target.addr.clone();
+                copy.commit(root).map(move |outcome| (target, outcome))
+            })
+            .collect();
         while holders.len() < quorum {
             match commits.next().await {
-                Some(Ok(addr)) => holders.push(addr),
-                Some(Err(e)) => tracing::warn!(file = %name, "a copy streamed with the upload failed: {e}"),
+                Some((_, Ok(addr))) => holders.push(addr),
+                Some((target, Err(e))) => {
+                    tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
+                    missed.push(target);
+                }
                 None => break,
             }
         }
+        let stored = Change::Stored { blake3: root, size: entry.size, sources: vec![me] };
+        let hint = HandOff { name: name.to_string(), version_ns: entry.modified_ns, change: stored };
         if !commits.is_empty() {
             // The answer does not wait for these (write quorum below k).
-            let name = name.clone();
+            let (name, writer, hint) = (name.clone(), self.clone(), hint.clone());
             self.tasks.spawn(async move {
-                while let Some(outcome) = commits.next().await {
+                while let Some((target, outcome)) = commits.next().await {
                     if let Err(e) = outcome {
-                        tracing::warn!(file = %name, "a copy streamed with the upload failed: {e}");
+                        tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
+                        writer.hint(target, hint.clone());
                     }
                 }
             });
+        }
+        for target in missed {
+            self.hint(target, hint.clone());
         }
         // Holders that failed are replaced by the next live successors,
         // copied from the durable local file.
@@ -217,6 +238,23 @@ impl Writer {
             tracing::warn!(file = %name, copies = holders.len(), quorum, "fewer live nodes than copies wanted");
         }
         Ok(Stored { entry, holders, copies_wanted })
+    }
+
+    /// Has `hint` kept for `holder`, which missed a write, if hand-offs are
+    /// kept at all (see [`Writer::keep_hints`]).
+    fn hint(&self, holder: String, hint: HandOff) {
+        if let Some(hints) = self.hints.get().and_then(Weak::upgrade) {
+            self.tasks.spawn(async move {
+                if let Err(e) = hints.hand_off(&holder, hint.clone()).await {
+                    tracing::warn!(file = %hint.name, node = %holder, "could not keep a hand-off: {e}");
+                }
+            });
+        }
+    }
+
+    /// Keeps hand-offs for holders that miss a write through `hints`.
+    pub fn keep_hints(&self, hints: &Arc<dyn Hints>) {
+        let _ = self.hints.set(Arc::downgrade(hints));
     }
 
     /// Copies this node's `name` to `target`; answers `target`'s address.
@@ -264,8 +302,10 @@ impl Writer {
                 // Spawned: a deletion under way finishes even if the client
                 // goes away.
                 self.tasks.spawn(async move {
-                    let reply = peers.delete(&target.addr, &name, Some(at), 0).await?;
-                    Ok::<_, FileError>((target.addr, reply.existed))
+                    match peers.delete(&target.addr, &name, Some(at), 0).await {
+                        Ok(reply) => Ok((target.addr, reply.existed)),
+                        Err(e) => Err((target.addr, e)),
+                    }
                 })
             })
             .collect();
@@ -277,7 +317,10 @@ impl Writer {
                     holders.push(addr);
                     existed |= had;
                 }
-                Some(Ok(Err(e))) => tracing::warn!(file = %name, "a deletion was not recorded: {e}"),
+                Some(Ok(Err((target, e)))) => {
+                    tracing::warn!(file = %name, node = %target, "a deletion was not recorded: {e}");
+                    self.hint(target, HandOff { name: name.to_string(), version_ns: at, change: Change::Deleted });
+                }
                 Some(Err(e)) => tracing::warn!(file = %name, "a deletion's task failed: {e}"),
                 None => break,
             }

@@ -22,6 +22,7 @@ use axum::{Json, Router};
 
 use crate::chord::ChordNode;
 use crate::files::Files;
+use crate::mom::Bridge;
 use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub ring: Arc<ChordNode<GrpcTransport>>,
     /// Files across the ring.
     pub files: Arc<Files>,
+    /// The bridge to RabbitMQ, if the node has one.
+    pub bridge: Option<Arc<Bridge>>,
     /// `GET /files` as last rendered, for the store generation it shows.
     pub listing_json: Arc<RenderedListing>,
 }
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
         .route("/plugins", get(plugins))
         .route("/ring", get(ring::ring))
+        .route("/bridge", get(bridge))
         .route("/lookup/{name}", get(ring::lookup))
         .route("/nodes", get(ring::nodes))
         .route("/search", get(files::search))
@@ -108,4 +112,17 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses().to_vec())
+}
+
+/// `GET /bridge`: the RabbitMQ bridge's connection, outbox and counters
+/// (`{"enabled": false}` for a node running without a broker).
+async fn bridge(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(match &app.bridge {
+        Some(bridge) => {
+            let mut status = serde_json::to_value(bridge.status()).unwrap_or_default();
+            status["enabled"] = true.into();
+            status
+        }
+        None => serde_json::json!({ "enabled": false }),
+    })
 }

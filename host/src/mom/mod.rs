@@ -1,0 +1,397 @@
+//! The RabbitMQ bridge: hinted hand-offs between nodes (and, later, ring
+//! and file events) through a broker, with nothing lost while the broker is
+//! down.
+//!
+//! - Publishing: a message is written to the node's [`Outbox`] first
+//!   (durably), then a flusher publishes the outbox in order on a channel in
+//!   confirm mode and removes each message only once the broker confirmed
+//!   it. A nack or a lost connection leaves it in the outbox, to be sent
+//!   again after reconnecting: delivery is at least once.
+//! - Consuming: the node's own hand-off queue, with manual acks sent only
+//!   after the hand-off is applied durably (or found already applied).
+//!   Applying one is idempotent (by file version), which absorbs duplicates.
+//!   A message that cannot be read is rejected to the dead-letter queue at
+//!   once; one that fails is retried after a pause that grows with its
+//!   delivery count, and dead-lettered by the broker after
+//!   [`topology::DELIVERY_LIMIT`] deliveries.
+//! - Connection: one per node, supervised here (not by lapin's automatic
+//!   recovery): any error drops it, and it is opened again with capped
+//!   exponential backoff; the node serves REST and gRPC all the while.
+
+mod outbox;
+mod topology;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Confirmation, PublisherConfirm};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use outbox::{Message, Outbox, OutboxError};
+pub use topology::{DEAD, DELIVERY_LIMIT, HANDOFF_EXCHANGE, handoff_queue};
+
+use crate::files::{FileError, Files, Fut, HandOff, Hints, Taken};
+use crate::store::FileName;
+
+/// Messages read from the outbox and published per round of confirms.
+const BATCH: usize = 256;
+/// Hand-offs applied at once (the broker sends no more unacked).
+const PREFETCH: u16 = 4;
+/// Pauses between connection attempts.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+const LAST_PAUSE: Duration = Duration::from_secs(5);
+
+/// Why a connection to the broker ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error("broker refused a message: {0}")]
+    Refused(String),
+}
+
+/// What the bridge has done, for `GET /bridge`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BridgeStatus {
+    /// The broker's URL, without a password.
+    pub url: String,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Messages in the outbox, not yet confirmed by the broker.
+    pub outbox: u64,
+    /// Messages the broker confirmed since start.
+    pub published: u64,
+    /// Hand-offs to this node applied since start.
+    pub applied: u64,
+    /// Hand-offs to this node that were already applied (duplicates, or a
+    /// version superseded or deleted since).
+    pub already_here: u64,
+    /// Failed attempts to apply a hand-off, each to be retried.
+    pub retried: u64,
+    /// Messages this node sent to the dead-letter queue (unreadable).
+    pub rejected: u64,
+    /// The last connection error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A node's bridge to the broker.
+pub struct Bridge {
+    me: String,
+    url: String,
+    outbox: Arc<Outbox>,
+    files: Arc<Files>,
+    /// Something was added to the outbox.
+    added: Notify,
+    status: Mutex<BridgeStatus>,
+}
+
+impl Bridge {
+    /// The bridge of the node at `me`, with its outbox at `outbox`, talking
+    /// to the broker at `url`; hand-offs to it are applied to `files`. Opens
+    /// the outbox; [`Bridge::spawn`] connects.
+    pub async fn open(
+        url: &str,
+        outbox: &std::path::Path,
+        me: String,
+        files: Arc<Files>,
+    ) -> Result<Arc<Self>, OutboxError> {
+        let path = outbox.to_path_buf();
+        let outbox = Arc::new(
+            tokio::task::spawn_blocking(move || Outbox::open(&path))
+                .await
+                .map_err(|e| OutboxError::from_task(&e))??,
+        );
+        let status = BridgeStatus { url: redacted(url), ..BridgeStatus::default() };
+        let bridge = Self { me, url: url.to_owned(), outbox, files, added: Notify::new(), status: Mutex::new(status) };
+        Ok(Arc::new(bridge))
+    }
+
+    /// What the bridge has done so far.
+    pub fn status(&self) -> BridgeStatus {
+        let mut status = self.status.lock().expect("status lock").clone();
+        status.outbox = self.outbox.waiting();
+        status
+    }
+
+    fn count(&self, update: impl FnOnce(&mut BridgeStatus)) {
+        update(&mut self.status.lock().expect("status lock"));
+    }
+
+    /// Writes `messages` to the outbox (durably) for the flusher to publish.
+    pub async fn publish(&self, messages: Vec<Message>) -> Result<(), OutboxError> {
+        let outbox = self.outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.push(&messages)).await.map_err(|e| OutboxError::from_task(&e))??;
+        self.added.notify_one();
+        Ok(())
+    }
+
+    /// Keeps the bridge connected until `stop`: publishes the outbox and
+    /// applies the hand-offs addressed to this node.
+    pub fn spawn(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+        let bridge = self.clone();
+        tokio::spawn(async move { bridge.supervise(stop).await })
+    }
+
+    async fn supervise(self: Arc<Self>, stop: CancellationToken) {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.session(&stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(url = %redacted(&self.url), "RabbitMQ bridge down, reconnecting: {e}");
+                    self.count(|s| {
+                        s.connected = false;
+                        s.last_error = Some(e.to_string());
+                    });
+                }
+            }
+            if started.elapsed() > LAST_PAUSE * 2 {
+                pause = FIRST_PAUSE;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(LAST_PAUSE);
+        }
+    }
+
+    /// One connection: declares the topology, then publishes and consumes
+    /// until it fails (an error) or `stop` (closed cleanly).
+    async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), LinkError> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let result = async {
+            let publishing = connection.create_channel().await?;
+            topology::declare(&publishing).await?;
+            let mine = topology::declare_handoff_queue(&publishing, &self.me).await?;
+            publishing.confirm_select(ConfirmSelectOptions::default()).await?;
+            let consuming = connection.create_channel().await?;
+            consuming.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+            let tag = format!("ringshare {}", self.me);
+            let options = BasicConsumeOptions::default();
+            let consumer = consuming
+                .basic_consume(mine.as_str().into(), tag.as_str().into(), options, FieldTable::default())
+                .await?;
+            self.count(|s| s.connected = true);
+            tracing::info!(url = %redacted(&self.url), queue = %mine, "RabbitMQ bridge connected");
+            tokio::select! {
+                flushed = self.flush(&publishing) => flushed,
+                consumed = self.consume(consumer) => consumed,
+                _ = stop.cancelled() => Ok(()),
+            }
+        }
+        .await;
+        let _ = connection.close(200, "node stopping".into()).await;
+        self.count(|s| s.connected = false);
+        result
+    }
+
+    /// Publishes the outbox, oldest first, forever.
+    async fn flush(&self, channel: &Channel) -> Result<(), LinkError> {
+        let mut declared = std::collections::HashSet::new();
+        loop {
+            let added = self.added.notified();
+            let outbox = self.outbox.clone();
+            let batch = tokio::task::spawn_blocking(move || outbox.oldest(BATCH))
+                .await
+                .map_err(|e| OutboxError::from_task(&e))??;
+            if batch.is_empty() {
+                // Woken by a new message; the timeout only guards against a
+                // wake-up missed in a race.
+                let _ = tokio::time::timeout(Duration::from_secs(1), added).await;
+                continue;
+            }
+            let mut done = Vec::with_capacity(batch.len());
+            let mut confirms = Vec::with_capacity(batch.len());
+            for (seq, message) in batch {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(why) => {
+                        tracing::error!(seq, "dropping an outbox entry that cannot be read: {why}");
+                        done.push(seq);
+                        continue;
+                    }
+                };
+                // A hand-off's queue exists before the first message to it,
+                // even if its node never connected yet.
+                if message.exchange == HANDOFF_EXCHANGE && declared.insert(message.routing_key.clone()) {
+                    topology::declare_handoff_queue(channel, &message.routing_key).await?;
+                }
+                confirms.push((seq, publish(channel, &message).await?));
+            }
+            for (seq, confirm) in confirms {
+                match confirm.await? {
+                    // Returned (no queue bound, as for an event nobody
+                    // listens to) still counts as published.
+                    Confirmation::Ack(_) => done.push(seq),
+                    Confirmation::Nack(_) => return Err(LinkError::Refused(format!("outbox entry {seq} nacked"))),
+                    Confirmation::NotRequested => return Err(LinkError::Refused("confirms are off".into())),
+                }
+            }
+            let published = done.len() as u64;
+            let outbox = self.outbox.clone();
+            tokio::task::spawn_blocking(move || outbox.remove(&done))
+                .await
+                .map_err(|e| OutboxError::from_task(&e))??;
+            self.count(|s| s.published += published);
+        }
+    }
+
+    /// Applies the hand-offs delivered to this node, a few at once; ends
+    /// with an error when the delivery stream does (the connection is gone).
+    async fn consume(self: &Arc<Self>, mut consumer: Consumer) -> Result<(), LinkError> {
+        // Dropped with the session: a hand-off being applied is abandoned
+        // unacked, and the broker delivers it again.
+        let mut applying = JoinSet::new();
+        loop {
+            tokio::select! {
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => {
+                        let bridge = self.clone();
+                        let delivery = delivery?;
+                        applying.spawn(async move { bridge.apply(delivery).await });
+                    }
+                    None => return Err(LinkError::Refused("the broker ended the consumer".into())),
+                },
+                Some(_) = applying.join_next() => {}
+            }
+        }
+    }
+
+    /// Applies one hand-off and settles its delivery.
+    async fn apply(&self, delivery: Delivery) {
+        let parsed = serde_json::from_slice::<HandOff>(&delivery.data)
+            .map_err(|e| e.to_string())
+            .and_then(|hint| FileName::parse(&hint.name).map(|name| (name, hint)).map_err(|e| e.to_string()));
+        let (name, hint) = match parsed {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                tracing::warn!(id = ?delivery.properties.message_id(), "hand-off dead-lettered: {why}");
+                let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
+                self.count(|s| s.rejected += 1);
+                return;
+            }
+        };
+        match self.files.take_hand_off(&name, &hint).await {
+            Ok(taken) => {
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(file = %name, "could not ack a hand-off (it will come again): {e}");
+                }
+                self.count(|s| match taken {
+                    Taken::Applied => s.applied += 1,
+                    Taken::AlreadyHere => s.already_here += 1,
+                });
+                tracing::info!(file = %name, version = hint.version_ns, ?taken, "hand-off taken");
+            }
+            Err(e) => {
+                let count = delivery_count(&delivery);
+                tracing::warn!(file = %name, delivery = count, "hand-off failed, retrying later: {e}");
+                self.count(|s| s.retried += 1);
+                tokio::time::sleep(retry_pause(count)).await;
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            }
+        }
+    }
+}
+
+impl Hints for Bridge {
+    fn hand_off(&self, holder: &str, hint: HandOff) -> Fut<'_, ()> {
+        let holder = holder.to_owned();
+        Box::pin(async move {
+            let body = serde_json::to_value(&hint).map_err(|e| FileError::Store(e.to_string()))?;
+            let message = Message {
+                id: new_id(),
+                exchange: HANDOFF_EXCHANGE.into(),
+                routing_key: holder,
+                kind: "hand-off".into(),
+                body,
+            };
+            self.publish(vec![message]).await.map_err(|e| FileError::Store(e.to_string()))
+        })
+    }
+}
+
+impl OutboxError {
+    fn from_task(e: &tokio::task::JoinError) -> Self {
+        OutboxError::new(format!("outbox task: {e}"))
+    }
+}
+
+/// Publishes one message: persistent, with its id and kind.
+async fn publish(channel: &Channel, message: &Message) -> Result<PublisherConfirm, LinkError> {
+    let payload = serde_json::to_vec(&message.body).map_err(|e| LinkError::Refused(e.to_string()))?;
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message.id.as_str().into())
+        .with_type(message.kind.as_str().into());
+    let exchange = message.exchange.as_str().into();
+    let key = message.routing_key.as_str().into();
+    Ok(channel.basic_publish(exchange, key, BasicPublishOptions::default(), &payload, properties).await?)
+}
+
+/// How many times the broker delivered this message before (quorum queues
+/// count it in `x-delivery-count`).
+fn delivery_count(delivery: &Delivery) -> u32 {
+    let headers = delivery.properties.headers().as_ref();
+    match headers.and_then(|h| h.inner().get("x-delivery-count")) {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        _ => 0,
+    }
+}
+
+/// Pause before a failed hand-off goes back to the queue: 0.5 s, doubling
+/// with each delivery, at most 30 s.
+fn retry_pause(deliveries: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << deliveries.min(6))).min(Duration::from_secs(30))
+}
+
+/// A fresh message id.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// `url` without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:…{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:…@127.0.0.1:5672/%2f");
+        assert_eq!(redacted("amqp://127.0.0.1:5672/%2f"), "amqp://127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn retries_back_off_up_to_a_cap() {
+        assert_eq!(retry_pause(0), Duration::from_millis(500));
+        assert_eq!(retry_pause(1), Duration::from_secs(1));
+        assert_eq!(retry_pause(40), Duration::from_secs(30));
+        assert_ne!(new_id(), new_id());
+    }
+}

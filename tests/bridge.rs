@@ -1,0 +1,183 @@
+//! The RabbitMQ bridge against a real broker (each test in its own vhost):
+//! hinted hand-offs reach a holder that missed a write, poison messages are
+//! dead-lettered, and a node whose broker is down keeps what it must send.
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use ringshare::mom::{DEAD, HANDOFF_EXCHANGE, handoff_queue};
+use ringshare_tests::{NodeSetup, TestNode, Vhost, blake3_hex, client, eventually, pattern, placement, wait_converged};
+
+/// `GET /bridge` of `node`.
+async fn bridge(node: &TestNode) -> Value {
+    client().get(node.at("/bridge")).send().await.unwrap().json().await.unwrap()
+}
+
+/// Waits until `node`'s bridge counter `field` reaches `at_least`.
+async fn wait_count(node: &TestNode, field: &str, at_least: u64) {
+    eventually(&format!("{field} on {}", node.addr), || async {
+        let status = bridge(node).await;
+        if status[field].as_u64().unwrap_or(0) >= at_least { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
+}
+
+/// Nodes keeping hand-offs through `vhost`, with no periodic repair (so
+/// that only a hand-off can bring a missed copy).
+fn through(vhost: &Vhost) -> NodeSetup {
+    NodeSetup { amqp: Some(vhost.url()), repair_every: Duration::from_secs(3600), ..NodeSetup::default() }
+}
+
+/// A node that cannot store anything (no upload plugin).
+fn without_upload(setup: NodeSetup) -> NodeSetup {
+    NodeSetup { plugins: vec!["default/index".into(), "default/download".into()], ..setup }
+}
+
+/// A name whose responsible node is `nodes[0]` and whose holders include
+/// `holder`.
+async fn name_held_by(nodes: &[TestNode], holder: &str, prefix: &str) -> String {
+    for i in 0..200 {
+        let name = format!("{prefix}-{i}.bin");
+        let holders = placement(&nodes[0], &name).await;
+        if holders[0] == nodes[0].addr && holders.iter().any(|h| h == holder) {
+            return name;
+        }
+    }
+    panic!("no name placed on {} and {holder}", nodes[0].addr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
+    let vhost = Vhost::new();
+    let first = through(&vhost).start().await;
+    let join = Some(first.addr.clone());
+    let second = NodeSetup { join: join.clone(), ..through(&vhost) }.start().await;
+    let third = without_upload(NodeSetup { join: join.clone(), ..through(&vhost) }).start().await;
+    let mut nodes = vec![first, second, third];
+    wait_converged(&nodes).await;
+    for node in &nodes {
+        eventually("bridge connected", || async {
+            if bridge(node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
+        })
+        .await;
+    }
+    let missing = nodes[2].addr.clone();
+    let name = name_held_by(&nodes, &missing, "missed").await;
+
+    // The third holder cannot take its copy: the upload is acknowledged by
+    // the other two, and a hand-off is kept for it.
+    let data = pattern(31, 700_000);
+    let put = client().put(nodes[0].at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let reply: Value = put.json().await.unwrap();
+    let acked: Vec<&str> = reply["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert!(!acked.contains(&missing.as_str()), "{reply}");
+    wait_count(&nodes[0], "published", 1).await;
+    // It keeps failing there (no upload plugin): retried, not lost.
+    wait_count(&nodes[2], "retried", 1).await;
+    assert!(!nodes[2].data().join("files").join(&name).exists());
+
+    // Back with its upload plugin, at the same address, with the same store.
+    let folder = nodes.pop().unwrap().crash();
+    let back = NodeSetup { listen: Some(missing.clone()), join, ..through(&vhost) }.start_in(folder).await;
+    wait_count(&back, "applied", 1).await;
+    let copy = std::fs::read(back.data().join("files").join(&name)).unwrap();
+    assert_eq!(blake3_hex(&copy), blake3_hex(&data), "the copy is the version uploaded");
+    let served = client().get(back.at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
+    assert!(served == data);
+    // Acked: its queue is empty, and nothing was dead-lettered.
+    let queue = handoff_queue(&missing);
+    eventually("the hand-off queue emptied", || async {
+        let counts = vhost.messages();
+        match (counts.get(&queue), counts.get(DEAD)) {
+            (Some(0), Some(0)) => Ok(()),
+            _ => Err(format!("{counts:?}")),
+        }
+    })
+    .await;
+    assert_eq!(bridge(&back).await["rejected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
+    let vhost = Vhost::new();
+    let node = through(&vhost).start().await;
+    eventually("bridge connected", || async {
+        if bridge(&node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    node_publishes(
+        &vhost,
+        &node.addr,
+        &[b"{not json".as_slice(), br#"{"name":"../x","version_ns":1,"change":{"kind":"deleted"}}"#],
+    )
+    .await;
+    wait_count(&node, "rejected", 2).await;
+    // A good one after them is applied: a deletion of a name never stored.
+    let good = br#"{"name":"never.txt","version_ns":5,"change":{"kind":"deleted"}}"#;
+    node_publishes(&vhost, &node.addr, &[good.as_slice()]).await;
+    wait_count(&node, "applied", 1).await;
+    assert!(node.data().join("deleted/never.txt").exists(), "the deletion was recorded");
+    eventually("two dead letters", || async {
+        let counts = vhost.messages();
+        if counts.get(DEAD) == Some(&2) && counts.get(&handoff_queue(&node.addr)) == Some(&0) {
+            Ok(())
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+}
+
+/// Publishes raw `payloads` to the hand-off queue of the node at `addr`.
+async fn node_publishes(vhost: &Vhost, addr: &str, payloads: &[&[u8]]) {
+    let connection = Connection::connect(&vhost.url(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for payload in payloads {
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        channel
+            .basic_publish(HANDOFF_EXCHANGE.into(), addr.into(), BasicPublishOptions::default(), payload, properties)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_broker_is_down_serves_and_sends_its_outbox_once_it_is_up() {
+    // The vhost does not exist yet: to the nodes, the broker is down.
+    let mut vhost = Vhost::reserved();
+    let setup = || NodeSetup { replicas: 2, ..through(&vhost) };
+    let first = setup().start().await;
+    let second = without_upload(NodeSetup { join: Some(first.addr.clone()), ..setup() }).start().await;
+    let nodes = vec![first, second];
+    wait_converged(&nodes).await;
+    let name = name_held_by(&nodes, &nodes[1].addr, "waiting").await;
+
+    let put = client().put(nodes[0].at(&format!("/files/{name}"))).body("kept for later").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "the node serves while its broker is down");
+    eventually("the hand-off waits in the outbox", || async {
+        let status = bridge(&nodes[0]).await;
+        if status["outbox"] == 1 && status["connected"] == false { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
+
+    vhost.create();
+    wait_count(&nodes[0], "published", 1).await;
+    assert_eq!(bridge(&nodes[0]).await["outbox"], 0);
+    // The holder receives it (and retries it: it still cannot store).
+    wait_count(&nodes[1], "retried", 1).await;
+    // (The broker's queue statistics lag by a few seconds.)
+    let queue = handoff_queue(&nodes[1].addr);
+    eventually("the hand-off in the holder's queue", || async {
+        let counts = vhost.messages();
+        if counts.get(&queue) == Some(&1) { Ok(()) } else { Err(format!("{counts:?}")) }
+    })
+    .await;
+}
