@@ -181,3 +181,74 @@ async fn a_node_whose_broker_is_down_serves_and_sends_its_outbox_once_it_is_up()
     })
     .await;
 }
+
+/// `POST /upload/` of `data` as `name`, with `node_address` if given.
+async fn legacy_upload(via: &TestNode, name: &str, data: &[u8], node_address: Option<&str>) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    if let Some(addr) = node_address {
+        form = form.text("node_address", addr.to_owned());
+    }
+    let part = reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_owned());
+    client().post(via.at("/upload/")).multipart(form.part("file", part)).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_upload_for_a_stopped_node_is_queued_and_delivered_when_it_is_back() {
+    let vhost = Vhost::new();
+    let setup = || NodeSetup { replicas: 2, ..through(&vhost) };
+    let first = setup().start().await;
+    let join = Some(first.addr.clone());
+    let mut nodes = vec![first];
+    for _ in 0..3 {
+        nodes.push(NodeSetup { join: join.clone(), ..setup() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    // Names the last node holds, and one it does not, while it is up.
+    let away = nodes[3].addr.clone();
+    let mut its = None;
+    let mut not_its = None;
+    for i in 0..200 {
+        let name = format!("legacy-{i}.txt");
+        let holders = placement(&nodes[0], &name).await;
+        match holders.contains(&away) {
+            true if its.is_none() => its = Some(name),
+            false if not_its.is_none() => not_its = Some(name),
+            _ => {}
+        }
+    }
+    let (its, not_its) = (its.unwrap(), not_its.unwrap());
+
+    // While it is up: stored, as the original system answered.
+    let up = legacy_upload(&nodes[0], "while-up.txt", b"up", Some(&away)).await;
+    assert_eq!(up.status(), StatusCode::OK);
+    let up: Value = up.json().await.unwrap();
+    assert_eq!(up["delivery"], "stored", "{up}");
+    assert!(up["message"].as_str().unwrap().contains("uploaded successfully"), "{up}");
+
+    let folder = nodes.pop().unwrap().stop().await;
+    wait_converged(&nodes).await;
+
+    // A bad address is refused before anything is stored.
+    let bad = legacy_upload(&nodes[0], "bad.txt", b"x", Some("not an address")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(client().get(nodes[0].at("/files/bad.txt")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    let data = pattern(41, 300_000);
+    let queued = legacy_upload(&nodes[1], &its, &data, Some(&away)).await;
+    assert_eq!(queued.status(), StatusCode::OK);
+    let queued: Value = queued.json().await.unwrap();
+    assert_eq!(queued["delivery"], "queued", "{queued}");
+    assert!(queued["message"].as_str().unwrap().contains(&away), "{queued}");
+    let elsewhere: Value = legacy_upload(&nodes[1], &not_its, b"not for it", Some(&away)).await.json().await.unwrap();
+    assert_eq!(elsewhere["delivery"], "stored", "{elsewhere}");
+    // Served by the ring meanwhile.
+    let body = client().get(nodes[2].at(&format!("/files/{its}"))).send().await.unwrap().bytes().await.unwrap();
+    assert!(body == data);
+
+    // Back: it takes the hand-off (no repair pass runs in this test).
+    let back = NodeSetup { listen: Some(away.clone()), join, ..setup() }.start_in(folder).await;
+    wait_count(&back, "applied", 1).await;
+    let copy = std::fs::read(back.data().join("files").join(&its)).unwrap();
+    assert_eq!(blake3_hex(&copy), blake3_hex(&data));
+    assert!(!back.data().join("files").join(&not_its).exists());
+}

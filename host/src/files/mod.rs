@@ -42,6 +42,6 @@ pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, Peers, Ring, S
 pub use placement::Placement;
 pub use read::{Reader, Source};
 pub use repair::{Repairer, spawn_repair};
-pub use service::{Files, FilesSettings, NetworkEntry};
+pub use service::{Delivery, Files, FilesSettings, NetworkEntry};
 pub use tombstones::Tombstones;
 pub use write::{StoreHow, Stored, Writer};

@@ -68,6 +68,18 @@ impl Placement {
         Ok(after)
     }
 
+    /// Whether `node` is, or would be if it were in the ring, one of the
+    /// holders of `name`.
+    pub async fn would_hold(&self, name: &FileName, node: &NodeRef) -> Result<bool, FileError> {
+        let placed = self.holders(name).await?;
+        Ok(would_hold(Id::hash(name.as_str()), &placed, self.replicas, node))
+    }
+
+    /// Whether `node` answers ring calls.
+    pub async fn answers(&self, node: &NodeRef) -> bool {
+        self.ring.successors_of(node).await.is_ok()
+    }
+
     /// Up to `count` of this node's successors, itself excluded.
     pub fn successors(&self, count: usize) -> Vec<NodeRef> {
         let me = self.ring.me().id;
@@ -93,6 +105,16 @@ pub fn holders(responsible: &NodeRef, successors: &[NodeRef], k: usize) -> Vec<N
         }
     }
     holders
+}
+
+/// Whether `node` is among `placed` (the holders of `key`, k of them unless
+/// the ring is smaller), or would be if it joined: its id falls between the
+/// key and the last holder, so it would take that holder's place.
+pub fn would_hold(key: Id, placed: &[NodeRef], k: usize, node: &NodeRef) -> bool {
+    if placed.iter().any(|h| h.id == node.id) || placed.len() < k {
+        return true;
+    }
+    node.id == key || node.id.in_half_open(key, placed[k - 1].id)
 }
 
 /// Copies (the responsible node's included) that must hold a file before an
@@ -127,6 +149,24 @@ mod tests {
             prop_assert_eq!(ids.len(), h.len());
             let distinct = list.iter().collect::<std::collections::BTreeSet<_>>().len();
             prop_assert_eq!(h.len(), (distinct + 1).min(k));
+        }
+
+        #[test]
+        fn a_node_would_hold_a_key_exactly_when_joining_would_make_it_a_holder(
+            ports in prop::collection::btree_set(1u16..2000, 1..12), joiner in 2000u16..3000, key: u64, k in 1usize..5,
+        ) {
+            let key = Id(key);
+            let by_distance = |mut ring: Vec<NodeRef>| {
+                ring.sort_by_key(|n| key.distance_to(n.id));
+                ring.truncate(k);
+                ring
+            };
+            let ring: Vec<NodeRef> = ports.iter().map(|&p| node(p)).collect();
+            let x = node(joiner);
+            let placed = by_distance(ring.clone());
+            let after_join = by_distance(ring.into_iter().chain([x.clone()]).collect());
+            prop_assert_eq!(would_hold(key, &placed, k, &x), after_join.contains(&x));
+            prop_assert!(would_hold(key, &placed, k, &placed[0]));
         }
 
         #[test]

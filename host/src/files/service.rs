@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
-use super::handoff::{HandOff, Hints, Receiver, Taken};
+use super::handoff::{Change, HandOff, Hints, Receiver, Taken};
 use super::known::Known;
 use super::local::Local;
 use super::network::Deleted;
@@ -55,6 +55,19 @@ pub struct FilesSettings {
     pub chunk_bytes: usize,
     /// Bytes of this node's copies read back and checked per repair pass.
     pub scrub_bytes: u64,
+}
+
+/// What became of a file meant for a node that did not answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The node answers: it has its copy if it is a holder.
+    Stored,
+    /// It does not answer, and a hand-off is kept for it.
+    Queued,
+    /// It does not answer, and would not hold the file anyway.
+    NotAHolder,
+    /// It does not answer, and this node keeps no hand-offs (no broker).
+    NoBroker,
 }
 
 /// One file in the network listing.
@@ -123,6 +136,24 @@ impl Files {
     /// Keeps hand-offs for holders that miss a write through `hints`.
     pub fn keep_hints(&self, hints: &Arc<dyn Hints>) {
         self.writer.keep_hints(hints);
+    }
+
+    /// After `stored` was stored on the ring for a client that meant it for
+    /// the node at `node` (the legacy `POST /upload/` with `node_address`):
+    /// whether that node has it or will get it.
+    pub async fn meant_for(&self, node: &str, stored: &Stored) -> Result<Delivery, FileError> {
+        let target = NodeRef::new(node.to_owned());
+        if self.placement.answers(&target).await {
+            return Ok(Delivery::Stored);
+        }
+        let name = FileName::parse(&stored.entry.name).map_err(|e| FileError::Store(e.to_string()))?;
+        if !self.placement.would_hold(&name, &target).await? {
+            return Ok(Delivery::NotAHolder);
+        }
+        let blake3 = stored.entry.blake3.ok_or_else(|| FileError::Store(format!("{name} has no hash")))?;
+        let change = Change::Stored { blake3, size: stored.entry.size, sources: stored.holders.clone() };
+        let hint = HandOff { name: name.to_string(), version_ns: stored.entry.modified_ns, change };
+        Ok(if self.writer.hint_now(node, hint).await? { Delivery::Queued } else { Delivery::NoBroker })
     }
 
     /// Applies a hand-off addressed to this node (see [`Receiver::take`]).

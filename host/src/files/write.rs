@@ -241,14 +241,21 @@ impl Writer {
     }
 
     /// Has `hint` kept for `holder`, which missed a write, if hand-offs are
-    /// kept at all (see [`Writer::keep_hints`]).
-    fn hint(&self, holder: String, hint: HandOff) {
-        if let Some(hints) = self.hints.get().and_then(Weak::upgrade) {
-            self.tasks.spawn(async move {
-                if let Err(e) = hints.hand_off(&holder, hint.clone()).await {
-                    tracing::warn!(file = %hint.name, node = %holder, "could not keep a hand-off: {e}");
-                }
-            });
+    /// kept at all (see [`Writer::keep_hints`]), in the background.
+    fn hint(self: &Arc<Self>, holder: String, hint: HandOff) {
+        let writer = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = writer.hint_now(&holder, hint.clone()).await {
+                tracing::warn!(file = %hint.name, node = %holder, "could not keep a hand-off: {e}");
+            }
+        });
+    }
+
+    /// Keeps `hint` for `holder`; answers whether hand-offs are kept at all.
+    pub async fn hint_now(&self, holder: &str, hint: HandOff) -> Result<bool, FileError> {
+        match self.hints.get().and_then(Weak::upgrade) {
+            Some(hints) => hints.hand_off(holder, hint).await.map(|()| true),
+            None => Ok(false),
         }
     }
 

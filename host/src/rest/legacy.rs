@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::chord::{NodeRef, WALK_LIMIT};
+use crate::files::Delivery;
 use crate::store::FileName;
 
 #[derive(Serialize)]
@@ -47,19 +48,36 @@ pub struct UploadJson {
     message: String,
     size: u64,
     blake3: Option<String>,
+    /// `stored` (on the ring), or `queued` (also kept as a hand-off for
+    /// `node_address`, which did not answer).
+    delivery: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_address: Option<String>,
 }
 
-/// `POST /upload/` with a multipart field `file`: stored under the part's
-/// file name, replacing any file of that name (as the original system did).
+/// `POST /upload/` with a multipart field `file`: stored on the ring under
+/// the part's file name, replacing any file of that name (as the original
+/// system did). With a form field `node_address` (before the file, as the
+/// original client sends it) naming the node the file is meant for: if
+/// that node does not answer, the file is stored on the ring all the same
+/// and, if that node is (or would be) one of its holders, a hand-off is
+/// kept for it (`queued`), which it takes when it is back.
 pub async fn upload(
     State(app): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-multipart", message);
     let mut multipart = multipart.map_err(|e| bad(e.body_text()))?;
+    let mut node_address = None;
     while let Some(field) = multipart.next_field().await.map_err(|e| bad(e.body_text()))? {
-        if field.name() != Some("file") {
-            continue;
+        match field.name() {
+            Some("node_address") => {
+                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                node_address = Some(parse_node_address(text.trim()).map_err(bad)?);
+                continue;
+            }
+            Some("file") => {}
+            _ => continue,
         }
         let Some(filename) = field.file_name().map(str::to_owned) else {
             return Err(bad("the `file` part has no filename".into()));
@@ -88,13 +106,47 @@ pub async fn upload(
             }
         };
         let (stored, ()) = tokio::join!(put, pump);
-        let entry = stored?.entry;
-        let message = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
-        let reply =
-            UploadJson { filename: entry.name, message, size: entry.size, blake3: entry.blake3.map(|d| d.to_hex()) };
+        let stored = stored?;
+        let entry = &stored.entry;
+        let uploaded = format!("File '{}' uploaded successfully ({} bytes)", entry.name, entry.size);
+        let (delivery, message) = match &node_address {
+            None => ("stored", uploaded),
+            Some(node) => match app.files.meant_for(node, &stored).await? {
+                Delivery::Stored => ("stored", format!("{uploaded} to the ring, with {node} up")),
+                Delivery::Queued => ("queued", format!("{uploaded} to the ring; {node} is down: queued for it")),
+                Delivery::NotAHolder => {
+                    ("stored", format!("{uploaded} to the ring; {node} is down and would not hold it"))
+                }
+                Delivery::NoBroker => (
+                    "stored",
+                    format!("{uploaded} to the ring; {node} is down and this node has no broker to queue it"),
+                ),
+            },
+        };
+        let reply = UploadJson {
+            filename: entry.name.clone(),
+            message,
+            size: entry.size,
+            blake3: entry.blake3.map(|d| d.to_hex()),
+            delivery,
+            node_address,
+        };
         return Ok((StatusCode::OK, Json(reply)));
     }
     Err(bad("no `file` part in the form".into()))
+}
+
+/// A node's address as the original client sends it: `host:port`.
+fn parse_node_address(text: &str) -> Result<String, String> {
+    let refuse = || format!("node_address {text:?} is not host:port");
+    let (host, port) = text.rsplit_once(':').ok_or_else(refuse)?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && valid_host => Ok(text.to_owned()),
+        _ => Err(refuse()),
+    }
 }
 
 #[derive(Serialize)]
@@ -141,4 +193,19 @@ pub async fn search(
     let name = FileName::parse(&filename?.0)?;
     let (node_address, _) = app.files.locate(&name).await?;
     Ok(Json(SearchJson { node_address, filename: name.as_str().to_owned() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_node_address;
+
+    #[test]
+    fn node_addresses_are_host_and_port() {
+        for good in ["127.0.0.1:7001", "node-2.local:80", "[::1]:9000"] {
+            assert_eq!(parse_node_address(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "127.0.0.1", ":80", "host:0", "host:99999", "a b:80", "h/x:80", "host:8o"] {
+            assert!(parse_node_address(bad).is_err(), "{bad}");
+        }
+    }
 }
