@@ -64,7 +64,7 @@ impl Node {
         let bridge = match &config.amqp {
             Some(url) => {
                 let outbox = config.data_dir.join("outbox.redb");
-                let bridge = Bridge::open(url, &outbox, ring.me().addr, files.clone())
+                let bridge = Bridge::open(url, &outbox, ring.me().addr, Some(files.clone()))
                     .await
                     .with_context(|| format!("opening the outbox at {}", outbox.display()))?;
                 let hints: Arc<dyn crate::files::Hints> = bridge.clone();

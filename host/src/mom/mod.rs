@@ -92,7 +92,9 @@ pub struct Bridge {
     me: String,
     url: String,
     outbox: Arc<Outbox>,
-    files: Arc<Files>,
+    /// Where hand-offs to this node are applied; none: the bridge only
+    /// publishes.
+    files: Option<Arc<Files>>,
     /// Something was added to the outbox.
     added: Notify,
     status: Mutex<BridgeStatus>,
@@ -100,13 +102,13 @@ pub struct Bridge {
 
 impl Bridge {
     /// The bridge of the node at `me`, with its outbox at `outbox`, talking
-    /// to the broker at `url`; hand-offs to it are applied to `files`. Opens
-    /// the outbox; [`Bridge::spawn`] connects.
+    /// to the broker at `url`; hand-offs to it are applied to `files` (none:
+    /// it only publishes). Opens the outbox; [`Bridge::spawn`] connects.
     pub async fn open(
         url: &str,
         outbox: &std::path::Path,
         me: String,
-        files: Arc<Files>,
+        files: Option<Arc<Files>>,
     ) -> Result<Arc<Self>, OutboxError> {
         let path = outbox.to_path_buf();
         let outbox = Arc::new(
@@ -177,20 +179,22 @@ impl Bridge {
         let result = async {
             let publishing = connection.create_channel().await?;
             topology::declare(&publishing).await?;
-            let mine = topology::declare_handoff_queue(&publishing, &self.me).await?;
             publishing.confirm_select(ConfirmSelectOptions::default()).await?;
-            let consuming = connection.create_channel().await?;
-            consuming.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
-            let tag = format!("ringshare {}", self.me);
-            let options = BasicConsumeOptions::default();
-            let consumer = consuming
-                .basic_consume(mine.as_str().into(), tag.as_str().into(), options, FieldTable::default())
-                .await?;
+            let consumer = match &self.files {
+                Some(files) => Some((self.consumer(&connection).await?, files.clone())),
+                None => None,
+            };
             self.count(|s| s.connected = true);
-            tracing::info!(url = %redacted(&self.url), queue = %mine, "RabbitMQ bridge connected");
+            tracing::info!(url = %redacted(&self.url), "RabbitMQ bridge connected");
+            let consuming = async {
+                match consumer {
+                    Some((consumer, files)) => self.consume(consumer, files).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 flushed = self.flush(&publishing) => flushed,
-                consumed = self.consume(consumer) => consumed,
+                consumed = consuming => consumed,
                 _ = stop.cancelled() => Ok(()),
             }
         }
@@ -198,6 +202,16 @@ impl Bridge {
         let _ = connection.close(200, "node stopping".into()).await;
         self.count(|s| s.connected = false);
         result
+    }
+
+    /// Declares this node's hand-off queue and starts consuming it.
+    async fn consumer(&self, connection: &Connection) -> Result<Consumer, LinkError> {
+        let channel = connection.create_channel().await?;
+        let mine = topology::declare_handoff_queue(&channel, &self.me).await?;
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+        let tag = format!("ringshare {}", self.me);
+        let options = BasicConsumeOptions::default();
+        Ok(channel.basic_consume(mine.as_str().into(), tag.as_str().into(), options, FieldTable::default()).await?)
     }
 
     /// Publishes the outbox, oldest first, forever.
@@ -253,7 +267,7 @@ impl Bridge {
 
     /// Applies the hand-offs delivered to this node, a few at once; ends
     /// with an error when the delivery stream does (the connection is gone).
-    async fn consume(self: &Arc<Self>, mut consumer: Consumer) -> Result<(), LinkError> {
+    async fn consume(self: &Arc<Self>, mut consumer: Consumer, files: Arc<Files>) -> Result<(), LinkError> {
         // Dropped with the session: a hand-off being applied is abandoned
         // unacked, and the broker delivers it again.
         let mut applying = JoinSet::new();
@@ -261,9 +275,9 @@ impl Bridge {
             tokio::select! {
                 delivery = consumer.next() => match delivery {
                     Some(delivery) => {
-                        let bridge = self.clone();
+                        let (bridge, files) = (self.clone(), files.clone());
                         let delivery = delivery?;
-                        applying.spawn(async move { bridge.apply(delivery).await });
+                        applying.spawn(async move { bridge.apply(&files, delivery).await });
                     }
                     None => return Err(LinkError::Refused("the broker ended the consumer".into())),
                 },
@@ -273,7 +287,7 @@ impl Bridge {
     }
 
     /// Applies one hand-off and settles its delivery.
-    async fn apply(&self, delivery: Delivery) {
+    async fn apply(&self, files: &Files, delivery: Delivery) {
         let parsed = serde_json::from_slice::<HandOff>(&delivery.data)
             .map_err(|e| e.to_string())
             .and_then(|hint| FileName::parse(&hint.name).map(|name| (name, hint)).map_err(|e| e.to_string()));
@@ -286,7 +300,7 @@ impl Bridge {
                 return;
             }
         };
-        match self.files.take_hand_off(&name, &hint).await {
+        match files.take_hand_off(&name, &hint).await {
             Ok(taken) => {
                 if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                     tracing::warn!(file = %name, "could not ack a hand-off (it will come again): {e}");

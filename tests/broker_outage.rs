@@ -1,0 +1,115 @@
+//! RabbitMQ stopped and started again while a bridge publishes: every
+//! message reaches the broker exactly as often as it takes (at least once,
+//! none lost), and the outbox empties. Its own test binary: it stops the
+//! broker every other test uses, and test binaries run one at a time.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use ringshare::mom::{Bridge, HANDOFF_EXCHANGE, Message, handoff_queue};
+use ringshare_tests::Vhost;
+
+const TOTAL: usize = 10_000;
+const BATCH: usize = 100;
+/// The (absent) node the hand-offs are for.
+const HOLDER: &str = "127.0.0.1:9";
+
+/// Starts the broker again when the test ends, whatever happened.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        start_broker();
+    }
+}
+
+fn start_broker() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh");
+    let status = Command::new("bash").arg(script).status().expect("scripts/broker.sh");
+    assert!(status.success(), "the broker did not start again");
+}
+
+fn message(i: usize) -> Message {
+    Message {
+        id: format!("m{i}"),
+        exchange: HANDOFF_EXCHANGE.into(),
+        routing_key: HOLDER.into(),
+        kind: "hand-off".into(),
+        body: serde_json::json!({ "name": format!("f{i}"), "version_ns": i, "change": { "kind": "deleted" } }),
+    }
+}
+
+/// Polls `done` every 50 ms for up to `limit`.
+async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_hand_offs_survive_a_broker_restart() {
+    let vhost = Vhost::new();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.redb");
+    let bridge = Bridge::open(&vhost.url(), &outbox, "publisher".into(), None).await.unwrap();
+    let stop = CancellationToken::new();
+    let running = bridge.spawn(stop.clone());
+    until("connected", Duration::from_secs(30), || bridge.status().connected).await;
+    let back = BrokerBack;
+
+    let written = AtomicBool::new(false);
+    let publishing = async {
+        for batch in 0..TOTAL / BATCH {
+            bridge.publish((batch * BATCH..(batch + 1) * BATCH).map(message).collect()).await.unwrap();
+        }
+        written.store(true, Ordering::SeqCst);
+    };
+    let outage = async {
+        until("a first thousand confirmed", Duration::from_secs(60), || bridge.status().published >= 1000).await;
+        let stopped = tokio::task::spawn_blocking(|| Command::new("rabbitmqctl").arg("stop").status()).await;
+        assert!(stopped.unwrap().unwrap().success(), "rabbitmqctl stop");
+        until("the bridge saw it go", Duration::from_secs(30), || !bridge.status().connected).await;
+        // The broker stays down until every message is in the outbox.
+        until("all written", Duration::from_secs(120), || written.load(Ordering::SeqCst)).await;
+        let waiting = bridge.status().outbox;
+        tokio::task::spawn_blocking(start_broker).await.unwrap();
+        waiting
+    };
+    let ((), waiting_at_restart) = tokio::join!(publishing, outage);
+    assert!(waiting_at_restart > 0, "some messages waited for the broker in the outbox");
+    until("the outbox emptied", Duration::from_secs(120), || bridge.status().outbox == 0).await;
+    let status = bridge.status();
+    assert!(status.published >= TOTAL as u64, "{status:?}");
+    stop.cancel();
+    running.await.unwrap();
+    drop(back);
+
+    // Everything confirmed is in the queue: each id at least once.
+    let connection = Connection::connect(&vhost.url(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = handoff_queue(HOLDER);
+    let (mut seen, mut received) = (HashSet::new(), 0usize);
+    for _ in 0..TOTAL * 2 {
+        let Some(got) = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap() else {
+            break;
+        };
+        received += 1;
+        let id = got.delivery.properties.message_id().as_ref().expect("message id").to_string();
+        seen.insert(id);
+        got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let missing: Vec<usize> = (0..TOTAL).filter(|i| !seen.contains(&format!("m{i}"))).collect();
+    assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(seen.len(), TOTAL);
+    eprintln!("{TOTAL} hand-offs, {} received ({} duplicates)", received, received - TOTAL);
+    connection.close(200, "done".into()).await.unwrap();
+}
