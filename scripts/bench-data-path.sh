@@ -77,7 +77,7 @@ CONF
 # ringshare: a ring of two nodes keeping one copy, and one of three keeping three.
 start_node() { # name replicas [join]
   local port; port=$(free_port)
-  "$root/target/release/ringshare" node --listen "127.0.0.1:$port" --data "$work/$1" --replicas "$2" \
+  "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/$1" --replicas "$2" \
     ${3:+--join "$3"} --plugins "$root/target/plugins/default" > "$work/$1.out" 2> "$work/$1.log" &
   pids+=($!)
   for _ in $(seq 1 200); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done

@@ -27,7 +27,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 node_port=$(free_port)
-"$root/target/release/ringshare" node --listen "127.0.0.1:$node_port" --data "$work/node" --replicas 1 \
+"$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$node_port" --data "$work/node" --replicas 1 \
   --plugins "$root/target/plugins/default" > "$work/node.out" 2> "$work/node.log" &
 node_pid=$!
 for _ in $(seq 1 200); do grep -q listening "$work/node.out" 2>/dev/null && break; sleep 0.05; done

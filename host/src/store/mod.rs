@@ -7,6 +7,7 @@
 //! <data>/outboard/<name> BLAKE3 chaining values of each file's 256 KiB blocks
 //! <data>/tmp/           uploads in progress; emptied at start
 //! <data>/deleted/<name> when the file was deleted (tombstones, host-written)
+//! <data>/outbox.redb    messages waiting for the broker (`crate::mom`, host-written)
 //! ```
 //! Only plugins read and write files and their records; the host creates
 //! the folders and keeps the tombstones (`crate::files::Tombstones`).
