@@ -162,15 +162,25 @@ async fn a_node_whose_broker_is_down_serves_and_sends_its_outbox_once_it_is_up()
 
     let put = client().put(nodes[0].at(&format!("/files/{name}"))).body("kept for later").send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED, "the node serves while its broker is down");
+    // The hand-off, and the events of the join and the upload.
     eventually("the hand-off waits in the outbox", || async {
         let status = bridge(&nodes[0]).await;
-        if status["outbox"] == 1 && status["connected"] == false { Ok(()) } else { Err(status.to_string()) }
+        if status["outbox"].as_u64() >= Some(2) && status["connected"] == false {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
     })
     .await;
+    let waiting = bridge(&nodes[0]).await["outbox"].as_u64().unwrap();
 
     vhost.create();
-    wait_count(&nodes[0], "published", 1).await;
-    assert_eq!(bridge(&nodes[0]).await["outbox"], 0);
+    wait_count(&nodes[0], "published", waiting).await;
+    eventually("the outbox emptied", || async {
+        let status = bridge(&nodes[0]).await;
+        if status["outbox"] == 0 { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
     // The holder receives it (and retries it: it still cannot store).
     wait_count(&nodes[1], "retried", 1).await;
     // (The broker's queue statistics lag by a few seconds.)
@@ -251,4 +261,87 @@ async fn a_legacy_upload_for_a_stopped_node_is_queued_and_delivered_when_it_is_b
     let copy = std::fs::read(back.data().join("files").join(&its)).unwrap();
     assert_eq!(blake3_hex(&copy), blake3_hex(&data));
     assert!(!back.data().join("files").join(&not_its).exists());
+}
+
+/// Names and hashes of `GET /files?scope=network` on `node`, from its live
+/// index or (`walk`) from every node.
+async fn network(node: &TestNode, walk: bool) -> Vec<(String, String)> {
+    let url = node.at(if walk { "/files?scope=network&walk=true" } else { "/files?scope=network" });
+    let listing: Vec<Value> = client().get(url).send().await.unwrap().json().await.unwrap();
+    listing.iter().map(|e| (e["name"].as_str().unwrap().to_owned(), e["blake3"].as_str().unwrap().to_owned())).collect()
+}
+
+/// Waits until every node's live listing is `expected` and agrees with a
+/// walk of the ring.
+async fn listings_agree(nodes: &[TestNode], expected: &[(String, String)]) {
+    for node in nodes {
+        eventually(&format!("the live listing of {}", node.addr), || async {
+            let (live, walked) = (network(node, false).await, network(node, true).await);
+            if live == expected && walked == expected {
+                Ok(())
+            } else {
+                Err(format!("live {live:?}, walked {walked:?}"))
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_network_listing_follows_uploads_deletes_joins_leaves_and_kills() {
+    let vhost = Vhost::new();
+    // No periodic rebuild during the test: only the first walk and events.
+    let setup = || NodeSetup { index_refresh_every: Duration::from_secs(3600), ..through(&vhost) };
+    let first = setup().start().await;
+    let join = Some(first.addr.clone());
+    let mut nodes = vec![first];
+    for _ in 0..3 {
+        nodes.push(NodeSetup { join: join.clone(), ..setup() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    for node in &nodes {
+        eventually("index ready", || async {
+            let status = bridge(node).await;
+            if status["index_ready"] == true && status["connected"] == true { Ok(()) } else { Err(status.to_string()) }
+        })
+        .await;
+    }
+
+    // Events stream to HTTP clients too.
+    let mut stream = client().get(nodes[3].at("/events")).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for i in 0..8 {
+        let name = format!("live-{i}.bin");
+        let data = pattern(50 + i as u64, 1000 + i * 100);
+        let put = client().put(nodes[i % 4].at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED);
+        expected.push((name, blake3_hex(&data)));
+    }
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains("event: file.stored") || !seen.contains("live-7.bin") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk()).await.expect("events in time").unwrap().unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    for gone in ["live-2.bin", "live-5.bin"] {
+        let deleted = client().delete(nodes[1].at(&format!("/files/{gone}"))).send().await.unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+        expected.retain(|(name, _)| name != gone);
+    }
+    expected.sort();
+    listings_agree(&nodes, &expected).await;
+
+    // A node joins (its first walk fills its index), one leaves, one is killed.
+    nodes.push(NodeSetup { join: join.clone(), ..setup() }.start().await);
+    wait_converged(&nodes).await;
+    let _left = nodes.remove(2).stop().await;
+    let _killed = nodes.remove(2).crash();
+    wait_converged(&nodes).await;
+    listings_agree(&nodes, &expected).await;
+    // Search answers from the same index.
+    let found: Vec<Value> = client().get(nodes[0].at("/search?q=live-1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
 }

@@ -62,7 +62,7 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
     let outbox = dir.path().join("outbox.redb");
     let bridge = Bridge::open(&vhost.url(), &outbox, "publisher".into(), None).await.unwrap();
     let stop = CancellationToken::new();
-    let running = bridge.spawn(stop.clone());
+    let running = bridge.spawn(None, stop.clone());
     until("connected", Duration::from_secs(30), || bridge.status().connected).await;
     let back = BrokerBack;
 

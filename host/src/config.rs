@@ -42,9 +42,12 @@ pub struct NodeConfig {
     pub scrub_bytes_per_pass: u64,
     /// Period of the repair pass that restores missing copies. Default: 30 s.
     pub repair_every: Duration,
-    /// The RabbitMQ broker that carries hand-offs, or none to run without
-    /// one. Default: [`DEFAULT_AMQP`].
+    /// The RabbitMQ broker that carries hand-offs and events, or none to
+    /// run without one. Default: [`DEFAULT_AMQP`].
     pub amqp: Option<String>,
+    /// With a broker, the live network index is rebuilt from a walk of the
+    /// ring this often (events keep it current in between). Default: 60 s.
+    pub index_refresh_every: Duration,
 }
 
 /// The broker a node talks to unless told otherwise.
@@ -92,6 +95,7 @@ impl NodeConfig {
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             amqp: Some(DEFAULT_AMQP.to_owned()),
+            index_refresh_every: Duration::from_secs(60),
         }
     }
 }

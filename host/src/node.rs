@@ -10,9 +10,9 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::chord::{ChordNode, NodeRef, spawn_maintenance};
+use crate::chord::{ChordNode, NodeRef, RingChange, spawn_maintenance};
 use crate::config::NodeConfig;
-use crate::files::{Files, FilesSettings, Tombstones, spawn_repair};
+use crate::files::{Files, FilesSettings, Tombstones, spawn_index_refresh, spawn_repair};
 use crate::mom::Bridge;
 use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
@@ -135,14 +135,19 @@ pub async fn run(
         return Err(e).with_context(|| format!("joining the ring through {via}"));
     }
     tracing::info!(me = %ring.me().addr, id = %ring.me().id, "serving");
+    let reacting = spawn_repair_on_departures(ring.changes(), files.clone(), stop.clone());
+    let mom = bridge.map(|bridge| {
+        spawn_index_refresh(files.clone(), config.index_refresh_every, stop.clone());
+        bridge.spawn(Some(ring.changes()), stop.clone())
+    });
     let maintenance = spawn_maintenance(ring, stop.clone());
     let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
-    let mom = bridge.map(|bridge| bridge.spawn(stop.clone()));
 
     shutdown.await;
     stop.cancel();
     maintenance.await.ok();
     repair.await.ok();
+    reacting.await.ok();
     if let Some(mom) = mom {
         mom.await.ok();
     }
@@ -150,6 +155,40 @@ pub async fn run(
     // Copies finishing in the background and streams still being served.
     files.shut_down(std::time::Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// A node gone again within this window does not wake the repair again.
+const WAKE_AGAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Wakes the repair loop whenever this node sees another leave or stop
+/// answering (the RabbitMQ bridge wakes it for what other nodes see).
+fn spawn_repair_on_departures(
+    mut changes: tokio::sync::broadcast::Receiver<RingChange>,
+    files: Arc<Files>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // A dead node is forgotten again each time a neighbour's list names
+        // it; one wake-up per node per window is enough.
+        let mut woken_for: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                change = changes.recv() => match change {
+                    Ok(RingChange::Left(node) | RingChange::Suspected(node)) => {
+                        let now = tokio::time::Instant::now();
+                        if woken_for.get(&node.addr).is_none_or(|at| now.duration_since(*at) > WAKE_AGAIN) {
+                            woken_for.insert(node.addr, now);
+                            files.repairer().wake();
+                        }
+                    }
+                    Ok(RingChange::Joined(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => files.repairer().wake(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    })
 }
 
 /// Joins through `via`, retrying with backoff for up to `timeout` while it

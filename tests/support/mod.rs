@@ -67,6 +67,8 @@ pub struct NodeSetup {
     /// The RabbitMQ broker (a test's own vhost, see [`Vhost`]); none runs
     /// the node without a bridge.
     pub amqp: Option<String>,
+    /// With a broker: how often the live network index is rebuilt.
+    pub index_refresh_every: Duration,
 }
 
 impl Default for NodeSetup {
@@ -93,6 +95,7 @@ impl Default for NodeSetup {
                 check_predecessor_every: Duration::from_millis(100),
             },
             amqp: None,
+            index_refresh_every: Duration::from_secs(60),
         }
     }
 }
@@ -130,6 +133,7 @@ impl NodeSetup {
         config.replicas = self.replicas;
         config.chord = self.chord;
         config.amqp = self.amqp;
+        config.index_refresh_every = self.index_refresh_every;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -18,5 +18,7 @@ mod table;
 
 pub use id::{BITS, Id};
 pub use maintenance::spawn_maintenance;
-pub use node::{ChordConfig, ChordNode, MAX_HOPS, Neighbours, RingError, Transport, Unreachable, WALK_LIMIT};
+pub use node::{
+    ChordConfig, ChordNode, MAX_HOPS, Neighbours, RingChange, RingError, Transport, Unreachable, WALK_LIMIT,
+};
 pub use table::{NodeRef, RoutingTable, Step, merged_successors};

@@ -98,6 +98,17 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Unreachable>> + Send;
 }
 
+/// A change of the ring this node witnessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingChange {
+    /// This node joined a ring.
+    Joined(NodeRef),
+    /// A node said goodbye (a graceful leave).
+    Left(NodeRef),
+    /// A node stopped answering (found by stabilize or check-predecessor).
+    Suspected(NodeRef),
+}
+
 /// One node of the ring.
 pub struct ChordNode<T> {
     table: Mutex<RoutingTable>,
@@ -111,6 +122,8 @@ pub struct ChordNode<T> {
     /// Nodes that said goodbye, and until when to ignore them: a stabilize
     /// that read a leaver's list just before its goodbye must not bring it back.
     departed: Mutex<Vec<(Id, Instant)>>,
+    /// Changes witnessed, for whoever listens ([`ChordNode::changes`]).
+    changes: tokio::sync::broadcast::Sender<RingChange>,
 }
 
 impl<T: Transport> ChordNode<T> {
@@ -123,7 +136,25 @@ impl<T: Transport> ChordNode<T> {
             leaving: AtomicBool::new(false),
             joined: AtomicBool::new(true),
             departed: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// The changes of the ring this node witnesses from now on (a listener
+    /// that falls more than 256 behind misses the oldest).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<RingChange> {
+        self.changes.subscribe()
+    }
+
+    fn witness(&self, change: RingChange) {
+        // Nobody listening is fine.
+        let _ = self.changes.send(change);
+    }
+
+    /// Forgets `node`, which did not answer.
+    fn suspect(&self, node: &NodeRef) {
+        self.table().forget(node);
+        self.witness(RingChange::Suspected(node.clone()));
     }
 
     /// Marks this node as waiting to join a ring: until [`ChordNode::join`]
@@ -221,6 +252,8 @@ impl<T: Transport> ChordNode<T> {
             t.predecessor = neighbours.predecessor.filter(|p| p.id != t.me().id && p.id != leaver.id);
         }
         t.forget(leaver);
+        drop(t);
+        self.witness(RingChange::Left(leaver.clone()));
     }
 
     // ---- asking other nodes ----------------------------------------------
@@ -258,7 +291,7 @@ impl<T: Transport> ChordNode<T> {
                                 answer = Some(s);
                                 break;
                             }
-                            Err(_) => self.table().forget(&node),
+                            Err(_) => self.suspect(&node),
                         }
                     }
                     match answer {
@@ -308,6 +341,7 @@ impl<T: Transport> ChordNode<T> {
         self.table().set_successors([successor.clone()], &theirs.successors);
         let _ = self.transport.notify(&successor, &me).await;
         self.joined.store(true, Ordering::SeqCst);
+        self.witness(RingChange::Joined(me));
         Ok(())
     }
 
@@ -327,7 +361,7 @@ impl<T: Transport> ChordNode<T> {
                     theirs = Some((successor, n));
                     break;
                 }
-                Err(_) => self.table().forget(&successor),
+                Err(_) => self.suspect(&successor),
             }
         }
         let Some((successor, neighbours)) = theirs else { return };
@@ -343,7 +377,7 @@ impl<T: Transport> ChordNode<T> {
         self.table().set_successors(head, &tail);
         let first = self.table().successor().clone();
         if first.id != me.id && self.transport.notify(&first, &me).await.is_err() {
-            self.table().forget(&first);
+            self.suspect(&first);
         }
     }
 
@@ -355,6 +389,8 @@ impl<T: Transport> ChordNode<T> {
             if t.predecessor.as_ref() == Some(&p) {
                 t.predecessor = None;
             }
+            drop(t);
+            self.witness(RingChange::Suspected(p));
         }
     }
 

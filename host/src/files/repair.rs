@@ -51,7 +51,13 @@ pub struct Repairer {
     scrub_budget: u64,
     /// The name the last scrub stopped after.
     scrubbed_to: std::sync::Mutex<Option<String>>,
+    /// A node is gone: pass now rather than at the next period.
+    woken: tokio::sync::Notify,
 }
+
+/// After a wake-up, the ring is given this long to settle (its successor
+/// lists to drop the node) before the pass.
+const SETTLE_AFTER_WAKE: Duration = Duration::from_millis(500);
 
 /// Runs a repair pass every `every` (with jitter) until `shutdown`.
 pub fn spawn_repair(repairer: Arc<Repairer>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
@@ -62,6 +68,12 @@ pub fn spawn_repair(repairer: Arc<Repairer>, every: Duration, shutdown: Cancella
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every + jitter) => {}
+                _ = repairer.woken.notified() => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(SETTLE_AFTER_WAKE) => {}
+                    }
+                }
             }
             let copies = repairer.repair_pass(&shutdown).await;
             if copies > 0 {
@@ -81,7 +93,14 @@ impl Repairer {
         (writer, reader): (Arc<Writer>, Arc<Reader>),
         scrub_budget: u64,
     ) -> Self {
-        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to: Default::default() }
+        let scrubbed_to = Default::default();
+        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to, woken: Default::default() }
+    }
+
+    /// A node left or stopped answering: run a pass soon instead of at the
+    /// next period (several wake-ups before it starts make one pass).
+    pub fn wake(&self) {
+        self.woken.notify_one();
     }
 
     /// What this node holds: each of its files (as deleted, if a tombstone

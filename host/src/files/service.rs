@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
 use super::handoff::{Change, HandOff, Hints, Receiver, Taken};
+use super::index::{Announcer, FileChange, NetworkIndex};
 use super::known::Known;
 use super::local::Local;
 use super::network::Deleted;
@@ -38,6 +39,8 @@ pub struct Files {
     reader: Arc<Reader>,
     repairer: Arc<Repairer>,
     receiver: Receiver,
+    index: Arc<NetworkIndex>,
+    announcer: Announcer,
     tasks: TaskTracker,
 }
 
@@ -71,7 +74,7 @@ pub enum Delivery {
 }
 
 /// One file in the network listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkEntry {
     /// The name.
     pub name: String,
@@ -97,6 +100,8 @@ impl Files {
     ) -> Self {
         let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes, scrub_bytes } = settings;
         let tasks = TaskTracker::new();
+        let index = Arc::new(NetworkIndex::new());
+        let announcer = Announcer::new(index.clone());
         let placement = Arc::new(Placement::new(ring, replicas));
         let local = Arc::new(Local::new(plugins, tombstones, chunk_bytes));
         let writer = Arc::new(Writer::new(
@@ -104,13 +109,13 @@ impl Files {
             local.clone(),
             peers.clone(),
             (write_quorum, max_upload_bytes, chunk_bytes),
-            tasks.clone(),
+            (tasks.clone(), announcer.clone()),
         ));
         let reader = Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone()));
         let parts = (writer.clone(), reader.clone());
         let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, scrub_bytes));
         let receiver = Receiver::new(local.clone(), writer.clone(), peers.clone());
-        Self { placement, local, peers, writer, reader, repairer, receiver, tasks }
+        Self { placement, local, peers, writer, reader, repairer, receiver, index, announcer, tasks }
     }
 
     /// Largest upload accepted, in bytes.
@@ -236,8 +241,42 @@ impl Files {
     }
 
     /// Every node's files, merged by name (the newest version wins), with
-    /// their holders.
+    /// their holders: from the live index once it is kept (see
+    /// [`spawn_index_refresh`]), else by asking every node.
     pub async fn network_list(&self) -> Vec<NetworkEntry> {
+        if self.index.is_ready() {
+            return self.index.list();
+        }
+        self.walk_network().await
+    }
+
+    /// The files in the network whose name starts with `prefix`.
+    pub async fn search(&self, prefix: &str) -> Vec<NetworkEntry> {
+        if self.index.is_ready() {
+            return self.index.search(prefix);
+        }
+        self.walk_network().await.into_iter().filter(|e| e.name.starts_with(prefix)).collect()
+    }
+
+    /// The live network index, which changes heard from other nodes update.
+    pub fn index(&self) -> &Arc<NetworkIndex> {
+        &self.index
+    }
+
+    /// The changes this node makes to the network's files, from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<FileChange> {
+        self.announcer.subscribe()
+    }
+
+    /// Fills the live index from a walk of the ring.
+    pub async fn refresh_index(&self) {
+        self.index.walk_started();
+        let entries = self.walk_network().await;
+        self.index.walked(entries);
+    }
+
+    /// Asks every live node for its files and tombstones and merges them.
+    pub async fn walk_network(&self) -> Vec<NetworkEntry> {
         let me = self.placement.me();
         let nodes = self.placement.live_nodes().await;
         let listings = futures_util::future::join_all(nodes.iter().map(|node| async {
@@ -287,4 +326,26 @@ impl Files {
         merged.retain(|name, e| deleted.get(name).is_none_or(|at| e.modified_ns > *at));
         merged.into_values().collect()
     }
+}
+
+/// Keeps `files`' live network index: fills it from a walk of the ring now,
+/// then again every `every` (changes heard in between keep it current; the
+/// walks heal any that were missed), until `shutdown`.
+pub fn spawn_index_refresh(
+    files: Arc<Files>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = files.refresh_index() => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    })
 }

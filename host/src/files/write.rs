@@ -24,10 +24,12 @@ use tokio_util::task::TaskTracker;
 use super::error::FileError;
 use super::gather::{Batch, Gather};
 use super::handoff::{Change, HandOff, Hints};
+use super::index::{Announcer, FileChange};
 use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
 use super::network::{CopySink, Deleted, Peers, StoreOrder};
 use super::placement::{Placement, write_quorum};
+use super::service::NetworkEntry;
 use super::tombstones::now_ns;
 use crate::chord::NodeRef;
 use crate::plugins::{FileEntry, UploadHandle};
@@ -73,6 +75,7 @@ pub struct Writer {
     max_upload_bytes: u64,
     chunk_bytes: usize,
     tasks: TaskTracker,
+    announcer: Announcer,
     /// Weak: what keeps hints (the bridge) holds the file service.
     hints: OnceLock<Weak<dyn Hints>>,
 }
@@ -85,9 +88,10 @@ impl Writer {
         local: Arc<Local>,
         peers: Arc<dyn Peers>,
         (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
-        tasks: TaskTracker,
+        (tasks, announcer): (TaskTracker, Announcer),
     ) -> Self {
-        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, hints: OnceLock::new() }
+        let hints = OnceLock::new();
+        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, announcer, hints }
     }
 
     /// Largest upload accepted, in bytes.
@@ -237,6 +241,13 @@ impl Writer {
         if holders.len() < quorum {
             tracing::warn!(file = %name, copies = holders.len(), quorum, "fewer live nodes than copies wanted");
         }
+        self.announcer.announce(FileChange::Stored(NetworkEntry {
+            name: name.to_string(),
+            size: entry.size,
+            blake3: root,
+            modified_ns: entry.modified_ns,
+            holders: holders.clone(),
+        }));
         Ok(Stored { entry, holders, copies_wanted })
     }
 
@@ -334,6 +345,10 @@ impl Writer {
         }
         if holders.len() < wanted {
             return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });
+        }
+        if replicas > 0 {
+            // The responsible node announces it (the others only follow).
+            self.announcer.announce(FileChange::Deleted { name: name.to_string(), at });
         }
         Ok(Deleted { name: name.to_string(), existed, deleted_ns: at, holders })
     }

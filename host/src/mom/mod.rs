@@ -18,9 +18,11 @@
 //!   recovery): any error drops it, and it is opened again with capped
 //!   exponential backoff; the node serves REST and gRPC all the while.
 
+mod events;
 mod outbox;
 mod topology;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,20 +36,24 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use lapin::{Confirmation, PublisherConfirm};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+pub use events::{Event, What};
 pub use outbox::{Message, Outbox, OutboxError};
-pub use topology::{DEAD, DELIVERY_LIMIT, HANDOFF_EXCHANGE, handoff_queue};
+pub use topology::{DEAD, DELIVERY_LIMIT, EVENTS_EXCHANGE, HANDOFF_EXCHANGE, handoff_queue};
 
-use crate::files::{FileError, Files, Fut, HandOff, Hints, Taken};
+use crate::chord::RingChange;
+use crate::files::{FileChange, FileError, Files, Fut, HandOff, Hints, Taken};
 use crate::store::FileName;
 
 /// Messages read from the outbox and published per round of confirms.
 const BATCH: usize = 256;
 /// Hand-offs applied at once (the broker sends no more unacked).
 const PREFETCH: u16 = 4;
+/// A node suspected again within this window is not announced again.
+const SUSPECTED_AGAIN: Duration = Duration::from_secs(10);
 /// Pauses between connection attempts.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -83,6 +89,10 @@ pub struct BridgeStatus {
     pub retried: u64,
     /// Messages this node sent to the dead-letter queue (unreadable).
     pub rejected: u64,
+    /// Events heard (this node's own included).
+    pub events_heard: u64,
+    /// Whether the live network index has been filled by a walk of the ring.
+    pub index_ready: bool,
     /// The last connection error, if any.
     pub last_error: Option<String>,
 }
@@ -98,6 +108,8 @@ pub struct Bridge {
     /// Something was added to the outbox.
     added: Notify,
     status: Mutex<BridgeStatus>,
+    /// Events heard, for `GET /events`.
+    heard: broadcast::Sender<Event>,
 }
 
 impl Bridge {
@@ -117,7 +129,15 @@ impl Bridge {
                 .map_err(|e| OutboxError::from_task(&e))??,
         );
         let status = BridgeStatus { url: redacted(url), ..BridgeStatus::default() };
-        let bridge = Self { me, url: url.to_owned(), outbox, files, added: Notify::new(), status: Mutex::new(status) };
+        let bridge = Self {
+            me,
+            url: url.to_owned(),
+            outbox,
+            files,
+            added: Notify::new(),
+            status: Mutex::new(status),
+            heard: broadcast::channel(1024).0,
+        };
         Ok(Arc::new(bridge))
     }
 
@@ -125,6 +145,7 @@ impl Bridge {
     pub fn status(&self) -> BridgeStatus {
         let mut status = self.status.lock().expect("status lock").clone();
         status.outbox = self.outbox.waiting();
+        status.index_ready = self.files.as_ref().is_some_and(|f| f.index().is_ready());
         status
     }
 
@@ -140,11 +161,81 @@ impl Bridge {
         Ok(())
     }
 
-    /// Keeps the bridge connected until `stop`: publishes the outbox and
-    /// applies the hand-offs addressed to this node.
-    pub fn spawn(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+    /// The events heard from now on (a listener more than 1024 behind
+    /// misses the oldest).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.heard.subscribe()
+    }
+
+    /// Keeps the bridge connected until `stop`: publishes the outbox,
+    /// applies the hand-offs addressed to this node, and hears events. With
+    /// `ring`, the ring's changes and this node's file changes are
+    /// announced as events.
+    pub fn spawn(
+        self: &Arc<Self>,
+        ring: Option<broadcast::Receiver<RingChange>>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
+        if let (Some(ring), Some(files)) = (ring, &self.files) {
+            let (bridge, files, stop) = (self.clone(), files.changes(), stop.clone());
+            tokio::spawn(async move { bridge.announce(ring, files, stop).await });
+        }
         let bridge = self.clone();
         tokio::spawn(async move { bridge.supervise(stop).await })
+    }
+
+    /// Turns what this node witnesses into events in the outbox.
+    async fn announce(
+        &self,
+        mut ring: broadcast::Receiver<RingChange>,
+        mut files: broadcast::Receiver<FileChange>,
+        stop: CancellationToken,
+    ) {
+        // A dead node is forgotten again each time a neighbour's list names
+        // it: one event per node per window is enough.
+        let mut suspected: HashMap<String, tokio::time::Instant> = HashMap::new();
+        loop {
+            let what = tokio::select! {
+                _ = stop.cancelled() => return,
+                change = ring.recv() => match change {
+                    Ok(change) => What::of_ring(change),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "ring changes missed by the bridge");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                change = files.recv() => match change {
+                    Ok(change) => match What::of_files(change) {
+                        Some(what) => what,
+                        None => continue,
+                    },
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "file changes missed by the bridge");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if let What::NodeSuspected { addr } = &what {
+                let now = tokio::time::Instant::now();
+                if suspected.get(addr).is_some_and(|at| now.duration_since(*at) < SUSPECTED_AGAIN) {
+                    continue;
+                }
+                suspected.insert(addr.clone(), now);
+            }
+            let event = Event { id: new_id(), node: self.me.clone(), at_ns: now_ns(), what };
+            let message = Message {
+                id: event.id.clone(),
+                exchange: EVENTS_EXCHANGE.into(),
+                routing_key: event.what.kind().into(),
+                kind: "event".into(),
+                body: serde_json::to_value(&event).unwrap_or_default(),
+            };
+            if let Err(e) = self.publish(vec![message]).await {
+                tracing::warn!("could not keep an event: {e}");
+            }
+        }
     }
 
     async fn supervise(self: Arc<Self>, stop: CancellationToken) {
@@ -184,6 +275,10 @@ impl Bridge {
                 Some(files) => Some((self.consumer(&connection).await?, files.clone())),
                 None => None,
             };
+            let listener = match &self.files {
+                Some(files) => Some((self.listener(&connection).await?, files.clone())),
+                None => None,
+            };
             self.count(|s| s.connected = true);
             tracing::info!(url = %redacted(&self.url), "RabbitMQ bridge connected");
             let consuming = async {
@@ -192,9 +287,16 @@ impl Bridge {
                     None => std::future::pending().await,
                 }
             };
+            let listening = async {
+                match listener {
+                    Some((listener, files)) => self.listen(listener, files).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 flushed = self.flush(&publishing) => flushed,
                 consumed = consuming => consumed,
+                listened = listening => listened,
                 _ = stop.cancelled() => Ok(()),
             }
         }
@@ -212,6 +314,41 @@ impl Bridge {
         let tag = format!("ringshare {}", self.me);
         let options = BasicConsumeOptions::default();
         Ok(channel.basic_consume(mine.as_str().into(), tag.as_str().into(), options, FieldTable::default()).await?)
+    }
+
+    /// A queue of this connection's own receiving every event (a missed
+    /// event is healed by the next walk of the ring, so it need not outlive
+    /// the connection).
+    async fn listener(&self, connection: &Connection) -> Result<Consumer, LinkError> {
+        let channel = connection.create_channel().await?;
+        let queue = topology::declare_events_queue(&channel).await?;
+        let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let tag = format!("ringshare events {}", self.me);
+        Ok(channel.basic_consume(queue.as_str().into(), tag.as_str().into(), options, FieldTable::default()).await?)
+    }
+
+    /// Applies every event heard to the network index, and passes it on.
+    async fn listen(&self, mut listener: Consumer, files: Arc<Files>) -> Result<(), LinkError> {
+        while let Some(delivery) = listener.next().await {
+            let delivery = delivery?;
+            let event = match serde_json::from_slice::<Event>(&delivery.data) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!("ignoring an unreadable event: {e}");
+                    continue;
+                }
+            };
+            if let Some(change) = event.what.to_files() {
+                files.index().apply(change);
+            }
+            if event.what.node_gone() && event.node != self.me {
+                // This node's own suspicions already woke it.
+                files.repairer().wake();
+            }
+            self.count(|s| s.events_heard += 1);
+            let _ = self.heard.send(event);
+        }
+        Err(LinkError::Refused("the broker ended the event stream".into()))
     }
 
     /// Publishes the outbox, oldest first, forever.
@@ -373,6 +510,10 @@ fn delivery_count(delivery: &Delivery) -> u32 {
 /// with each delivery, at most 30 s.
 fn retry_pause(deliveries: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << deliveries.min(6))).min(Duration::from_secs(30))
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A fresh message id.

@@ -64,6 +64,20 @@ pub async fn declare(channel: &Channel) -> lapin::Result<()> {
     channel.queue_bind(DEAD.into(), DEAD.into(), "".into(), QueueBindOptions::default(), FieldTable::default()).await
 }
 
+/// Declares a queue of the connection's own (server-named, exclusive,
+/// deleted with the connection, capped at 10,000 messages) bound to every
+/// event; answers its name.
+pub async fn declare_events_queue(channel: &Channel) -> lapin::Result<String> {
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(10_000));
+    let queue = channel.queue_declare("".into(), options, args).await?;
+    let name = queue.name().as_str().to_owned();
+    let bind = QueueBindOptions::default();
+    channel.queue_bind(name.as_str().into(), EVENTS_EXCHANGE.into(), "#".into(), bind, FieldTable::default()).await?;
+    Ok(name)
+}
+
 /// Declares the hand-off queue of the node at `addr`, bound to its key.
 pub async fn declare_handoff_queue(channel: &Channel, addr: &str) -> lapin::Result<String> {
     let queue = handoff_queue(addr);

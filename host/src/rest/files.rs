@@ -50,6 +50,9 @@ impl From<Stored> for EntryJson {
 pub struct ListQuery {
     #[serde(default)]
     scope: Scope,
+    /// With `scope=network`: ask every node now rather than the live index.
+    #[serde(default)]
+    walk: bool,
 }
 
 #[derive(Deserialize, Default, PartialEq)]
@@ -60,15 +63,17 @@ enum Scope {
     Network,
 }
 
-/// `GET /files[?scope=local|network]`: this node's files, or every node's
-/// merged by name with their holders.
+/// `GET /files[?scope=local|network][&walk=true]`: this node's files, or
+/// every node's merged by name with their holders (from the live index when
+/// the node keeps one; `walk=true` asks every node instead).
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     if query.scope == Scope::Network {
-        return Ok(Json(app.files.network_list().await).into_response());
+        let entries = if query.walk { app.files.walk_network().await } else { app.files.network_list().await };
+        return Ok(Json(entries).into_response());
     }
     let listing = app.plugins.list().await?;
     let json = app.listing_json.get_or_render(listing.generation, || {
@@ -94,7 +99,7 @@ pub async fn search(
     if query.q.len() > crate::store::MAX_NAME_BYTES {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad-query", "the prefix is longer than any name"));
     }
-    let found = app.files.network_list().await.into_iter().filter(|e| e.name.starts_with(&query.q)).collect();
+    let found = app.files.search(&query.q).await;
     Ok(Json(found))
 }
 

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins", get(plugins))
         .route("/ring", get(ring::ring))
         .route("/bridge", get(bridge))
+        .route("/events", get(events))
         .route("/lookup/{name}", get(ring::lookup))
         .route("/nodes", get(ring::nodes))
         .route("/search", get(files::search))
@@ -112,6 +113,41 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses().to_vec())
+}
+
+/// `GET /events`: the ring and file events this node hears, as
+/// Server-Sent Events (`event:` the kind, `id:` the event id, `data:` the
+/// event as JSON), from now on; `503 no-broker` without a broker.
+async fn events(
+    State(app): State<AppState>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Some(bridge) = &app.bridge else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no-broker", "this node runs without a broker"));
+    };
+    let heard = bridge.events();
+    let stream = futures_util::stream::unfold(heard, |mut heard| async move {
+        loop {
+            match heard.recv().await {
+                Ok(event) => {
+                    let sse = Event::default().id(event.id.clone()).event(event.what.kind()).json_data(&event);
+                    match sse {
+                        Ok(sse) => return Some((Ok(sse), heard)),
+                        Err(e) => tracing::warn!("an event could not be written: {e}"),
+                    }
+                }
+                // A slow client misses the oldest events, not the stream.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// `GET /bridge`: the RabbitMQ bridge's connection, outbox and counters
