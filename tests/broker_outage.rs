@@ -9,12 +9,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions};
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use ringshare::mom::{Bridge, HANDOFF_EXCHANGE, Message, handoff_queue};
-use ringshare_tests::Vhost;
+use ringshare_tests::{NodeSetup, TestNode, Vhost, client, eventually};
 
 const TOTAL: usize = 10_000;
 const BATCH: usize = 100;
@@ -46,6 +46,15 @@ fn message(i: usize) -> Message {
     }
 }
 
+/// Waits (bounded) until `node`'s `GET /bridge` satisfies `check`.
+async fn wait_for(node: &TestNode, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    eventually(what, || async {
+        let status: serde_json::Value = client().get(node.at("/bridge")).send().await.unwrap().json().await.unwrap();
+        if check(&status) { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
+}
+
 /// Polls `done` every 50 ms for up to `limit`.
 async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
@@ -64,6 +73,9 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
     let stop = CancellationToken::new();
     let running = bridge.spawn(None, stop.clone());
     until("connected", Duration::from_secs(30), || bridge.status().connected).await;
+    // A node consuming its hand-off queue through the same outage.
+    let node = NodeSetup { amqp: Some(vhost.url()), ..NodeSetup::default() }.start().await;
+    wait_for(&node, "connected", |s| s["connected"] == true).await;
     let back = BrokerBack;
 
     let written = AtomicBool::new(false);
@@ -107,6 +119,16 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
         seen.insert(id);
         got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
     }
+    // The node's consumer came back too: a hand-off sent now is applied.
+    wait_for(&node, "reconnected", |s| s["connected"] == true).await;
+    let hint = br#"{"name":"after.txt","version_ns":7,"change":{"kind":"deleted"}}"#;
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let options = BasicPublishOptions::default();
+    let confirm = channel.basic_publish(HANDOFF_EXCHANGE.into(), node.addr.as_str().into(), options, hint, props);
+    confirm.await.unwrap().await.unwrap();
+    wait_for(&node, "the hand-off applied", |s| s["applied"] == 1).await;
+    assert!(node.data().join("deleted/after.txt").exists());
+
     let missing: Vec<usize> = (0..TOTAL).filter(|i| !seen.contains(&format!("m{i}"))).collect();
     assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
     assert_eq!(seen.len(), TOTAL);

@@ -65,10 +65,15 @@ struct NodeArgs {
     /// Deadline of one plugin call, in milliseconds.
     #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
     plugin_timeout_ms: u64,
-    /// The RabbitMQ broker for hand-offs (`amqp://…`), or `none` to run
-    /// without one.
+    /// The RabbitMQ broker for hand-offs and events (`amqp://…`; several,
+    /// comma-separated, are tried in turn: the nodes of a cluster), or
+    /// `none` to run without one.
     #[arg(long, env = "RINGSHARE_AMQP", default_value = ringshare::config::DEFAULT_AMQP)]
     amqp: String,
+    /// With a broker: period of the walk of the ring that rebuilds the live
+    /// network index (events keep it current in between), in milliseconds.
+    #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    index_refresh_ms: u64,
     /// Linear-memory cap of one plugin instance, in MiB.
     #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
     plugin_memory_mib: usize,
@@ -97,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     }
     config.repair_every = Duration::from_millis(args.repair_ms);
     config.amqp = (args.amqp != "none").then_some(args.amqp);
+    config.index_refresh_every = Duration::from_millis(args.index_refresh_ms);
     config.scrub_bytes_per_pass = args.scrub_mib << 20;
     config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
     config.limits = PluginLimits {

@@ -100,7 +100,8 @@ pub struct BridgeStatus {
 /// A node's bridge to the broker.
 pub struct Bridge {
     me: String,
-    url: String,
+    /// The brokers to try, in turn (the nodes of a cluster, or one).
+    urls: Vec<String>,
     outbox: Arc<Outbox>,
     /// Where hand-offs to this node are applied; none: the bridge only
     /// publishes.
@@ -128,10 +129,14 @@ impl Bridge {
                 .await
                 .map_err(|e| OutboxError::from_task(&e))??,
         );
-        let status = BridgeStatus { url: redacted(url), ..BridgeStatus::default() };
+        let urls: Vec<String> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        if urls.is_empty() {
+            return Err(OutboxError::new("no broker URL given".into()));
+        }
+        let status = BridgeStatus { url: redacted(&urls[0]), ..BridgeStatus::default() };
         let bridge = Self {
             me,
-            url: url.to_owned(),
+            urls,
             outbox,
             files,
             added: Notify::new(),
@@ -240,15 +245,18 @@ impl Bridge {
 
     async fn supervise(self: Arc<Self>, stop: CancellationToken) {
         let mut pause = FIRST_PAUSE;
-        loop {
+        for attempt in 0usize.. {
             let started = tokio::time::Instant::now();
-            match self.session(&stop).await {
+            // After a failure, the next broker of the list (a cluster's
+            // other nodes hold the same quorum queues).
+            let url = &self.urls[attempt % self.urls.len()];
+            match self.session(url, &stop).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(url = %redacted(&self.url), "RabbitMQ bridge down, reconnecting: {e}");
+                    tracing::warn!(url = %redacted(url), "RabbitMQ bridge down, reconnecting: {e}");
                     self.count(|s| {
                         s.connected = false;
-                        s.last_error = Some(e.to_string());
+                        s.last_error = Some(format!("{}: {e}", redacted(url)));
                     });
                 }
             }
@@ -265,8 +273,8 @@ impl Bridge {
 
     /// One connection: declares the topology, then publishes and consumes
     /// until it fails (an error) or `stop` (closed cleanly).
-    async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), LinkError> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+    async fn session(self: &Arc<Self>, url: &str, stop: &CancellationToken) -> Result<(), LinkError> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let result = async {
             let publishing = connection.create_channel().await?;
             topology::declare(&publishing).await?;
@@ -279,8 +287,11 @@ impl Bridge {
                 Some(files) => Some((self.listener(&connection).await?, files.clone())),
                 None => None,
             };
-            self.count(|s| s.connected = true);
-            tracing::info!(url = %redacted(&self.url), "RabbitMQ bridge connected");
+            self.count(|s| {
+                s.connected = true;
+                s.url = redacted(url);
+            });
+            tracing::info!(url = %redacted(url), "RabbitMQ bridge connected");
             let consuming = async {
                 match consumer {
                     Some((consumer, files)) => self.consume(consumer, files).await,
