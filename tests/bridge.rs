@@ -50,14 +50,14 @@ async fn name_held_by(nodes: &[TestNode], holder: &str, prefix: &str) -> String 
     panic!("no name placed on {} and {holder}", nodes[0].addr);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
-    let vhost = Vhost::new();
-    let first = through(&vhost).start().await;
+/// Three nodes keeping hand-offs through `vhost`, the third unable to store
+/// anything, all connected to the broker.
+async fn ring_with_one_unable(vhost: &Vhost) -> Vec<TestNode> {
+    let first = through(vhost).start().await;
     let join = Some(first.addr.clone());
-    let second = NodeSetup { join: join.clone(), ..through(&vhost) }.start().await;
-    let third = without_upload(NodeSetup { join: join.clone(), ..through(&vhost) }).start().await;
-    let mut nodes = vec![first, second, third];
+    let second = NodeSetup { join: join.clone(), ..through(vhost) }.start().await;
+    let third = without_upload(NodeSetup { join, ..through(vhost) }).start().await;
+    let nodes = vec![first, second, third];
     wait_converged(&nodes).await;
     for node in &nodes {
         eventually("bridge connected", || async {
@@ -65,6 +65,14 @@ async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
         })
         .await;
     }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
+    let vhost = Vhost::new();
+    let mut nodes = ring_with_one_unable(&vhost).await;
+    let join = Some(nodes[0].addr.clone());
     let missing = nodes[2].addr.clone();
     let name = name_held_by(&nodes, &missing, "missed").await;
 
@@ -100,6 +108,31 @@ async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
     })
     .await;
     assert_eq!(bridge(&back).await["rejected"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_travels_in_its_hand_off_and_needs_no_source() {
+    let vhost = Vhost::new();
+    let mut nodes = ring_with_one_unable(&vhost).await;
+    let missing = nodes[2].addr.clone();
+    let name = name_held_by(&nodes, &missing, "small").await;
+    let data = pattern(32, 10_000);
+    let put = client().put(nodes[0].at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    wait_count(&nodes[0], "published", 1).await;
+    wait_count(&nodes[2], "retried", 1).await;
+
+    // Every other node is gone before the holder comes back: only the
+    // hand-off itself has the bytes.
+    let unable = nodes.pop().unwrap();
+    for node in nodes {
+        let _ = node.crash();
+    }
+    let folder = unable.crash();
+    let back = NodeSetup { listen: Some(missing), ..through(&vhost) }.start_in(folder).await;
+    wait_count(&back, "applied", 1).await;
+    let copy = std::fs::read(back.data().join("files").join(&name)).unwrap();
+    assert_eq!(blake3_hex(&copy), blake3_hex(&data));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,9 +42,37 @@ pub enum Change {
         size: u64,
         /// Nodes holding a durable copy, to pull the bytes from.
         sources: Vec<String>,
+        /// The content itself (base64), for a file of at most
+        /// [`INLINE_MAX`] bytes: the holder needs no source to answer.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "base64_bytes")]
+        inline: Option<Vec<u8>>,
     },
     /// The file was deleted.
     Deleted,
+}
+
+/// Files up to this size travel inside their hand-off.
+pub const INLINE_MAX: u64 = 256 << 10;
+
+/// `Option<Vec<u8>>` as an optional base64 string.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            Some(text) => STANDARD.decode(text).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
 }
 
 /// What became of a hand-off taken here.
@@ -91,7 +119,12 @@ impl Receiver {
                 self.writer.delete_here(&name, Some(hint.version_ns), 0).await?;
                 return Ok(Taken::Applied);
             }
-            Change::Stored { blake3, size, sources } => (*blake3, *size, sources),
+            Change::Stored { blake3, size, sources, inline } => {
+                if let Some(bytes) = inline {
+                    return self.store_inline(&name, hint.version_ns, *blake3, bytes).await;
+                }
+                (*blake3, *size, sources)
+            }
         };
         let mut last = FileError::NoHolder(name.to_string());
         for source in sources {
@@ -122,6 +155,27 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Stores the content a hand-off carried, if it hashes to its version's
+    /// hash (else the hand-off is refused: it would never store).
+    async fn store_inline(
+        &self,
+        name: &FileName,
+        version_ns: u64,
+        blake3: Digest,
+        bytes: &[u8],
+    ) -> Result<Taken, FileError> {
+        let body =
+            futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(bytes))]);
+        let how = StoreHow::Copy { version_ns, expected: Expected::Known(blake3) };
+        match self.writer.store_here(name, how, body).await {
+            Ok(_) => Ok(Taken::Applied),
+            Err(FileError::Deleted { .. } | FileError::Superseded { .. }) => Ok(Taken::AlreadyHere),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Whether what this node knows of a file is at least as new as `version_ns`.
 fn newer_or_same(known: &Known, version_ns: u64) -> bool {
     match known {
@@ -140,10 +194,15 @@ mod tests {
         let hint = HandOff {
             name: "a.txt".into(),
             version_ns: 7,
-            change: Change::Stored { blake3: Digest([7; 32]), size: 1, sources: vec!["127.0.0.1:1".into()] },
+            change: Change::Stored {
+                blake3: Digest([7; 32]),
+                size: 1,
+                sources: vec!["127.0.0.1:1".into()],
+                inline: Some(vec![0, 255, 7]),
+            },
         };
         let json = serde_json::to_string(&hint).unwrap();
-        assert!(json.contains(r#""kind":"stored""#), "{json}");
+        assert!(json.contains(r#""kind":"stored""#) && json.contains(r#""inline":"AP8H""#), "{json}");
         assert_eq!(serde_json::from_str::<HandOff>(&json).unwrap(), hint);
         let gone = HandOff { name: "a.txt".into(), version_ns: 9, change: Change::Deleted };
         assert_eq!(serde_json::from_str::<HandOff>(&serde_json::to_string(&gone).unwrap()).unwrap(), gone);

@@ -156,7 +156,8 @@ impl Files {
             return Ok(Delivery::NotAHolder);
         }
         let blake3 = stored.entry.blake3.ok_or_else(|| FileError::Store(format!("{name} has no hash")))?;
-        let change = Change::Stored { blake3, size: stored.entry.size, sources: stored.holders.clone() };
+        let sources = stored.holders.clone();
+        let change = Change::Stored { blake3, size: stored.entry.size, sources, inline: None };
         let hint = HandOff { name: name.to_string(), version_ns: stored.entry.modified_ns, change };
         Ok(if self.writer.hint_now(node, hint).await? { Delivery::Queued } else { Delivery::NoBroker })
     }

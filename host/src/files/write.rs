@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
 use super::gather::{Batch, Gather};
-use super::handoff::{Change, HandOff, Hints};
+use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
 use super::index::{Announcer, FileChange};
 use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
@@ -210,7 +210,7 @@ impl Writer {
                 None => break,
             }
         }
-        let stored = Change::Stored { blake3: root, size: entry.size, sources: vec![me] };
+        let stored = Change::Stored { blake3: root, size: entry.size, sources: vec![me], inline: None };
         let hint = HandOff { name: name.to_string(), version_ns: entry.modified_ns, change: stored };
         if !commits.is_empty() {
             // The answer does not wait for these (write quorum below k).
@@ -263,11 +263,33 @@ impl Writer {
     }
 
     /// Keeps `hint` for `holder`; answers whether hand-offs are kept at all.
-    pub async fn hint_now(&self, holder: &str, hint: HandOff) -> Result<bool, FileError> {
-        match self.hints.get().and_then(Weak::upgrade) {
-            Some(hints) => hints.hand_off(holder, hint).await.map(|()| true),
-            None => Ok(false),
+    /// A small file's content goes along if this node has that version.
+    pub async fn hint_now(&self, holder: &str, mut hint: HandOff) -> Result<bool, FileError> {
+        let Some(hints) = self.hints.get().and_then(Weak::upgrade) else {
+            return Ok(false);
+        };
+        if let Change::Stored { size, inline: inline @ None, .. } = &mut hint.change
+            && *size <= INLINE_MAX
+            && let Ok(name) = FileName::parse(&hint.name)
+        {
+            *inline = self.small_content(&name, hint.version_ns).await;
         }
+        hints.hand_off(holder, hint).await.map(|()| true)
+    }
+
+    /// This node's copy of version `version_ns` of `name`, whole (for small
+    /// files only), if it has that version.
+    async fn small_content(&self, name: &FileName, version_ns: u64) -> Option<Vec<u8>> {
+        let handle = self.local.open(name).await.ok()??;
+        if handle.entry().modified_ns != version_ns || handle.entry().size > INLINE_MAX {
+            return None;
+        }
+        let mut content = Vec::new();
+        let mut stream = whole(handle);
+        while let Some(chunk) = stream.next().await {
+            content.extend_from_slice(&chunk.ok()?);
+        }
+        Some(content)
     }
 
     /// Keeps hand-offs for holders that miss a write through `hints`.
