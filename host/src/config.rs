@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub scrub_bytes_per_pass: u64,
     /// Period of the repair pass that restores missing copies. Default: 30 s.
     pub repair_every: Duration,
+    /// Whether a node seen to leave or stop answering (by this node, or
+    /// announced by another) starts a repair pass at once. Default: yes.
+    pub repair_on_departure: bool,
     /// The RabbitMQ broker that carries hand-offs and events, or none to
     /// run without one. Default: [`DEFAULT_AMQP`].
     pub amqp: Option<String>,
@@ -94,6 +97,7 @@ impl NodeConfig {
             write_quorum: None,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
+            repair_on_departure: true,
             amqp: Some(DEFAULT_AMQP.to_owned()),
             index_refresh_every: Duration::from_secs(60),
         }

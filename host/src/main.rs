@@ -53,6 +53,10 @@ struct NodeArgs {
     /// Period of the repair loop that restores k copies, in milliseconds.
     #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     repair_ms: u64,
+    /// Run a repair pass as soon as a node is seen to leave or stop
+    /// answering (else only every --repair-ms).
+    #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = true, action = clap::ArgAction::Set)]
+    repair_on_departure: bool,
     /// The node's store (created if missing).
     #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
     data: PathBuf,
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         config.write_quorum = Some(w as usize);
     }
     config.repair_every = Duration::from_millis(args.repair_ms);
+    config.repair_on_departure = args.repair_on_departure;
     config.amqp = (args.amqp != "none").then_some(args.amqp);
     config.index_refresh_every = Duration::from_millis(args.index_refresh_ms);
     config.scrub_bytes_per_pass = args.scrub_mib << 20;

@@ -59,6 +59,7 @@ impl Node {
             max_upload_bytes: config.max_upload_bytes,
             chunk_bytes: config.limits.chunk_bytes,
             scrub_bytes: config.scrub_bytes_per_pass,
+            repair_on_departure: config.repair_on_departure,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
         let bridge = match &config.amqp {
@@ -79,6 +80,7 @@ impl Node {
             files: files.clone(),
             bridge: bridge.clone(),
             listing_json: Default::default(),
+            network_json: Default::default(),
         };
         let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
         Ok(Self { app, ring, files, bridge })

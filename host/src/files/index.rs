@@ -64,6 +64,9 @@ struct State {
     deleted: HashMap<String, u64>,
     /// Whether a walk of the ring has filled it.
     ready: bool,
+    /// Counts changes, so that a rendering of the listing can be reused
+    /// while it stays the same.
+    generation: u64,
     /// Changes applied while a walk is under way, replayed over its result.
     during_walk: Option<Vec<FileChange>>,
 }
@@ -96,6 +99,7 @@ impl NetworkIndex {
             log.push(change.clone());
         }
         apply(&mut state, change);
+        state.generation += 1;
     }
 
     /// A walk of the ring starts: changes from now on are replayed over its
@@ -114,6 +118,14 @@ impl NetworkIndex {
             apply(&mut state, change);
         }
         state.ready = true;
+        state.generation += 1;
+    }
+
+    /// The generation of what [`NetworkIndex::list`] answers (it changes
+    /// with every change), or none before the first walk.
+    pub fn generation(&self) -> Option<u64> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.ready.then_some(state.generation)
     }
 
     /// Every file, by name.
@@ -194,12 +206,15 @@ mod tests {
     fn the_newest_version_wins_and_deletions_are_not_undone_by_late_news() {
         let index = NetworkIndex::new();
         assert!(!index.is_ready());
+        assert_eq!(index.generation(), None);
         index.walk_started();
         index.walked(vec![entry("a", 5, &["n1"])]);
         assert!(index.is_ready());
+        let first = index.generation().unwrap();
         index.apply(FileChange::Stored(entry("a", 5, &["n2"])));
         index.apply(FileChange::Stored(entry("a", 3, &["n3"])));
         assert_eq!(names(&index), [("a".into(), 5, vec!["n1".into(), "n2".into()])]);
+        assert!(index.generation().unwrap() > first);
         index.apply(FileChange::Stored(entry("a", 9, &["n3"])));
         assert_eq!(names(&index), [("a".into(), 9, vec!["n3".into()])]);
         index.apply(FileChange::Deleted { name: "a".into(), at: 10 });

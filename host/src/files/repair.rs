@@ -53,6 +53,8 @@ pub struct Repairer {
     scrubbed_to: std::sync::Mutex<Option<String>>,
     /// A node is gone: pass now rather than at the next period.
     woken: tokio::sync::Notify,
+    /// Whether [`Repairer::wake`] does anything (else: periodic passes only).
+    wakeable: bool,
 }
 
 /// After a wake-up, the ring is given this long to settle (its successor
@@ -91,16 +93,18 @@ impl Repairer {
         local: Arc<Local>,
         peers: Arc<dyn Peers>,
         (writer, reader): (Arc<Writer>, Arc<Reader>),
-        scrub_budget: u64,
+        (scrub_budget, wakeable): (u64, bool),
     ) -> Self {
-        let scrubbed_to = Default::default();
-        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to, woken: Default::default() }
+        let (scrubbed_to, woken) = Default::default();
+        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to, woken, wakeable }
     }
 
     /// A node left or stopped answering: run a pass soon instead of at the
     /// next period (several wake-ups before it starts make one pass).
     pub fn wake(&self) {
-        self.woken.notify_one();
+        if self.wakeable {
+            self.woken.notify_one();
+        }
     }
 
     /// What this node holds: each of its files (as deleted, if a tombstone

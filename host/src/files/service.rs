@@ -58,6 +58,8 @@ pub struct FilesSettings {
     pub chunk_bytes: usize,
     /// Bytes of this node's copies read back and checked per repair pass.
     pub scrub_bytes: u64,
+    /// Whether a node gone starts a repair pass at once.
+    pub repair_on_departure: bool,
 }
 
 /// What became of a file meant for a node that did not answer it.
@@ -98,7 +100,8 @@ impl Files {
         tombstones: Tombstones,
         settings: FilesSettings,
     ) -> Self {
-        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes, scrub_bytes } = settings;
+        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes, scrub_bytes, repair_on_departure } =
+            settings;
         let tasks = TaskTracker::new();
         let index = Arc::new(NetworkIndex::new());
         let announcer = Announcer::new(index.clone());
@@ -113,7 +116,8 @@ impl Files {
         ));
         let reader = Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone()));
         let parts = (writer.clone(), reader.clone());
-        let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, scrub_bytes));
+        let repair = (scrub_bytes, repair_on_departure);
+        let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, repair));
         let receiver = Receiver::new(local.clone(), writer.clone(), peers.clone());
         Self { placement, local, peers, writer, reader, repairer, receiver, index, announcer, tasks }
     }

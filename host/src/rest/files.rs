@@ -72,6 +72,15 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     if query.scope == Scope::Network {
+        if !query.walk
+            && let Some(generation) = app.files.index().generation()
+        {
+            let index = app.files.index();
+            let json = app
+                .network_json
+                .get_or_render(generation, || serde_json::to_vec(&index.list()).expect("entries serialise"));
+            return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+        }
         let entries = if query.walk { app.files.walk_network().await } else { app.files.network_list().await };
         return Ok(Json(entries).into_response());
     }

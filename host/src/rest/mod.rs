@@ -41,6 +41,8 @@ pub struct AppState {
     pub bridge: Option<Arc<Bridge>>,
     /// `GET /files` as last rendered, for the store generation it shows.
     pub listing_json: Arc<RenderedListing>,
+    /// `GET /files?scope=network` as last rendered from the live index.
+    pub network_json: Arc<RenderedListing>,
 }
 
 /// A rendered listing, reused while the store's generation is the same.
