@@ -26,10 +26,15 @@ async fn wait_count(node: &TestNode, field: &str, at_least: u64) {
     .await;
 }
 
-/// Nodes keeping hand-offs through `vhost`, with no periodic repair (so
-/// that only a hand-off can bring a missed copy).
+/// Nodes keeping hand-offs through `vhost`, with no repair pass, periodic
+/// or woken by a departure (so that only a hand-off can bring a missed copy).
 fn through(vhost: &Vhost) -> NodeSetup {
-    NodeSetup { amqp: Some(vhost.url()), repair_every: Duration::from_secs(3600), ..NodeSetup::default() }
+    NodeSetup {
+        amqp: Some(vhost.url()),
+        repair_every: Duration::from_secs(3600),
+        repair_on_departure: false,
+        ..NodeSetup::default()
+    }
 }
 
 /// A node that cannot store anything (no upload plugin).

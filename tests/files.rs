@@ -230,6 +230,30 @@ async fn after_two_crashes_every_file_has_three_holders_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_wakes_the_repair_without_waiting_for_its_period() {
+    // The periodic pass is an hour away: only the wake-up can repair. The
+    // nodes that see the crash announce it; every node hears it.
+    let vhost = ringshare_tests::Vhost::new();
+    let setup = || NodeSetup {
+        repair_every: std::time::Duration::from_secs(3600),
+        amqp: Some(vhost.url()),
+        ..NodeSetup::default()
+    };
+    let first = setup().start().await;
+    let join = Some(first.addr.clone());
+    let mut nodes = vec![first];
+    for _ in 0..4 {
+        nodes.push(NodeSetup { join: join.clone(), ..setup() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    let files = upload_some(&nodes, 10, "woken").await;
+    wait_placed(&nodes, &files).await;
+    nodes.remove(3).kill();
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &files).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_hands_files_over() {
     let mut nodes = start_ring(4).await;
     let files = upload_some(&nodes, 10, "leave").await;

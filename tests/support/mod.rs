@@ -69,6 +69,8 @@ pub struct NodeSetup {
     pub amqp: Option<String>,
     /// With a broker: how often the live network index is rebuilt.
     pub index_refresh_every: Duration,
+    /// Whether a node gone starts a repair pass at once.
+    pub repair_on_departure: bool,
 }
 
 impl Default for NodeSetup {
@@ -96,6 +98,7 @@ impl Default for NodeSetup {
             },
             amqp: None,
             index_refresh_every: Duration::from_secs(60),
+            repair_on_departure: true,
         }
     }
 }
@@ -134,6 +137,7 @@ impl NodeSetup {
         config.chord = self.chord;
         config.amqp = self.amqp;
         config.index_refresh_every = self.index_refresh_every;
+        config.repair_on_departure = self.repair_on_departure;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -58,23 +58,30 @@ pub struct Repairer {
 }
 
 /// After a wake-up, the ring is given this long to settle (its successor
-/// lists to drop the node) before the pass.
+/// lists to drop the node) before the pass; a second pass follows later,
+/// for what the ring had not settled on the first time.
 const SETTLE_AFTER_WAKE: Duration = Duration::from_millis(500);
+const AGAIN_AFTER_WAKE: Duration = Duration::from_secs(3);
 
 /// Runs a repair pass every `every` (with jitter) until `shutdown`.
 pub fn spawn_repair(repairer: Arc<Repairer>, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // A second pass due after a wake-up.
+        let mut again: Option<tokio::time::Instant> = None;
         loop {
             // Up to 25 % jitter, so that nodes started together do not pass in step.
             let jitter = every.mul_f64(rand::random::<f64>() * 0.25);
+            let next = tokio::time::Instant::now() + every + jitter;
+            let next = again.map_or(next, |at| at.min(next));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every + jitter) => {}
+                _ = tokio::time::sleep_until(next) => again = None,
                 _ = repairer.woken.notified() => {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(SETTLE_AFTER_WAKE) => {}
                     }
+                    again = Some(tokio::time::Instant::now() + AGAIN_AFTER_WAKE);
                 }
             }
             let copies = repairer.repair_pass(&shutdown).await;
