@@ -45,7 +45,8 @@ fn without_upload(setup: NodeSetup) -> NodeSetup {
 /// A name whose responsible node is `nodes[0]` and whose holders include
 /// `holder`.
 async fn name_held_by(nodes: &[TestNode], holder: &str, prefix: &str) -> String {
-    for i in 0..200 {
+    // (A node's share of the ring can be small: try names until one fits.)
+    for i in 0..5000 {
         let name = format!("{prefix}-{i}.bin");
         let holders = placement(&nodes[0], &name).await;
         if holders[0] == nodes[0].addr && holders.iter().any(|h| h == holder) {
