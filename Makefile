@@ -3,6 +3,7 @@
 #   make test   build the plugins and run every test
 #   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
+#               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
 .PHONY: run test bench plugins setup broker
 
@@ -27,7 +28,8 @@ run: plugins broker
 test: plugins broker
 	$(CARGO) test --workspace --no-fail-fast
 
-bench: plugins
+bench: plugins broker
 	@scripts/bench-data-path.sh
 	@scripts/bench-listing.sh
+	@scripts/bench-bridge.sh
 	$(CARGO) bench -p ringshare --bench chord_sim
