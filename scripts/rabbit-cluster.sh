@@ -16,7 +16,7 @@ nodes=(rs1 rs2 rs3)
 broker_env() { # N: environment of broker node N (1-3)
   echo "RABBITMQ_NODENAME=${nodes[$1-1]}@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$((5700 + $1)) \
 RABBITMQ_DIST_PORT=$((25700 + $1)) RABBITMQ_MNESIA_BASE=$work/mnesia$1 RABBITMQ_LOG_BASE=$work/log$1 \
-RABBITMQ_PID_FILE=$work/rs$1.pid ERL_EPMD_ADDRESS=127.0.0.1"
+RABBITMQ_PID_FILE=$work/mnesia$1/rs.pid ERL_EPMD_ADDRESS=127.0.0.1"
 }
 ctl() { # N ARGS...: rabbitmqctl against broker node N
   local n=$1; shift
@@ -34,11 +34,17 @@ command -v rabbitmq-server >/dev/null || "$root/scripts/broker.sh"
 (cd "$root" && cargo build --release -q -p ringshare)
 
 echo "cluster: starting three broker nodes" >&2
+# Debian's wrapper runs the broker as the rabbitmq user: its folders are its own.
+chmod 755 "$work"
 for n in 1 2 3; do
   mkdir -p "$work/mnesia$n" "$work/log$n"
+  chown rabbitmq:rabbitmq "$work/mnesia$n" "$work/log$n" 2>/dev/null || true
   env $(broker_env "$n") rabbitmq-server -detached
 done
-for n in 1 2 3; do ctl "$n" await_startup --timeout 120 >/dev/null; done
+# await_startup fails at once while the node is not registered yet.
+for n in 1 2 3; do
+  for _ in $(seq 1 120); do ctl "$n" await_startup --timeout 60 >/dev/null 2>&1 && break; sleep 0.5; done
+done
 for n in 2 3; do
   ctl "$n" stop_app >/dev/null
   ctl "$n" join_cluster rs1@localhost >/dev/null
