@@ -8,9 +8,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::service::NetworkEntry;
+use crate::integrity::Digest;
+
+/// One file in the network listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkEntry {
+    /// The name.
+    pub name: String,
+    /// Size of the newest version.
+    pub size: u64,
+    /// BLAKE3 of the newest version.
+    pub blake3: Digest,
+    /// Modification time of the newest version.
+    pub modified_ns: u64,
+    /// Nodes holding the newest version.
+    pub holders: Vec<String>,
+}
 
 /// A change of the network's files.
 #[derive(Debug, Clone, PartialEq, Eq)]

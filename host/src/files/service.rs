@@ -10,23 +10,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
-use super::handoff::{Change, HandOff, Hints, Receiver, Taken};
-use super::index::{Announcer, FileChange, NetworkIndex};
+use super::handoff::{Change, HandOff, Hints, Taken};
+use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex};
 use super::known::Known;
 use super::local::Local;
 use super::network::Deleted;
 use super::network::{Peers, Ring};
 use super::placement::Placement;
 use super::read::{Reader, Source};
+use super::receive::Receiver;
 use super::repair::Repairer;
 use super::tombstones::Tombstones;
 use super::write::{StoreHow, Stored, Writer};
 use crate::chord::NodeRef;
-use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, PluginHost};
 use crate::store::FileName;
 
@@ -73,21 +72,6 @@ pub enum Delivery {
     NotAHolder,
     /// It does not answer, and this node keeps no hand-offs (no broker).
     NoBroker,
-}
-
-/// One file in the network listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NetworkEntry {
-    /// The name.
-    pub name: String,
-    /// Size of the newest version.
-    pub size: u64,
-    /// BLAKE3 of the newest version.
-    pub blake3: Digest,
-    /// Modification time of the newest version.
-    pub modified_ns: u64,
-    /// Nodes holding the newest version.
-    pub holders: Vec<String>,
 }
 
 impl Files {
