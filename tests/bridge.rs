@@ -9,7 +9,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use ringshare::mom::{DEAD, HANDOFF_EXCHANGE, handoff_queue};
+use ringshare::mom::{DEAD, DELIVERY_LIMIT, HANDOFF_EXCHANGE, handoff_queue};
 use ringshare_tests::{NodeSetup, TestNode, Vhost, blake3_hex, client, eventually, pattern, placement, wait_converged};
 
 /// `GET /bridge` of `node`.
@@ -170,6 +170,37 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_that_keeps_failing_is_dead_lettered_after_the_delivery_limit() {
+    let vhost = Vhost::new();
+    // Retried quickly, and it cannot succeed: no upload plugin, and its only
+    // source does not exist.
+    let node =
+        without_upload(NodeSetup { handoff_retry_first: Duration::from_millis(5), ..through(&vhost) }).start().await;
+    eventually("bridge connected", || async {
+        if bridge(&node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    let doomed = format!(
+        r#"{{"name":"doomed.bin","version_ns":9,"change":{{"kind":"stored","blake3":"{}","size":5000000,"sources":["127.0.0.1:9"]}}}}"#,
+        "ab".repeat(32)
+    );
+    node_publishes(&vhost, &node.addr, &[doomed.as_bytes()]).await;
+    eventually("dead-lettered after the limit", || async {
+        let counts = vhost.messages();
+        if counts.get(DEAD) == Some(&1) && counts.get(&handoff_queue(&node.addr)) == Some(&0) {
+            Ok(())
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    let status = bridge(&node).await;
+    let retried = status["retried"].as_u64().unwrap();
+    assert!(retried >= DELIVERY_LIMIT as u64, "tried {retried} times: {status}");
+    assert_eq!(status["rejected"], 0, "{status}");
 }
 
 /// Publishes raw `payloads` to the hand-off queue of the node at `addr`.

@@ -48,6 +48,10 @@ pub struct NodeConfig {
     /// The RabbitMQ broker that carries hand-offs and events, or none to
     /// run without one. Default: [`DEFAULT_AMQP`].
     pub amqp: Option<String>,
+    /// With a broker, the pause before a hand-off that failed is retried
+    /// the first time (it doubles with each delivery, up to 30 s; the
+    /// broker dead-letters it after 10). Default: 0.5 s.
+    pub handoff_retry_first: Duration,
     /// With a broker, the live network index is rebuilt from a walk of the
     /// ring this often (events keep it current in between). Default: 60 s.
     pub index_refresh_every: Duration,
@@ -100,6 +104,7 @@ impl NodeConfig {
             repair_on_departure: true,
             amqp: Some(DEFAULT_AMQP.to_owned()),
             index_refresh_every: Duration::from_secs(60),
+            handoff_retry_first: Duration::from_millis(500),
         }
     }
 }

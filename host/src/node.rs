@@ -68,6 +68,7 @@ impl Node {
                 let bridge = Bridge::open(url, &outbox, ring.me().addr, Some(files.clone()))
                     .await
                     .with_context(|| format!("opening the outbox at {}", outbox.display()))?;
+                bridge.set_retry_first(config.handoff_retry_first);
                 let hints: Arc<dyn crate::files::Hints> = bridge.clone();
                 files.keep_hints(&hints);
                 Some(bridge)

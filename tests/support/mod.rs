@@ -71,6 +71,8 @@ pub struct NodeSetup {
     pub index_refresh_every: Duration,
     /// Whether a node gone starts a repair pass at once.
     pub repair_on_departure: bool,
+    /// With a broker: the first pause before a failed hand-off is retried.
+    pub handoff_retry_first: Duration,
 }
 
 impl Default for NodeSetup {
@@ -99,6 +101,7 @@ impl Default for NodeSetup {
             amqp: None,
             index_refresh_every: Duration::from_secs(60),
             repair_on_departure: true,
+            handoff_retry_first: Duration::from_millis(500),
         }
     }
 }
@@ -138,6 +141,7 @@ impl NodeSetup {
         config.amqp = self.amqp;
         config.index_refresh_every = self.index_refresh_every;
         config.repair_on_departure = self.repair_on_departure;
+        config.handoff_retry_first = self.handoff_retry_first;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -52,6 +52,9 @@ use crate::store::FileName;
 const BATCH: usize = 256;
 /// Hand-offs applied at once (the broker sends no more unacked).
 const PREFETCH: u16 = 4;
+/// Pause before a failed hand-off is retried the first time (it doubles
+/// with each delivery, up to 30 s).
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// A node suspected again within this window is not announced again.
 const SUSPECTED_AGAIN: Duration = Duration::from_secs(10);
 /// Pauses between connection attempts.
@@ -111,6 +114,8 @@ pub struct Bridge {
     status: Mutex<BridgeStatus>,
     /// Events heard, for `GET /events`.
     heard: broadcast::Sender<Event>,
+    /// Pause before a failed hand-off is retried the first time, in ms.
+    retry_first_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Bridge {
@@ -142,8 +147,15 @@ impl Bridge {
             added: Notify::new(),
             status: Mutex::new(status),
             heard: broadcast::channel(1024).0,
+            retry_first_ms: (RETRY_FIRST.as_millis() as u64).into(),
         };
         Ok(Arc::new(bridge))
+    }
+
+    /// Sets the pause before a failed hand-off is retried the first time
+    /// (default [`RETRY_FIRST`]).
+    pub fn set_retry_first(&self, pause: Duration) {
+        self.retry_first_ms.store(pause.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// What the bridge has done so far.
@@ -463,7 +475,8 @@ impl Bridge {
                 let count = delivery_count(&delivery);
                 tracing::warn!(file = %name, delivery = count, "hand-off failed, retrying later: {e}");
                 self.count(|s| s.retried += 1);
-                tokio::time::sleep(retry_pause(count)).await;
+                let first = Duration::from_millis(self.retry_first_ms.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(retry_pause(first, count)).await;
                 let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
             }
         }
@@ -517,10 +530,10 @@ fn delivery_count(delivery: &Delivery) -> u32 {
     }
 }
 
-/// Pause before a failed hand-off goes back to the queue: 0.5 s, doubling
-/// with each delivery, at most 30 s.
-fn retry_pause(deliveries: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << deliveries.min(6))).min(Duration::from_secs(30))
+/// Pause before a failed hand-off goes back to the queue: `first`,
+/// doubling with each delivery, at most 30 s.
+fn retry_pause(first: Duration, deliveries: u32) -> Duration {
+    first.saturating_mul(1 << deliveries.min(16)).min(Duration::from_secs(30))
 }
 
 fn now_ns() -> u64 {
@@ -555,9 +568,10 @@ mod tests {
 
     #[test]
     fn retries_back_off_up_to_a_cap() {
-        assert_eq!(retry_pause(0), Duration::from_millis(500));
-        assert_eq!(retry_pause(1), Duration::from_secs(1));
-        assert_eq!(retry_pause(40), Duration::from_secs(30));
+        let first = Duration::from_millis(500);
+        assert_eq!(retry_pause(first, 0), first);
+        assert_eq!(retry_pause(first, 1), Duration::from_secs(1));
+        assert_eq!(retry_pause(first, 40), Duration::from_secs(30));
         assert_ne!(new_id(), new_id());
     }
 }
