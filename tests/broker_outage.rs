@@ -1,6 +1,6 @@
-//! RabbitMQ stopped and started again while a bridge publishes: every
-//! message reaches the broker exactly as often as it takes (at least once,
-//! none lost), and the outbox empties. Its own test binary: it stops the
+//! RabbitMQ stopped and started again while a bridge publishes 10,000
+//! hand-offs and events: every one reaches the broker at least once (none
+//! lost, counted by id), and the outbox empties. Its own test binary: it stops the
 //! broker every other test uses, and test binaries run one at a time.
 
 use std::collections::HashSet;
@@ -9,11 +9,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use ringshare::mom::{Bridge, HANDOFF_EXCHANGE, Message, handoff_queue};
+use ringshare::mom::{Bridge, EVENTS_EXCHANGE, HANDOFF_EXCHANGE, Message, handoff_queue};
 use ringshare_tests::{NodeSetup, TestNode, Vhost, client, eventually};
 
 const TOTAL: usize = 10_000;
@@ -36,15 +37,31 @@ fn start_broker() {
     assert!(status.success(), "the broker did not start again");
 }
 
+/// Message `i`: a hand-off when even, an event when odd.
 fn message(i: usize) -> Message {
+    let name = format!("f{i}");
+    if i % 2 == 1 {
+        let event = serde_json::json!({ "id": format!("m{i}"), "node": "publisher", "at_ns": i,
+            "kind": "file.deleted", "name": name, "deleted_ns": i });
+        return Message {
+            id: format!("m{i}"),
+            exchange: EVENTS_EXCHANGE.into(),
+            routing_key: "file.deleted".into(),
+            kind: "event".into(),
+            body: event,
+        };
+    }
     Message {
         id: format!("m{i}"),
         exchange: HANDOFF_EXCHANGE.into(),
         routing_key: HOLDER.into(),
         kind: "hand-off".into(),
-        body: serde_json::json!({ "name": format!("f{i}"), "version_ns": i, "change": { "kind": "deleted" } }),
+        body: serde_json::json!({ "name": name, "version_ns": i, "change": { "kind": "deleted" } }),
     }
 }
+
+/// A durable queue of the test's own that keeps every event.
+const EVENTS_KEPT: &str = "test-events";
 
 /// Waits (bounded) until `node`'s `GET /bridge` satisfies `check`.
 async fn wait_for(node: &TestNode, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
@@ -65,7 +82,7 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_hand_offs_survive_a_broker_restart() {
+async fn ten_thousand_hand_offs_and_events_survive_a_broker_restart() {
     let vhost = Vhost::new();
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox.redb");
@@ -73,6 +90,19 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
     let stop = CancellationToken::new();
     let running = bridge.spawn(None, stop.clone());
     until("connected", Duration::from_secs(30), || bridge.status().connected).await;
+    // (The bridge declared the exchanges; events are kept here to be counted.)
+    let connection = Connection::connect(&vhost.url(), ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    channel.queue_declare(EVENTS_KEPT.into(), durable, quorum).await.unwrap();
+    let bind = QueueBindOptions::default();
+    channel
+        .queue_bind(EVENTS_KEPT.into(), EVENTS_EXCHANGE.into(), "#".into(), bind, FieldTable::default())
+        .await
+        .unwrap();
+    connection.close(200, "declared".into()).await.unwrap();
     // A node consuming its hand-off queue through the same outage.
     let node = NodeSetup { amqp: Some(vhost.url()), ..NodeSetup::default() }.start().await;
     wait_for(&node, "connected", |s| s["connected"] == true).await;
@@ -108,16 +138,19 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
     // Everything confirmed is in the queue: each id at least once.
     let connection = Connection::connect(&vhost.url(), ConnectionProperties::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = handoff_queue(HOLDER);
     let (mut seen, mut received) = (HashSet::new(), 0usize);
-    for _ in 0..TOTAL * 2 {
-        let Some(got) = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap() else {
-            break;
-        };
-        received += 1;
-        let id = got.delivery.properties.message_id().as_ref().expect("message id").to_string();
-        seen.insert(id);
-        got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+    for queue in [handoff_queue(HOLDER), EVENTS_KEPT.to_owned()] {
+        for _ in 0..TOTAL * 2 {
+            let get = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap();
+            let Some(got) = get else { break };
+            let id = got.delivery.properties.message_id().as_ref().expect("message id").to_string();
+            // (The node announces its own events too.)
+            if id.starts_with('m') {
+                received += 1;
+                seen.insert(id);
+            }
+            got.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
     }
     // The node's consumer came back too: a hand-off sent now is applied.
     wait_for(&node, "reconnected", |s| s["connected"] == true).await;
@@ -132,6 +165,6 @@ async fn ten_thousand_hand_offs_survive_a_broker_restart() {
     let missing: Vec<usize> = (0..TOTAL).filter(|i| !seen.contains(&format!("m{i}"))).collect();
     assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
     assert_eq!(seen.len(), TOTAL);
-    eprintln!("{TOTAL} hand-offs, {} received ({} duplicates)", received, received - TOTAL);
+    eprintln!("{TOTAL} hand-offs and events, {} received ({} duplicates)", received, received - TOTAL);
     connection.close(200, "done".into()).await.unwrap();
 }
