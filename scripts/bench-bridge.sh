@@ -107,6 +107,9 @@ while min(copies(live).values()) < 3:
     time.sleep(0.05)
 print(f"{time.time() - start:.2f}")
 PY
+  # (This runs in a command substitution: its nodes are not the caller's to stop.)
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
 }
 periodic=$(crash_to_copies periodic --amqp none --repair-on-departure false)
 woken=$(crash_to_copies woken --amqp "$amqp" --repair-on-departure true)
