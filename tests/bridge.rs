@@ -26,6 +26,24 @@ async fn wait_count(node: &TestNode, field: &str, at_least: u64) {
     .await;
 }
 
+/// Waits until each queue in `want` holds that many messages (the broker's
+/// statistics lag by a few seconds).
+async fn wait_queues(vhost: &Vhost, want: &[(&str, u64)]) {
+    eventually("queue counts", || async {
+        let counts = vhost.messages();
+        if want.iter().all(|(queue, n)| counts.get(*queue) == Some(n)) { Ok(()) } else { Err(format!("{counts:?}")) }
+    })
+    .await;
+}
+
+/// Waits until `node`'s bridge is connected to the broker.
+async fn wait_connected(node: &TestNode) {
+    eventually("bridge connected", || async {
+        if bridge(node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+}
+
 /// Nodes keeping hand-offs through `vhost`, with no repair pass, periodic
 /// or woken by a departure (so that only a hand-off can bring a missed copy).
 fn through(vhost: &Vhost) -> NodeSetup {
@@ -66,10 +84,7 @@ async fn ring_with_one_unable(vhost: &Vhost) -> Vec<TestNode> {
     let nodes = vec![first, second, third];
     wait_converged(&nodes).await;
     for node in &nodes {
-        eventually("bridge connected", || async {
-            if bridge(node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
-        })
-        .await;
+        wait_connected(node).await;
     }
     nodes
 }
@@ -105,14 +120,7 @@ async fn a_holder_that_missed_a_copy_gets_it_by_hand_off() {
     assert!(served == data);
     // Acked: its queue is empty, and nothing was dead-lettered.
     let queue = handoff_queue(&missing);
-    eventually("the hand-off queue emptied", || async {
-        let counts = vhost.messages();
-        match (counts.get(&queue), counts.get(DEAD)) {
-            (Some(0), Some(0)) => Ok(()),
-            _ => Err(format!("{counts:?}")),
-        }
-    })
-    .await;
+    wait_queues(&vhost, &[(&queue, 0), (DEAD, 0)]).await;
     assert_eq!(bridge(&back).await["rejected"], 0);
 }
 
@@ -145,10 +153,7 @@ async fn a_small_file_travels_in_its_hand_off_and_needs_no_source() {
 async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     let vhost = Vhost::new();
     let node = through(&vhost).start().await;
-    eventually("bridge connected", || async {
-        if bridge(&node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
-    })
-    .await;
+    wait_connected(&node).await;
     node_publishes(
         &vhost,
         &node.addr,
@@ -161,15 +166,7 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     node_publishes(&vhost, &node.addr, &[good.as_slice()]).await;
     wait_count(&node, "applied", 1).await;
     assert!(node.data().join("deleted/never.txt").exists(), "the deletion was recorded");
-    eventually("two dead letters", || async {
-        let counts = vhost.messages();
-        if counts.get(DEAD) == Some(&2) && counts.get(&handoff_queue(&node.addr)) == Some(&0) {
-            Ok(())
-        } else {
-            Err(format!("{counts:?}"))
-        }
-    })
-    .await;
+    wait_queues(&vhost, &[(DEAD, 2), (&handoff_queue(&node.addr), 0)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,24 +176,13 @@ async fn a_hand_off_that_keeps_failing_is_dead_lettered_after_the_delivery_limit
     // source does not exist.
     let node =
         without_upload(NodeSetup { handoff_retry_first: Duration::from_millis(5), ..through(&vhost) }).start().await;
-    eventually("bridge connected", || async {
-        if bridge(&node).await["connected"] == true { Ok(()) } else { Err("not yet".into()) }
-    })
-    .await;
+    wait_connected(&node).await;
     let doomed = format!(
         r#"{{"name":"doomed.bin","version_ns":9,"change":{{"kind":"stored","blake3":"{}","size":5000000,"sources":["127.0.0.1:9"]}}}}"#,
         "ab".repeat(32)
     );
     node_publishes(&vhost, &node.addr, &[doomed.as_bytes()]).await;
-    eventually("dead-lettered after the limit", || async {
-        let counts = vhost.messages();
-        if counts.get(DEAD) == Some(&1) && counts.get(&handoff_queue(&node.addr)) == Some(&0) {
-            Ok(())
-        } else {
-            Err(format!("{counts:?}"))
-        }
-    })
-    .await;
+    wait_queues(&vhost, &[(DEAD, 1), (&handoff_queue(&node.addr), 0)]).await;
     let status = bridge(&node).await;
     let retried = status["retried"].as_u64().unwrap();
     assert!(retried >= DELIVERY_LIMIT as u64, "tried {retried} times: {status}");
@@ -255,11 +241,7 @@ async fn a_node_whose_broker_is_down_serves_and_sends_its_outbox_once_it_is_up()
     wait_count(&nodes[1], "retried", 1).await;
     // (The broker's queue statistics lag by a few seconds.)
     let queue = handoff_queue(&nodes[1].addr);
-    eventually("the hand-off in the holder's queue", || async {
-        let counts = vhost.messages();
-        if counts.get(&queue) == Some(&1) { Ok(()) } else { Err(format!("{counts:?}")) }
-    })
-    .await;
+    wait_queues(&vhost, &[(&queue, 1)]).await;
 }
 
 /// `POST /upload/` of `data` as `name`, with `node_address` if given.

@@ -68,11 +68,7 @@ impl Receiver {
                 continue;
             }
             let how = StoreHow::Copy { version_ns: hint.version_ns, expected: Expected::Known(blake3) };
-            return match self.writer.store_here(&name, how, body).await {
-                Ok(_) => Ok(Taken::Applied),
-                Err(FileError::Deleted { .. } | FileError::Superseded { .. }) => Ok(Taken::AlreadyHere),
-                Err(e) => Err(e),
-            };
+            return taken(self.writer.store_here(&name, how, body).await);
         }
         Err(last)
     }
@@ -91,11 +87,17 @@ impl Receiver {
         let body =
             futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(bytes))]);
         let how = StoreHow::Copy { version_ns, expected: Expected::Known(blake3) };
-        match self.writer.store_here(name, how, body).await {
-            Ok(_) => Ok(Taken::Applied),
-            Err(FileError::Deleted { .. } | FileError::Superseded { .. }) => Ok(Taken::AlreadyHere),
-            Err(e) => Err(e),
-        }
+        taken(self.writer.store_here(name, how, body).await)
+    }
+}
+
+/// What a store of a copy means for its hand-off: a copy refused because
+/// this node has something newer means the hand-off is already applied.
+fn taken<T>(stored: Result<T, FileError>) -> Result<Taken, FileError> {
+    match stored {
+        Ok(_) => Ok(Taken::Applied),
+        Err(FileError::Deleted { .. } | FileError::Superseded { .. }) => Ok(Taken::AlreadyHere),
+        Err(e) => Err(e),
     }
 }
 
