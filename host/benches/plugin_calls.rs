@@ -17,7 +17,7 @@ async fn per_call_micros(pooling: bool, store: &Path) -> (f64, f64) {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/default");
     assert!(plugins.join("index.wasm").is_file(), "build the plugins first (scripts/build-plugins.sh)");
     let limits = PluginLimits { pooling, ..PluginLimits::default() };
-    let host = Arc::new(PluginHost::load(&plugins, store, limits).expect("plugins load"));
+    let host = PluginHost::load(&plugins, store, limits).expect("plugins load");
     let name = FileName::parse("sample.bin").unwrap();
     let missing = FileName::parse("missing.bin").unwrap();
 

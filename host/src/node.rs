@@ -47,7 +47,6 @@ impl Node {
         let channels = Channels::new(config.rpc_timeout);
         let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
         let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, transport));
-        let plugins = Arc::new(plugins);
         // A stat or listing is one plugin call on the other node, plus the trip.
         let call_timeout = config.limits.call_timeout + config.rpc_timeout;
         let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));

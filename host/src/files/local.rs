@@ -94,7 +94,7 @@ impl Local {
             Some(handle) if handle.entry().blake3.is_some() => Ok(Some(handle)),
             // Bytes that cannot be checked are never served.
             Some(_) => Err(PluginError::Trapped {
-                plugin: self.plugins.serving(PluginKind::Download).unwrap_or("download plugin").into(),
+                plugin: self.plugins.serving(PluginKind::Download).unwrap_or_else(|| "download plugin".into()),
                 detail: format!("broke the plugin contract: it does not report the hash recorded for {name}"),
             }
             .into()),

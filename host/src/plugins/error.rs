@@ -48,7 +48,7 @@ impl fmt::Display for Refusal {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// No plugin of this kind is loaded.
-    #[error("no {0} plugin is loaded on this node; drop one into the plugins folder and restart")]
+    #[error("no {0} plugin is loaded on this node; drop one into the plugins folder")]
     Unavailable(PluginKind),
     /// The plugin answered with an error value.
     #[error("{refusal}: {message}")]

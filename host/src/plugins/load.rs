@@ -1,93 +1,133 @@
-//! Loading the plugins folder: every `*.wasm`, in name order; each is a
+//! Reading one file of the plugins folder into a version ready to serve: a
 //! component exporting exactly one known behaviour, whose imports the host
-//! provides, and the first of its kind. Anything else is refused with one log
-//! line naming the file and the reason.
+//! provides, with its manifest's grant. Anything else is refused with the
+//! reason. Compiled components are kept by content hash, so a version seen
+//! before (swapping back and forth) costs no second compilation.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::{self, download::DownloadPluginPre, index::IndexPluginPre, upload::UploadPluginPre};
+use super::manifest::{Grant, Manifest};
+use super::registry::{Fingerprint, Loaded, Outcome, Refused};
 use super::sandbox::Sandbox;
-use super::{Loaded, PluginHost, PluginKind, PluginStatus};
+use super::{PluginHost, PluginKind, Pre};
+use crate::integrity::Digest;
 
-pub(super) fn load_folder(host: &mut PluginHost, dir: &Path) -> anyhow::Result<()> {
-    let mut linker = Linker::<Sandbox>::new(&host.engine);
+/// Compiled components kept at most (each is a few MB of machine code).
+const COMPILED_KEPT: usize = 32;
+
+/// The linker every store plugin is instantiated with: WASI (filesystem,
+/// clocks, streams; no sockets are granted) and the host's `log`.
+pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<Sandbox>> {
+    let mut linker = Linker::<Sandbox>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     bindings::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-
-    for path in wasm_files(dir) {
-        let file = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        let status = match load_one(host, &linker, &path, &file) {
-            Ok(kind) => {
-                tracing::info!(plugin = %file, %kind, "plugin loaded");
-                PluginStatus { file, kind: Some(kind), loaded: true, reason: None }
-            }
-            Err((kind, reason)) => {
-                tracing::warn!(plugin = %file, "plugin refused: {reason}");
-                PluginStatus { file, kind, loaded: false, reason: Some(reason) }
-            }
-        };
-        host.statuses.push(status);
-    }
-    for kind in PluginKind::ALL {
-        if host.serving(kind).is_none() {
-            tracing::warn!(%kind, folder = %dir.display(), "no {kind} plugin loaded: its routes answer 503");
-        }
-    }
-    Ok(())
+    Ok(linker)
 }
 
-fn wasm_files(dir: &Path) -> Vec<PathBuf> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+/// Compiled components by content hash.
+#[derive(Default)]
+pub(super) struct Compiled(Mutex<HashMap<Digest, Component>>);
+
+impl Compiled {
+    fn get_or_compile(&self, engine: &Engine, version: Digest, bytes: &[u8]) -> Result<Component, String> {
+        if let Some(component) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&version) {
+            return Ok(component.clone());
+        }
+        let component = Component::from_binary(engine, bytes)
+            .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= COMPILED_KEPT {
+            kept.clear();
+        }
+        kept.insert(version, component.clone());
+        Ok(component)
+    }
+}
+
+/// Reads `path` (a `.wasm` file, and its manifest beside it) and loads it,
+/// unless it is what was `seen` last time.
+pub(super) fn read(host: &PluginHost, path: &Path, seen: Option<Fingerprint>) -> Outcome {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Removed,
         Err(e) => {
-            tracing::warn!(folder = %dir.display(), "cannot read the plugins folder: {e}");
-            return Vec::new();
+            return Outcome::Refused(Refused::now(None, format!("cannot read the file: {e}"), None), seen_or_zero(seen));
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-        .collect();
-    files.sort();
-    files
+    let version = Digest(*blake3::hash(&bytes).as_bytes());
+    let manifest = Manifest::beside(path);
+    let manifest_digest = match &manifest {
+        Ok(Some((_, text))) => Some(Digest(*blake3::hash(text.as_bytes()).as_bytes())),
+        Ok(None) => None,
+        Err(reason) => Some(Digest(*blake3::hash(reason.as_bytes()).as_bytes())),
+    };
+    let fingerprint = (version, manifest_digest);
+    if seen == Some(fingerprint) {
+        return Outcome::Unchanged;
+    }
+    let file: Arc<str> = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned()).into();
+    let stem = path.file_stem().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    match load(host, &file, &stem, &bytes, version, manifest.map(|m| m.map(|(m, _)| m).unwrap_or_default())) {
+        Ok(loaded) => Outcome::Loaded(Arc::new(loaded), fingerprint),
+        Err((kind, reason)) => Outcome::Refused(Refused::now(kind, reason, Some(version)), fingerprint),
+    }
 }
 
-type Refused = (Option<PluginKind>, String);
+fn seen_or_zero(seen: Option<Fingerprint>) -> Fingerprint {
+    seen.unwrap_or((Digest([0; 32]), None))
+}
 
-fn load_one(host: &mut PluginHost, linker: &Linker<Sandbox>, path: &Path, file: &str) -> Result<PluginKind, Refused> {
-    let bytes = std::fs::read(path).map_err(|e| (None, format!("cannot read the file: {e}")))?;
-    let component = Component::from_binary(&host.engine, &bytes)
-        .map_err(|e| (None, format!("not a WebAssembly component: {}", root_cause(&e))))?;
+type Refusal = (Option<PluginKind>, String);
+
+fn load(
+    host: &PluginHost,
+    file: &Arc<str>,
+    stem: &str,
+    bytes: &[u8],
+    version: Digest,
+    manifest: Result<Manifest, String>,
+) -> Result<Loaded, Refusal> {
+    let component = host.compiled.get_or_compile(&host.engine, version, bytes).map_err(|r| (None, r))?;
     let kind = kind_of(&host.engine, &component).map_err(|reason| (None, reason))?;
-    if let Some(other) = host.serving(kind) {
-        return Err((Some(kind), format!("a {kind} plugin is already loaded from {other}")));
-    }
+    let asked = manifest.map_err(|reason| (Some(kind), reason))?;
+    let grant = Grant::of(kind, stem, &asked, &host.limits).map_err(|reason| (Some(kind), reason))?;
     let refuse = |e: wasmtime::Error| (Some(kind), format!("does not fit the {kind} world: {e:#}"));
-    let pre = linker.instantiate_pre(&component).map_err(refuse)?;
-    let name: Arc<str> = file.into();
-    match kind {
-        PluginKind::Index => host.index = Some(Loaded { name, pre: IndexPluginPre::new(pre).map_err(refuse)? }),
-        PluginKind::Upload => host.upload = Some(Loaded { name, pre: UploadPluginPre::new(pre).map_err(refuse)? }),
-        PluginKind::Download => {
-            host.download = Some(Loaded { name, pre: DownloadPluginPre::new(pre).map_err(refuse)? })
+    let pre = match kind {
+        PluginKind::Index => {
+            Pre::Index(IndexPluginPre::new(host.linker.instantiate_pre(&component).map_err(refuse)?).map_err(refuse)?)
         }
-    }
-    Ok(kind)
+        PluginKind::Upload => {
+            Pre::Upload(UploadPluginPre::new(host.linker.instantiate_pre(&component).map_err(refuse)?).map_err(refuse)?)
+        }
+        PluginKind::Download => Pre::Download(
+            DownloadPluginPre::new(host.linker.instantiate_pre(&component).map_err(refuse)?).map_err(refuse)?,
+        ),
+        PluginKind::Http => return Err((Some(kind), "HTTP plugins are not served by this node yet".into())),
+    };
+    Ok(Loaded::new(file.clone(), kind, version, asked, grant, pre))
 }
 
 /// The plugin contract's package, and the version this host speaks.
 const CONTRACT: &str = "ringshare:plugin/";
 const CONTRACT_VERSION: &str = "@0.3.0";
+/// The interface an HTTP plugin exports (any 0.2 release of `wasi:http`).
+const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 /// The one behaviour `component` exports.
-fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKind, String> {
+fn kind_of(engine: &Engine, component: &Component) -> Result<PluginKind, String> {
     let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
-    let kinds: Vec<PluginKind> =
+    let mut kinds: Vec<PluginKind> =
         PluginKind::ALL.into_iter().filter(|k| exports.iter().any(|e| e == k.export_name())).collect();
+    if exports.iter().any(|e| e.starts_with(HTTP_HANDLER)) {
+        kinds.push(PluginKind::Http);
+    }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
         [] if exports.iter().any(|e| e.starts_with(CONTRACT) && !e.ends_with(CONTRACT_VERSION)) => Err(format!(
@@ -96,7 +136,7 @@ fn kind_of(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKin
             exports.join(", ")
         )),
         [] => Err(format!(
-            "exports none of the plugin interfaces ({}); it exports [{}]",
+            "exports none of the plugin interfaces ({}, or {HTTP_HANDLER}x); it exports [{}]",
             PluginKind::ALL.map(PluginKind::export_name).join(", "),
             exports.join(", ")
         )),

@@ -1,16 +1,20 @@
 //! Plugins: WebAssembly components that implement a node's index, upload and
-//! download behaviours, loaded once from a folder and run sandboxed.
+//! download behaviours, or serve routes of their own, loaded from a folder
+//! that the node watches (a plugin added, replaced or removed takes effect
+//! without a restart) and run sandboxed.
 //!
 //! - `bindings`: host side of the WIT worlds in `wit/`;
 //! - `engine`: the engine and the epoch clock behind call deadlines;
-//! - `load`: reading a folder of components and deciding what each one is;
+//! - `manifest`: what a plugin asks for (`NAME.toml`) and what it is granted;
+//! - `load`: reading one file of the folder and deciding what it is;
+//! - `registry`: which version of which plugin serves, and calls in flight;
+//! - `watch`: following the folder's changes;
 //! - `sandbox`: per-instance state, capabilities and memory cap;
 //! - `listing`: the index plugin's last answer, until the store changes;
 //! - `session`: the calls the host makes (list, streamed upload, streamed
-//!   download), each on a fresh `Store` on a blocking thread;
+//!   download), each on a fresh `Store` on a blocking thread, on the
+//!   version that was current when it started;
 //! - `error`: how those calls fail.
-//!
-//! The engine, linker and pre-instances are built once in [`PluginHost::load`].
 
 mod bindings;
 mod content;
@@ -18,25 +22,32 @@ mod engine;
 mod error;
 mod listing;
 mod load;
+mod manifest;
+mod registry;
 mod sandbox;
 mod session;
+mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use wasmtime::Engine;
+use wasmtime::component::Linker;
 
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
 use bindings::download::DownloadPluginPre;
 use bindings::index::IndexPluginPre;
 use bindings::upload::UploadPluginPre;
+use registry::{Call, Registry, Slot};
 use sandbox::Sandbox;
 
 pub use error::{PluginError, Refusal};
 pub use listing::Listing;
+pub use manifest::{Grant, Manifest, StoreAccess};
+pub use registry::PluginStatus;
 pub use session::{DownloadHandle, UploadHandle};
 
 /// The behaviours a plugin can provide; read from what the component exports.
@@ -49,10 +60,12 @@ pub enum PluginKind {
     Upload,
     /// Serves downloads from the store.
     Download,
+    /// Serves HTTP requests under `/x/{route}/` (`wasi:http`).
+    Http,
 }
 
 impl PluginKind {
-    /// Every kind, in a fixed order.
+    /// The kinds a node needs one of each, in a fixed order.
     pub const ALL: [PluginKind; 3] = [PluginKind::Index, PluginKind::Upload, PluginKind::Download];
 
     /// The WIT interface a plugin of this kind exports.
@@ -61,6 +74,7 @@ impl PluginKind {
             PluginKind::Index => "ringshare:plugin/index@0.3.0",
             PluginKind::Upload => "ringshare:plugin/upload@0.3.0",
             PluginKind::Download => "ringshare:plugin/download@0.3.0",
+            PluginKind::Http => "wasi:http/incoming-handler@0.2",
         }
     }
 }
@@ -71,6 +85,7 @@ impl fmt::Display for PluginKind {
             PluginKind::Index => "index",
             PluginKind::Upload => "upload",
             PluginKind::Download => "download",
+            PluginKind::Http => "http",
         })
     }
 }
@@ -103,76 +118,122 @@ impl FileEntry {
     }
 }
 
-/// What became of one file of the plugins folder.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginStatus {
-    /// File name within the plugins folder.
-    pub file: String,
-    /// The kind it provides, when that could be told.
-    pub kind: Option<PluginKind>,
-    /// Whether it serves requests.
-    pub loaded: bool,
-    /// Why it was refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+/// A version ready to instantiate, by the world it implements.
+pub enum Pre {
+    /// An index plugin.
+    Index(IndexPluginPre<Sandbox>),
+    /// An upload plugin.
+    Upload(UploadPluginPre<Sandbox>),
+    /// A download plugin.
+    Download(DownloadPluginPre<Sandbox>),
 }
 
-/// A plugin ready to instantiate.
-struct Loaded<P> {
-    name: Arc<str>,
-    pre: P,
-}
-
-/// The node's plugins, one per kind at most, and everything needed to run
-/// them: build once, share behind an `Arc`.
+/// The node's plugins and everything needed to run them. Built once per
+/// node by [`PluginHost::load`], which also starts following the folder.
 pub struct PluginHost {
     engine: Engine,
     _ticker: engine::EpochTicker,
     store_root: PathBuf,
+    dir: PathBuf,
     limits: PluginLimits,
-    index: Option<Loaded<IndexPluginPre<Sandbox>>>,
-    upload: Option<Loaded<UploadPluginPre<Sandbox>>>,
-    download: Option<Loaded<DownloadPluginPre<Sandbox>>>,
-    statuses: Vec<PluginStatus>,
+    linker: Linker<Sandbox>,
+    compiled: load::Compiled,
+    registry: RwLock<Registry>,
+    /// Held while the folder is read, so that reloads do not interleave.
+    reloading: Mutex<()>,
     listings: listing::ListingCache,
+    watcher: Mutex<Option<watch::FolderWatch>>,
 }
 
 impl PluginHost {
-    /// Compiles and links every `*.wasm` in `plugins_dir`. Files that are not
-    /// usable plugins are refused with a log line and left out; only a
-    /// failure to build the engine itself is an error. This blocks (it
-    /// compiles code): call it off the async runtime.
-    pub fn load(plugins_dir: &Path, store_root: &Path, limits: PluginLimits) -> anyhow::Result<Self> {
+    /// Compiles and links every `*.wasm` in `plugins_dir`, then follows the
+    /// folder: a file added, replaced or removed later takes effect within
+    /// a second. Files that are not usable plugins are refused with a log
+    /// line and left out; only a failure to build the engine itself is an
+    /// error. This blocks (it compiles code): call it off the async runtime.
+    pub fn load(plugins_dir: &Path, store_root: &Path, limits: PluginLimits) -> anyhow::Result<Arc<Self>> {
         let engine = engine::new_engine(limits.pooling, limits.memory_bytes)
             .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;
-        let mut host = PluginHost {
+        let host = Arc::new(PluginHost {
+            linker: load::linker(&engine)?,
             engine,
             _ticker: ticker,
             store_root: store_root.to_path_buf(),
+            dir: plugins_dir.to_path_buf(),
             limits,
-            index: None,
-            upload: None,
-            download: None,
-            statuses: Vec::new(),
+            compiled: load::Compiled::default(),
+            registry: RwLock::new(Registry::default()),
+            reloading: Mutex::new(()),
             listings: listing::ListingCache::watching(&store_root.join("files")),
-        };
-        load::load_folder(&mut host, plugins_dir)?;
+            watcher: Mutex::new(None),
+        });
+        // Watch first, so that nothing written while the folder is read is missed.
+        let watch = watch::FolderWatch::start(&host);
+        *host.watcher.lock().unwrap_or_else(|p| p.into_inner()) = watch;
+        host.reload(None);
         Ok(host)
     }
 
-    /// What became of every file in the plugins folder, in load order.
-    pub fn statuses(&self) -> &[PluginStatus] {
-        &self.statuses
+    /// Reads again `files` of the plugins folder (`NAME.wasm`), or all of
+    /// it, and applies what changed.
+    pub fn reload(&self, files: Option<Vec<String>>) {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let files = files.unwrap_or_else(|| {
+            let mut files = wasm_files(&self.dir);
+            files.extend(self.read_registry().files());
+            files.sort();
+            files.dedup();
+            files
+        });
+        let mut changed = false;
+        for file in files {
+            let seen = self.read_registry().seen(&file);
+            let outcome = load::read(self, &self.dir.join(&file), seen);
+            changed |= self.registry.write().unwrap_or_else(|p| p.into_inner()).apply(&file, outcome);
+        }
+        if changed {
+            // Another index plugin may list otherwise.
+            self.listings.changed();
+            for kind in self.read_registry().empty_kinds() {
+                tracing::warn!(%kind, folder = %self.dir.display(), "no {kind} plugin loaded: its routes answer 503");
+            }
+        }
+    }
+
+    fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What every file of the plugins folder is doing, in name order.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        self.read_registry().statuses()
     }
 
     /// The file name of the plugin serving `kind`, if any.
-    pub fn serving(&self, kind: PluginKind) -> Option<&str> {
-        let name = match kind {
-            PluginKind::Index => self.index.as_ref().map(|p| &p.name),
-            PluginKind::Upload => self.upload.as_ref().map(|p| &p.name),
-            PluginKind::Download => self.download.as_ref().map(|p| &p.name),
-        };
-        name.map(|n| &**n)
+    pub fn serving(&self, kind: PluginKind) -> Option<Arc<str>> {
+        self.read_registry().serving_file(Slot::Kind(kind))
     }
+
+    /// The version serving `kind` now, taken for one call or session.
+    fn call(&self, kind: PluginKind) -> Result<Call, PluginError> {
+        self.read_registry().call(Slot::Kind(kind)).ok_or(PluginError::Unavailable(kind))
+    }
+}
+
+/// The `*.wasm` file names in `dir`.
+fn wasm_files(dir: &Path) -> Vec<String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(folder = %dir.display(), "cannot read the plugins folder: {e}");
+            return Vec::new();
+        }
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".wasm"))
+        .collect()
 }

@@ -10,8 +10,8 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::PluginKind;
 use super::bindings::log;
+use super::manifest::{Grant, StoreAccess};
 
 /// How much of a plugin's stderr (panic messages) is kept for error reports.
 const STDERR_BYTES: usize = 16 << 10;
@@ -48,22 +48,21 @@ impl ResourceLimiter for MemoryCap {
 
 impl Sandbox {
     /// A store for one instance of `plugin` (a file name, for logs), granted
-    /// `store_root` as `/store` with the permissions of its kind.
+    /// `store_root` as `/store` as far as its `grant` says, and its memory cap.
     pub fn new_store(
         engine: &wasmtime::Engine,
         plugin: &Arc<str>,
-        kind: PluginKind,
+        grant: &Grant,
         store_root: &Path,
-        memory_bytes: usize,
     ) -> wasmtime::Result<Store<Sandbox>> {
-        let perms = match kind {
-            PluginKind::Upload => FsPerms::ReadWrite,
-            PluginKind::Index | PluginKind::Download => FsPerms::ReadOnly,
-        };
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.preopened_dir(store_root, "/store", perms)?
-            .stderr(stderr.clone())
+        match grant.store {
+            StoreAccess::None => {}
+            StoreAccess::Read => _ = wasi.preopened_dir(store_root, "/store", FsPerms::ReadOnly)?,
+            StoreAccess::ReadWrite => _ = wasi.preopened_dir(store_root, "/store", FsPerms::ReadWrite)?,
+        }
+        wasi.stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -73,7 +72,7 @@ impl Sandbox {
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: memory_bytes, hit: false },
+            memory: MemoryCap { limit: grant.memory_bytes, hit: false },
             stderr,
             plugin: plugin.clone(),
         };

@@ -21,8 +21,9 @@ use wasmtime_wasi::p2::{DynInputStream, StreamError};
 use super::bindings::WitError;
 use super::content::ContentFile;
 use super::engine::ticks_for;
+use super::registry::{Call, Loaded};
 use super::sandbox::Sandbox;
-use super::{FileEntry, Listing, Loaded, PluginError, PluginHost, PluginKind, Refusal};
+use super::{FileEntry, Listing, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::FileName;
 
@@ -38,34 +39,33 @@ const OUTBOARD_BATCH: usize = 64 << 10;
 const OPEN_ATTEMPTS: usize = 3;
 
 impl PluginHost {
-    fn store_for(&self, plugin: &Arc<str>, kind: PluginKind) -> Result<Store<Sandbox>, PluginError> {
-        Sandbox::new_store(&self.engine, plugin, kind, &self.store_root, self.limits.memory_bytes).map_err(|e| {
-            PluginError::Trapped { plugin: plugin.clone(), detail: format!("cannot set up its sandbox: {e:#}") }
-        })
-    }
-
-    /// A fresh store and instance of `plugin`, instantiated under the deadline.
-    fn instantiate<P, I>(
+    /// A fresh store and instance of `plugin`, instantiated under its deadline.
+    fn instantiate<I>(
         &self,
-        plugin: &Loaded<P>,
-        kind: PluginKind,
-        instantiate: impl FnOnce(&P, &mut Store<Sandbox>) -> wasmtime::Result<I>,
+        plugin: &Loaded,
+        instantiate: impl FnOnce(&Pre, &mut Store<Sandbox>) -> wasmtime::Result<I>,
     ) -> Result<(Store<Sandbox>, I), PluginError> {
-        let mut store = self.store_for(&plugin.name, kind)?;
-        let instance = self.guarded(&mut store, &plugin.name, |s| instantiate(&plugin.pre, s).map(Ok))?;
+        let mut store =
+            Sandbox::new_store(&self.engine, &plugin.file, &plugin.grant, &self.store_root).map_err(|e| {
+                PluginError::Trapped {
+                    plugin: plugin.file.clone(),
+                    detail: format!("cannot set up its sandbox: {e:#}"),
+                }
+            })?;
+        let instance = self.guarded(&mut store, plugin, |s| instantiate(&plugin.pre, s).map(Ok))?;
         Ok((store, instance))
     }
 
-    /// One call into a plugin under the deadline, with its failure classified.
+    /// One call into a plugin under its deadline, with its failure classified.
     fn guarded<T>(
         &self,
         store: &mut Store<Sandbox>,
-        plugin: &Arc<str>,
+        plugin: &Loaded,
         call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T, PluginError> {
-        store.set_epoch_deadline(ticks_for(self.limits.call_timeout));
+        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
         let outcome = call(store);
-        PluginError::from_call(store, plugin, self.limits.call_timeout, outcome)
+        PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
     }
 
     /// Lists the node's files through the index plugin, or answers from the
@@ -77,16 +77,15 @@ impl PluginHost {
             return Ok(listing);
         }
         let generation = self.listings.begin();
-        let host = self.clone();
+        let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
         let entries = blocking(move || {
-            let plugin = loaded(&host.index, PluginKind::Index)?;
-            let (mut store, instance) = host.instantiate(plugin, PluginKind::Index, |pre, s| pre.instantiate(s))?;
-            let listed = host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_index().call_list(s))?;
+            let (mut store, instance) = host.instantiate(&plugin, |pre, s| pre.index()?.instantiate(s))?;
+            let listed = host.guarded(&mut store, &plugin, |s| instance.ringshare_plugin_index().call_list(s))?;
             Ok(listed
                 .into_iter()
                 .filter_map(|e| {
                     FileEntry::from_wit(e)
-                        .inspect_err(|why| tracing::warn!(plugin = %plugin.name, "left out of the listing: {why}"))
+                        .inspect_err(|why| tracing::warn!(plugin = %plugin.file, "left out of the listing: {why}"))
                         .ok()
                 })
                 .collect())
@@ -107,14 +106,14 @@ impl PluginHost {
         overwrite: bool,
         modified_ns: Option<u64>,
     ) -> Result<UploadHandle, PluginError> {
-        loaded(&self.upload, PluginKind::Upload)?;
+        let plugin = self.call(PluginKind::Upload)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
             let request = UploadRequest { name: &name, overwrite, modified_ns };
-            let _ = done_tx.send(host.upload_session(&rt, request, rx, opened_tx));
+            let _ = done_tx.send(host.upload_session(&rt, &plugin, request, rx, opened_tx));
         });
         opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
         Ok(UploadHandle { chunks: Some(chunks), done, tree: TreeHasher::new(), cvs: Vec::new() })
@@ -122,12 +121,11 @@ impl PluginHost {
 
     /// Removes `name` through the upload plugin; answers whether it existed.
     pub async fn remove(self: &Arc<Self>, name: &FileName) -> Result<bool, PluginError> {
-        let (host, name) = (self.clone(), name.as_str().to_owned());
+        let (host, name, plugin) = (self.clone(), name.as_str().to_owned(), self.call(PluginKind::Upload)?);
         blocking(move || {
-            let plugin = loaded(&host.upload, PluginKind::Upload)?;
-            let (mut store, instance) = host.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
+            let (mut store, instance) = host.instantiate(&plugin, |pre, s| pre.upload()?.instantiate(s))?;
             let removed =
-                host.guarded(&mut store, &plugin.name, |s| instance.ringshare_plugin_upload().call_remove(s, &name));
+                host.guarded(&mut store, &plugin, |s| instance.ringshare_plugin_upload().call_remove(s, &name));
             host.listings.changed();
             removed
         })
@@ -137,30 +135,29 @@ impl PluginHost {
     fn upload_session(
         &self,
         rt: &Handle,
+        plugin: &Call,
         request: UploadRequest<'_>,
         mut rx: mpsc::Receiver<UploadMsg>,
         opened: oneshot::Sender<Result<(), PluginError>>,
     ) -> Result<FileEntry, PluginError> {
-        let plugin = loaded(&self.upload, PluginKind::Upload)?;
         let name = request.name.as_str();
         let start = || {
-            let (mut store, instance) = self.instantiate(plugin, PluginKind::Upload, |pre, s| pre.instantiate(s))?;
+            let (mut store, instance) = self.instantiate(plugin, |pre, s| pre.upload()?.instantiate(s))?;
             let api = instance.ringshare_plugin_upload();
-            let writer = self.guarded(&mut store, &plugin.name, |s| {
-                api.call_create(s, name, request.overwrite, request.modified_ns)
-            })?;
+            let writer =
+                self.guarded(&mut store, plugin, |s| api.call_create(s, name, request.overwrite, request.modified_ns))?;
             let streams = (|| -> Result<_, PluginError> {
-                let content = self.guarded(&mut store, &plugin.name, |s| api.writer().call_content(s, writer))?;
-                let content = take_resource(&mut store, &plugin.name, content)?;
-                let content = ContentFile::from_descriptor(content).map_err(|why| broken(&plugin.name, why))?;
-                let outboard = self.guarded(&mut store, &plugin.name, |s| api.writer().call_outboard(s, writer))?;
-                let outboard = take_resource(&mut store, &plugin.name, outboard)?;
+                let content = self.guarded(&mut store, plugin, |s| api.writer().call_content(s, writer))?;
+                let content = take_resource(&mut store, &plugin.file, content)?;
+                let content = ContentFile::from_descriptor(content).map_err(|why| broken(&plugin.file, why))?;
+                let outboard = self.guarded(&mut store, plugin, |s| api.writer().call_outboard(s, writer))?;
+                let outboard = take_resource(&mut store, &plugin.file, outboard)?;
                 Ok((content, outboard))
             })();
             match streams {
                 Ok(streams) => Ok((store, instance, writer, streams)),
                 Err(e) => {
-                    self.release(&mut store, &plugin.name, writer, &Err::<(), _>(e.clone()));
+                    self.release(&mut store, plugin, writer, &Err::<(), _>(e.clone()));
                     Err(e)
                 }
             }
@@ -177,7 +174,7 @@ impl PluginHost {
         };
         let api = instance.ringshare_plugin_upload().writer();
         let io = |e: &dyn std::fmt::Display| PluginError::Refused {
-            plugin: plugin.name.clone(),
+            plugin: plugin.file.clone(),
             refusal: Refusal::Io,
             message: format!("writing {name}: {e}"),
         };
@@ -204,12 +201,12 @@ impl PluginHost {
                     }
                     drop((content, outboard));
                     let finished =
-                        self.guarded(&mut store, &plugin.name, |s| api.call_finish(s, writer, size, &root.to_hex()));
+                        self.guarded(&mut store, plugin, |s| api.call_finish(s, writer, size, &root.to_hex()));
                     break finished.and_then(|e| {
-                        let entry = FileEntry::from_wit(e).map_err(|why| broken(&plugin.name, why))?;
+                        let entry = FileEntry::from_wit(e).map_err(|why| broken(&plugin.file, why))?;
                         if entry.name != name || entry.size != size || entry.blake3 != Some(root) {
                             return Err(broken(
-                                &plugin.name,
+                                &plugin.file,
                                 format!("finished {name} ({size} bytes, {root}) but reported {entry:?}"),
                             ));
                         }
@@ -220,7 +217,7 @@ impl PluginHost {
             }
         };
         // Unfinished, the writer's destructor removes its temp files.
-        self.release(&mut store, &plugin.name, writer, &result);
+        self.release(&mut store, plugin, writer, &result);
         self.listings.changed();
         result
     }
@@ -229,12 +226,12 @@ impl PluginHost {
     /// entry (size, hash) and its verified outboard, and streams any range
     /// of it, checked block by block.
     pub async fn download(self: &Arc<Self>, name: &FileName) -> Result<DownloadHandle, PluginError> {
-        loaded(&self.download, PluginKind::Download)?;
+        let plugin = self.call(PluginKind::Download)?;
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (range_tx, range_rx) = oneshot::channel();
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || host.download_session(&rt, &name, opened_tx, range_rx, tx));
+        tokio::task::spawn_blocking(move || host.download_session(&rt, &plugin, &name, opened_tx, range_rx, tx));
         let (entry, outboard) = opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
         Ok(DownloadHandle { entry, outboard, range: range_tx, chunks })
     }
@@ -242,15 +239,13 @@ impl PluginHost {
     fn download_session(
         &self,
         rt: &Handle,
+        plugin: &Call,
         name: &FileName,
         opened: oneshot::Sender<Result<(FileEntry, Option<Arc<Outboard>>), PluginError>>,
         range: oneshot::Receiver<RangeInclusive<u64>>,
         tx: mpsc::Sender<Result<Bytes, PluginError>>,
     ) {
-        let Ok(plugin) = loaded(&self.download, PluginKind::Download) else {
-            return;
-        };
-        let (mut store, instance) = match self.instantiate(plugin, PluginKind::Download, |pre, s| pre.instantiate(s)) {
+        let (mut store, instance) = match self.instantiate(plugin, |pre, s| pre.download()?.instantiate(s)) {
             Ok(started) => started,
             Err(e) => {
                 let _ = opened.send(Err(e));
@@ -261,7 +256,7 @@ impl PluginHost {
         let mut attempt = 0;
         let (reader, entry, outboard) = loop {
             attempt += 1;
-            let reader = match self.guarded(&mut store, &plugin.name, |s| api.call_open(s, name.as_str())) {
+            let reader = match self.guarded(&mut store, plugin, |s| api.call_open(s, name.as_str())) {
                 Ok(reader) => reader,
                 Err(e) => {
                     let _ = opened.send(Err(e));
@@ -272,7 +267,7 @@ impl PluginHost {
             match checked {
                 Ok((entry, outboard)) => break (reader, entry, outboard),
                 Err(e) => {
-                    self.release(&mut store, &plugin.name, reader, &Err::<(), _>(e.clone()));
+                    self.release(&mut store, plugin, reader, &Err::<(), _>(e.clone()));
                     if attempt < OPEN_ATTEMPTS && matches!(e, PluginError::Corrupt(_)) {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                         continue;
@@ -287,8 +282,8 @@ impl PluginHost {
             && let Ok(range) = range.blocking_recv()
         {
             let content = |s: &mut Store<Sandbox>, offset| {
-                let stream = self.guarded(s, &plugin.name, |s| api.reader().call_content(s, reader, offset))?;
-                take_resource(s, &plugin.name, stream)
+                let stream = self.guarded(s, plugin, |s| api.reader().call_content(s, reader, offset))?;
+                take_resource(s, &plugin.file, stream)
             };
             result = match outboard {
                 Some(outboard) => {
@@ -303,7 +298,7 @@ impl PluginHost {
                 let _ = tx.blocking_send(Err(e.clone()));
             }
         }
-        self.release(&mut store, &plugin.name, reader, &result);
+        self.release(&mut store, plugin, reader, &result);
     }
 
     /// The entry of an open reader and, when the store has a record of the
@@ -312,22 +307,22 @@ impl PluginHost {
         &self,
         rt: &Handle,
         store: &mut Store<Sandbox>,
-        plugin: &Loaded<super::bindings::download::DownloadPluginPre<Sandbox>>,
+        plugin: &Loaded,
         instance: &super::bindings::download::DownloadPlugin,
         reader: ResourceAny,
         name: &FileName,
     ) -> Result<(FileEntry, Option<Arc<Outboard>>), PluginError> {
         let api = instance.ringshare_plugin_download().reader();
-        let entry = self.guarded(store, &plugin.name, |s| api.call_entry(s, reader).map(Ok))?;
-        let entry = FileEntry::from_wit(entry).map_err(|why| broken(&plugin.name, why))?;
+        let entry = self.guarded(store, plugin, |s| api.call_entry(s, reader).map(Ok))?;
+        let entry = FileEntry::from_wit(entry).map_err(|why| broken(&plugin.file, why))?;
         if entry.name != name.as_str() {
-            return Err(broken(&plugin.name, format!("asked to open {name}, it opened {}", entry.name)));
+            return Err(broken(&plugin.file, format!("asked to open {name}, it opened {}", entry.name)));
         }
         let Some(root) = entry.blake3 else {
             return Ok((entry, None));
         };
-        let stream = self.guarded(store, &plugin.name, |s| api.call_outboard(s, reader))?;
-        let mut stream = take_resource(store, &plugin.name, stream)?;
+        let stream = self.guarded(store, plugin, |s| api.call_outboard(s, reader))?;
+        let mut stream = take_resource(store, &plugin.file, stream)?;
         // Read one byte more than it should have, to tell a longer one.
         let wanted = integrity::outboard_len(entry.size) as usize + 1;
         let mut bytes = Vec::with_capacity(wanted.min(1 << 20));
@@ -335,7 +330,7 @@ impl PluginHost {
             match rt.block_on(stream.blocking_read(READ_PIECE.min(wanted - bytes.len()))) {
                 Ok(piece) => bytes.extend_from_slice(&piece),
                 Err(StreamError::Closed) => break,
-                Err(e) => return Err(io_error(&plugin.name, name, e)),
+                Err(e) => return Err(io_error(&plugin.file, name, e)),
             }
         }
         let outboard =
@@ -348,22 +343,41 @@ impl PluginHost {
     fn release<T>(
         &self,
         store: &mut Store<Sandbox>,
-        plugin: &Arc<str>,
+        plugin: &Loaded,
         handle: ResourceAny,
         after: &Result<T, PluginError>,
     ) {
         if matches!(after, Err(e) if e.is_plugin_fault()) {
             return;
         }
-        store.set_epoch_deadline(ticks_for(self.limits.call_timeout));
+        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
         if let Err(e) = handle.resource_drop(&mut *store) {
-            tracing::warn!(plugin = %plugin, "releasing a plugin resource failed: {e:#}");
+            tracing::warn!(plugin = %plugin.file, "releasing a plugin resource failed: {e:#}");
         }
     }
 }
 
-fn loaded<P>(slot: &Option<Loaded<P>>, kind: PluginKind) -> Result<&Loaded<P>, PluginError> {
-    slot.as_ref().ok_or(PluginError::Unavailable(kind))
+impl Pre {
+    fn index(&self) -> wasmtime::Result<&super::bindings::index::IndexPluginPre<Sandbox>> {
+        match self {
+            Pre::Index(pre) => Ok(pre),
+            _ => Err(wasmtime::format_err!("not an index plugin")),
+        }
+    }
+
+    fn upload(&self) -> wasmtime::Result<&super::bindings::upload::UploadPluginPre<Sandbox>> {
+        match self {
+            Pre::Upload(pre) => Ok(pre),
+            _ => Err(wasmtime::format_err!("not an upload plugin")),
+        }
+    }
+
+    fn download(&self) -> wasmtime::Result<&super::bindings::download::DownloadPluginPre<Sandbox>> {
+        match self {
+            Pre::Download(pre) => Ok(pre),
+            _ => Err(wasmtime::format_err!("not a download plugin")),
+        }
+    }
 }
 
 fn session_lost(kind: PluginKind) -> PluginError {

@@ -114,7 +114,7 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// `GET /plugins`: what was loaded from the plugins folder and what was
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
-    Json(app.plugins.statuses().to_vec())
+    Json(app.plugins.statuses())
 }
 
 /// `GET /events`: the ring and file events this node hears, as
