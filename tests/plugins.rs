@@ -276,3 +276,38 @@ async fn a_failure_gets_the_same_answer_whichever_node_is_asked() {
     assert_eq!((here.0, here.1.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
     assert_eq!((through.0, through.1.as_str()), (here.0, here.1.as_str()), "{through:?}");
 }
+
+/// `ringshare plugin check` passes the default plugins and fails every
+/// hostile one, naming what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_others() {
+    let defaults = ringshare_tests::plugin("default/index").parent().unwrap().to_path_buf();
+    for kind in ["index", "upload", "download"] {
+        let report = ringshare::check::check_plugin(&defaults.join(format!("{kind}.wasm")), &defaults).await;
+        assert!(report.passed(), "{report}");
+        let text = report.to_string();
+        assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.3.0")), "{text}");
+        assert!(text.contains("reads it back whole, every block verified"), "{text}");
+    }
+    let hostile = [
+        ("spin", "ran longer than its 5s deadline"),
+        ("hog", "exceeded its memory cap"),
+        ("escape", "an empty store was listed with"),
+        ("crash", "crash plugin asked to open"),
+        ("liar-index", "is not in the listing"),
+        ("liar-download", "does not hand back the outboard"),
+        ("liar-upload", "broke the plugin contract"),
+        ("old-contract", "another version of the plugin contract"),
+        ("not-a-plugin", "exports none of the plugin interfaces"),
+    ];
+    for (name, why) in hostile {
+        let report =
+            ringshare::check::check_plugin(&ringshare_tests::plugin(&format!("testdata/{name}")), &defaults).await;
+        let text = report.to_string();
+        assert!(!report.passed(), "{name} passed:\n{text}");
+        assert!(text.contains(why), "{name}: expected {why:?} in\n{text}");
+        assert!(text.ends_with("FAIL"), "{text}");
+    }
+    let missing = ringshare::check::check_plugin(std::path::Path::new("/nonexistent/x.wasm"), &defaults).await;
+    assert!(!missing.passed() && missing.to_string().contains("No such file"), "{missing}");
+}

@@ -15,9 +15,11 @@
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
 //!   and the calls/sessions the rest of the host makes into plugins;
 //! - [`rest`]: the axum routes users and clients call;
-//! - [`node`]: [`run`] ties them together on a bound listener.
+//! - [`node`]: [`run`] ties them together on a bound listener;
+//! - [`check`]: `ringshare plugin check`, a plugin exercised on its own.
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod chord;
 pub mod config;
 pub mod files;

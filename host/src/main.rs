@@ -20,6 +20,23 @@ struct Cli {
 enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component as a node would and exercise it against a temporary
+    /// store; exits 1 on any problem.
+    Check {
+        /// The component (`*.wasm`); a manifest beside it (`NAME.toml`) is read too.
+        file: PathBuf,
+        /// Where the default plugins are, to pair the checked one with for
+        /// the steps its kind does not do.
+        #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
+        plugins: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -85,11 +102,24 @@ struct NodeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // A check prints its own report; its logs are for RUST_LOG to ask.
+    let quiet = matches!(command, Command::Plugin(_));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if quiet { "off" } else { "info" }.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Node(args) = Cli::parse().command;
+    let args = match command {
+        Command::Node(args) => args,
+        Command::Plugin(PluginCommand::Check { file, plugins }) => {
+            let report = ringshare::check::check_plugin(&file, &plugins).await;
+            println!("{report}");
+            std::process::exit(if report.passed() { 0 } else { 1 });
+        }
+    };
     let mut config = NodeConfig::new(args.data, args.plugins);
     config.max_upload_bytes = args.max_upload_bytes;
     config.advertise = args.advertise;

@@ -119,8 +119,12 @@ impl PluginError {
         } else if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             PluginError::Timeout { plugin, limit: timeout }
         } else {
+            // The trap itself, without the wasm backtrace wrapped around it.
+            let cause = trap.chain().last().map_or_else(|| format!("{trap:#}"), |c| c.to_string());
             let stderr = store.data().stderr_text();
-            let detail = if stderr.is_empty() { format!("{trap:#}") } else { format!("{trap:#}; stderr: {stderr}") };
+            let stderr: Vec<&str> =
+                stderr.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
+            let detail = if stderr.is_empty() { cause } else { format!("{cause}; stderr: {}", stderr.join(" ")) };
             PluginError::Trapped { plugin, detail }
         };
         tracing::error!(error = %error, "plugin call stopped");

@@ -58,7 +58,10 @@ pub(super) fn read(host: &PluginHost, path: &Path, seen: Option<Fingerprint>) ->
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Removed,
         Err(e) => {
-            return Outcome::Refused(Refused::now(None, format!("cannot read the file: {e}"), None), seen_or_zero(seen));
+            return Outcome::Refused(
+                Refused::now(None, format!("cannot read the file: {e}"), None),
+                seen_or_zero(seen),
+            );
         }
     };
     let version = Digest(*blake3::hash(&bytes).as_bytes());
@@ -146,4 +149,28 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<PluginKind, String>
 
 fn root_cause(e: &wasmtime::Error) -> String {
     e.chain().last().map_or_else(|| e.to_string(), |c| c.to_string())
+}
+
+/// What a component says of itself, as `ringshare plugin check` reports it.
+#[derive(Debug)]
+pub struct Description {
+    /// The behaviour it provides, or why it provides none the host knows.
+    pub kind: Result<PluginKind, String>,
+    /// The interfaces it exports.
+    pub exports: Vec<String>,
+    /// The interfaces it imports (what it needs of the host).
+    pub imports: Vec<String>,
+}
+
+/// Compiles `bytes` on a fresh engine and describes the component; fails
+/// when they are not a WebAssembly component.
+pub fn describe(bytes: &[u8]) -> Result<Description, String> {
+    let engine = super::engine::new_engine(false, 64 << 20).map_err(|e| format!("wasmtime engine: {e:#}"))?;
+    let component = Component::from_binary(&engine, bytes)
+        .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
+    let kind = kind_of(&engine, &component);
+    let ty = component.component_type();
+    let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
+    Ok(Description { kind, exports, imports })
 }

@@ -46,6 +46,7 @@ use sandbox::Sandbox;
 
 pub use error::{PluginError, Refusal};
 pub use listing::Listing;
+pub use load::{Description, describe};
 pub use manifest::{Grant, Manifest, StoreAccess};
 pub use registry::PluginStatus;
 pub use session::{DownloadHandle, UploadHandle};
