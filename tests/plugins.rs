@@ -294,7 +294,7 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         ("hog", "exceeded its memory cap"),
         ("escape", "an empty store was listed with"),
         ("crash", "crash plugin asked to open"),
-        ("liar-index", "is not in the listing"),
+        ("liar-index", "an empty store was listed with 1 entries"),
         ("liar-download", "does not hand back the outboard"),
         ("liar-upload", "broke the plugin contract"),
         ("old-contract", "another version of the plugin contract"),
