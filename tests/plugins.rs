@@ -289,6 +289,8 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.3.0")), "{text}");
         assert!(text.contains("reads it back whole, every block verified"), "{text}");
     }
+    let gallery = ringshare::check::check_plugin(&ringshare_tests::plugin("extra/gallery"), &defaults).await;
+    assert!(gallery.passed() && gallery.to_string().contains("200 OK, text/html"), "{gallery}");
     let hostile = [
         ("spin", "ran longer than its 5s deadline"),
         ("hog", "exceeded its memory cap"),
@@ -299,6 +301,7 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         ("liar-upload", "broke the plugin contract"),
         ("old-contract", "another version of the plugin contract"),
         ("not-a-plugin", "exports none of the plugin interfaces"),
+        ("http-hostile", "answers GET /x/http-hostile/ without failing: plugin http-hostile.wasm was stopped"),
     ];
     for (name, why) in hostile {
         let report =

@@ -133,12 +133,41 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
             return report;
         }
     }
-    if kind == PluginKind::Http {
-        report.say(Mark::Skip, "HTTP plugins are exercised by a running node only");
-    } else {
-        exercise(&mut report, &host, kind).await;
+    match (kind, status_route(&host, &name)) {
+        (PluginKind::Http, Some(route)) => {
+            let answer = front_page(&host, &route).await;
+            report
+                .outcome(&format!("answers GET /x/{route}/ without failing"), answer)
+                .map(|line| report.say(Mark::Info, line));
+        }
+        _ => exercise(&mut report, &host, kind).await,
     }
     report
+}
+
+fn status_route(host: &PluginHost, file: &str) -> Option<String> {
+    host.statuses().into_iter().find(|s| s.file == file)?.grant?.route
+}
+
+/// Asks an HTTP plugin for its front page; a failure, a 5xx or a body cut
+/// short is a problem.
+async fn front_page(host: &Arc<PluginHost>, route: &str) -> Result<String, String> {
+    let request = axum::http::Request::get(format!("/x/{route}/"))
+        .header("host", "localhost")
+        .body(axum::body::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let answer = host.serve_http(route, request).await.map_err(|e| e.to_string())?;
+    let answer = answer.ok_or_else(|| format!("nothing serves /x/{route}/"))?;
+    let (status, kind) = (answer.status(), answer.headers().get("content-type").cloned());
+    let body = tokio::time::timeout(CHECK_TIMEOUT * 2, axum::body::to_bytes(answer.into_body(), 64 << 20))
+        .await
+        .map_err(|_| "its answer never ended".to_owned())?
+        .map_err(|e| format!("its answer was cut short: {e}"))?;
+    if status.is_server_error() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+    }
+    let kind = kind.as_ref().and_then(|k| k.to_str().ok()).unwrap_or("no content-type");
+    Ok(format!("its answer: {status}, {kind}, {} bytes", body.len()))
 }
 
 fn list_or_none(items: &[String]) -> String {

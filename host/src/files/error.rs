@@ -180,7 +180,7 @@ impl FileError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             FileError::Plugin(e) => match e {
-                PluginError::Unavailable(_) => ErrorKind::PluginUnavailable,
+                PluginError::Unavailable(_) | PluginError::Busy { .. } => ErrorKind::PluginUnavailable,
                 PluginError::Refused { refusal, .. } => match refusal {
                     Refusal::NotFound => ErrorKind::NotFound,
                     Refusal::InvalidName => ErrorKind::InvalidName,

@@ -9,7 +9,7 @@ use wasmtime::{Store, Trap};
 
 use super::PluginKind;
 use super::bindings::WitError;
-use super::sandbox::Sandbox;
+use super::sandbox::Confined;
 
 /// The reasons a plugin may refuse a request, mirrored from the WIT `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,15 @@ pub enum PluginError {
     /// No plugin of this kind is loaded.
     #[error("no {0} plugin is loaded on this node; drop one into the plugins folder")]
     Unavailable(PluginKind),
+    /// Every turn for HTTP plugins was taken for as long as the plugin's
+    /// deadline.
+    #[error("plugin {plugin} is busy: no turn came free in {waited:?}")]
+    Busy {
+        /// The plugin's file name.
+        plugin: Arc<str>,
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The plugin answered with an error value.
     #[error("{refusal}: {message}")]
     Refused {
@@ -102,8 +111,8 @@ impl PluginError {
 
     /// Turns what a guarded call returned into the caller's result, logging
     /// every case where the plugin itself broke.
-    pub(super) fn from_call<T>(
-        store: &Store<Sandbox>,
+    pub(super) fn from_call<T, S: Confined>(
+        store: &Store<S>,
         plugin: &Arc<str>,
         timeout: Duration,
         outcome: wasmtime::Result<Result<T, WitError>>,

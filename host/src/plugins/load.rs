@@ -112,7 +112,10 @@ fn load(
         PluginKind::Download => Pre::Download(
             DownloadPluginPre::new(host.linker.instantiate_pre(&component).map_err(refuse)?).map_err(refuse)?,
         ),
-        PluginKind::Http => return Err((Some(kind), "HTTP plugins are not served by this node yet".into())),
+        PluginKind::Http => {
+            let pre = host.http_linker.instantiate_pre(&component).map_err(refuse)?;
+            Pre::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(refuse)?)
+        }
     };
     Ok(Loaded::new(file.clone(), kind, version, asked, grant, pre))
 }

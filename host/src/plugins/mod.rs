@@ -20,6 +20,7 @@ mod bindings;
 mod content;
 mod engine;
 mod error;
+mod http;
 mod listing;
 mod load;
 mod manifest;
@@ -127,6 +128,8 @@ pub enum Pre {
     Upload(UploadPluginPre<Sandbox>),
     /// A download plugin.
     Download(DownloadPluginPre<Sandbox>),
+    /// An HTTP plugin.
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpSandbox>),
 }
 
 /// The node's plugins and everything needed to run them. Built once per
@@ -138,6 +141,9 @@ pub struct PluginHost {
     dir: PathBuf,
     limits: PluginLimits,
     linker: Linker<Sandbox>,
+    http_linker: Linker<http::HttpSandbox>,
+    /// Turns for requests to HTTP plugins.
+    http_turns: Arc<tokio::sync::Semaphore>,
     compiled: load::Compiled,
     registry: RwLock<Registry>,
     /// Held while the folder is read, so that reloads do not interleave.
@@ -158,6 +164,8 @@ impl PluginHost {
         let ticker = engine::EpochTicker::start(&engine)?;
         let host = Arc::new(PluginHost {
             linker: load::linker(&engine)?,
+            http_linker: http::linker(&engine)?,
+            http_turns: Arc::new(tokio::sync::Semaphore::new(http::CONCURRENT_REQUESTS)),
             engine,
             _ticker: ticker,
             store_root: store_root.to_path_buf(),

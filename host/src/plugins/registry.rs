@@ -217,19 +217,6 @@ impl Registry {
         PluginKind::ALL.into_iter().filter(|k| self.serving(Slot::Kind(*k)).is_none()).collect()
     }
 
-    /// The HTTP routes served, with their plugins.
-    pub fn routes(&self) -> Vec<(String, Arc<str>)> {
-        let mut routes: Vec<(String, Arc<str>)> = Vec::new();
-        for plugin in self.files.values().filter_map(|e| e.current.as_ref()) {
-            if let Slot::Route(route) = plugin.slot()
-                && !routes.iter().any(|(r, _)| r == route)
-            {
-                routes.push((route.to_owned(), plugin.file.clone()));
-            }
-        }
-        routes
-    }
-
     /// What every file of the folder is doing, in name order, then the
     /// removed versions still finishing calls.
     pub fn statuses(&self) -> Vec<PluginStatus> {

@@ -14,7 +14,7 @@ use super::bindings::log;
 use super::manifest::{Grant, StoreAccess};
 
 /// How much of a plugin's stderr (panic messages) is kept for error reports.
-const STDERR_BYTES: usize = 16 << 10;
+pub(super) const STDERR_BYTES: usize = 16 << 10;
 
 /// The per-instance state of a plugin's `Store`.
 pub struct Sandbox {
@@ -30,6 +30,37 @@ pub struct Sandbox {
 pub struct MemoryCap {
     limit: usize,
     hit: bool,
+}
+
+impl MemoryCap {
+    /// A cap of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, hit: false }
+    }
+}
+
+/// What a failed call is told by: the memory cap and what the plugin
+/// wrote to stderr.
+pub trait Confined {
+    /// The instance's memory cap.
+    fn memory_cap(&self) -> &MemoryCap;
+    /// Its stderr.
+    fn stderr(&self) -> &MemoryOutputPipe;
+
+    /// Whether the memory cap stopped this instance.
+    fn memory_cap_hit(&self) -> bool {
+        self.memory_cap().hit
+    }
+
+    /// The memory cap in bytes.
+    fn memory_limit(&self) -> usize {
+        self.memory_cap().limit
+    }
+
+    /// What the plugin wrote to stderr (for a trap's report), trimmed.
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr().contents()).trim().to_owned()
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -72,7 +103,7 @@ impl Sandbox {
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: grant.memory_bytes, hit: false },
+            memory: MemoryCap::new(grant.memory_bytes),
             stderr,
             plugin: plugin.clone(),
         };
@@ -85,20 +116,14 @@ impl Sandbox {
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
+}
 
-    /// Whether the memory cap stopped this instance.
-    pub fn memory_cap_hit(&self) -> bool {
-        self.memory.hit
+impl Confined for Sandbox {
+    fn memory_cap(&self) -> &MemoryCap {
+        &self.memory
     }
-
-    /// The memory cap in bytes.
-    pub fn memory_limit(&self) -> usize {
-        self.memory.limit
-    }
-
-    /// What the plugin wrote to stderr (for a trap's report), trimmed.
-    pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+    fn stderr(&self) -> &MemoryOutputPipe {
+        &self.stderr
     }
 }
 

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files", get(files::list))
         .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
         .route("/plugins", get(plugins))
+        .route("/x/{*path}", axum::routing::any(http_plugin))
         .route("/ring", get(ring::ring))
         .route("/bridge", get(bridge))
         .route("/events", get(events))
@@ -115,6 +116,17 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses())
+}
+
+/// `/x/{route}/...`: served by the HTTP plugin mounted at that route (the
+/// whole path and query go to the plugin); `404 no-route` when none is.
+async fn http_plugin(State(app): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
+    let path = request.uri().path().strip_prefix("/x/").unwrap_or_default();
+    let route = path.split('/').next().unwrap_or_default().to_owned();
+    match app.plugins.serve_http(&route, request).await? {
+        Some(response) => Ok(response),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no-route", format!("no plugin serves /x/{route}/"))),
+    }
 }
 
 /// `GET /events`: the ring and file events this node hears, as

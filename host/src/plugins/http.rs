@@ -1,0 +1,264 @@
+//! HTTP plugins: components implementing the standard `wasi:http/proxy`
+//! world (as Spin's are), mounted at `/x/{route}/`. Each request gets a
+//! fresh instance with the plugin's grant (the store read-only, or nothing),
+//! its memory cap, no network (outgoing requests are refused) and a
+//! deadline: the plugin must answer within its call deadline, and once it
+//! has answered, its body must not stall for longer than that. The guest
+//! sees the full path and its mount in the `x-ringshare-mount` header.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, header};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::manifest::{Grant, StoreAccess};
+use super::registry::{Call, Slot};
+use super::sandbox::{Confined, MemoryCap, STDERR_BYTES};
+use super::{PluginError, PluginHost, Pre};
+
+/// Requests served by HTTP plugins at once on a node; more wait for a turn
+/// (up to the plugin's deadline). Each may hold its memory cap.
+pub const CONCURRENT_REQUESTS: usize = 32;
+
+/// The per-request state of an HTTP plugin's `Store`.
+pub struct HttpSandbox {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoNetwork,
+    memory: MemoryCap,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for HttpSandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HttpSandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+impl Confined for HttpSandbox {
+    fn memory_cap(&self) -> &MemoryCap {
+        &self.memory
+    }
+    fn stderr(&self) -> &MemoryOutputPipe {
+        &self.stderr
+    }
+}
+
+/// Refuses every outgoing request: plugins do not reach the network.
+struct NoNetwork;
+
+type Sent = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for NoNetwork {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _finished: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The linker HTTP plugins are instantiated with: WASI (no sockets are
+/// granted) and `wasi:http`, whose outgoing requests are refused.
+pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HttpSandbox>> {
+    let mut linker = Linker::<HttpSandbox>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok(linker)
+}
+
+/// When the plugin last showed progress: its start, its answer, the last
+/// piece of body taken from it.
+struct Progress {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the plugin has gone `limit` without progress.
+    fn stalled(&self, limit: Duration) -> bool {
+        let since = self.started.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
+        since > limit
+    }
+}
+
+impl PluginHost {
+    /// Serves `request` through the HTTP plugin mounted at `/x/{route}/`;
+    /// none when no plugin serves that route.
+    pub async fn serve_http(
+        self: &Arc<Self>,
+        route: &str,
+        request: axum::extract::Request,
+    ) -> Result<Option<Response<Body>>, PluginError> {
+        let Some(plugin) = self.read_registry().call(Slot::Route(route)) else {
+            return Ok(None);
+        };
+        let timeout = plugin.grant.call_timeout;
+        let turn = tokio::time::timeout(timeout, self.http_turns.clone().acquire_owned()).await;
+        let Ok(Ok(turn)) = turn else {
+            return Err(PluginError::Busy { plugin: plugin.file.clone(), waited: timeout });
+        };
+        let Pre::Http(pre) = &plugin.pre else {
+            return Err(PluginError::Unavailable(plugin.kind));
+        };
+        let pre = pre.clone();
+        let mut store = self.http_store(&plugin, &plugin.grant)?;
+        let progress = Arc::new(Progress { started: Instant::now(), last_ms: AtomicU64::new(0) });
+        let watched = progress.clone();
+        store.epoch_deadline_callback(move |_| {
+            // Yield every tick, so that a busy plugin never holds a runtime thread.
+            Ok(if watched.stalled(timeout) { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+
+        let (mut parts, body) = request.into_parts();
+        let mount = HeaderValue::try_from(format!("/x/{route}")).map_err(|e| trapped(&plugin, e))?;
+        parts.headers.insert("x-ringshare-mount", mount);
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let body = body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())));
+        let (answer_tx, answer) = oneshot::channel();
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, http::Request::from_parts(parts, body))
+            .map_err(|e| trapped(&plugin, e))?;
+        let out = store.data_mut().http().new_response_outparam(answer_tx).map_err(|e| trapped(&plugin, e))?;
+
+        // The plugin goes on running while it writes its body: it runs in a
+        // task of its own, which owns the store and the call.
+        let (outcome_tx, outcome) = oneshot::channel();
+        let file = plugin.file.clone();
+        let name = file.clone();
+        tokio::spawn(async move {
+            let _turn = turn;
+            let ran = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            }
+            .await;
+            let result = PluginError::from_call(&store, &file, timeout, ran.map(Ok));
+            // Sent before the store (and with it an unfinished body) is dropped.
+            let _ = outcome_tx.send(result);
+            drop(plugin);
+        });
+        match answer.await {
+            Ok(Ok(response)) => {
+                progress.touch();
+                Ok(Some(response.map(|inner| Body::new(Watched { inner, progress, outcome: Some(outcome) }))))
+            }
+            Ok(Err(code)) => {
+                Err(PluginError::Trapped { plugin: name, detail: format!("it answered with an error: {code:?}") })
+            }
+            // It never answered: the outcome says why.
+            Err(_) => match outcome.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) | Err(_) => Err(PluginError::Trapped {
+                    plugin: name,
+                    detail: "it returned without answering the request".into(),
+                }),
+            },
+        }
+    }
+
+    fn http_store(&self, plugin: &Call, grant: &Grant) -> Result<Store<HttpSandbox>, PluginError> {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if grant.store != StoreAccess::None {
+            // HTTP plugins read the store at most.
+            wasi.preopened_dir(&self.store_root, "/store", FsPerms::ReadOnly).map_err(|e| trapped(plugin, e))?;
+        }
+        let sandbox = HttpSandbox {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoNetwork,
+            memory: MemoryCap::new(grant.memory_bytes),
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|s| &mut s.memory);
+        Ok(store)
+    }
+}
+
+fn trapped(plugin: &Call, e: impl std::fmt::Display) -> PluginError {
+    PluginError::Trapped { plugin: plugin.file.clone(), detail: format!("cannot set up its request: {e:#}") }
+}
+
+/// The body an HTTP plugin writes, watched: each piece taken counts as
+/// progress, and an end caused by the plugin failing mid-body is an error
+/// (the connection is cut) rather than a clean end of a truncated body.
+struct Watched {
+    inner: HyperOutgoingBody,
+    progress: Arc<Progress>,
+    outcome: Option<oneshot::Receiver<Result<(), PluginError>>>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                let failed = match this.outcome.take().map(|mut rx| rx.try_recv()) {
+                    // Still running: the body ended because the plugin finished it.
+                    None | Some(Ok(Ok(()))) | Some(Err(oneshot::error::TryRecvError::Empty)) => None,
+                    Some(Ok(Err(e))) => Some(e.to_string()),
+                    Some(Err(oneshot::error::TryRecvError::Closed)) => Some("the plugin's task ended".into()),
+                };
+                Poll::Ready(failed.map(|why| {
+                    tracing::warn!("an HTTP plugin's answer was cut short: {why}");
+                    Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)
+                }))
+            }
+            Poll::Ready(Some(frame)) => {
+                this.progress.touch();
+                Poll::Ready(Some(frame))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+}
