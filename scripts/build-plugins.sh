@@ -2,6 +2,7 @@
 # Builds every plugin in plugins/ as a wasm32-wasip2 component and lays them out:
 #   target/plugins/default/{index,upload,download}.wasm   the node's default plugins
 #   target/plugins/extra/gallery.wasm                     optional wasi:http/proxy plugins
+#   target/plugins/template/{index,upload,download,http}.wasm  the templates for plugin authors
 #   target/plugins/testdata/<name>.wasm                   hostile plugins for the tests
 # Route A: rustup's wasm32-wasip2 target (installed here if rustup can fetch it).
 # Route B: Debian's rustc-web with -Zbuild-std (see shared/TOOLCHAIN.md), used
@@ -51,11 +52,14 @@ else
 fi
 
 built="$root/plugins/target/wasm32-wasip2/release"
-mkdir -p "$out/default" "$out/extra" "$out/testdata"
+mkdir -p "$out/default" "$out/extra" "$out/template" "$out/testdata"
 for kind in index upload download; do
   cp "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
 done
 cp "$built/ringshare_gallery_plugin.wasm" "$out/extra/gallery.wasm"
+for kind in index upload download http; do
+  cp "$built/ringshare_template_${kind}.wasm" "$out/template/$kind.wasm"
+done
 for name in spin hog escape crash liar-index liar-download liar-upload old-contract http-hostile; do
   cp "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
 done

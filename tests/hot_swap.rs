@@ -246,3 +246,31 @@ async fn a_manifest_gets_the_smaller_of_what_it_asks_and_what_is_allowed() {
     .await;
     put(&node, "held", b"stored again").await;
 }
+
+#[tokio::test]
+async fn a_new_index_version_answers_listings_from_its_first_swap() {
+    let node = TestNode::start().await;
+    put(&node, "kept", b"a file").await;
+    let listed = |node: &TestNode| {
+        let url = node.at("/files");
+        async move {
+            let entries: Vec<Value> = client().get(url).send().await.unwrap().json().await.unwrap();
+            entries.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&node).await, ["kept"]);
+    // Another index plugin under the same name: it lists what its sandbox let it see.
+    replace(&node, "index.wasm", &std::fs::read(plugin("testdata/escape")).unwrap());
+    eventually("the new index version never answered", || async {
+        let names = listed(&node).await;
+        if names.iter().any(|n| n == "absolute-etc-passwd=denied") { Ok(()) } else { Err(format!("{names:?}")) }
+    })
+    .await;
+    // And back: the file is listed again.
+    replace(&node, "index.wasm", &std::fs::read(plugin("default/index")).unwrap());
+    eventually("the first index version never came back", || async {
+        let names = listed(&node).await;
+        if names == ["kept"] { Ok(()) } else { Err(format!("{names:?}")) }
+    })
+    .await;
+}

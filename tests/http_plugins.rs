@@ -93,8 +93,11 @@ async fn a_hostile_http_plugin_is_stopped_and_the_node_serves_on() {
     let (status, code, error) = error_code(http.get(at("/hog")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-out-of-memory"), "{error}");
 
+    let (status, code, error) = error_code(http.get(at("/sleep")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"), "{error}");
+
     let escape: Value = http.get(at("/escape")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(escape, serde_json::json!({"etc_passwd": false, "dotdot": false, "write": false}));
+    assert_eq!(escape, serde_json::json!({"etc_passwd": false, "dotdot": false, "meta": false, "write": false}));
     assert!(!node.data().join("files/planted-by-http-hostile.txt").exists());
     let net: Value = http.get(at("/net")).send().await.unwrap().json().await.unwrap();
     assert_eq!(net, serde_json::json!({"sent": false}), "outgoing requests are refused");

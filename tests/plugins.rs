@@ -289,6 +289,11 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.3.0")), "{text}");
         assert!(text.contains("reads it back whole, every block verified"), "{text}");
     }
+    for template in ["index", "upload", "download", "http"] {
+        let report =
+            ringshare::check::check_plugin(&ringshare_tests::plugin(&format!("template/{template}")), &defaults).await;
+        assert!(report.passed(), "the {template} template:\n{report}");
+    }
     let gallery = ringshare::check::check_plugin(&ringshare_tests::plugin("extra/gallery"), &defaults).await;
     assert!(gallery.passed() && gallery.to_string().contains("200 OK, text/html"), "{gallery}");
     let hostile = [

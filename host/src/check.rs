@@ -140,7 +140,7 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
                 .outcome(&format!("answers GET /x/{route}/ without failing"), answer)
                 .map(|line| report.say(Mark::Info, line));
         }
-        _ => exercise(&mut report, &host, kind).await,
+        _ => exercise(&mut report, &host, kind, companions).await,
     }
     report
 }
@@ -219,7 +219,7 @@ async fn load(
 
 /// Stores, lists, reads and removes a sample, noting which plugin each
 /// step ran on.
-async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind) {
+async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind, companions: &Path) {
     let missing: Vec<PluginKind> =
         PluginKind::ALL.into_iter().filter(|k| *k != kind && host.serving(*k).is_none()).collect();
     if !missing.is_empty() {
@@ -230,7 +230,18 @@ async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind)
         );
     }
     let has = |k: PluginKind| host.serving(k).is_some();
-    let by = |k: PluginKind| if k == kind { "" } else { " (through the default plugin)" };
+    if kind != PluginKind::Upload && !has(PluginKind::Upload) {
+        report.say(
+            Mark::Fail,
+            format!(
+                "a {kind} plugin is exercised on a file stored by an upload plugin, and there is no upload.wasm in {} \
+                 (--plugins DIR: the default plugins, target/plugins/default in a checkout)",
+                companions.display()
+            ),
+        );
+        return;
+    }
+    let by = |k: PluginKind| if k == kind { String::new() } else { format!(" (with the {k} plugin from --plugins)") };
     let name = FileName::parse(SAMPLE_NAME).expect("a valid name");
     let sample: Bytes = (0..SAMPLE_BYTES).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect::<Vec<u8>>().into();
     let digest = Digest(*blake3::hash(&sample).as_bytes());

@@ -1,9 +1,11 @@
 //! HTTP plugins: components implementing the standard `wasi:http/proxy`
 //! world (as Spin's are), mounted at `/x/{route}/`. Each request gets a
-//! fresh instance with the plugin's grant (the store read-only, or nothing),
+//! fresh instance with the plugin's grant (the store's complete files
+//! read-only at `/store/files`, and nothing else of the store; or nothing),
 //! its memory cap, no network (outgoing requests are refused) and a
 //! deadline: the plugin must answer within its call deadline, and once it
-//! has answered, its body must not stall for longer than that. The guest
+//! has answered, its body must not stall for longer than that, whether it
+//! computes (epoch interruption) or waits (a watchdog drops it). The guest
 //! sees the full path and its mount in the `x-ringshare-mount` header.
 
 use std::future::Future;
@@ -99,6 +101,8 @@ pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HttpSan
 struct Progress {
     started: Instant,
     last_ms: AtomicU64,
+    /// Set when the watchdog dropped the plugin.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -134,7 +138,11 @@ impl PluginHost {
         };
         let pre = pre.clone();
         let mut store = self.http_store(&plugin, &plugin.grant)?;
-        let progress = Arc::new(Progress { started: Instant::now(), last_ms: AtomicU64::new(0) });
+        let progress = Arc::new(Progress {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            dropped: std::sync::atomic::AtomicBool::new(false),
+        });
         let watched = progress.clone();
         store.epoch_deadline_callback(move |_| {
             // Yield every tick, so that a busy plugin never holds a runtime thread.
@@ -162,7 +170,7 @@ impl PluginHost {
         let (outcome_tx, outcome) = oneshot::channel();
         let file = plugin.file.clone();
         let name = file.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _turn = turn;
             let ran = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -173,6 +181,19 @@ impl PluginHost {
             // Sent before the store (and with it an unfinished body) is dropped.
             let _ = outcome_tx.send(result);
             drop(plugin);
+        });
+        // Epoch interruption stops a plugin that computes; one that waits in
+        // a host call (a sleep, a read) is dropped by this watchdog.
+        let (abort, watched) = (task.abort_handle(), progress.clone());
+        tokio::spawn(async move {
+            let every = (timeout / 4).max(Duration::from_millis(20));
+            while !abort.is_finished() {
+                tokio::time::sleep(every).await;
+                if watched.stalled(timeout) {
+                    watched.dropped.store(true, Ordering::SeqCst);
+                    abort.abort();
+                }
+            }
         });
         match answer.await {
             Ok(Ok(response)) => {
@@ -185,6 +206,9 @@ impl PluginHost {
             // It never answered: the outcome says why.
             Err(_) => match outcome.await {
                 Ok(Err(e)) => Err(e),
+                Err(_) if progress.dropped.load(Ordering::SeqCst) => {
+                    Err(PluginError::Timeout { plugin: name, limit: timeout })
+                }
                 Ok(Ok(())) | Err(_) => Err(PluginError::Trapped {
                     plugin: name,
                     detail: "it returned without answering the request".into(),
@@ -198,8 +222,10 @@ impl PluginHost {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         if grant.store != StoreAccess::None {
-            // HTTP plugins read the store at most.
-            wasi.preopened_dir(&self.store_root, "/store", FsPerms::ReadOnly).map_err(|e| trapped(plugin, e))?;
+            // HTTP plugins read the complete files at most: not the host's
+            // records, temp files, tombstones or outbox.
+            let files = self.store_root.join("files");
+            wasi.preopened_dir(files, "/store/files", FsPerms::ReadOnly).map_err(|e| trapped(plugin, e))?;
         }
         let sandbox = HttpSandbox {
             wasi: wasi.build(),

@@ -20,6 +20,7 @@ pub struct ListingCache {
     /// generation it was taken at is the current one.
     generation: Arc<AtomicU64>,
     last: Mutex<Option<Listing>>,
+    listing: tokio::sync::Mutex<()>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -65,7 +66,7 @@ impl ListingCache {
                 None
             }
         };
-        Self { generation, last: Mutex::new(None), _watcher: watcher }
+        Self { generation, last: Mutex::new(None), listing: tokio::sync::Mutex::new(()), _watcher: watcher }
     }
 
     /// The generation a listing about to be taken will describe. Without
@@ -81,6 +82,15 @@ impl ListingCache {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// Held while a listing is taken for the cache; none without the
+    /// watch (then no listing is kept, and listings run side by side).
+    pub async fn one_at_a_time(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self._watcher {
+            Some(_) => Some(self.listing.lock().await),
+            None => None,
+        }
+    }
+
     /// The cached listing, if it still describes the store.
     pub fn fresh(&self) -> Option<Listing> {
         self._watcher.as_ref()?;
@@ -93,6 +103,15 @@ impl ListingCache {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.as_ref().is_none_or(|l| l.generation <= listing.generation) {
             *last = Some(listing.clone());
+        }
+    }
+
+    /// Replaces the cached listing with `entries`, listed at `generation`,
+    /// if the store has not changed since; else drops it.
+    pub fn replace_if_unchanged(&self, generation: u64, entries: Vec<FileEntry>) {
+        match self.generation.compare_exchange(generation, generation + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => self.keep(&Listing::new(generation + 1, entries)),
+            Err(_) => self.changed(),
         }
     }
 

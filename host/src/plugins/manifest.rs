@@ -42,7 +42,9 @@ impl fmt::Display for StoreAccess {
 
 /// What a manifest asks for; every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+// Written in TOML with kebab-case keys; shown in JSON with the API's
+// snake_case ones.
+#[serde(deny_unknown_fields, rename_all(deserialize = "kebab-case"))]
 pub struct Manifest {
     /// Store access wanted.
     #[serde(skip_serializing_if = "Option::is_none")]

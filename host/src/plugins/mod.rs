@@ -196,16 +196,49 @@ impl PluginHost {
             files
         });
         let mut changed = false;
+        let index_before = self.read_registry().serving_version(Slot::Kind(PluginKind::Index));
+        let mut listed = None;
         for file in files {
             let seen = self.read_registry().seen(&file);
             let outcome = load::read(self, &self.dir.join(&file), seen);
+            if let registry::Outcome::Loaded(new, _) = &outcome
+                && new.kind == PluginKind::Index
+                && index_before.is_some()
+                && self.read_registry().would_serve(new)
+            {
+                listed = self.list_before_serving(new);
+            }
             changed |= self.registry.write().unwrap_or_else(|p| p.into_inner()).apply(&file, outcome);
         }
         if changed {
-            // Another index plugin may list otherwise.
-            self.listings.changed();
+            let index_now = self.read_registry().serving_version(Slot::Kind(PluginKind::Index));
+            if index_now != index_before {
+                // Another index plugin may list otherwise: its own first
+                // listing replaces the old one's, or the old one is dropped.
+                match listed {
+                    Some((generation, entries, version)) if Some(version) == index_now => {
+                        self.listings.replace_if_unchanged(generation, entries)
+                    }
+                    _ => self.listings.changed(),
+                }
+            }
             for kind in self.read_registry().empty_kinds() {
                 tracing::warn!(%kind, folder = %self.dir.display(), "no {kind} plugin loaded: its routes answer 503");
+            }
+        }
+    }
+
+    /// A new index version's listing of the store, taken before it serves,
+    /// so that requests are answered from the old listing meanwhile
+    /// instead of waiting for it.
+    fn list_before_serving(&self, new: &Arc<registry::Loaded>) -> Option<(u64, Vec<FileEntry>, (Digest, u64))> {
+        let generation = self.listings.begin();
+        let call = Call::on(new.clone());
+        match self.list_on(&call) {
+            Ok(entries) => Some((generation, entries, (new.version, new.loaded_at_ms))),
+            Err(e) => {
+                tracing::warn!(plugin = %new.file, "the new index version could not list the store: {e}");
+                None
             }
         }
     }

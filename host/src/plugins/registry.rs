@@ -67,7 +67,8 @@ pub enum Slot<'a> {
 pub struct Call(Arc<Loaded>);
 
 impl Call {
-    fn start(plugin: Arc<Loaded>) -> Self {
+    /// A call on `plugin`.
+    pub fn on(plugin: Arc<Loaded>) -> Self {
         plugin.calls.fetch_add(1, Ordering::Relaxed);
         plugin.in_flight.fetch_add(1, Ordering::SeqCst);
         Call(plugin)
@@ -140,7 +141,7 @@ pub struct Registry {
 impl Registry {
     /// The version serving `slot`, taken for one call.
     pub fn call(&self, slot: Slot<'_>) -> Option<Call> {
-        self.serving(slot).map(|p| Call::start(p.clone()))
+        self.serving(slot).map(|p| Call::on(p.clone()))
     }
 
     /// The file serving `slot`.
@@ -148,8 +149,22 @@ impl Registry {
         self.serving(slot).map(|p| p.file.clone())
     }
 
+    /// The version serving `slot` and when it was loaded (a manifest change
+    /// loads the same version again).
+    pub fn serving_version(&self, slot: Slot<'_>) -> Option<(Digest, u64)> {
+        self.serving(slot).map(|p| (p.version, p.loaded_at_ms))
+    }
+
     fn serving(&self, slot: Slot<'_>) -> Option<&Arc<Loaded>> {
         self.files.values().filter_map(|e| e.current.as_ref()).find(|p| p.slot() == slot)
+    }
+
+    /// Whether `new`, applied, would serve its slot.
+    pub fn would_serve(&self, new: &Loaded) -> bool {
+        match self.serving(new.slot()) {
+            None => true,
+            Some(current) => *current.file >= *new.file,
+        }
     }
 
     /// The fingerprint last read of `file`.
@@ -166,12 +181,8 @@ impl Registry {
     /// changed.
     pub fn apply(&mut self, file: &str, outcome: Outcome) -> bool {
         let changed = match outcome {
-            Outcome::Unchanged => {
-                if let Some(entry) = self.files.get_mut(file) {
-                    entry.refused = None;
-                }
-                false
-            }
+            // What was seen last, served or refused, stays as it was.
+            Outcome::Unchanged => false,
             Outcome::Removed => match self.files.remove(file) {
                 Some(Entry { current: Some(old), .. }) => {
                     tracing::info!(plugin = %file, version = %short(&old.version), "plugin removed");

@@ -76,24 +76,32 @@ impl PluginHost {
         if let Some(listing) = self.listings.fresh() {
             return Ok(listing);
         }
+        // One listing at a time while the cache works: requests that missed
+        // it together wait for one answer instead of each asking the plugin.
+        let _one = self.listings.one_at_a_time().await;
+        if let Some(listing) = self.listings.fresh() {
+            return Ok(listing);
+        }
         let generation = self.listings.begin();
         let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
-        let entries = blocking(move || {
-            let (mut store, instance) = host.instantiate(&plugin, |pre, s| pre.index()?.instantiate(s))?;
-            let listed = host.guarded(&mut store, &plugin, |s| instance.ringshare_plugin_index().call_list(s))?;
-            Ok(listed
-                .into_iter()
-                .filter_map(|e| {
-                    FileEntry::from_wit(e)
-                        .inspect_err(|why| tracing::warn!(plugin = %plugin.file, "left out of the listing: {why}"))
-                        .ok()
-                })
-                .collect())
-        })
-        .await?;
+        let entries = blocking(move || host.list_on(&plugin)).await?;
         let listing = Listing::new(generation, entries);
         self.listings.keep(&listing);
         Ok(listing)
+    }
+
+    /// Lists the store through `plugin` (an index plugin), on this thread.
+    pub(super) fn list_on(&self, plugin: &Loaded) -> Result<Vec<FileEntry>, PluginError> {
+        let (mut store, instance) = self.instantiate(plugin, |pre, s| pre.index()?.instantiate(s))?;
+        let listed = self.guarded(&mut store, plugin, |s| instance.ringshare_plugin_index().call_list(s))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|e| {
+                FileEntry::from_wit(e)
+                    .inspect_err(|why| tracing::warn!(plugin = %plugin.file, "left out of the listing: {why}"))
+                    .ok()
+            })
+            .collect())
     }
 
     /// Starts writing `name` through the upload plugin, with `modified_ns` as

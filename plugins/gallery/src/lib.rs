@@ -1,8 +1,8 @@
 //! The gallery: an optional plugin for the standard `wasi:http/proxy` world
 //! (it exports `wasi:http/incoming-handler`, as Spin apps do).
 //!
-//! The node grants it the store read-only at `/store` (the files themselves
-//! are in `/store/files/`; names starting with '.' are ignored) and passes it
+//! The node grants it the store's files read-only at `/store/files/` (and
+//! nothing else of the store; names starting with '.' are ignored) and passes it
 //! every request under its mount, with the full original path and query,
 //! plus the mount itself in the `x-ringshare-mount` header (e.g.
 //! `/x/gallery`). Under the mount it answers:
@@ -32,9 +32,7 @@ use wasi::http::types::{
 };
 use wasi::io::streams::{OutputStream, StreamError};
 
-/// Where the node grants the store.
-const STORE: &str = "/store";
-/// The store's complete files.
+/// Where the node grants the store's files (read-only).
 const FILES: &str = "/store/files";
 /// The request header carrying the plugin's mount prefix.
 const MOUNT_HEADER: &str = "x-ringshare-mount";
@@ -138,9 +136,9 @@ fn mount_of(request: &IncomingRequest) -> String {
     if mount.starts_with('/') { mount.to_owned() } else { String::new() }
 }
 
-/// The preopened store directory, if the node granted one.
+/// The preopened files directory, if the node granted one.
 fn store_dir() -> Option<Descriptor> {
-    wasi::filesystem::preopens::get_directories().into_iter().find(|(_, path)| path == STORE).map(|(dir, _)| dir)
+    wasi::filesystem::preopens::get_directories().into_iter().find(|(_, path)| path == FILES).map(|(dir, _)| dir)
 }
 
 fn store_granted() -> bool {
@@ -260,7 +258,7 @@ fn serve_file(raw: &str) -> Reply {
     let Some(store) = store_dir() else {
         return Reply::text(503, "the gallery has no access to the node's store");
     };
-    let file = match store.open_at(PathFlags::empty(), &format!("files/{name}"), OpenFlags::empty(), DescriptorFlags::READ)
+    let file = match store.open_at(PathFlags::empty(), &name, OpenFlags::empty(), DescriptorFlags::READ)
     {
         Ok(file) => file,
         Err(FsError::NoEntry) => return Reply::text(404, format!("no file named {name:?}")),

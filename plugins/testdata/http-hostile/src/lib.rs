@@ -13,6 +13,8 @@
 //!   writing more: the host must cut the body short, not end it cleanly;
 //! - `GET /net` tries an outgoing HTTP request (to 127.0.0.1:9) and answers
 //!   200 with `{"sent": bool}` (the host refuses it: false);
+//! - `GET /sleep` sleeps for an hour before answering (waiting in a host
+//!   call, not computing: the host's watchdog must drop it);
 //! - `GET /ok` answers 200 "ok" (the control);
 //! - its root (`GET /`) loops like `/loop`: the front page never answers,
 //!   so `ringshare plugin check` fails it.
@@ -40,6 +42,10 @@ impl Guest for Plugin {
         match rest {
             "/loop" | "/" | "" => spin(),
             "/stall" => stall(out),
+            "/sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                reply(out, 200, "text/plain", "woke up")
+            }
             "/net" => reply(out, 200, "application/json", &format!("{{\"sent\": {}}}", outgoing())),
             "/hog" => hog(),
             "/escape" => reply(out, 200, "application/json", &escape()),
@@ -101,9 +107,10 @@ fn hog() -> ! {
 fn escape() -> String {
     let etc_passwd = std::fs::read("/etc/passwd").is_ok();
     let dotdot = std::fs::read("/store/../../etc/passwd").is_ok();
+    let meta = std::fs::read_dir("/store/meta").is_ok() || std::fs::read_dir("/store/files/../meta").is_ok();
     let planted = "/store/files/planted-by-http-hostile.txt";
     let write = std::fs::File::create(planted).and_then(|mut f| f.write_all(b"planted")).is_ok();
-    format!("{{\"etc_passwd\": {etc_passwd}, \"dotdot\": {dotdot}, \"write\": {write}}}")
+    format!("{{\"etc_passwd\": {etc_passwd}, \"dotdot\": {dotdot}, \"meta\": {meta}, \"write\": {write}}}")
 }
 
 fn reply(out: ResponseOutparam, status: u16, content_type: &str, body: &str) {
