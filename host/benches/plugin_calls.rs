@@ -6,7 +6,6 @@
 //! Run: `cargo bench -p ringshare --bench plugin_calls`
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use ringshare::{FileName, PluginHost, PluginLimits};

@@ -18,8 +18,9 @@ use super::sandbox::Sandbox;
 use super::{PluginHost, PluginKind, Pre};
 use crate::integrity::Digest;
 
-/// Compiled components kept at most (each is a few MB of machine code).
-const COMPILED_KEPT: usize = 32;
+/// Compiled components kept at most (each holds its machine code): enough
+/// for every kind swapped back and forth between two versions.
+const COMPILED_KEPT: usize = 8;
 
 /// The linker every store plugin is instantiated with: WASI (filesystem,
 /// clocks, streams; no sockets are granted) and the host's `log`.
