@@ -1,5 +1,5 @@
 # The two entry points of the README, plus the benchmark.
-#   make run    build everything and start a ring of NODES (3) nodes on 127.0.0.1 with the default plugins
+#   make run    build everything, start RabbitMQ and a ring of NODES (4) nodes on 127.0.0.1 (ringshare devnet)
 #   make test   build the plugins and run every test
 #   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
@@ -10,7 +10,7 @@
 
 CARGO ?= cargo
 PORT ?= 8080
-NODES ?= 3
+NODES ?= 4
 DATA ?= data
 
 setup:
@@ -24,7 +24,7 @@ broker:
 
 run: plugins broker
 	$(CARGO) build --release -p ringshare
-	NODES=$(NODES) PORT=$(PORT) DATA=$(abspath $(DATA)) scripts/run-network.sh
+	target/release/ringshare devnet --nodes $(NODES) --port $(PORT) --data $(DATA) --plugins target/plugins/default
 
 test: plugins broker
 	$(CARGO) test --workspace --no-fail-fast

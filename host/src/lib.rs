@@ -16,12 +16,17 @@
 //!   and the calls/sessions the rest of the host makes into plugins;
 //! - [`rest`]: the axum routes users and clients call;
 //! - [`node`]: [`run`] ties them together on a bound listener;
-//! - [`check`]: `ringshare plugin check`, a plugin exercised on its own.
+//! - [`check`]: `ringshare plugin check`, a plugin exercised on its own;
+//! - [`settings`]: the command's settings, from a file, the environment and flags;
+//! - [`client`]: the client commands (`put`, `get`, `ls`, ...) and the menu;
+//! - [`devnet`]: `ringshare devnet`, a ring of local processes.
 #![deny(missing_docs)]
 
 pub mod check;
 pub mod chord;
+pub mod client;
 pub mod config;
+pub mod devnet;
 pub mod files;
 pub mod integrity;
 pub mod mom;
@@ -29,6 +34,7 @@ pub mod node;
 pub mod plugins;
 pub mod rest;
 pub mod rpc;
+pub mod settings;
 pub mod store;
 
 pub use config::{NodeConfig, PluginLimits};

@@ -1,28 +1,147 @@
-//! `ringshare`: parses flags, binds the listener, runs the node.
+//! `ringshare`: runs a node, a local devnet, the client commands, or the
+//! menu; settings come from `ringshare.toml`, `RINGSHARE_*` variables and
+//! flags, in that order of precedence (see `ringshare::settings`).
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use ringshare::{NodeConfig, PluginLimits};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use ringshare::client::{Client, ClientError, DEFAULT_NODE, GetOptions, PutOptions};
+use ringshare::devnet::DevnetSettings;
+use ringshare::settings::{ConfigFile, NodeSettings};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "A peer-to-peer file-sharing node with sandboxed WebAssembly plugins")]
+#[command(
+    version,
+    about = "A peer-to-peer file-sharing network with sandboxed WebAssembly plugins",
+    after_help = "Without a command, on a terminal: a menu (search and download, upload, list, nodes).\n\
+                  Exit codes: 0 done, 1 failed, 2 bad usage, 3 node not reachable, 4 no such file,\n\
+                  5 file exists, 6 refused as invalid, 7 hash mismatch, 8 the node failed, 9 local file error."
+)]
 struct Cli {
+    /// Configuration file (default: ringshare.toml in the current folder, if there is one).
+    #[arg(long, global = true, env = "RINGSHARE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log lines as text or as JSON (one object per line); RUST_LOG filters them.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RINGSHARE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Node(NodeArgs),
+    Node(NodeSettings),
+    /// Run a small ring on this machine (127.0.0.1), one process per node.
+    Devnet(DevnetSettings),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Upload files.
+    Put {
+        #[command(flatten)]
+        to: Target,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The name to store it under (one file only; default: its file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace a file of the same name.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Download a file, verified against its hash.
+    Get {
+        #[command(flatten)]
+        to: Target,
+        /// The file's name.
+        name: String,
+        /// Where to write it (default: NAME here; `-`: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Continue an interrupted download (NAME.part) where it stopped.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// List this node's files, or every node's.
+    Ls {
+        #[command(flatten)]
+        to: Target,
+        /// Every file of the network, with its holders.
+        #[arg(long)]
+        network: bool,
+    },
+    /// Files anywhere whose name starts with PREFIX.
+    Search {
+        #[command(flatten)]
+        to: Target,
+        /// The start of the names.
+        prefix: String,
+    },
+    /// The node responsible for NAME, and its holders.
+    Lookup {
+        #[command(flatten)]
+        to: Target,
+        /// A file name.
+        name: String,
+    },
+    /// Every node of the ring.
+    Nodes {
+        #[command(flatten)]
+        to: Target,
+    },
+    /// This node's place in the ring.
+    Ring {
+        #[command(flatten)]
+        to: Target,
+    },
+    /// Delete a file everywhere.
+    Rm {
+        #[command(flatten)]
+        to: Target,
+        /// The file's name.
+        name: String,
+    },
+    /// Follow the events the node hears (until Ctrl-C).
+    Events {
+        #[command(flatten)]
+        to: Target,
+    },
+    /// What the node loaded from its plugins folder.
+    Plugins {
+        #[command(flatten)]
+        to: Target,
+    },
+}
+
+/// The node a client command talks to: the `[client]` table.
+#[derive(Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSettings {
+    /// The node to talk to.
+    #[arg(long, env = "RINGSHARE_NODE", default_value = DEFAULT_NODE)]
+    node: String,
+}
+
+#[derive(Args)]
+struct Target {
+    #[command(flatten)]
+    settings: ClientSettings,
+    /// Print the node's answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -39,117 +158,140 @@ enum PluginCommand {
     },
 }
 
-#[derive(clap::Args)]
-struct NodeArgs {
-    /// Address of the REST API.
-    #[arg(long, env = "RINGSHARE_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Address others reach this node at, if not the listener's (`host:port`).
-    #[arg(long, env = "RINGSHARE_ADVERTISE")]
-    advertise: Option<String>,
-    /// A ring member to join (`host:port`); without it, start a new ring.
-    #[arg(long, env = "RINGSHARE_JOIN")]
-    join: Option<String>,
-    /// Successor-list length r (keep r >= 2*log2(N) for N nodes).
-    #[arg(long, env = "RINGSHARE_SUCCESSORS", default_value_t = 8)]
-    successors: usize,
-    /// Period of the ring's stabilize task, in milliseconds.
-    #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = 250)]
-    stabilize_ms: u64,
-    /// Copies kept of each file (k): the responsible node and k-1 successors.
-    #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
-    replicas: u32,
-    /// Durable copies a new upload waits for before it answers (1 to
-    /// --replicas; default: all of them); the rest are made in the background.
-    #[arg(long, env = "RINGSHARE_WRITE_QUORUM", value_parser = clap::value_parser!(u32).range(1..=16))]
-    write_quorum: Option<u32>,
-    /// MiB of this node's copies read back and checked on each repair pass
-    /// (0: never).
-    #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = 256)]
-    scrub_mib: u64,
-    /// Period of the repair loop that restores k copies, in milliseconds.
-    #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
-    repair_ms: u64,
-    /// Run a repair pass as soon as a node is seen to leave or stop
-    /// answering (else only every --repair-ms).
-    #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = true, action = clap::ArgAction::Set)]
-    repair_on_departure: bool,
-    /// The node's store (created if missing).
-    #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
-    data: PathBuf,
-    /// Folder of plugin components (`*.wasm`), loaded at start.
-    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
-    plugins: PathBuf,
-    /// Largest upload accepted, in bytes.
-    #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
-    max_upload_bytes: u64,
-    /// Deadline of one plugin call, in milliseconds.
-    #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
-    plugin_timeout_ms: u64,
-    /// The RabbitMQ broker for hand-offs and events (`amqp://…`; several,
-    /// comma-separated, are tried in turn: the nodes of a cluster), or
-    /// `none` to run without one.
-    #[arg(long, env = "RINGSHARE_AMQP", default_value = ringshare::config::DEFAULT_AMQP)]
-    amqp: String,
-    /// With a broker: period of the walk of the ring that rebuilds the live
-    /// network index (events keep it current in between), in milliseconds.
-    #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1000..))]
-    index_refresh_ms: u64,
-    /// Linear-memory cap of one plugin instance, in MiB.
-    #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
-    plugin_memory_mib: usize,
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
+    };
+    runtime.block_on(dispatch(cli, &matches))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let command = Cli::parse().command;
-    // A check prints its own report; its logs are for RUST_LOG to ask.
-    let quiet = matches!(command, Command::Plugin(_));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if quiet { "off" } else { "info" }.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = match command {
-        Command::Node(args) => args,
-        Command::Plugin(PluginCommand::Check { file, plugins }) => {
-            let report = ringshare::check::check_plugin(&file, &plugins).await;
-            println!("{report}");
-            std::process::exit(if report.passed() { 0 } else { 1 });
-        }
-    };
-    let mut config = NodeConfig::new(args.data, args.plugins);
-    config.max_upload_bytes = args.max_upload_bytes;
-    config.advertise = args.advertise;
-    config.join = args.join;
-    config.chord.successors = args.successors.max(1);
-    config.replicas = args.replicas as usize;
-    if let Some(w) = args.write_quorum {
-        anyhow::ensure!(
-            w <= args.replicas,
-            "--write-quorum {w} is more than the {} copies kept (--replicas)",
-            args.replicas
-        );
-        config.write_quorum = Some(w as usize);
-    }
-    config.repair_every = Duration::from_millis(args.repair_ms);
-    config.repair_on_departure = args.repair_on_departure;
-    config.amqp = (args.amqp != "none").then_some(args.amqp);
-    config.index_refresh_every = Duration::from_millis(args.index_refresh_ms);
-    config.scrub_bytes_per_pass = args.scrub_mib << 20;
-    config.chord.stabilize_every = Duration::from_millis(args.stabilize_ms.max(10));
-    config.limits = PluginLimits {
-        call_timeout: Duration::from_millis(args.plugin_timeout_ms),
-        memory_bytes: args.plugin_memory_mib << 20,
-        ..PluginLimits::default()
-    };
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    // Scripts and tests wait for this line.
-    println!("ringshare node listening on http://{}", listener.local_addr()?);
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("ringshare: {message}");
+    ExitCode::from(code)
+}
 
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
+    let file = match ConfigFile::read(cli.config.as_deref()) {
+        Ok(file) => file,
+        Err(e) => return fail(&e, 2),
+    };
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let Some(command) = cli.command else {
+        init_logs(cli.log_format, "off");
+        if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+        let settings = ClientSettings { node: DEFAULT_NODE.into() };
+        let settings = match file.layer("client", &settings, matches) {
+            Ok(settings) => settings,
+            Err(e) => return fail(&e, 2),
+        };
+        return match Client::new(&settings.node, false) {
+            Ok(client) => finish(ringshare::client::menu(client).await.map(|()| String::new())),
+            Err(e) => finish(Err(e)),
+        };
+    };
+    let sub = sub.expect("a subcommand's matches");
+    match command {
+        Command::Node(settings) => {
+            init_logs(cli.log_format, "info");
+            let settings = match file.layer("node", &settings, sub) {
+                Ok(settings) => settings,
+                Err(e) => return fail(&e, 2),
+            };
+            let config = match settings.to_config() {
+                Ok(config) => config,
+                Err(e) => return fail(&e, 2),
+            };
+            match run_node(settings.listen, config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}"), 1),
+            }
+        }
+        Command::Devnet(settings) => {
+            init_logs(cli.log_format, "info");
+            let settings = match file.layer("devnet", &settings, sub) {
+                Ok(settings) => settings,
+                Err(e) => return fail(&e, 2),
+            };
+            match ringshare::devnet::run(settings, file.path().map(|p| p.to_path_buf())).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}"), 1),
+            }
+        }
+        Command::Plugin(PluginCommand::Check { file: component, plugins }) => {
+            // A check prints its own report; its logs are for RUST_LOG to ask.
+            init_logs(cli.log_format, "off");
+            let report = ringshare::check::check_plugin(&component, &plugins).await;
+            println!("{report}");
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        client_command => {
+            init_logs(cli.log_format, "off");
+            finish(run_client(client_command, &file, sub).await)
+        }
+    }
+}
+
+/// Prints a client command's answer, or its error in words with its exit code.
+fn finish(outcome: Result<String, ClientError>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), e.exit_code() as u8),
+    }
+}
+
+async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -> Result<String, ClientError> {
+    let client = |to: &Target| -> Result<Client, ClientError> {
+        let settings = file.layer("client", &to.settings, matches).map_err(ClientError::Invalid)?;
+        Client::new(&settings.node, to.json)
+    };
+    match command {
+        Command::Put { to, files, name, overwrite } => client(&to)?.put(PutOptions { files, name, overwrite }).await,
+        Command::Get { to, name, output, resume } => client(&to)?.get(GetOptions { name, output, resume }).await,
+        Command::Ls { to, network } => client(&to)?.ls(network).await,
+        Command::Search { to, prefix } => client(&to)?.search(&prefix).await,
+        Command::Lookup { to, name } => client(&to)?.lookup(&name).await,
+        Command::Nodes { to } => client(&to)?.nodes().await,
+        Command::Ring { to } => client(&to)?.ring().await,
+        Command::Rm { to, name } => client(&to)?.rm(&name).await,
+        Command::Plugins { to } => client(&to)?.plugins().await,
+        Command::Events { to } => {
+            let client = client(&to)?;
+            tokio::select! {
+                outcome = client.events(|line| println!("{line}")) => outcome.map(|()| String::new()),
+                _ = tokio::signal::ctrl_c() => Ok(String::new()),
+            }
+        }
+        Command::Node(_) | Command::Devnet(_) | Command::Plugin(_) => unreachable!("dispatched before"),
+    }
+}
+
+async fn run_node(listen: std::net::SocketAddr, config: ringshare::NodeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    // Scripts, devnet and tests wait for this line.
+    println!("ringshare node listening on http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     ringshare::run(listener, config, shutdown.cancelled_owned()).await

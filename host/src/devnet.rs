@@ -1,0 +1,197 @@
+//! `ringshare devnet`: a small ring on this machine for trying things out.
+//! Each node is a child process (`ringshare node`) on 127.0.0.1 with its own
+//! store under one folder, the first starting the ring and the others
+//! joining it; all share the configuration file and the broker. Ctrl-C (or
+//! SIGTERM) stops every node gracefully; a node killed on its own leaves
+//! the others running.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What `devnet` is asked.
+#[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevnetSettings {
+    /// How many nodes (1 to 64).
+    #[arg(long, env = "RINGSHARE_DEVNET_NODES", default_value_t = 4)]
+    pub nodes: u16,
+    /// The first node's port; the others take the next ones.
+    #[arg(long, env = "RINGSHARE_DEVNET_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The folder holding every node's store (`node-PORT/`) and log (`node-PORT.log`).
+    #[arg(long, env = "RINGSHARE_DEVNET_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// Folder of plugin components every node loads.
+    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
+    pub plugins: PathBuf,
+    /// The RabbitMQ broker of every node, or `none`.
+    #[arg(long, env = "RINGSHARE_AMQP", default_value = crate::config::DEFAULT_AMQP)]
+    pub amqp: String,
+}
+
+/// A node of the devnet.
+struct Running {
+    port: u16,
+    child: Child,
+}
+
+/// Starts the nodes, prints where they are, and runs until Ctrl-C or until
+/// every node has stopped. `config` is passed on to each node.
+pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=64).contains(&settings.nodes),
+        "nodes = {} is out of range: it must be 1 to 64",
+        settings.nodes
+    );
+    let last = u32::from(settings.port) + u32::from(settings.nodes) - 1;
+    anyhow::ensure!(last <= u32::from(u16::MAX), "ports {}..={last} do not exist", settings.port);
+    std::fs::create_dir_all(&settings.data)?;
+    let data = std::fs::canonicalize(&settings.data)?;
+    let exe = std::env::current_exe()?;
+    if settings.amqp != "none" && !broker_answers(&settings.amqp).await {
+        eprintln!(
+            "devnet: RabbitMQ does not answer at {}; the nodes run and connect when it does \
+             (scripts/broker.sh starts one; --amqp none runs without)",
+            settings.amqp
+        );
+    }
+    let mut running: Vec<Running> = Vec::new();
+    let first = format!("127.0.0.1:{}", settings.port);
+    for i in 0..settings.nodes {
+        let port = settings.port + i;
+        let join = (i > 0).then(|| first.clone());
+        match start(&exe, &settings, &data, port, join, config.as_deref()).await {
+            Ok(child) => running.push(Running { port, child }),
+            Err(e) => {
+                stop(&mut running).await;
+                return Err(e);
+            }
+        }
+    }
+    println!("ringshare devnet: {} nodes with the plugins of {}", running.len(), settings.plugins.display());
+    for node in &running {
+        let pid = node.child.id().unwrap_or(0);
+        println!(
+            "  http://127.0.0.1:{}   pid {pid}   log {}",
+            node.port,
+            data.join(format!("node-{}.log", node.port)).display()
+        );
+    }
+    println!("Ctrl-C stops them all; a node killed on its own (kill PID) leaves the others running.");
+
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                running.retain_mut(|node| match node.child.try_wait() {
+                    Ok(Some(status)) => {
+                        eprintln!("devnet: the node on port {} stopped ({status}); the others run on", node.port);
+                        false
+                    }
+                    _ => true,
+                });
+                if running.is_empty() {
+                    eprintln!("devnet: every node has stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+    eprintln!("devnet: stopping {} nodes (each hands its files over and leaves the ring)", running.len());
+    stop(&mut running).await;
+    Ok(())
+}
+
+async fn start(
+    exe: &std::path::Path,
+    settings: &DevnetSettings,
+    data: &std::path::Path,
+    port: u16,
+    join: Option<String>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(data.join(format!("node-{port}.log")))?;
+    let mut command = Command::new(exe);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .arg("node")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data.join(format!("node-{port}")))
+        .arg("--plugins")
+        .arg(&settings.plugins)
+        .arg("--amqp")
+        .arg(&settings.amqp);
+    if let Some(join) = join {
+        command.arg("--join").arg(join);
+    }
+    // Their own process group: Ctrl-C reaches the devnet, which stops them in turn.
+    command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout from the node"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    // Ready once it prints its address.
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("listening on") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if ready != Ok(true) {
+        let _ = child.start_kill();
+        let log = data.join(format!("node-{port}.log"));
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        anyhow::bail!(
+            "the node on port {port} did not start; the end of {}:\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    // Keep draining its stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(child)
+}
+
+/// Asks every node to stop (SIGTERM: each hands its files over and leaves
+/// the ring), waits up to 30 s for each, then kills what is left.
+async fn stop(running: &mut Vec<Running>) {
+    for node in running.iter() {
+        if let Some(pid) = node.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    for node in running.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(30), node.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("devnet: the node on port {} did not stop in 30 s: killed", node.port);
+                let _ = node.child.kill().await;
+            }
+        }
+    }
+    running.clear();
+}
+
+/// Whether something accepts connections where the first broker URL points.
+async fn broker_answers(amqp: &str) -> bool {
+    let first = amqp.split(',').next().unwrap_or_default();
+    let Some(rest) = first.split("://").nth(1) else { return false };
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let host_port = host_port.rsplit('@').next().unwrap_or_default();
+    let target = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5672") };
+    matches!(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(target)).await, Ok(Ok(_)))
+}

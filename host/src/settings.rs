@@ -1,0 +1,263 @@
+//! One configuration for the `ringshare` command: every setting is a flag,
+//! a `RINGSHARE_*` environment variable and a key of the configuration file
+//! (`ringshare.toml`, or `--config PATH`), read in that order of
+//! precedence: the file, then the environment, then the flags. Each
+//! default is written once, here, and shown by `--help`. Values out of
+//! range are refused with a message, never clamped.
+//!
+//! ```toml
+//! [node]             # `ringshare node` (and every node of `ringshare devnet`)
+//! replicas = 2
+//! repair_ms = 10000
+//!
+//! [client]           # the client commands
+//! node = "http://127.0.0.1:8081"
+//!
+//! [devnet]           # `ringshare devnet`
+//! nodes = 5
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DEFAULT_AMQP, NodeConfig, PluginLimits};
+
+/// The configuration file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "ringshare.toml";
+
+/// A node's settings: `ringshare node`'s flags, the `[node]` table.
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Address of the REST API and the ring's gRPC (they share it).
+    #[arg(long, env = "RINGSHARE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address others reach this node at, if not the listener's (`host:port`);
+    /// the node's ring id is its hash.
+    #[arg(long, env = "RINGSHARE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// A ring member to join (`host:port`); without it, start a new ring.
+    #[arg(long, env = "RINGSHARE_JOIN")]
+    pub join: Option<String>,
+    /// Successor-list length r, 1 to 64 (keep r >= 2*log2(N) for N nodes).
+    #[arg(long, env = "RINGSHARE_SUCCESSORS", default_value_t = 8)]
+    pub successors: usize,
+    /// Period of the ring's stabilize task, in milliseconds (10 to 60000).
+    #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = 250)]
+    pub stabilize_ms: u64,
+    /// Copies kept of each file (k), 1 to 16: the responsible node and k-1 successors.
+    #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+    /// Durable copies a new upload waits for before it answers, 1 to
+    /// --replicas (default: all of them); the rest are made in the background.
+    #[arg(long, env = "RINGSHARE_WRITE_QUORUM")]
+    pub write_quorum: Option<usize>,
+    /// MiB of this node's copies read back and checked on each repair pass (0: never).
+    #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = 256)]
+    pub scrub_mib: u64,
+    /// Period of the repair loop that restores k copies, in milliseconds (at least 100).
+    #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000)]
+    pub repair_ms: u64,
+    /// Run a repair pass as soon as a node is seen to leave or stop
+    /// answering (else only every --repair-ms).
+    #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub repair_on_departure: bool,
+    /// The node's store (created if missing).
+    #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// Folder of plugin components (`*.wasm`), followed while the node runs.
+    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
+    pub plugins: PathBuf,
+    /// Largest upload accepted, in bytes (at least 1).
+    #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
+    pub max_upload_bytes: u64,
+    /// Deadline of one plugin call, in milliseconds (1 to 3600000).
+    #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub plugin_timeout_ms: u64,
+    /// Linear-memory cap of one plugin instance, in MiB (1 to 4096).
+    #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+    /// The RabbitMQ broker for hand-offs and events (`amqp://…`; several,
+    /// comma-separated, are tried in turn: the nodes of a cluster), or
+    /// `none` to run without one.
+    #[arg(long, env = "RINGSHARE_AMQP", default_value = DEFAULT_AMQP)]
+    pub amqp: String,
+    /// With a broker: period of the walk of the ring that rebuilds the live
+    /// network index, in milliseconds (at least 1000).
+    #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = 60_000)]
+    pub index_refresh_ms: u64,
+}
+
+impl NodeSettings {
+    /// The node's configuration, or what is out of range, in words.
+    pub fn to_config(&self) -> Result<NodeConfig, String> {
+        within("successors", self.successors, 1, 64)?;
+        within("stabilize_ms", self.stabilize_ms, 10, 60_000)?;
+        within("replicas", self.replicas, 1, 16)?;
+        if let Some(w) = self.write_quorum {
+            within("write_quorum", w, 1, self.replicas).map_err(|e| format!("{e} (the copies kept, replicas)"))?;
+        }
+        within("repair_ms", self.repair_ms, 100, u64::MAX)?;
+        within("max_upload_bytes", self.max_upload_bytes, 1, u64::MAX)?;
+        within("plugin_timeout_ms", self.plugin_timeout_ms, 1, 3_600_000)?;
+        within("plugin_memory_mib", self.plugin_memory_mib, 1, 4096)?;
+        within("index_refresh_ms", self.index_refresh_ms, 1000, u64::MAX)?;
+        let mut config = NodeConfig::new(&self.data, &self.plugins);
+        config.max_upload_bytes = self.max_upload_bytes;
+        config.advertise = self.advertise.clone();
+        config.join = self.join.clone();
+        config.chord.successors = self.successors;
+        config.chord.stabilize_every = Duration::from_millis(self.stabilize_ms);
+        config.replicas = self.replicas;
+        config.write_quorum = self.write_quorum;
+        config.repair_every = Duration::from_millis(self.repair_ms);
+        config.repair_on_departure = self.repair_on_departure;
+        config.amqp = (self.amqp != "none").then(|| self.amqp.clone());
+        config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
+        config.scrub_bytes_per_pass = self.scrub_mib << 20;
+        config.limits = PluginLimits {
+            call_timeout: Duration::from_millis(self.plugin_timeout_ms),
+            memory_bytes: self.plugin_memory_mib << 20,
+            ..PluginLimits::default()
+        };
+        Ok(config)
+    }
+}
+
+fn within<T: PartialOrd + std::fmt::Display + Copy>(name: &str, value: T, low: T, high: T) -> Result<(), String> {
+    if value < low || value > high {
+        let range = if format!("{high}") == format!("{}", u64::MAX) {
+            format!("at least {low}")
+        } else {
+            format!("{low} to {high}")
+        };
+        return Err(format!("{name} = {value} is out of range: it must be {range}"));
+    }
+    Ok(())
+}
+
+/// The configuration file: its tables, unread.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    path: Option<PathBuf>,
+    table: toml::Table,
+}
+
+impl ConfigFile {
+    /// Reads `path`, which must exist; without a path, `ringshare.toml` in
+    /// the current folder if there is one.
+    pub fn read(path: Option<&Path>) -> Result<Self, String> {
+        let (path, required) = match path {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(format!("cannot read the configuration file {}: {e}", path.display())),
+        };
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message().trim()))?;
+        for key in table.keys() {
+            if !["node", "client", "devnet"].contains(&key.as_str()) {
+                return Err(format!(
+                    "{}: unknown table [{key}] (there are [node], [client] and [devnet])",
+                    path.display()
+                ));
+            }
+        }
+        Ok(Self { path: Some(path), table })
+    }
+
+    /// The file's path, if one was read.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// `parsed` (a command's settings as clap read them, defaults included)
+    /// with the file's `[section]` applied under what the environment or
+    /// the command line set.
+    pub fn layer<T: Serialize + DeserializeOwned>(
+        &self,
+        section: &str,
+        parsed: &T,
+        matches: &ArgMatches,
+    ) -> Result<T, String> {
+        let mut merged = toml::Table::try_from(parsed).map_err(|e| format!("settings: {e}"))?;
+        if let Some(values) = self.table.get(section) {
+            let where_ = || self.path.as_ref().map_or_else(String::new, |p| format!("{}: ", p.display()));
+            let values = values.as_table().ok_or_else(|| format!("{}[{section}] must be a table", where_()))?;
+            for (key, value) in values {
+                let explicit = matches!(
+                    matches.try_get_raw(key).ok().and_then(|_| matches.value_source(key)),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                );
+                if !explicit {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
+            return T::deserialize(merged).map_err(|e| format!("{}[{section}]: {}", where_(), e.message().trim()));
+        }
+        T::deserialize(merged).map_err(|e| format!("settings: {}", e.message().trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeSettings,
+    }
+
+    fn parse(args: &[&str], file: &str) -> Result<NodeSettings, String> {
+        let matches = Cli::command().try_get_matches_from(std::iter::once("ringshare").chain(args.iter().copied()));
+        let matches = matches.map_err(|e| e.to_string())?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(file).map_err(|e| e.to_string())?;
+        ConfigFile { path: None, table }.layer("node", &cli.node, &matches)
+    }
+
+    #[test]
+    fn the_file_is_read_under_the_flags() {
+        let file = "[node]\nreplicas = 2\nrepair_ms = 5000\ndata = \"from-file\"\n";
+        let settings = parse(&["--replicas", "5"], file).unwrap();
+        assert_eq!(settings.replicas, 5, "a flag wins over the file");
+        assert_eq!(settings.repair_ms, 5000, "the file wins over the default");
+        assert_eq!(settings.data, PathBuf::from("from-file"));
+        assert_eq!(settings.successors, 8, "the default stays where nothing is said");
+        let settings = parse(&[], "").unwrap();
+        assert_eq!(settings.replicas, 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_in_the_file_are_refused() {
+        let error = parse(&[], "[node]\nreplica = 2\n").unwrap_err();
+        assert!(error.contains("unknown field `replica`"), "{error}");
+        let error = parse(&[], "[node]\nreplicas = \"two\"\n").unwrap_err();
+        assert!(error.contains("invalid type"), "{error}");
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_not_clamped() {
+        let error = parse(&["--replicas", "0"], "").unwrap().to_config().unwrap_err();
+        assert_eq!(error, "replicas = 0 is out of range: it must be 1 to 16");
+        let error = parse(&["--replicas", "3", "--write-quorum", "4"], "").unwrap().to_config().unwrap_err();
+        assert!(error.starts_with("write_quorum = 4 is out of range: it must be 1 to 3"), "{error}");
+        let error = parse(&[], "[node]\nstabilize_ms = 1\n").unwrap().to_config().unwrap_err();
+        assert_eq!(error, "stabilize_ms = 1 is out of range: it must be 10 to 60000");
+        let error = parse(&["--repair-ms", "5"], "").unwrap().to_config().unwrap_err();
+        assert_eq!(error, "repair_ms = 5 is out of range: it must be at least 100");
+        assert!(parse(&[], "").unwrap().to_config().is_ok());
+    }
+}

@@ -1,0 +1,330 @@
+//! The `ringshare` command against a real devnet (its nodes are processes
+//! of the same binary, on free loopback ports, without a broker): the
+//! client commands and their output, exit codes and messages, an
+//! interrupted download resumed and verified, the precedence of the
+//! configuration file, the environment and the flags, and the devnet's own
+//! start and graceful stop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringshare");
+
+fn plugins() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/default");
+    assert!(dir.join("index.wasm").is_file(), "build the plugins first (scripts/build-plugins.sh)");
+    dir
+}
+
+/// `ringshare ARGS` in `dir`, with `env` set and RINGSHARE_* from outside cleared.
+fn ringshare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir).args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGSHARE_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied()).output().expect("run ringshare")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `n` consecutive ports free on 127.0.0.1 right now.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 60_000 {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+/// A devnet of `nodes` nodes in a temporary folder.
+struct Devnet {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    pids: Vec<u32>,
+}
+
+impl Devnet {
+    fn start(nodes: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_ports(nodes);
+        let mut child = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["devnet", "--nodes", &nodes.to_string(), "--port", &port.to_string(), "--amqp", "none"])
+            .arg("--plugins")
+            .arg(plugins())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut pids = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(pid) = line.split("pid ").nth(1).and_then(|r| r.split_whitespace().next()) {
+                pids.push(pid.parse().unwrap());
+            }
+            if line.starts_with("Ctrl-C stops them all") {
+                break;
+            }
+        }
+        assert_eq!(pids.len(), nodes as usize, "the devnet printed every node");
+        std::thread::spawn(move || for _ in lines {});
+        let devnet = Devnet { dir, port, child, pids };
+        devnet.until("the ring never reached every node", |d| {
+            d.json(&["nodes"], d.port)
+                .as_array()
+                .is_some_and(|a| a.len() == usize::from(nodes) && a.iter().all(|n| n["alive"] == true))
+        });
+        devnet
+    }
+
+    fn node(&self, i: u16) -> String {
+        format!("127.0.0.1:{}", self.port + i)
+    }
+
+    fn run(&self, args: &[&str], node: u16) -> Output {
+        let node = self.node(node);
+        let mut all = args.to_vec();
+        all.extend(["--node", &node]);
+        ringshare(self.dir.path(), &all, &[])
+    }
+
+    fn json(&self, args: &[&str], port: u16) -> Value {
+        let node = format!("127.0.0.1:{port}");
+        let mut all = args.to_vec();
+        all.extend(["--node", &node, "--json"]);
+        let output = ringshare(self.dir.path(), &all, &[]);
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Polls `check` every 50 ms for up to 30 s.
+    fn until(&self, what: &str, mut check: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        for pid in &self.pids {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed)) as u8).collect()
+}
+
+#[test]
+fn the_client_commands_against_a_devnet() {
+    let net = Devnet::start(3);
+    let data = pattern(3 << 20, 1);
+    std::fs::write(net.path("report.pdf"), &data).unwrap();
+
+    let put = net.run(&["put", "report.pdf"], 0);
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert!(stdout(&put).starts_with("stored report.pdf: 3145728 bytes, blake3 "), "{}", stdout(&put));
+    let again = net.run(&["put", "report.pdf"], 0);
+    assert_eq!(again.status.code(), Some(5), "exists: {}", stderr(&again));
+
+    // Downloaded from another node: byte for byte.
+    let get = net.run(&["get", "report.pdf", "-o", "copy.pdf"], 1);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(stdout(&get).contains("blake3 verified"), "{}", stdout(&get));
+    assert!(std::fs::read(net.path("copy.pdf")).unwrap() == data);
+    assert!(!net.path("copy.pdf.part").exists() && !net.path("copy.pdf.part.etag").exists());
+    // To standard output, in a pipe.
+    let piped = net.run(&["get", "report.pdf", "-o", "-"], 2);
+    assert!(piped.status.success() && piped.stdout == data, "{}", stderr(&piped));
+
+    let listed = net.json(&["ls"], net.port);
+    let shown = listed.as_array().unwrap().iter().find(|f| f["name"] == "report.pdf").cloned().unwrap_or_default();
+    assert_eq!(shown["size"], 3 << 20, "{listed}");
+    assert_eq!(shown["blake3"].as_str().map(str::len), Some(64), "{listed}");
+    let network = net.json(&["ls", "--network"], net.port + 1);
+    assert_eq!(network[0]["name"], "report.pdf", "{network}");
+    assert_eq!(network[0]["holders"].as_array().map(Vec::len), Some(3), "{network}");
+    let table = stdout(&net.run(&["ls", "--network"], 0));
+    assert!(table.starts_with("NAME") && table.contains("report.pdf") && table.contains("3.0 MiB"), "{table}");
+    let found = net.json(&["search", "rep"], net.port + 2);
+    assert_eq!(found[0]["name"], "report.pdf", "{found}");
+    assert_eq!(net.json(&["search", "zzz"], net.port), Value::Array(vec![]));
+    let lookup = net.json(&["lookup", "report.pdf"], net.port);
+    assert_eq!(lookup["holders"].as_array().map(Vec::len), Some(3), "{lookup}");
+    assert!(lookup["hops"].is_u64() && lookup["node"]["addr"].is_string(), "{lookup}");
+    let words = stdout(&net.run(&["lookup", "report.pdf"], 0));
+    assert!(words.contains("responsible: 127.0.0.1:") && words.contains("holders: "), "{words}");
+    let nodes = net.json(&["nodes"], net.port);
+    assert_eq!(nodes.as_array().map(Vec::len), Some(3), "{nodes}");
+    let ring = net.json(&["ring"], net.port);
+    assert_eq!(ring["joined"], true, "{ring}");
+    let plugins = stdout(&net.run(&["plugins"], 0));
+    assert!(plugins.contains("upload.wasm") && plugins.contains("serving"), "{plugins}");
+
+    // Errors in words, with exit codes that mean something.
+    let missing = net.run(&["get", "missing.pdf"], 0);
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("no such file: missing.pdf"), "{}", stderr(&missing));
+    for bad in ["..", "a/b", ""] {
+        let refused = net.run(&["get", bad], 0);
+        assert_eq!(refused.status.code(), Some(6), "{bad:?}: {}", stderr(&refused));
+        assert!(stderr(&refused).contains("is not a file name"), "{}", stderr(&refused));
+    }
+    let closed = free_ports(1).to_string();
+    let unreachable = ringshare(net.dir.path(), &["ls", "--node", &format!("127.0.0.1:{closed}")], &[]);
+    assert_eq!(unreachable.status.code(), Some(3));
+    assert!(
+        stderr(&unreachable).contains(&format!("node 127.0.0.1:{closed} is not reachable")),
+        "{}",
+        stderr(&unreachable)
+    );
+    assert!(!stderr(&unreachable).contains("panicked") && !stderr(&unreachable).contains("backtrace"));
+
+    let removed = net.run(&["rm", "report.pdf"], 2);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(net.run(&["get", "report.pdf"], 0).status.code(), Some(4));
+}
+
+#[test]
+fn an_interrupted_download_is_resumed_and_verified() {
+    let net = Devnet::start(2);
+    let first = pattern(256 << 20, 3);
+    std::fs::write(net.path("big.bin"), &first).unwrap();
+    assert!(net.run(&["put", "big.bin"], 0).status.success());
+
+    // Interrupted: killed once part of it is on disk.
+    let interrupt = |net: &Devnet| {
+        let node = net.node(1);
+        let mut get = Command::new(BIN)
+            .current_dir(net.dir.path())
+            .args(["get", "big.bin", "-o", "out.bin", "--node", &node])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let part = net.path("out.bin.part");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&part).map_or(0, |m| m.len()) < 4 << 20 {
+            assert!(
+                Instant::now() < deadline && get.try_wait().unwrap().is_none(),
+                "the download ended before it could be cut"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        get.kill().unwrap();
+        get.wait().unwrap();
+        std::fs::metadata(&part).unwrap().len()
+    };
+    let cut = interrupt(&net);
+    assert!(cut < 256 << 20, "the part is partial");
+    let resumed = net.run(&["get", "big.bin", "-o", "out.bin", "--resume"], 1);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("resumed at byte"), "{}", stdout(&resumed));
+    assert!(std::fs::read(net.path("out.bin")).unwrap() == first, "the resumed file is whole and right");
+    std::fs::remove_file(net.path("out.bin")).unwrap();
+
+    // Cut again, then the file changes: the part is of the old version, so
+    // If-Range makes the node send the new one whole.
+    interrupt(&net);
+    let second = pattern(256 << 20, 7);
+    std::fs::write(net.path("big.bin"), &second).unwrap();
+    assert!(net.run(&["put", "big.bin", "--overwrite"], 0).status.success());
+    let restarted = net.run(&["get", "big.bin", "-o", "out.bin", "--resume"], 1);
+    assert!(restarted.status.success(), "{}", stderr(&restarted));
+    assert!(!stdout(&restarted).contains("resumed at byte"), "{}", stdout(&restarted));
+    assert!(std::fs::read(net.path("out.bin")).unwrap() == second, "the new version, whole");
+}
+
+#[test]
+fn settings_come_from_the_file_then_the_environment_then_the_flags() {
+    let net = Devnet::start(1);
+    let live = net.node(0);
+    let (dead_file, dead_flag) = (free_ports(1).to_string(), free_ports(1).to_string());
+    std::fs::write(net.path("ringshare.toml"), format!("[client]\nnode = \"127.0.0.1:{dead_file}\"\n")).unwrap();
+    let dir = net.dir.path();
+
+    let from_file = ringshare(dir, &["nodes"], &[]);
+    assert_eq!(from_file.status.code(), Some(3));
+    assert!(stderr(&from_file).contains(&format!("127.0.0.1:{dead_file}")), "{}", stderr(&from_file));
+    let from_env = ringshare(dir, &["nodes"], &[("RINGSHARE_NODE", &live)]);
+    assert!(from_env.status.success(), "the environment wins over the file: {}", stderr(&from_env));
+    let from_flag =
+        ringshare(dir, &["nodes", "--node", &format!("127.0.0.1:{dead_flag}")], &[("RINGSHARE_NODE", &live)]);
+    assert_eq!(from_flag.status.code(), Some(3), "the flag wins over the environment");
+    assert!(stderr(&from_flag).contains(&format!("127.0.0.1:{dead_flag}")), "{}", stderr(&from_flag));
+
+    // Out of range is refused, from any source, before anything starts.
+    let flag = ringshare(dir, &["node", "--replicas", "0"], &[]);
+    assert_eq!(flag.status.code(), Some(2));
+    assert!(stderr(&flag).contains("replicas = 0 is out of range: it must be 1 to 16"), "{}", stderr(&flag));
+    std::fs::write(net.path("bad.toml"), "[node]\nstabilize_ms = 1\n").unwrap();
+    let file = ringshare(dir, &["--config", "bad.toml", "node"], &[]);
+    assert_eq!(file.status.code(), Some(2));
+    assert!(stderr(&file).contains("stabilize_ms = 1 is out of range"), "{}", stderr(&file));
+    let env = ringshare(dir, &["node"], &[("RINGSHARE_PLUGIN_MEMORY_MIB", "0")]);
+    assert!(stderr(&env).contains("plugin_memory_mib = 0 is out of range"), "{}", stderr(&env));
+    std::fs::write(net.path("typo.toml"), "[node]\nreplica = 2\n").unwrap();
+    let typo = ringshare(dir, &["--config", "typo.toml", "node"], &[]);
+    assert!(stderr(&typo).contains("unknown field `replica`"), "{}", stderr(&typo));
+    let missing = ringshare(dir, &["--config", "nowhere.toml", "nodes"], &[]);
+    assert!(stderr(&missing).contains("cannot read the configuration file nowhere.toml"), "{}", stderr(&missing));
+
+    let help = stdout(&ringshare(dir, &["node", "--help"], &[]));
+    for line in ["[default: 8]", "[env: RINGSHARE_REPLICAS=]", "[default: 127.0.0.1:8080]", "[default: 30000]"] {
+        assert!(help.contains(line), "--help shows {line}:\n{help}");
+    }
+}
+
+#[test]
+fn a_devnet_survives_a_killed_node_and_stops_gracefully() {
+    let mut net = Devnet::start(3);
+    let killed = net.pids.pop().unwrap();
+    assert!(Command::new("kill").args(["-9", &killed.to_string()]).status().unwrap().success());
+    net.until("the others never saw the node go", |d| {
+        let nodes = d.json(&["nodes"], d.port);
+        nodes.as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|n| n["alive"] == true))
+    });
+    assert!(net.child.try_wait().unwrap().is_none(), "the devnet runs on");
+
+    let devnet = net.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &devnet]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = net.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the devnet did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for i in 0..2 {
+        assert!(std::net::TcpStream::connect(net.node(i)).is_err(), "node {i} stopped");
+    }
+    net.pids.clear();
+}
