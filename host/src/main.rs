@@ -197,11 +197,15 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             let _ = Cli::command().print_help();
             return ExitCode::from(2);
         }
+        // No flags here: the file's [client] table, under RINGSHARE_NODE.
         let settings = ClientSettings { node: DEFAULT_NODE.into() };
-        let settings = match file.layer("client", &settings, matches) {
+        let mut settings = match file.layer("client", &settings, matches) {
             Ok(settings) => settings,
             Err(e) => return fail(&e, 2),
         };
+        if let Ok(node) = std::env::var("RINGSHARE_NODE") {
+            settings.node = node;
+        }
         return match Client::new(&settings.node, false) {
             Ok(client) => finish(ringshare::client::menu(client).await.map(|()| String::new())),
             Err(e) => finish(Err(e)),

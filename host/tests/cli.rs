@@ -295,6 +295,22 @@ fn settings_come_from_the_file_then_the_environment_then_the_flags() {
     let missing = ringshare(dir, &["--config", "nowhere.toml", "nodes"], &[]);
     assert!(stderr(&missing).contains("cannot read the configuration file nowhere.toml"), "{}", stderr(&missing));
 
+    // Logs as JSON, one object per line, for machines.
+    let port = free_ports(1).to_string();
+    let mut node = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--log-format", "json", "node", "--amqp", "none", "--plugins", "no-such-folder"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data", "json-node"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(node.stderr.take().unwrap()).lines().next().unwrap().unwrap();
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let line: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert!(line["level"].is_string() && line["fields"]["message"].is_string(), "{line}");
+
     let help = stdout(&ringshare(dir, &["node", "--help"], &[]));
     for line in ["[default: 8]", "[env: RINGSHARE_REPLICAS=]", "[default: 127.0.0.1:8080]", "[default: 30000]"] {
         assert!(help.contains(line), "--help shows {line}:\n{help}");
@@ -327,4 +343,34 @@ fn a_devnet_survives_a_killed_node_and_stops_gracefully() {
         assert!(std::net::TcpStream::connect(net.node(i)).is_err(), "node {i} stopped");
     }
     net.pids.clear();
+}
+
+/// `ringshare` alone on a terminal (a pty from `script`): the menu uploads
+/// a file and quits; keys are typed ahead, as a fast user would.
+#[test]
+fn the_menu_uploads_a_file_on_a_terminal() {
+    use std::io::Write;
+    let net = Devnet::start(1);
+    std::fs::write(net.path("note.txt"), b"from the menu").unwrap();
+    let mut menu = Command::new("script")
+        .current_dir(net.dir.path())
+        .args(["-qec", BIN, "/dev/null"])
+        .env("RINGSHARE_NODE", net.node(0))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs the menu on a pty");
+    // Down to "Upload a file", the file's name, then up from the top to "Quit".
+    menu.stdin.take().unwrap().write_all(b"\x1b[B\rnote.txt\r\x1b[A\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while menu.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the menu did not quit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut screen = String::new();
+    std::io::Read::read_to_string(&mut menu.stdout.take().unwrap(), &mut screen).unwrap();
+    assert!(screen.contains("Search and download") && screen.contains("stored note.txt: 13 bytes"), "{screen}");
+    let listed = net.json(&["ls"], net.port);
+    assert_eq!(listed[0]["name"], "note.txt", "{listed}");
 }

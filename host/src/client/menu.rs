@@ -71,7 +71,9 @@ async fn search_and_download(client: &Client, theme: &ColorfulTheme) -> Result<S
         return Ok(format!("no file starts with {:?}", prefix.trim()));
     }
     let items: Vec<String> = files.iter().map(|(n, s)| format!("{n}  ({})", super::show::size(*s))).collect();
-    let Some(pick) = Select::with_theme(theme).with_prompt("Download").items(&items).interact_opt().map_err(io)? else {
+    let Some(pick) =
+        Select::with_theme(theme).with_prompt("Download").items(&items).default(0).interact_opt().map_err(io)?
+    else {
         return Ok(String::new());
     };
     let name = files[pick].0.clone();
