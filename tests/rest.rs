@@ -344,3 +344,82 @@ async fn the_listing_follows_every_change_to_the_store() {
     })
     .await;
 }
+
+/// `GET /metrics`: every line is a sample or a comment of the text format.
+async fn metrics(node: &TestNode) -> String {
+    let answer = client().get(node.at("/metrics")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = answer.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "not a number in {line}");
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(series[..name_end].chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name in {line}");
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line}");
+        }
+    }
+    text
+}
+
+/// The value of the sample named `name` whose labels include `labels`
+/// (`k="v"` each), 0 when there is none yet.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_requests_plugin_calls_lookups_and_copies() {
+    let nodes = ringshare_tests::start_ring(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let before = [metrics(a).await, metrics(b).await];
+    let data = pattern(3, 100_000);
+    ringshare_tests::put(a, "counted", &data).await;
+    let got = client().get(a.at("/files/counted")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), data.len());
+    client().get(a.at("/lookup/counted")).send().await.unwrap().error_for_status().unwrap();
+    let after = [metrics(a).await, metrics(b).await];
+
+    let moved = |name: &str, labels: &[&str]| sample(&after[0], name, labels) - sample(&before[0], name, labels);
+    let put = ["method=\"PUT\"", "route=\"/files/{name}\"", "status=\"201\""];
+    assert_eq!(moved("ringshare_http_request_seconds_count", &put), 1.0);
+    assert_eq!(moved("ringshare_bytes_total", &["direction=\"uploaded\""]), 100_000.0);
+    assert_eq!(moved("ringshare_bytes_total", &["direction=\"downloaded\""]), 100_000.0);
+    assert!(moved("ringshare_lookup_hops_count", &[]) >= 1.0);
+    let upload = ["plugin=\"upload.wasm\"", "outcome=\"ok\""];
+    assert!(
+        sample(&[&after[0], &after[1]].map(|t| t.as_str()).concat(), "ringshare_plugin_call_seconds_count", &upload)
+            >= 2.0
+    );
+    // A copy crossed over gRPC (and the upload too, if the other node is
+    // the responsible one), framing included; and both nodes talk.
+    let replicated = |i: usize| sample(&after[i], "ringshare_bytes_total", &["direction=\"replicated\""]);
+    let sent = replicated(0) + replicated(1);
+    assert!((100_000.0..=201_024.0).contains(&sent), "one or two transfers of 100,000 bytes, not {sent}");
+    for text in &after {
+        assert!(sample(text, "ringshare_rpc_seconds_count", &[]) >= 1.0, "{text}");
+        assert_eq!(sample(text, "ringshare_ring_nodes", &[]), 2.0, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_stopped_by_its_deadline_is_counted_as_a_timeout() {
+    let node = NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"]).start().await;
+    let failed = client().get(node.at("/files")).send().await.unwrap();
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let text = metrics(&node).await;
+    assert_eq!(
+        sample(&text, "ringshare_plugin_call_seconds_count", &["plugin=\"spin.wasm\"", "outcome=\"timeout\""]),
+        1.0,
+        "{text}"
+    );
+    let errors = ["route=\"/files\"", "status=\"500\""];
+    assert_eq!(sample(&text, "ringshare_http_request_seconds_count", &errors), 1.0, "{text}");
+}

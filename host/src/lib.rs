@@ -10,6 +10,7 @@
 //! - [`files`]: files across the ring: placement, replicas, downloads from
 //!   any holder;
 //! - [`integrity`]: BLAKE3 hashes and outboards, verified block by block;
+//! - [`metrics`]: the node's Prometheus metrics;
 //! - [`rpc`]: node-to-node gRPC (tonic): the ring and file transfer;
 //! - [`store`]: file names and the on-disk layout of a node's store;
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
@@ -29,6 +30,7 @@ pub mod config;
 pub mod devnet;
 pub mod files;
 pub mod integrity;
+pub mod metrics;
 pub mod mom;
 pub mod node;
 pub mod plugins;

@@ -74,7 +74,12 @@ impl Node {
             }
             None => None,
         };
+        let metrics = crate::metrics::Metrics::new();
+        plugins.count_calls(metrics.clone());
+        ring.count_hops(metrics.lookup_hops.clone());
+        files.repairer().count_passes(metrics.clone());
         let state = AppState {
+            metrics: metrics.clone(),
             plugins,
             ring: ring.clone(),
             files: files.clone(),
@@ -82,7 +87,8 @@ impl Node {
             listing_json: Default::default(),
             network_json: Default::default(),
         };
-        let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone());
+        let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone())
+            .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record));
         Ok(Self { app, ring, files, bridge })
     }
 }

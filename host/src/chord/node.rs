@@ -124,6 +124,9 @@ pub struct ChordNode<T> {
     departed: Mutex<Vec<(Id, Instant)>>,
     /// Changes witnessed, for whoever listens ([`ChordNode::changes`]).
     changes: tokio::sync::broadcast::Sender<RingChange>,
+    /// Where the hops of this node's lookups are counted, once a node's
+    /// metrics are set up.
+    hops: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl<T: Transport> ChordNode<T> {
@@ -136,6 +139,7 @@ impl<T: Transport> ChordNode<T> {
             leaving: AtomicBool::new(false),
             joined: AtomicBool::new(true),
             departed: Mutex::default(),
+            hops: std::sync::OnceLock::new(),
             changes: tokio::sync::broadcast::channel(256).0,
         }
     }
@@ -275,7 +279,29 @@ impl<T: Transport> ChordNode<T> {
             return Err(RingError::NotJoined);
         }
         let first = self.handle_step(key);
-        self.follow(first, key).await
+        let found = self.follow(first, key).await;
+        if let (Ok((_, hops)), Some(histogram)) = (&found, self.hops.get()) {
+            histogram.observe(*hops as f64);
+        }
+        found
+    }
+
+    /// Counts the hops of this node's lookups in `histogram` from now on.
+    pub fn count_hops(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        let _ = self.hops.set(histogram);
+    }
+
+    /// Distinct nodes in the routing table, this one included.
+    pub fn known_nodes(&self) -> usize {
+        let table = self.snapshot();
+        let mut ids: Vec<Id> = std::iter::once(table.me().id)
+            .chain(table.predecessor.iter().map(|n| n.id))
+            .chain(table.successors().iter().map(|n| n.id))
+            .chain(table.fingers().iter().flatten().map(|n| n.id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
     }
 
     /// Follows lookup steps until the answer.

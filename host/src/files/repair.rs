@@ -55,6 +55,8 @@ pub struct Repairer {
     woken: tokio::sync::Notify,
     /// Whether [`Repairer::wake`] does anything (else: periodic passes only).
     wakeable: bool,
+    /// Where passes are counted, once a node's metrics are set up.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// After a wake-up, the ring is given this long to settle (its successor
@@ -103,7 +105,18 @@ impl Repairer {
         (scrub_budget, wakeable): (u64, bool),
     ) -> Self {
         let (scrubbed_to, woken) = Default::default();
-        Self { placement, local, peers, writer, reader, scrub_budget, scrubbed_to, woken, wakeable }
+        Self {
+            placement,
+            local,
+            peers,
+            writer,
+            reader,
+            scrub_budget,
+            scrubbed_to,
+            woken,
+            wakeable,
+            metrics: Default::default(),
+        }
     }
 
     /// A node left or stopped answering: run a pass soon instead of at the
@@ -148,17 +161,36 @@ impl Repairer {
         Some(states)
     }
 
+    /// Counts passes in `metrics` from now on.
+    pub fn count_passes(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// One repair pass over this node's files and tombstones; returns the
     /// copies and deletions passed on.
     pub async fn repair_pass(self: &Arc<Self>, shutdown: &CancellationToken) -> usize {
         let Some(states) = self.states().await else { return 0 };
+        let metrics = self.metrics.get();
+        if let Some(m) = metrics {
+            m.repair_backlog.set(states.len() as i64);
+        }
         let mut passed = 0;
         for (name, mine) in states {
             if shutdown.is_cancelled() {
                 break;
             }
+            if let Some(m) = metrics {
+                m.repair_backlog.dec();
+            }
             let Ok(holders) = self.placement.holders(&name).await else { continue };
-            passed += self.pass_on(&name, &mine, &holders, true).await;
+            let now = self.pass_on(&name, &mine, &holders, true).await;
+            if let Some(m) = metrics {
+                m.repair_passed_on.inc_by(now as u64);
+            }
+            passed += now;
+        }
+        if let Some(m) = metrics {
+            m.repair_backlog.set(0);
         }
         if !shutdown.is_cancelled() {
             self.scrub().await;

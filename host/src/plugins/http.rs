@@ -170,6 +170,8 @@ impl PluginHost {
         let (outcome_tx, outcome) = oneshot::channel();
         let file = plugin.file.clone();
         let name = file.clone();
+        let host = self.clone();
+        let started = Instant::now();
         let task = tokio::spawn(async move {
             let _turn = turn;
             let ran = async {
@@ -178,6 +180,7 @@ impl PluginHost {
             }
             .await;
             let result = PluginError::from_call(&store, &file, timeout, ran.map(Ok));
+            host.counted(&plugin, started, &result);
             // Sent before the store (and with it an unfinished body) is dropped.
             let _ = outcome_tx.send(result);
             drop(plugin);

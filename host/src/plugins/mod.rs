@@ -150,6 +150,8 @@ pub struct PluginHost {
     reloading: Mutex<()>,
     listings: listing::ListingCache,
     watcher: Mutex<Option<watch::FolderWatch>>,
+    /// Where calls are counted, once a node's metrics are set up.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl PluginHost {
@@ -176,6 +178,7 @@ impl PluginHost {
             reloading: Mutex::new(()),
             listings: listing::ListingCache::watching(&store_root.join("files")),
             watcher: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         });
         // Watch first, so that nothing written while the folder is read is missed.
         let watch = watch::FolderWatch::start(&host);
@@ -247,6 +250,18 @@ impl PluginHost {
         self.registry.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts plugin calls in `metrics` from now on.
+    pub fn count_calls(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Records one call into `plugin` that started at `started`.
+    fn counted<T>(&self, plugin: &registry::Loaded, started: std::time::Instant, outcome: &Result<T, PluginError>) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.plugin_call(&plugin.file, &plugin.kind.to_string(), outcome_name(outcome), started);
+        }
+    }
+
     /// What every file of the plugins folder is doing, in name order.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         self.read_registry().statuses()
@@ -260,6 +275,20 @@ impl PluginHost {
     /// The version serving `kind` now, taken for one call or session.
     fn call(&self, kind: PluginKind) -> Result<Call, PluginError> {
         self.read_registry().call(Slot::Kind(kind)).ok_or(PluginError::Unavailable(kind))
+    }
+}
+
+/// How a call ended, as the metrics label it.
+fn outcome_name<T>(outcome: &Result<T, PluginError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(PluginError::Refused { .. }) => "refused",
+        Err(PluginError::Timeout { .. }) => "timeout",
+        Err(PluginError::OutOfMemory { .. }) => "out_of_memory",
+        Err(PluginError::Trapped { .. } | PluginError::Corrupt(_)) => "trapped",
+        Err(PluginError::Busy { .. }) => "busy",
+        Err(PluginError::Unavailable(_)) => "unavailable",
+        Err(PluginError::Cancelled) => "cancelled",
     }
 }
 

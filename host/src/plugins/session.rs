@@ -64,8 +64,11 @@ impl PluginHost {
         call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T, PluginError> {
         store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
+        let started = std::time::Instant::now();
         let outcome = call(store);
-        PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
+        let outcome = PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome);
+        self.counted(plugin, started, &outcome);
+        outcome
     }
 
     /// Lists the node's files through the index plugin, or answers from the

@@ -31,6 +31,8 @@ pub use error::ApiError;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The node's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The node's plugins.
     pub plugins: Arc<PluginHost>,
     /// This node's place in the ring.
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/files", get(files::list))
         .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
         .route("/plugins", get(plugins))
+        .route("/metrics", get(metrics))
         .route("/x/{*path}", axum::routing::any(http_plugin))
         .route("/ring", get(ring::ring))
         .route("/bridge", get(bridge))
@@ -116,6 +119,31 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses())
+}
+
+/// `GET /metrics`: the node's metrics in the OpenMetrics text format, with
+/// the ring's size and the bridge's state read now.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let m = &app.metrics;
+    m.ring_nodes.set(app.ring.known_nodes() as i64);
+    if let Some(bridge) = &app.bridge {
+        let status = bridge.status();
+        m.broker_connected.set(i64::from(status.connected));
+        m.outbox.set(status.outbox as i64);
+        for (outcome, total) in [
+            ("applied", status.applied),
+            ("already_here", status.already_here),
+            ("retried", status.retried),
+            ("rejected", status.rejected),
+        ] {
+            m.handoffs_up_to(outcome, total);
+        }
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    axum::response::IntoResponse::into_response((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        m.render(),
+    ))
 }
 
 /// `/x/{route}/...`: served by the HTTP plugin mounted at that route (the

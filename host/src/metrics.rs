@@ -1,0 +1,277 @@
+//! The node's metrics, for Prometheus: `GET /metrics` answers them in the
+//! OpenMetrics text format (which Prometheus reads). One registry per
+//! node, so that several nodes in one process (the tests) keep theirs apart.
+//!
+//! - `ringshare_http_request_seconds{method,route,status}`: REST requests by
+//!   route template, with latency to the answer's head;
+//! - `ringshare_rpc_seconds{method,status}`: gRPC calls this node served;
+//! - `ringshare_lookup_hops`: hops of this node's lookups;
+//! - `ringshare_plugin_call_seconds{plugin,kind,outcome}`: plugin calls and
+//!   sessions (outcome `ok`, `refused`, `timeout`, `out_of_memory`,
+//!   `trapped`, `busy`, `unavailable`);
+//! - `ringshare_bytes_total{direction}`: `uploaded` (bodies of uploads taken
+//!   here), `downloaded` (bodies of downloads served here), `replicated`
+//!   (what other nodes sent here to store: copies, and uploads forwarded to
+//!   this node as the responsible one; gRPC bytes, framing included);
+//! - `ringshare_repair_backlog`, `ringshare_repair_passed_on_total`: files
+//!   left to check in the running repair pass, copies and deletions passed on;
+//! - `ringshare_broker_connected`, `ringshare_outbox_messages`,
+//!   `ringshare_handoffs_total{outcome}`: the RabbitMQ bridge;
+//! - `ringshare_ring_nodes`: distinct nodes in this node's routing table,
+//!   itself included.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a REST request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The route template (`/files/{name}`), or `unmatched`.
+    pub route: String,
+    /// The answer's status code.
+    pub status: u16,
+}
+
+/// Labels of a gRPC call served.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `/ringshare.files.v1.Files/Store`, ...
+    pub method: String,
+    /// The HTTP status of the answer's head.
+    pub status: u16,
+}
+
+/// Labels of a plugin call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// The plugin's file name.
+    pub plugin: String,
+    /// `index`, `upload`, `download`, `http`.
+    pub kind: String,
+    /// How it ended.
+    pub outcome: String,
+}
+
+/// Labels of bytes moved.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `uploaded`, `downloaded`, `replicated`.
+    pub direction: String,
+}
+
+/// Labels of hand-offs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `applied`, `already_here`, `retried`, `rejected`.
+    pub outcome: String,
+}
+
+/// Histograms of durations in seconds, by label set.
+pub type Timings<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds() -> Histogram {
+    // 100 µs to about 100 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 11))
+}
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    /// REST requests.
+    pub http: Timings<HttpLabels>,
+    /// gRPC calls served.
+    pub rpc: Timings<RpcLabels>,
+    /// Hops of lookups.
+    pub lookup_hops: Histogram,
+    /// Plugin calls.
+    pub plugin_calls: Timings<PluginLabels>,
+    /// Bytes moved, by direction.
+    pub bytes: Family<DirectionLabels, Counter>,
+    /// Files left to check in the running repair pass.
+    pub repair_backlog: Gauge,
+    /// Copies and deletions passed on by repair passes.
+    pub repair_passed_on: Counter,
+    /// Whether the broker is connected (0 or 1); set when scraped.
+    pub broker_connected: Gauge,
+    /// Messages waiting in the outbox for the broker; set when scraped.
+    pub outbox: Gauge,
+    /// Hand-offs to this node, by outcome; brought up to date when scraped.
+    pub handoffs: Family<OutcomeLabels, Counter>,
+    /// Distinct nodes in the routing table; set when scraped.
+    pub ring_nodes: Gauge,
+}
+
+impl Metrics {
+    /// A node's metrics, registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("ringshare");
+        let http = Timings::<HttpLabels>::new_with_constructor(seconds as fn() -> Histogram);
+        let rpc = Timings::<RpcLabels>::new_with_constructor(seconds as fn() -> Histogram);
+        let plugin_calls = Timings::<PluginLabels>::new_with_constructor(seconds as fn() -> Histogram);
+        let lookup_hops = Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]);
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        let handoffs = Family::<OutcomeLabels, Counter>::default();
+        let (repair_backlog, repair_passed_on) = (Gauge::default(), Counter::default());
+        let (broker_connected, outbox, ring_nodes) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register("http_request_seconds", "REST requests, by route and status", http.clone());
+        registry.register("rpc_seconds", "gRPC calls served, by method", rpc.clone());
+        registry.register("lookup_hops", "Hops of this node's lookups", lookup_hops.clone());
+        registry.register("plugin_call_seconds", "Plugin calls, by plugin and outcome", plugin_calls.clone());
+        registry.register("bytes", "Bytes uploaded, downloaded and replicated here", bytes.clone());
+        registry.register("repair_backlog", "Files left to check in the running repair pass", repair_backlog.clone());
+        registry.register("repair_passed_on", "Copies and deletions passed on by repair", repair_passed_on.clone());
+        registry.register("broker_connected", "Whether the RabbitMQ broker is connected", broker_connected.clone());
+        registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
+        registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
+        registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        Arc::new(Self {
+            registry,
+            http,
+            rpc,
+            lookup_hops,
+            plugin_calls,
+            bytes,
+            repair_backlog,
+            repair_passed_on,
+            broker_connected,
+            outbox,
+            handoffs,
+            ring_nodes,
+        })
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!("encoding the metrics: {e}");
+        }
+        text
+    }
+
+    /// Bytes moved in `direction`.
+    pub fn moved(&self, direction: &str) -> Counter {
+        self.bytes.get_or_create(&DirectionLabels { direction: direction.to_owned() }).clone()
+    }
+
+    /// Brings the counter of hand-offs ending in `outcome` up to `total`.
+    pub fn handoffs_up_to(&self, outcome: &str, total: u64) {
+        let counter = self.handoffs.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() });
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+
+    /// Records one plugin call.
+    pub fn plugin_call(&self, plugin: &str, kind: &str, outcome: &str, started: Instant) {
+        let labels = PluginLabels { plugin: plugin.to_owned(), kind: kind.to_owned(), outcome: outcome.to_owned() };
+        self.plugin_calls.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Middleware recording every request the node serves: REST requests by
+/// route, gRPC calls by method, and the bytes of uploads, downloads and
+/// copies received.
+pub async fn record(metrics: axum::extract::State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let grpc = request.headers().get("content-type").is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let path = request.uri().path().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let (uploaded, downloaded) = match (grpc, route.as_str()) {
+        (true, _) if path.ends_with("/Store") => (Some("replicated"), None),
+        (false, "/files/{name}") if method == axum::http::Method::PUT => (Some("uploaded"), None),
+        (false, "/upload" | "/upload/") => (Some("uploaded"), None),
+        (false, "/files/{name}" | "/download/{filename}") if method == axum::http::Method::GET => {
+            (None, Some("downloaded"))
+        }
+        _ => (None, None),
+    };
+    let request = match uploaded {
+        Some(direction) => request.map(|body| Body::new(Counted { inner: body, counter: metrics.moved(direction) })),
+        None => request,
+    };
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    if grpc {
+        metrics.rpc.get_or_create(&RpcLabels { method: path, status }).observe(elapsed);
+    } else {
+        metrics.http.get_or_create(&HttpLabels { method: method.to_string(), route, status }).observe(elapsed);
+    }
+    match downloaded {
+        Some(direction) if response.status().is_success() => {
+            let counter = metrics.moved(direction);
+            response.map(|body| Body::new(Counted { inner: body, counter }))
+        }
+        _ => response,
+    }
+}
+
+/// A body whose data bytes are counted as they pass.
+struct Counted {
+    inner: Body,
+    counter: Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_every_family_and_counts_what_was_recorded() {
+        let metrics = Metrics::new();
+        metrics.moved("uploaded").inc_by(42);
+        metrics.plugin_call("index.wasm", "index", "ok", Instant::now());
+        metrics.handoffs_up_to("applied", 3);
+        metrics.handoffs_up_to("applied", 5);
+        let text = metrics.render();
+        assert!(text.contains("ringshare_bytes_total{direction=\"uploaded\"} 42"), "{text}");
+        assert!(text.contains("ringshare_handoffs_total{outcome=\"applied\"} 5"), "{text}");
+        assert!(
+            text.contains("ringshare_plugin_call_seconds_count{plugin=\"index.wasm\",kind=\"index\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+}
