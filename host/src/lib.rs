@@ -11,6 +11,7 @@
 //!   any holder;
 //! - [`integrity`]: BLAKE3 hashes and outboards, verified block by block;
 //! - [`metrics`]: the node's Prometheus metrics;
+//! - [`trace`]: one request followed across nodes in the logs;
 //! - [`rpc`]: node-to-node gRPC (tonic): the ring and file transfer;
 //! - [`store`]: file names and the on-disk layout of a node's store;
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
@@ -38,6 +39,7 @@ pub mod rest;
 pub mod rpc;
 pub mod settings;
 pub mod store;
+pub mod trace;
 
 pub use config::{NodeConfig, PluginLimits};
 pub use node::{Node, run};

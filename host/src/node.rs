@@ -88,7 +88,8 @@ impl Node {
             network_json: Default::default(),
         };
         let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone())
-            .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record));
+            .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record))
+            .layer(axum::middleware::from_fn(crate::trace::follow));
         Ok(Self { app, ring, files, bridge })
     }
 }

@@ -69,6 +69,7 @@ impl Devnet {
             .args(["devnet", "--nodes", &nodes.to_string(), "--port", &port.to_string(), "--amqp", "none"])
             .arg("--plugins")
             .arg(plugins())
+            .env("RUST_LOG", "ringshare=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -373,4 +374,31 @@ fn the_menu_uploads_a_file_on_a_terminal() {
     assert!(screen.contains("Search and download") && screen.contains("stored note.txt: 13 bytes"), "{screen}");
     let listed = net.json(&["ls"], net.port);
     assert_eq!(listed[0]["name"], "note.txt", "{listed}");
+}
+
+/// One request followed across nodes: the trace id a request carries (or
+/// is given) shows in the log lines of every node that served a part of it.
+#[test]
+fn a_request_is_followed_across_nodes_in_the_logs() {
+    use std::io::{Read, Write};
+    let net = Devnet::start(2);
+    let mut socket = std::net::TcpStream::connect(net.node(0)).unwrap();
+    let request = "GET /files?scope=network&walk=true HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000cafef00d\r\nConnection: close\r\n\r\n";
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("x-ringshare-trace: 00000000cafef00d"), "{answer}");
+    // Both nodes logged their part (the other one: the listing it was asked for over gRPC).
+    net.until("the trace id never reached both logs", |d| {
+        (0..2).all(|i| {
+            let log = std::fs::read_to_string(d.path(&format!("data/node-{}.log", d.port + i))).unwrap_or_default();
+            log.lines().any(|l| l.contains("trace=00000000cafef00d") && l.contains("answered"))
+        })
+    });
+    let other = std::fs::read_to_string(net.path(&format!("data/node-{}.log", net.port + 1))).unwrap();
+    assert!(
+        other.lines().any(|l| l.contains("trace=00000000cafef00d") && l.contains("/ringshare.files.v1")),
+        "{other}"
+    );
 }

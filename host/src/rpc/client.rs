@@ -31,6 +31,7 @@ impl GrpcTransport {
     /// is shared with long file transfers, so the deadline is per call).
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        crate::trace::tag(&mut request);
         request.set_timeout(self.timeout);
         request
     }

@@ -60,6 +60,7 @@ impl GrpcPeers {
     /// A request that gives up after the call timeout.
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        crate::trace::tag(&mut request);
         request.set_timeout(self.call_timeout);
         request
     }

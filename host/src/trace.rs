@@ -1,0 +1,116 @@
+//! One request followed across nodes. Every request a node serves (REST or
+//! gRPC) runs in a `request` span carrying a trace id: the one the caller
+//! sent in `x-ringshare-trace` (gRPC metadata travels as HTTP/2 headers),
+//! or a new one. Calls to other nodes made while serving it carry the id,
+//! so each node's log lines for one request share it
+//! (`RUST_LOG=ringshare=debug`). REST answers send it back in the same
+//! header, for finding a request's lines afterwards.
+
+use std::fmt;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+/// The header (and gRPC metadata key) carrying the trace id.
+pub const HEADER: &str = "x-ringshare-trace";
+
+tokio::task_local! {
+    static CURRENT: TraceId;
+}
+
+/// A request's trace id: 64 random bits, written as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(u64);
+
+impl TraceId {
+    /// A new random id.
+    pub fn new() -> Self {
+        Self(rand::random())
+    }
+
+    /// Reads an id written by [`fmt::Display`].
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok().map(Self)).flatten()
+    }
+
+    /// The id of the request this task is serving, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|id| *id).ok()
+    }
+}
+
+impl Default for TraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Adds the current trace id, if any, to a call to another node.
+pub fn tag<T>(request: &mut tonic::Request<T>) {
+    if let Some(id) = TraceId::current()
+        && let Ok(value) = id.to_string().parse()
+    {
+        request.metadata_mut().insert(HEADER, value);
+    }
+}
+
+/// Middleware: serves each request in a span with its trace id, logs its
+/// answer at debug level, and sends the id back.
+pub async fn follow(request: Request, next: Next) -> Response {
+    let id = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).and_then(TraceId::parse).unwrap_or_default();
+    let span = tracing::debug_span!("request", trace = %id, method = %request.method(), path = %request.uri().path());
+    let answered = async move {
+        let started = std::time::Instant::now();
+        let response = next.run(request).await;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
+        response
+    };
+    let mut response = CURRENT.scope(id, answered.instrument(span)).await;
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_reads_back_as_written_and_nothing_else_does() {
+        let id = TraceId::new();
+        assert_eq!(TraceId::parse(&id.to_string()), Some(id));
+        assert_eq!(TraceId::parse("00000000000000ff"), Some(TraceId(255)));
+        assert_eq!(TraceId::parse("xyz"), None);
+        assert_eq!(TraceId::parse("0000000000000000ff"), None);
+    }
+
+    #[tokio::test]
+    async fn calls_made_while_serving_carry_the_id() {
+        let id = TraceId::new();
+        let tagged = CURRENT
+            .scope(id, async {
+                let mut request = tonic::Request::new(());
+                tag(&mut request);
+                request.metadata().get(HEADER).map(|v| v.to_str().unwrap().to_owned())
+            })
+            .await;
+        assert_eq!(tagged, Some(id.to_string()));
+        let mut outside = tonic::Request::new(());
+        tag(&mut outside);
+        assert!(outside.metadata().get(HEADER).is_none());
+    }
+}
