@@ -6,7 +6,7 @@
 #               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
 #               plugins swapped every 100 ms under load,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
-.PHONY: run test bench plugins setup broker
+.PHONY: run test bench plugins setup broker browser
 
 CARGO ?= cargo
 PORT ?= 8080
@@ -22,11 +22,14 @@ plugins: setup
 broker:
 	@scripts/broker.sh
 
+browser:
+	@scripts/browser.sh
+
 run: plugins broker
 	$(CARGO) build --release -p ringshare
 	target/release/ringshare devnet --nodes $(NODES) --port $(PORT) --data $(DATA) --plugins target/plugins/default
 
-test: plugins broker
+test: plugins broker browser
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: plugins broker

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/files", get(files::list))
         .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
+        .route("/", get(page))
         .route("/plugins", get(plugins))
         .route("/metrics", get(metrics))
         .route("/x/{*path}", axum::routing::any(http_plugin))
@@ -119,6 +120,22 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 /// refused, with reasons.
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses())
+}
+
+/// `GET /`: the live picture of the ring, one page embedded in the binary
+/// (inline script and style; everything it shows comes from this node's API).
+async fn page() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ),
+    ];
+    axum::response::IntoResponse::into_response((headers, include_str!("page.html")))
 }
 
 /// `GET /metrics`: the node's metrics in the OpenMetrics text format, with

@@ -1,0 +1,169 @@
+//! The live picture of the ring (`GET /`) in a real headless browser:
+//! Debian's Chromium driven through WebDriver (chromedriver, fantoccini),
+//! against five real nodes with a real broker (live events). The page draws
+//! the five nodes, takes an upload (which then shows on the circle and
+//! downloads byte-identical from the page), deletes a file, and greys a
+//! node that was killed. `make test` installs chromium and chromium-driver.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use ringshare_tests::{NodeSetup, TestNode, Vhost, eventually, pattern, wait_converged};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Self {
+        for tool in [CHROMIUM, CHROMEDRIVER] {
+            assert!(Path::new(tool).exists(), "{tool} is missing: `make test` installs chromium and chromium-driver");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(CHROMEDRIVER)
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        // Ready once it says so.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.by_ref().take(20).map_while(Result::ok).any(|l| l.contains("started successfully"));
+        assert!(ready, "chromedriver did not start");
+        std::thread::spawn(move || for _ in lines {});
+        Driver { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    async fn browser(&self, profile: &Path) -> Client {
+        let options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+            ],
+        });
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn count(browser: &Client, css: &str) -> usize {
+    browser.find_all(Locator::Css(css)).await.map_or(0, |found| found.len())
+}
+
+/// Polls until `css` matches `want` elements (30 s at most).
+async fn until_count(browser: &Client, css: &str, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = count(browser, css).await;
+        if found == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css}: {found} elements, want {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_page_draws_the_ring_uploads_downloads_deletes_and_greys_a_dead_node() {
+    let vhost = Vhost::new();
+    let setup = || NodeSetup { amqp: Some(vhost.url()), ..NodeSetup::default() };
+    let mut nodes: Vec<TestNode> = vec![setup().start().await];
+    for _ in 1..5 {
+        let join = Some(nodes[0].addr.clone());
+        nodes.push(NodeSetup { join, ..setup() }.start().await);
+    }
+    wait_converged(&nodes).await;
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path()).await;
+    browser.goto(&nodes[0].at("/")).await.unwrap();
+    until_count(&browser, "circle.node", 5).await;
+    until_count(&browser, "circle.node[data-alive=\"true\"]", 5).await;
+    for node in &nodes {
+        let css = format!("circle.node[data-addr=\"{}\"]", node.addr);
+        assert_eq!(count(&browser, &css).await, 1, "{} is drawn", node.addr);
+    }
+
+    // An upload through the page: it shows on the circle and in the table.
+    let data = pattern(11, 300_000);
+    let upload = profile.path().join("from-the-page.bin");
+    std::fs::write(&upload, &data).unwrap();
+    let input = browser.find(Locator::Css("#upload-file")).await.unwrap();
+    input.send_keys(&upload.display().to_string()).await.unwrap();
+    browser.find(Locator::Css("#upload-button")).await.unwrap().click().await.unwrap();
+    until_count(&browser, "g.file[data-name=\"from-the-page.bin\"]", 1).await;
+    until_count(&browser, "tr[data-name=\"from-the-page.bin\"]", 1).await;
+    let stored = reqwest::get(nodes[2].at("/files/from-the-page.bin")).await.unwrap().bytes().await.unwrap();
+    assert!(stored == data, "the page uploaded the file byte for byte");
+
+    // Downloaded by the page itself, through its own link: the same bytes.
+    let script = r#"
+        const [css, done] = arguments;
+        const link = document.querySelector(css);
+        fetch(link.href).then(r => r.arrayBuffer()).then(b => crypto.subtle.digest('SHA-256', b))
+          .then(h => done(Array.from(new Uint8Array(h)).map(x => x.toString(16).padStart(2, '0')).join('')))
+          .catch(e => done('failed: ' + e));
+    "#;
+    let link = json!("tr[data-name=\"from-the-page.bin\"] a.download");
+    let digest = browser.execute_async(script, vec![link]).await.unwrap();
+    assert_eq!(digest, Value::String(hex(&sha2::Sha256::digest(&data))), "the page downloads it byte-identical");
+
+    // Deleted from the page: gone from the circle and from the network.
+    let delete = browser.find(Locator::Css("tr[data-name=\"from-the-page.bin\"] button.delete")).await.unwrap();
+    delete.click().await.unwrap();
+    if count(&browser, "tr[data-name=\"from-the-page.bin\"] button.delete").await == 1 {
+        // A two-click "sure?" button.
+        let again = browser.find(Locator::Css("tr[data-name=\"from-the-page.bin\"] button.delete")).await.unwrap();
+        let _ = again.click().await;
+    }
+    until_count(&browser, "g.file[data-name=\"from-the-page.bin\"]", 0).await;
+    eventually("the page's delete never reached the network", || async {
+        let status = reqwest::get(nodes[1].at("/files/from-the-page.bin")).await.map_err(|e| e.to_string())?.status();
+        if status == reqwest::StatusCode::NOT_FOUND { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
+
+    // A node killed turns grey within a few seconds.
+    let dead = nodes.remove(3);
+    let dead_css = format!("circle.node[data-addr=\"{}\"][data-alive=\"false\"]", dead.addr);
+    let killed = Instant::now();
+    dead.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&browser, &dead_css).await != 1 {
+        let still = count(&browser, &format!("circle.node[data-addr=\"{}\"]", nodes[0].addr)).await;
+        assert!(Instant::now() < deadline && still == 1, "the killed node never turned grey");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the killed node turned grey {:?} after the kill", killed.elapsed());
+    assert_eq!(count(&browser, "circle.node[data-alive=\"true\"]").await, 4);
+    browser.close().await.unwrap();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
