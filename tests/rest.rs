@@ -423,3 +423,61 @@ async fn a_plugin_stopped_by_its_deadline_is_counted_as_a_timeout() {
     let errors = ["route=\"/files\"", "status=\"500\""];
     assert_eq!(sample(&text, "ringshare_http_request_seconds_count", &errors), 1.0, "{text}");
 }
+
+/// `GET /openapi.json` is an OpenAPI 3 document, and its operations are
+/// exactly what the router serves: each documented one is answered by a
+/// route (not the "no such route" fallback), every other method on a
+/// documented path is 405, and paths outside it are not routes.
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let node = TestNode::start().await;
+    let http = client();
+    let doc: Value = http.get(node.at("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert!(doc["info"]["title"].is_string() && doc["components"]["schemas"]["Error"].is_object(), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let fallback =
+        |status: StatusCode, body: &Value| status == StatusCode::NOT_FOUND && body["error"] == "no such route";
+    let mut operations = 0;
+    for (path, ops) in paths {
+        let concrete =
+            path.replace("{route}", "no-such-plugin").replace("{path}", "deeper/path").replace(['{', '}'], "");
+        let documented: Vec<String> = ops.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            let request = http.request(method.parse().unwrap(), node.at(&concrete));
+            let answer = request.send().await.unwrap();
+            let status = answer.status();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            if documented.iter().any(|m| m == method) {
+                operations += 1;
+                assert!(!fallback(status, &body), "{method} {path} is documented but not routed");
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not routed");
+                for code in ops[method.to_lowercase()]["responses"].as_object().unwrap().keys() {
+                    assert!(code.parse::<u16>().is_ok(), "{method} {path}: response {code}");
+                }
+            } else if !path.starts_with("/x/") {
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is served but not documented");
+            }
+        }
+    }
+    assert!(operations >= 22, "{operations} operations documented");
+    for path in ["/nope", "/files/a/b", "/ring/x", "/openapi.yaml"] {
+        let answer = http.get(node.at(path)).send().await.unwrap();
+        let status = answer.status();
+        assert!(fallback(status, &answer.json().await.unwrap()), "{path} is routed but not documented");
+    }
+    // Every documented error answer is the error object.
+    let errors = paths.values().flat_map(|ops| ops.as_object().unwrap().values()).flat_map(|op| {
+        op["responses"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(code, _)| code.starts_with('4') || code.starts_with('5'))
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>()
+    });
+    for response in errors {
+        let schema = &response["content"]["application/json"]["schema"]["$ref"];
+        assert_eq!(schema, "#/components/schemas/Error", "{response}");
+    }
+}

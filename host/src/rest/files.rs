@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::api::Error;
 use super::range::{self, Selection};
 use super::{ApiError, AppState};
 use crate::files::{Deleted, NetworkEntry, Stored};
@@ -16,7 +17,8 @@ use crate::plugins::FileEntry;
 use crate::store::FileName;
 
 /// A file as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Entry)]
 pub struct EntryJson {
     name: String,
     size: u64,
@@ -66,6 +68,7 @@ enum Scope {
 /// `GET /files[?scope=local|network][&walk=true]`: this node's files, or
 /// every node's merged by name with their holders (from the live index when
 /// the node keeps one; `walk=true` asks every node instead).
+#[utoipa::path(get, path = "/files", tag = "files", params(("scope" = Option<String>, Query, description = "`local` (default) or `network`"), ("walk" = Option<bool>, Query, description = "with scope=network: ask every node now")), responses((status = 200, description = "the files, each with its holders for scope=network", body = [EntryJson]), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -100,6 +103,7 @@ pub struct SearchQuery {
 
 /// `GET /search?q=PREFIX`: files anywhere in the network whose name starts
 /// with the prefix.
+#[utoipa::path(get, path = "/search", tag = "files", params(("q" = String, Query, description = "the start of the names")), responses((status = 200, description = "files anywhere whose name starts with q", body = [EntryJson]), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn search(
     State(app): State<AppState>,
     query: Result<Query<SearchQuery>, QueryRejection>,
@@ -121,6 +125,7 @@ pub struct UploadQuery {
 /// `PUT /files/{name}[?overwrite=true]`: streams the body to the node
 /// responsible for the name, which stores it and copies it to its
 /// successors; answers once a write quorum holds it.
+#[utoipa::path(put, path = "/files/{name}", tag = "files", params(("name" = String, Path, description = "one plain name"), ("overwrite" = Option<bool>, Query, description = "replace a file of that name")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file, streamed"), responses((status = 201, description = "stored: k copies durable", body = EntryJson), (status = 409, description = "exists (without overwrite)", body = Error), (status = 413, description = "over the node's upload limit", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn upload(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -148,6 +153,7 @@ pub async fn upload(
 /// tombstones so that a holder that was away does not bring it back;
 /// answers once a write quorum recorded the deletion. `404` when no holder
 /// had it (the deletion is recorded all the same).
+#[utoipa::path(delete, path = "/files/{name}", tag = "files", params(("name" = String, Path, description = "one plain name")), responses((status = 200, description = "deleted once a write quorum recorded it: {name, existed, deleted_ns, holders}", body = serde_json::Value), (status = 404, description = "no holder had it", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn delete(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -162,6 +168,7 @@ pub async fn delete(
 
 /// `GET|HEAD /files/{name}` (and the legacy `/download/{filename}`): streams
 /// the file from a holder, honouring `Range`, `If-None-Match` and `If-Range`.
+#[utoipa::path(get, path = "/files/{name}", tag = "files", description = "Also HEAD. Honours Range, If-None-Match (ETag = BLAKE3) and If-Range.", params(("name" = String, Path, description = "one plain name")), responses((status = 200, description = "the file, streamed and checked block by block", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "the range asked"), (status = 304, description = "not modified"), (status = 404, description = "no such file", body = Error), (status = 416, description = "a range outside the file", body = Error), (status = 502, description = "a holder failed or sent damaged bytes", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn download(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,

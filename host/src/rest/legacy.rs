@@ -11,6 +11,7 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use super::api::Error;
 use super::{ApiError, AppState};
 use crate::chord::{NodeRef, WALK_LIMIT};
 use crate::files::Delivery;
@@ -29,6 +30,7 @@ pub struct IndexEntry {
 }
 
 /// `GET /index` → `{"files":[{"filename","path"}]}`.
+#[utoipa::path(get, path = "/index", tag = "legacy", responses((status = 200, description = "{files: [{filename, path}]}", body = serde_json::Value), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn index(State(app): State<AppState>) -> Result<Json<IndexJson>, ApiError> {
     let mut files: Vec<IndexEntry> = app
         .plugins
@@ -62,6 +64,7 @@ pub struct UploadJson {
 /// that node does not answer, the file is stored on the ring all the same
 /// and, if that node is (or would be) one of its holders, a hand-off is
 /// kept for it (`queued`), which it takes when it is back.
+#[utoipa::path(post, path = "/upload/", tag = "legacy", request_body(content = serde_json::Value, content_type = "multipart/form-data", description = "fields `node_address` (optional, first) and `file`"), responses((status = 200, description = "{filename, message, size, blake3, delivery}", body = serde_json::Value), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn upload(
     State(app): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -157,6 +160,7 @@ pub struct AllNodesJson {
 
 /// `GET /all_nodes` → `{"all_nodes":[...],"active_nodes":[...]}`: every
 /// node met walking the ring, and those of them that answer.
+#[utoipa::path(get, path = "/all_nodes", tag = "legacy", responses((status = 200, description = "{all_nodes, active_nodes}", body = serde_json::Value)))]
 pub async fn all_nodes(State(app): State<AppState>) -> Json<AllNodesJson> {
     let nodes = app.ring.walk(WALK_LIMIT).await;
     let active_nodes = active(&nodes);
@@ -169,6 +173,7 @@ pub struct ActiveNodesJson {
 }
 
 /// `GET /active_nodes` → `{"active_nodes":[...]}`.
+#[utoipa::path(get, path = "/active_nodes", tag = "legacy", responses((status = 200, description = "{active_nodes}", body = serde_json::Value)))]
 pub async fn active_nodes(State(app): State<AppState>) -> Json<ActiveNodesJson> {
     Json(ActiveNodesJson { active_nodes: active(&app.ring.walk(WALK_LIMIT).await) })
 }
@@ -186,6 +191,7 @@ pub struct SearchJson {
 
 /// `GET /search/{filename}` → `{"node_address","filename"}`: a node that
 /// serves the file (this one when it holds it); `404` when none does.
+#[utoipa::path(get, path = "/search/{filename}", tag = "legacy", params(("filename" = String, Path)), responses((status = 200, description = "{node_address, filename}", body = serde_json::Value), (status = 404, description = "no node serves it", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn search(
     State(app): State<AppState>,
     filename: Result<Path<String>, PathRejection>,
@@ -208,4 +214,24 @@ mod tests {
             assert!(parse_node_address(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `POST /upload`: the same as `POST /upload/`.
+#[utoipa::path(post, path = "/upload", tag = "legacy", request_body(content = serde_json::Value, content_type = "multipart/form-data"), responses((status = 200, description = "as POST /upload/", body = serde_json::Value), (status = 400, description = "a bad form", body = Error)))]
+pub async fn upload_without_slash(
+    state: State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
+    upload(state, multipart).await
+}
+
+/// `GET|HEAD /download/{filename}`: the same as `GET /files/{name}`.
+#[utoipa::path(get, path = "/download/{filename}", tag = "legacy", params(("filename" = String, Path)), responses((status = 200, description = "the file", body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, description = "no such file", body = Error)))]
+pub async fn download(
+    state: State<AppState>,
+    name: Result<axum::extract::Path<String>, PathRejection>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    super::files::download(state, name, method, headers).await
 }

@@ -6,6 +6,7 @@
 //! - `ring`: `GET /ring`, `GET /lookup/{name}`, `GET /nodes`;
 //! - `error`: the one place errors become `{"error","code"}` responses.
 
+mod api;
 mod error;
 mod files;
 mod legacy;
@@ -25,6 +26,7 @@ use crate::files::Files;
 use crate::mom::Bridge;
 use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
+use api::Error;
 
 pub use error::ApiError;
 
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page))
         .route("/plugins", get(plugins))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(api::openapi_json))
         .route("/x/{*path}", axum::routing::any(http_plugin))
         .route("/ring", get(ring::ring))
         .route("/bridge", get(bridge))
@@ -86,9 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes", get(ring::nodes))
         .route("/search", get(files::search))
         .route("/index", get(legacy::index))
-        .route("/upload", axum::routing::post(legacy::upload))
+        .route("/upload", axum::routing::post(legacy::upload_without_slash))
         .route("/upload/", axum::routing::post(legacy::upload))
-        .route("/download/{filename}", get(files::download))
+        .route("/download/{filename}", get(legacy::download))
         .route("/all_nodes", get(legacy::all_nodes))
         .route("/active_nodes", get(legacy::active_nodes))
         .route("/search/{filename}", get(legacy::search))
@@ -118,12 +121,14 @@ async fn close_after_refused_upload(request: axum::extract::Request, next: axum:
 
 /// `GET /plugins`: what was loaded from the plugins folder and what was
 /// refused, with reasons.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, description = "each file of the plugins folder: kind, loaded, version, calls, grant, refusal", body = serde_json::Value)))]
 async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginStatus>> {
     Json(app.plugins.statuses())
 }
 
 /// `GET /`: the live picture of the ring, one page embedded in the binary
 /// (inline script and style; everything it shows comes from this node's API).
+#[utoipa::path(get, path = "/", tag = "node", responses((status = 200, description = "the live ring page", content_type = "text/html")))]
 async fn page() -> Response {
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
@@ -140,6 +145,7 @@ async fn page() -> Response {
 
 /// `GET /metrics`: the node's metrics in the OpenMetrics text format, with
 /// the ring's size and the bridge's state read now.
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(app): State<AppState>) -> Response {
     let m = &app.metrics;
     m.ring_nodes.set(app.ring.known_nodes() as i64);
@@ -165,6 +171,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 /// `/x/{route}/...`: served by the HTTP plugin mounted at that route (the
 /// whole path and query go to the plugin); `404 no-route` when none is.
+#[utoipa::path(get, path = "/x/{route}/{path}", tag = "plugins", description = "Any method: the request goes to the HTTP plugin mounted at /x/{route}/ (whole path and query).", params(("route" = String, Path), ("path" = String, Path, description = "the rest of the path, any depth")), responses((status = 200, description = "whatever the plugin answers"), (status = 404, description = "no plugin serves that route", body = Error), (status = 500, description = "the plugin failed or ran past its deadline", body = Error), (status = 503, description = "every turn for HTTP plugins is taken", body = Error)))]
 async fn http_plugin(State(app): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
     let path = request.uri().path().strip_prefix("/x/").unwrap_or_default();
     let route = path.split('/').next().unwrap_or_default().to_owned();
@@ -177,6 +184,7 @@ async fn http_plugin(State(app): State<AppState>, request: axum::extract::Reques
 /// `GET /events`: the ring and file events this node hears, as
 /// Server-Sent Events (`event:` the kind, `id:` the event id, `data:` the
 /// event as JSON), from now on; `503 no-broker` without a broker.
+#[utoipa::path(get, path = "/events", tag = "node", responses((status = 200, description = "Server-Sent Events: node.joined|left|suspected, file.stored|deleted", content_type = "text/event-stream"), (status = 503, description = "no broker", body = Error)))]
 async fn events(
     State(app): State<AppState>,
 ) -> Result<
@@ -211,6 +219,7 @@ async fn events(
 
 /// `GET /bridge`: the RabbitMQ bridge's connection, outbox and counters
 /// (`{"enabled": false}` for a node running without a broker).
+#[utoipa::path(get, path = "/bridge", tag = "node", responses((status = 200, description = "the RabbitMQ bridge: connected, outbox, counters", body = serde_json::Value)))]
 async fn bridge(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(match &app.bridge {
         Some(bridge) => {

@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use super::api::Error;
 use super::{ApiError, AppState};
 use crate::chord::{Id, NodeRef, RingError, WALK_LIMIT};
 use crate::store::FileName;
@@ -29,6 +30,7 @@ pub struct FingerJson {
 }
 
 /// `GET /ring`: this node's id, predecessor, successor list and fingers.
+#[utoipa::path(get, path = "/ring", tag = "ring", responses((status = 200, description = "{joined, id, addr, predecessor, successors, fingers}", body = serde_json::Value)))]
 pub async fn ring(State(app): State<AppState>) -> Json<RingJson> {
     let table = app.ring.snapshot();
     let me = table.me().clone();
@@ -59,6 +61,7 @@ pub struct LookupJson {
 }
 
 /// `GET /lookup/{name}`: the node responsible for a file name.
+#[utoipa::path(get, path = "/lookup/{name}", tag = "ring", params(("name" = String, Path)), responses((status = 200, description = "{name, key, node, hops, holders}", body = serde_json::Value), (status = 400, description = "a bad name", body = Error), (status = 503, description = "the ring is not joined", body = Error)))]
 pub async fn lookup(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -78,6 +81,7 @@ pub struct NodeJson {
 }
 
 /// `GET /nodes`: every node met walking the ring from here, by id.
+#[utoipa::path(get, path = "/nodes", tag = "ring", responses((status = 200, description = "[{id, addr, alive}] met walking the ring", body = serde_json::Value)))]
 pub async fn nodes(State(app): State<AppState>) -> Json<Vec<NodeJson>> {
     let nodes = app.ring.walk(WALK_LIMIT).await;
     Json(nodes.into_iter().map(|(n, alive)| NodeJson { id: n.id, addr: n.addr, alive }).collect())

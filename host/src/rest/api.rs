@@ -1,0 +1,63 @@
+//! `GET /openapi.json`: the REST API as an OpenAPI 3 document, generated
+//! (utoipa) from the annotations on the route handlers, errors included.
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::{OpenApi, ToSchema};
+
+use super::{files, legacy, ring};
+
+/// An error answer: `{"error": "...", "code": "..."}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Error {
+    /// What went wrong, in words.
+    error: String,
+    /// A stable machine-readable code (`not-found`, `plugin-timeout`, ...).
+    code: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ringshare node",
+        description = "One node of a ringshare network: files stored on a Chord ring through WebAssembly plugins."
+    ),
+    paths(
+        files::list,
+        files::search,
+        files::upload,
+        files::download,
+        files::delete,
+        ring::ring,
+        ring::lookup,
+        ring::nodes,
+        legacy::index,
+        legacy::upload,
+        legacy::upload_without_slash,
+        legacy::download,
+        legacy::all_nodes,
+        legacy::active_nodes,
+        legacy::search,
+        super::page,
+        super::plugins,
+        super::metrics,
+        super::http_plugin,
+        super::events,
+        super::bridge,
+        openapi_json,
+    ),
+    components(schemas(Error, files::EntryJson))
+)]
+struct ApiDoc;
+
+/// The document, written once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+
+#[utoipa::path(get, path = "/openapi.json", tag = "node", responses((status = 200, description = "this document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], DOCUMENT.as_str()).into_response()
+}
