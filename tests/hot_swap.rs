@@ -1,7 +1,7 @@
 //! Plugins swapped under a running node: a replacement serves the calls that
 //! start after it while running ones finish on the version they started
 //! with; a broken replacement leaves the old version serving; a removed
-//! plugin's routes answer 503 once nothing runs on it; a half-written file
+//! plugin's routes answer 503 to new calls while running ones finish; a half-written file
 //! is not loaded; a manifest gets the smaller of what it asks and what is
 //! allowed.
 
@@ -36,12 +36,8 @@ fn another_version(component: &Path, label: &str) -> Vec<u8> {
     bytes
 }
 
-/// Writes `bytes` as `file` in the folder the way deployments do: a temp
-/// file renamed over the old one.
 fn replace(node: &TestNode, file: &str, bytes: &[u8]) {
-    let temp = folder(node).join(format!(".{file}.part"));
-    std::fs::write(&temp, bytes).unwrap();
-    std::fs::rename(&temp, folder(node).join(file)).unwrap();
+    ringshare_tests::drop_plugin(node, file, bytes);
 }
 
 async fn wait_serving(node: &TestNode, file: &str, version: &str) {
@@ -259,8 +255,13 @@ async fn a_new_index_version_answers_listings_from_its_first_swap() {
         }
     };
     assert_eq!(listed(&node).await, ["kept"]);
-    // Another index plugin under the same name: it lists what its sandbox let it see.
-    replace(&node, "index.wasm", &std::fs::read(plugin("testdata/escape")).unwrap());
+    // Another index plugin under the same name: it lists what its sandbox
+    // let it see, and it listed before it served (one call, no request yet).
+    let escape = std::fs::read(plugin("testdata/escape")).unwrap();
+    replace(&node, "index.wasm", &escape);
+    wait_serving(&node, "index.wasm", &blake3_hex(&escape)).await;
+    let serving = status(&node, "index.wasm").await.unwrap();
+    assert_eq!(serving["calls"], 1, "the new version listed the store before serving: {serving}");
     eventually("the new index version never answered", || async {
         let names = listed(&node).await;
         if names.iter().any(|n| n == "absolute-etc-passwd=denied") { Ok(()) } else { Err(format!("{names:?}")) }

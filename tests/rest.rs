@@ -409,19 +409,25 @@ async fn metrics_move_with_requests_plugin_calls_lookups_and_copies() {
     }
 }
 
-#[tokio::test]
-async fn a_plugin_stopped_by_its_deadline_is_counted_as_a_timeout() {
-    let node = NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"]).start().await;
-    let failed = client().get(node.at("/files")).send().await.unwrap();
-    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// Requests that miss the listing together share one attempt, a failed one
+/// too: four listings through a plugin that never answers cost one deadline,
+/// and the metrics count one timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_share_one_failed_listing_and_the_timeout_is_counted() {
+    let setup = NodeSetup {
+        repair_every: std::time::Duration::from_secs(3600),
+        repair_on_departure: false,
+        ..NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"])
+    };
+    let node = setup.start().await;
+    let asks = (0..4).map(|_| async { client().get(node.at("/files")).send().await.unwrap().status() });
+    let statuses = futures_util::future::join_all(asks).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR), "{statuses:?}");
     let text = metrics(&node).await;
-    assert_eq!(
-        sample(&text, "ringshare_plugin_call_seconds_count", &["plugin=\"spin.wasm\"", "outcome=\"timeout\""]),
-        1.0,
-        "{text}"
-    );
+    let timeouts = ["plugin=\"spin.wasm\"", "outcome=\"timeout\""];
+    assert_eq!(sample(&text, "ringshare_plugin_call_seconds_count", &timeouts), 1.0, "{text}");
     let errors = ["route=\"/files\"", "status=\"500\""];
-    assert_eq!(sample(&text, "ringshare_http_request_seconds_count", &errors), 1.0, "{text}");
+    assert_eq!(sample(&text, "ringshare_http_request_seconds_count", &errors), 4.0, "{text}");
 }
 
 /// `GET /openapi.json` is an OpenAPI 3 document, and its operations are
@@ -480,4 +486,27 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
         let schema = &response["content"]["application/json"]["schema"]["$ref"];
         assert_eq!(schema, "#/components/schemas/Error", "{response}");
     }
+}
+
+/// A browser page from elsewhere (or an HTTP plugin's sandboxed page, whose
+/// origin is `null`) cannot write through a visitor's browser; the node's
+/// own page and clients that are not browsers can.
+#[tokio::test]
+async fn writes_from_another_origin_are_refused() {
+    let node = TestNode::start().await;
+    let http = client();
+    for origin in ["null", "http://evil.example", "http://127.0.0.1:1"] {
+        let put = http.put(node.at("/files/csrf")).header("origin", origin).body("x").send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::FORBIDDEN, "{origin}");
+        let body: Value = put.json().await.unwrap();
+        assert_eq!(body["code"], "cross-origin");
+        let delete = http.delete(node.at("/files/csrf")).header("origin", origin).send().await.unwrap();
+        assert_eq!(delete.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    assert_eq!(http.get(node.at("/files/csrf")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let own = format!("http://{}", node.addr);
+    let put = http.put(node.at("/files/csrf")).header("origin", own).body("x").send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let reads = http.get(node.at("/files/csrf")).header("origin", "null").send().await.unwrap();
+    assert_eq!(reads.status(), StatusCode::OK, "reads are not writes");
 }

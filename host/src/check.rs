@@ -107,6 +107,7 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
     let Some((_dir, host)) = report.outcome("loads into a node", load(file, &name, kind, companions).await) else {
         return report;
     };
+    let name = Path::new(&name).with_extension("wasm").to_string_lossy().into_owned();
     let status = host.statuses().into_iter().find(|s| s.file == name);
     match status {
         Some(s) if s.loaded => {
@@ -194,10 +195,12 @@ async fn load(
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).map_err(|e| e.to_string())?;
-    std::fs::copy(file, plugins.join(name)).map_err(|e| e.to_string())?;
+    // A node reads `*.wasm` only: the component goes in under that name.
+    let as_loaded = Path::new(name).with_extension("wasm");
+    std::fs::copy(file, plugins.join(&as_loaded)).map_err(|e| e.to_string())?;
     let manifest = file.with_extension("toml");
     if manifest.is_file() {
-        let target = plugins.join(name).with_extension("toml");
+        let target = plugins.join(&as_loaded).with_extension("toml");
         std::fs::copy(&manifest, target).map_err(|e| e.to_string())?;
     }
     for other in PluginKind::ALL.into_iter().filter(|k| *k != kind) {

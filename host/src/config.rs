@@ -59,6 +59,13 @@ pub struct NodeConfig {
 
 /// The broker a node talks to unless told otherwise.
 pub const DEFAULT_AMQP: &str = "amqp://127.0.0.1:5672/%2f";
+/// Where a node listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// A node's store unless told otherwise.
+pub const DEFAULT_DATA: &str = "data";
+/// A node's plugins folder unless told otherwise (where the build puts the
+/// default plugins, from a checkout's root).
+pub const DEFAULT_PLUGINS: &str = "target/plugins/default";
 
 /// Limits on each plugin call.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +88,13 @@ pub struct PluginLimits {
 impl Default for PluginLimits {
     fn default() -> Self {
         Self { call_timeout: Duration::from_secs(30), memory_bytes: 64 << 20, chunk_bytes: 256 << 10, pooling: false }
+    }
+}
+
+impl Default for NodeConfig {
+    /// The documented defaults, with the default folders.
+    fn default() -> Self {
+        Self::new(DEFAULT_DATA, DEFAULT_PLUGINS)
     }
 }
 

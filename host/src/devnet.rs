@@ -23,14 +23,16 @@ pub struct DevnetSettings {
     #[arg(long, env = "RINGSHARE_DEVNET_PORT", default_value_t = 8080)]
     pub port: u16,
     /// The folder holding every node's store (`node-PORT/`) and log (`node-PORT.log`).
-    #[arg(long, env = "RINGSHARE_DEVNET_DATA", default_value = "data")]
+    #[arg(long, env = "RINGSHARE_DEVNET_DATA", default_value = crate::config::DEFAULT_DATA)]
     pub data: PathBuf,
-    /// Folder of plugin components every node loads.
-    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
-    pub plugins: PathBuf,
-    /// The RabbitMQ broker of every node, or `none`.
-    #[arg(long, env = "RINGSHARE_AMQP", default_value = crate::config::DEFAULT_AMQP)]
-    pub amqp: String,
+    /// Folder of plugin components every node loads (default: the nodes'
+    /// own setting, `[node] plugins` or its default).
+    #[arg(long, env = "RINGSHARE_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// The RabbitMQ broker of every node, or `none` (default: the nodes'
+    /// own setting, `[node] amqp` or its default).
+    #[arg(long, env = "RINGSHARE_AMQP")]
+    pub amqp: Option<String>,
 }
 
 /// A node of the devnet.
@@ -52,19 +54,27 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
     std::fs::create_dir_all(&settings.data)?;
     let data = std::fs::canonicalize(&settings.data)?;
     let exe = std::env::current_exe()?;
-    if settings.amqp != "none" && !broker_answers(&settings.amqp).await {
+    let amqp = settings.amqp.as_deref().unwrap_or(crate::config::DEFAULT_AMQP);
+    if amqp != "none" && !broker_answers(amqp).await {
         eprintln!(
-            "devnet: RabbitMQ does not answer at {}; the nodes run and connect when it does \
-             (scripts/broker.sh starts one; --amqp none runs without)",
-            settings.amqp
+            "devnet: RabbitMQ does not answer at {amqp}; the nodes run and connect when it does \
+             (scripts/broker.sh starts one; --amqp none runs without)"
         );
     }
+    // Ctrl-C from the start: nodes already started are stopped, not left behind.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut running: Vec<Running> = Vec::new();
     let first = format!("127.0.0.1:{}", settings.port);
     for i in 0..settings.nodes {
         let port = settings.port + i;
         let join = (i > 0).then(|| first.clone());
-        match start(&exe, &settings, &data, port, join, config.as_deref()).await {
+        let started = tokio::select! {
+            started = start(&exe, &settings, &data, port, join, config.as_deref()) => started,
+            _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+            _ = terminate.recv() => Err(anyhow::anyhow!("stopped while starting")),
+        };
+        match started {
             Ok(child) => running.push(Running { port, child }),
             Err(e) => {
                 stop(&mut running).await;
@@ -72,7 +82,8 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
             }
         }
     }
-    println!("ringshare devnet: {} nodes with the plugins of {}", running.len(), settings.plugins.display());
+    let plugins = settings.plugins.as_ref().map_or_else(|| "their plugins folder".into(), |p| p.display().to_string());
+    println!("ringshare devnet: {} nodes with the plugins of {plugins}", running.len());
     for node in &running {
         let pid = node.child.id().unwrap_or(0);
         println!(
@@ -83,8 +94,6 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
     }
     println!("Ctrl-C stops them all; a node killed on its own (kill PID) leaves the others running.");
 
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
@@ -127,11 +136,17 @@ async fn start(
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data")
-        .arg(data.join(format!("node-{port}")))
-        .arg("--plugins")
-        .arg(&settings.plugins)
-        .arg("--amqp")
-        .arg(&settings.amqp);
+        .arg(data.join(format!("node-{port}")));
+    if let Some(plugins) = &settings.plugins {
+        command.arg("--plugins").arg(plugins);
+    }
+    if let Some(amqp) = &settings.amqp {
+        command.arg("--amqp").arg(amqp);
+    }
+    // What is each node's own is set here, not inherited.
+    for own in ["RINGSHARE_LISTEN", "RINGSHARE_ADVERTISE", "RINGSHARE_JOIN", "RINGSHARE_DATA"] {
+        command.env_remove(own);
+    }
     if let Some(join) = join {
         command.arg("--join").arg(join);
     }

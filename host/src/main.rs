@@ -153,7 +153,7 @@ enum PluginCommand {
         file: PathBuf,
         /// Where the default plugins are, to pair the checked one with for
         /// the steps its kind does not do.
-        #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
+        #[arg(long, env = "RINGSHARE_PLUGINS", default_value = ringshare::config::DEFAULT_PLUGINS)]
         plugins: PathBuf,
     },
 }
@@ -272,7 +272,7 @@ fn finish(outcome: Result<String, ClientError>) -> ExitCode {
 
 async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -> Result<String, ClientError> {
     let client = |to: &Target| -> Result<Client, ClientError> {
-        let settings = file.layer("client", &to.settings, matches).map_err(ClientError::Invalid)?;
+        let settings = file.layer("client", &to.settings, matches).map_err(ClientError::Usage)?;
         Client::new(&settings.node, to.json)
     };
     match command {
@@ -288,7 +288,7 @@ async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -
         Command::Events { to } => {
             let client = client(&to)?;
             tokio::select! {
-                outcome = client.events(|line| println!("{line}")) => outcome.map(|()| String::new()),
+                ended = client.events(|line| println!("{line}")) => Err(ended),
                 _ = tokio::signal::ctrl_c() => Ok(String::new()),
             }
         }

@@ -115,6 +115,8 @@ pub struct Metrics {
     pub handoffs: Family<OutcomeLabels, Counter>,
     /// Distinct nodes in the routing table; set when scraped.
     pub ring_nodes: Gauge,
+    /// Held while the hand-off counters are brought up to date.
+    scraping: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -153,6 +155,7 @@ impl Metrics {
             outbox,
             handoffs,
             ring_nodes,
+            scraping: std::sync::Mutex::new(()),
         })
     }
 
@@ -172,6 +175,7 @@ impl Metrics {
 
     /// Brings the counter of hand-offs ending in `outcome` up to `total`.
     pub fn handoffs_up_to(&self, outcome: &str, total: u64) {
+        let _one_scrape_at_a_time = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         let counter = self.handoffs.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() });
         counter.inc_by(total.saturating_sub(counter.get()));
     }
@@ -208,10 +212,18 @@ pub async fn record(metrics: axum::extract::State<Arc<Metrics>>, request: Reques
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
+    // Labels come from a bounded set whatever a client sends: a method the
+    // node does not serve, or a path no route matched, is `other`.
     if grpc {
-        metrics.rpc.get_or_create(&RpcLabels { method: path, status }).observe(elapsed);
+        let unimplemented = response.headers().get("grpc-status").is_some_and(|s| s != "0");
+        let method = if route == "unmatched" || unimplemented && status == 200 { "other".into() } else { path };
+        metrics.rpc.get_or_create(&RpcLabels { method, status }).observe(elapsed);
     } else {
-        metrics.http.get_or_create(&HttpLabels { method: method.to_string(), route, status }).observe(elapsed);
+        let method = match method.as_str() {
+            m @ ("GET" | "HEAD" | "PUT" | "POST" | "DELETE" | "OPTIONS" | "PATCH") => m.to_owned(),
+            _ => "other".to_owned(),
+        };
+        metrics.http.get_or_create(&HttpLabels { method, route, status }).observe(elapsed);
     }
     match downloaded {
         Some(direction) if response.status().is_success() => {

@@ -26,17 +26,27 @@ use clap::{ArgMatches, Args};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DEFAULT_AMQP, NodeConfig, PluginLimits};
+use crate::config::{DEFAULT_AMQP, DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_PLUGINS, NodeConfig, PluginLimits};
 
 /// The configuration file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "ringshare.toml";
+
+/// The library's defaults ([`NodeConfig::default`]): the one place they
+/// are written; the flags show them.
+fn defaults() -> NodeConfig {
+    NodeConfig::default()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
 
 /// A node's settings: `ringshare node`'s flags, the `[node]` table.
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
     /// Address of the REST API and the ring's gRPC (they share it).
-    #[arg(long, env = "RINGSHARE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "RINGSHARE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Address others reach this node at, if not the listener's (`host:port`);
     /// the node's ring id is its hash.
@@ -46,42 +56,42 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_JOIN")]
     pub join: Option<String>,
     /// Successor-list length r, 1 to 64 (keep r >= 2*log2(N) for N nodes).
-    #[arg(long, env = "RINGSHARE_SUCCESSORS", default_value_t = 8)]
+    #[arg(long, env = "RINGSHARE_SUCCESSORS", default_value_t = defaults().chord.successors)]
     pub successors: usize,
     /// Period of the ring's stabilize task, in milliseconds (10 to 60000).
-    #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = 250)]
+    #[arg(long, env = "RINGSHARE_STABILIZE_MS", default_value_t = ms(defaults().chord.stabilize_every))]
     pub stabilize_ms: u64,
     /// Copies kept of each file (k), 1 to 16: the responsible node and k-1 successors.
-    #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = 3)]
+    #[arg(long, env = "RINGSHARE_REPLICAS", default_value_t = defaults().replicas)]
     pub replicas: usize,
     /// Durable copies a new upload waits for before it answers, 1 to
     /// --replicas (default: all of them); the rest are made in the background.
     #[arg(long, env = "RINGSHARE_WRITE_QUORUM")]
     pub write_quorum: Option<usize>,
     /// MiB of this node's copies read back and checked on each repair pass (0: never).
-    #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = 256)]
+    #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = defaults().scrub_bytes_per_pass >> 20)]
     pub scrub_mib: u64,
     /// Period of the repair loop that restores k copies, in milliseconds (at least 100).
-    #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = 30_000)]
+    #[arg(long, env = "RINGSHARE_REPAIR_MS", default_value_t = ms(defaults().repair_every))]
     pub repair_ms: u64,
     /// Run a repair pass as soon as a node is seen to leave or stop
     /// answering (else only every --repair-ms).
-    #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = defaults().repair_on_departure, action = clap::ArgAction::Set)]
     pub repair_on_departure: bool,
     /// The node's store (created if missing).
-    #[arg(long, env = "RINGSHARE_DATA", default_value = "data")]
+    #[arg(long, env = "RINGSHARE_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// Folder of plugin components (`*.wasm`), followed while the node runs.
-    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = "target/plugins/default")]
+    #[arg(long, env = "RINGSHARE_PLUGINS", default_value = DEFAULT_PLUGINS)]
     pub plugins: PathBuf,
     /// Largest upload accepted, in bytes (at least 1).
-    #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
+    #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = defaults().max_upload_bytes)]
     pub max_upload_bytes: u64,
     /// Deadline of one plugin call, in milliseconds (1 to 3600000).
-    #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "RINGSHARE_PLUGIN_TIMEOUT_MS", default_value_t = ms(defaults().limits.call_timeout))]
     pub plugin_timeout_ms: u64,
     /// Linear-memory cap of one plugin instance, in MiB (1 to 4096).
-    #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = defaults().limits.memory_bytes >> 20)]
     pub plugin_memory_mib: usize,
     /// The RabbitMQ broker for hand-offs and events (`amqp://…`; several,
     /// comma-separated, are tried in turn: the nodes of a cluster), or
@@ -90,7 +100,7 @@ pub struct NodeSettings {
     pub amqp: String,
     /// With a broker: period of the walk of the ring that rebuilds the live
     /// network index, in milliseconds (at least 1000).
-    #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = 60_000)]
+    #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = ms(defaults().index_refresh_every))]
     pub index_refresh_ms: u64,
 }
 
@@ -104,6 +114,7 @@ impl NodeSettings {
             within("write_quorum", w, 1, self.replicas).map_err(|e| format!("{e} (the copies kept, replicas)"))?;
         }
         within("repair_ms", self.repair_ms, 100, u64::MAX)?;
+        within("scrub_mib", self.scrub_mib, 0, 1 << 30)?;
         within("max_upload_bytes", self.max_upload_bytes, 1, u64::MAX)?;
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, 3_600_000)?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, 4096)?;

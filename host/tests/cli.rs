@@ -27,7 +27,20 @@ fn ringshare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGSHARE_")) {
         command.env_remove(key);
     }
-    command.envs(env.iter().copied()).output().expect("run ringshare")
+    command.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().expect("run ringshare");
+    // Bounded: a command that should refuse to start but starts instead
+    // fails the test rather than hanging it.
+    let pid = child.id();
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if waited.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let output = child.wait_with_output().expect("ringshare ran");
+    let _ = done.send(());
+    output
 }
 
 fn stdout(output: &Output) -> String {

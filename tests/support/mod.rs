@@ -245,6 +245,15 @@ fn bind(addr: &str) -> std::net::TcpListener {
     }
 }
 
+/// Writes `bytes` as `file` in `node`'s plugins folder the way deployments
+/// do: a temp file (a name the node does not read) renamed over the old one.
+pub fn drop_plugin(node: &TestNode, file: &str, bytes: &[u8]) {
+    let folder = node.root().join("plugins");
+    let temp = folder.join(format!(".{file}.part"));
+    std::fs::write(&temp, bytes).expect("write the temp file");
+    std::fs::rename(&temp, folder.join(file)).expect("rename it into place");
+}
+
 /// An HTTP client for the tests (no proxies: loopback only).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().expect("client")

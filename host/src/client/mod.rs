@@ -40,6 +40,8 @@ pub enum ClientError {
     Node(String),
     /// A local file could not be read or written (exit 9).
     Local(String),
+    /// The command was given wrong: arguments, configuration (exit 2).
+    Usage(String),
 }
 
 impl ClientError {
@@ -53,6 +55,7 @@ impl ClientError {
             ClientError::Corrupt(_) => 7,
             ClientError::Node(_) => 8,
             ClientError::Local(_) => 9,
+            ClientError::Usage(_) => 2,
         }
     }
 }
@@ -66,7 +69,8 @@ impl fmt::Display for ClientError {
             | ClientError::Invalid(m)
             | ClientError::Corrupt(m)
             | ClientError::Node(m)
-            | ClientError::Local(m) => f.write_str(m),
+            | ClientError::Local(m)
+            | ClientError::Usage(m) => f.write_str(m),
         }
     }
 }
@@ -195,18 +199,27 @@ impl Client {
         })
     }
 
-    /// `events`: prints the events the node hears (Server-Sent Events)
-    /// until the stream ends; each line through `out`.
-    pub async fn events(&self, mut out: impl FnMut(String)) -> Result<(), ClientError> {
+    /// `events`: hands each event the node hears to `out`, one line each,
+    /// until the stream ends; answers why it ended (the node stopped, or
+    /// never answered).
+    pub async fn events(&self, mut out: impl FnMut(String)) -> ClientError {
         use futures_util::StreamExt;
-        let response = self.send(self.http.get(self.url("/events"))).await?;
+        let response = match self.send(self.http.get(self.url("/events"))).await {
+            Ok(response) => response,
+            Err(e) => return e,
+        };
         let mut body = response.bytes_stream();
-        let (mut pending, mut kind) = (String::new(), String::new());
+        let (mut pending, mut kind) = (Vec::<u8>::new(), String::new());
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(&e))?;
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = pending.find('\n') {
-                let line: String = pending.drain(..=end).collect();
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => return self.unreachable(&e),
+            };
+            pending.extend_from_slice(&chunk);
+            // Lines are decoded whole: a character split across chunks stays one.
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
                 let line = line.trim_end();
                 if let Some(k) = line.strip_prefix("event:") {
                     kind = k.trim().to_owned();
@@ -216,7 +229,7 @@ impl Client {
                 }
             }
         }
-        Ok(())
+        ClientError::Unreachable(format!("node {} stopped sending events", self.node()))
     }
 }
 
@@ -271,6 +284,6 @@ mod tests {
     fn a_node_is_given_with_or_without_its_scheme() {
         assert_eq!(Client::new("127.0.0.1:7002", false).unwrap().url("/files"), "http://127.0.0.1:7002/files");
         assert_eq!(Client::new("http://127.0.0.1:7002/", false).unwrap().node(), "127.0.0.1:7002");
-        assert!(matches!(Client::new("http://[bad", false), Err(ClientError::Invalid(_))));
+        assert!(matches!(Client::new("http://[bad", false), Err(ClientError::Usage(_))));
     }
 }

@@ -65,7 +65,7 @@ pub fn files(files: &Value, network: bool) -> String {
                 text(&f["name"]),
                 size(f["size"].as_u64().unwrap_or(0)),
                 time(f["modified_ns"].as_u64().unwrap_or(0)),
-                f["blake3"].as_str().map_or_else(|| "-".into(), |h| h[..h.len().min(16)].to_owned()),
+                f["blake3"].as_str().map_or_else(|| "-".into(), |h| h.get(..16).unwrap_or(h).to_owned()),
             ];
             if network {
                 let holders = f["holders"].as_array().map(|h| h.iter().map(text).collect::<Vec<_>>().join(" "));
@@ -136,7 +136,7 @@ pub fn plugins(plugins: &Value) -> String {
     let rows = plugins
         .iter()
         .map(|p| {
-            let version = p["version"].as_str().map_or_else(|| "-".into(), |v| v[..v.len().min(12)].to_owned());
+            let version = p["version"].as_str().map_or_else(|| "-".into(), |v| v.get(..12).unwrap_or(v).to_owned());
             let state = if p["loaded"] == true {
                 p["grant"]["route"].as_str().map_or_else(|| "serving".into(), |r| format!("serving /x/{r}/"))
             } else {

@@ -61,7 +61,7 @@ impl Client {
     /// `put FILE…`: uploads each file; answers a line (or JSON) per file.
     pub async fn put(&self, options: PutOptions) -> Result<String, ClientError> {
         if options.name.is_some() && options.files.len() != 1 {
-            return Err(ClientError::Invalid("--name names one file; several were given".into()));
+            return Err(ClientError::Usage("--name names one file; several were given".into()));
         }
         let mut lines = Vec::new();
         for path in &options.files {
@@ -115,7 +115,7 @@ impl Client {
         let to_stdout = options.output.as_deref() == Some(Path::new("-"));
         if to_stdout {
             if options.resume {
-                return Err(ClientError::Invalid("--resume needs a file to continue (-o PATH)".into()));
+                return Err(ClientError::Usage("--resume needs a file to continue (-o PATH)".into()));
             }
             return self.get_to_stdout(&options.name).await.map(|()| String::new());
         }

@@ -201,7 +201,9 @@ impl PluginHost {
         match answer.await {
             Ok(Ok(response)) => {
                 progress.touch();
-                Ok(Some(response.map(|inner| Body::new(Watched { inner, progress, outcome: Some(outcome) }))))
+                let mut response = response.map(|inner| Body::new(Watched { inner, progress, outcome: Some(outcome) }));
+                confine(response.headers_mut());
+                Ok(Some(response))
             }
             Ok(Err(code)) => {
                 Err(PluginError::Trapped { plugin: name, detail: format!("it answered with an error: {code:?}") })
@@ -242,6 +244,18 @@ impl PluginHost {
         store.limiter(|s| &mut s.memory);
         Ok(store)
     }
+}
+
+/// A plugin's answer is served from the node's own origin: in a browser,
+/// its pages run sandboxed, as an origin of their own (their scripts may
+/// run, but cannot act on this node's API as the node's pages can), and it
+/// sets no cookies.
+fn confine(headers: &mut http::HeaderMap) {
+    headers.remove(http::header::SET_COOKIE);
+    headers.append(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static("sandbox allow-scripts allow-popups allow-downloads"),
+    );
 }
 
 fn trapped(plugin: &Call, e: impl std::fmt::Display) -> PluginError {

@@ -21,6 +21,10 @@ pub struct ListingCache {
     generation: Arc<AtomicU64>,
     last: Mutex<Option<Listing>>,
     listing: tokio::sync::Mutex<()>,
+    /// Listings for the cache that ended, and the last one that failed: the
+    /// requests that waited for a listing share its failure too.
+    attempts: AtomicU64,
+    failed: Mutex<Option<(u64, super::PluginError)>>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -66,7 +70,14 @@ impl ListingCache {
                 None
             }
         };
-        Self { generation, last: Mutex::new(None), listing: tokio::sync::Mutex::new(()), _watcher: watcher }
+        Self {
+            generation,
+            last: Mutex::new(None),
+            listing: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            _watcher: watcher,
+        }
     }
 
     /// The generation a listing about to be taken will describe. Without
@@ -89,6 +100,26 @@ impl ListingCache {
             Some(_) => Some(self.listing.lock().await),
             None => None,
         }
+    }
+
+    /// How many listings for the cache have ended so far.
+    pub fn ended(&self) -> u64 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    /// A listing for the cache ended, with `error` if it failed.
+    pub fn end(&self, error: Option<&super::PluginError>) {
+        let number = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(error) = error {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((number, error.clone()));
+        }
+    }
+
+    /// The failure of the last listing, if it failed and ended after the
+    /// `seen`-th: a request that waited for it shares it.
+    pub fn failure_since(&self, seen: u64) -> Option<super::PluginError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.as_ref().filter(|(n, _)| *n > seen && *n == self.ended()).map(|(_, e)| e.clone())
     }
 
     /// The cached listing, if it still describes the store.

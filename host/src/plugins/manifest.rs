@@ -65,8 +65,8 @@ impl Manifest {
     /// Parses a manifest's text, refusing unknown keys and empty values.
     pub fn parse(text: &str) -> Result<Self, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| format!("manifest: {}", e.message()))?;
-        if manifest.memory_mib == Some(0) {
-            return Err("manifest: memory-mib must be at least 1".into());
+        if manifest.memory_mib.is_some_and(|mib| mib == 0 || mib > 1 << 20) {
+            return Err("manifest: memory-mib must be 1 to 1048576".into());
         }
         if manifest.timeout_ms == Some(0) {
             return Err("manifest: timeout-ms must be at least 1".into());
@@ -182,7 +182,8 @@ mod tests {
     fn bad_manifests_are_refused_with_the_reason() {
         assert!(Manifest::parse("stor = \"read\"").unwrap_err().contains("unknown field"));
         assert!(Manifest::parse("store = \"everything\"").unwrap_err().contains("unknown variant"));
-        assert!(Manifest::parse("memory-mib = 0").unwrap_err().contains("at least 1"));
+        assert!(Manifest::parse("memory-mib = 0").unwrap_err().contains("1 to 1048576"));
+        assert!(Manifest::parse("memory-mib = 17592186044416").unwrap_err().contains("1 to 1048576"));
         assert!(Manifest::parse("memory-mib = -3").is_err());
         assert!(Manifest::parse("route = \"../etc\"").unwrap_err().contains("not a route name"));
         let routed = Manifest::parse("route = \"gallery\"").unwrap();

@@ -286,9 +286,8 @@ impl Registry {
                 status
             })
             .collect();
-        let mut gone: Vec<&str> =
+        let gone: std::collections::BTreeSet<&str> =
             self.retiring.iter().map(|p| &*p.file).filter(|f| !self.files.contains_key(*f)).collect();
-        gone.dedup();
         for file in gone {
             let mut status = PluginStatus::bare(file, None);
             status.retiring = retiring(file);

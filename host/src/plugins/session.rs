@@ -52,7 +52,9 @@ impl PluginHost {
                     detail: format!("cannot set up its sandbox: {e:#}"),
                 }
             })?;
-        let instance = self.guarded(&mut store, plugin, |s| instantiate(&plugin.pre, s).map(Ok))?;
+        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
+        let instantiated = instantiate(&plugin.pre, &mut store).map(Ok);
+        let instance = PluginError::from_call(&store, &plugin.file, plugin.grant.call_timeout, instantiated)?;
         Ok((store, instance))
     }
 
@@ -80,14 +82,21 @@ impl PluginHost {
             return Ok(listing);
         }
         // One listing at a time while the cache works: requests that missed
-        // it together wait for one answer instead of each asking the plugin.
+        // it together wait for one answer (or one failure) instead of each
+        // asking the plugin.
+        let seen = self.listings.ended();
         let _one = self.listings.one_at_a_time().await;
         if let Some(listing) = self.listings.fresh() {
             return Ok(listing);
         }
+        if let Some(failed) = self.listings.failure_since(seen) {
+            return Err(failed);
+        }
         let generation = self.listings.begin();
         let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
-        let entries = blocking(move || host.list_on(&plugin)).await?;
+        let entries = blocking(move || host.list_on(&plugin)).await;
+        self.listings.end(entries.as_ref().err());
+        let entries = entries?;
         let listing = Listing::new(generation, entries);
         self.listings.keep(&listing);
         Ok(listing)

@@ -103,7 +103,30 @@ pub fn router(state: AppState) -> Router {
         // `max_upload_bytes`; axum's buffered-body limit does not apply.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(close_after_refused_upload))
+        .layer(axum::middleware::from_fn(same_origin_writes))
         .with_state(state)
+}
+
+/// Writes (anything but GET, HEAD, OPTIONS) from a browser page must come
+/// from this node's own origin: a page elsewhere, or an HTTP plugin's page
+/// (sandboxed: its origin is `null`), cannot upload or delete through the
+/// visitor's browser. Clients that are not browsers send no `Origin`.
+async fn same_origin_writes(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if writes && let Some(origin) = origin {
+        let own = host.is_some_and(|host| origin.strip_prefix("http://").is_some_and(|o| o.eq_ignore_ascii_case(host)));
+        if !own {
+            let refused = format!("a write from another origin ({origin}) is refused");
+            return axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-origin",
+                refused,
+            ));
+        }
+    }
+    next.run(request).await
 }
 
 /// An upload refused before its body was read leaves the rest of the body
