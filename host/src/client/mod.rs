@@ -90,7 +90,7 @@ impl Client {
         let base = if node.contains("://") { node.to_owned() } else { format!("http://{node}") };
         let base = base.trim_end_matches('/').to_owned();
         reqwest::Url::parse(&base)
-            .map_err(|e| ClientError::Invalid(format!("{node:?} is not a node's address: {e}")))?;
+            .map_err(|e| ClientError::Usage(format!("{node:?} is not a node's address: {e}")))?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
