@@ -89,8 +89,7 @@ impl Client {
     pub fn new(node: &str, json: bool) -> Result<Self, ClientError> {
         let base = if node.contains("://") { node.to_owned() } else { format!("http://{node}") };
         let base = base.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base)
-            .map_err(|e| ClientError::Usage(format!("{node:?} is not a node's address: {e}")))?;
+        reqwest::Url::parse(&base).map_err(|e| ClientError::Usage(format!("{node:?} is not a node's address: {e}")))?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))

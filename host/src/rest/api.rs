@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::{OpenApi, ToSchema};
 
-use super::{files, legacy, ring};
+use super::files;
 
 /// An error answer: `{"error": "...", "code": "..."}`.
 #[derive(ToSchema)]
@@ -19,43 +19,24 @@ pub struct Error {
     code: String,
 }
 
+/// The document's frame; its paths come from the routes ([`super::routes`]),
+/// plus the HTTP plugins' mount, which is not an ordinary route.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "ringshare node",
         description = "One node of a ringshare network: files stored on a Chord ring through WebAssembly plugins."
     ),
-    paths(
-        files::list,
-        files::search,
-        files::upload,
-        files::download,
-        files::delete,
-        ring::ring,
-        ring::lookup,
-        ring::nodes,
-        legacy::index,
-        legacy::upload,
-        legacy::upload_without_slash,
-        legacy::download,
-        legacy::all_nodes,
-        legacy::active_nodes,
-        legacy::search,
-        super::page,
-        super::plugins,
-        super::metrics,
-        super::http_plugin,
-        super::events,
-        super::bridge,
-        openapi_json,
-    ),
+    paths(super::http_plugin),
     components(schemas(Error, files::EntryJson))
 )]
-struct ApiDoc;
+pub(super) struct ApiDoc;
 
 /// The document, written once.
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    let (_, document) = super::routes().split_for_parts();
+    document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+});
 
 #[utoipa::path(get, path = "/openapi.json", tag = "node", responses((status = 200, description = "this document", content_type = "application/json")))]
 pub async fn openapi_json() -> Response {

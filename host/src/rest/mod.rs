@@ -18,7 +18,6 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, Version, header};
 use axum::response::Response;
-use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::chord::ChordNode;
@@ -74,27 +73,11 @@ impl RenderedListing {
 
 /// All routes of a node.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/files", get(files::list))
-        .route("/files/{name}", get(files::download).put(files::upload).delete(files::delete))
-        .route("/", get(page))
-        .route("/plugins", get(plugins))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(api::openapi_json))
+    let (router, _document) = routes().split_for_parts();
+    router
+        // The one route that cannot be an OpenAPI path (any depth under the
+        // mount); documented by its handler's annotation all the same.
         .route("/x/{*path}", axum::routing::any(http_plugin))
-        .route("/ring", get(ring::ring))
-        .route("/bridge", get(bridge))
-        .route("/events", get(events))
-        .route("/lookup/{name}", get(ring::lookup))
-        .route("/nodes", get(ring::nodes))
-        .route("/search", get(files::search))
-        .route("/index", get(legacy::index))
-        .route("/upload", axum::routing::post(legacy::upload_without_slash))
-        .route("/upload/", axum::routing::post(legacy::upload))
-        .route("/download/{filename}", get(legacy::download))
-        .route("/all_nodes", get(legacy::all_nodes))
-        .route("/active_nodes", get(legacy::active_nodes))
-        .route("/search/{filename}", get(legacy::search))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no-route", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
@@ -105,6 +88,33 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(close_after_refused_upload))
         .layer(axum::middleware::from_fn(same_origin_writes))
         .with_state(state)
+}
+
+/// Every documented route: each handler is registered with its OpenAPI
+/// operation (utoipa-axum), so a route cannot be served undocumented
+/// through here. `GET /openapi.json` serves the document this builds.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(<api::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(files::list))
+        .routes(routes!(files::download, files::upload, files::delete))
+        .routes(routes!(files::search))
+        .routes(routes!(page))
+        .routes(routes!(plugins))
+        .routes(routes!(metrics))
+        .routes(routes!(api::openapi_json))
+        .routes(routes!(ring::ring))
+        .routes(routes!(ring::lookup))
+        .routes(routes!(ring::nodes))
+        .routes(routes!(bridge))
+        .routes(routes!(events))
+        .routes(routes!(legacy::index))
+        .routes(routes!(legacy::upload))
+        .routes(routes!(legacy::upload_without_slash))
+        .routes(routes!(legacy::download))
+        .routes(routes!(legacy::all_nodes))
+        .routes(routes!(legacy::active_nodes))
+        .routes(routes!(legacy::search))
 }
 
 /// Writes (anything but GET, HEAD, OPTIONS) from a browser page must come
