@@ -5,19 +5,10 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
+use super::error::Error;
 use super::files;
-
-/// An error answer: `{"error": "...", "code": "..."}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Error {
-    /// What went wrong, in words.
-    error: String,
-    /// A stable machine-readable code (`not-found`, `plugin-timeout`, ...).
-    code: String,
-}
 
 /// The document's frame; its paths come from the routes ([`super::routes`]),
 /// plus the HTTP plugins' mount, which is not an ordinary route.

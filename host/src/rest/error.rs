@@ -9,6 +9,16 @@ use crate::files::{ErrorKind, FileError};
 use crate::plugins::PluginError;
 use crate::store::NameError;
 
+/// An error answer as the API document shows it: `{"error": "...", "code": "..."}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Error {
+    /// What went wrong, in words.
+    error: String,
+    /// A stable machine-readable code (`not-found`, `plugin-timeout`, ...).
+    code: String,
+}
+
 /// An error answer of the REST API.
 #[derive(Debug, Clone)]
 pub struct ApiError {

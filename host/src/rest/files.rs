@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::api::Error;
+use super::error::Error;
 use super::range::{self, Selection};
 use super::{ApiError, AppState};
 use crate::files::{Deleted, NetworkEntry, Stored};

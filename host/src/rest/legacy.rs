@@ -11,7 +11,7 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::api::Error;
+use super::error::Error;
 use super::{ApiError, AppState};
 use crate::chord::{NodeRef, WALK_LIMIT};
 use crate::files::Delivery;

@@ -25,7 +25,7 @@ use crate::files::Files;
 use crate::mom::Bridge;
 use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
-use api::Error;
+use error::Error;
 
 pub use error::ApiError;
 

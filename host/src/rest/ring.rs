@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use super::api::Error;
+use super::error::Error;
 use super::{ApiError, AppState};
 use crate::chord::{Id, NodeRef, RingError, WALK_LIMIT};
 use crate::store::FileName;
