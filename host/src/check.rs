@@ -109,6 +109,7 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
     };
     let name = Path::new(&name).with_extension("wasm").to_string_lossy().into_owned();
     let status = host.statuses().into_iter().find(|s| s.file == name);
+    let route = status.as_ref().and_then(|s| s.grant.as_ref()?.route.clone());
     match status {
         Some(s) if s.loaded => {
             if let Some(grant) = &s.grant {
@@ -134,7 +135,7 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
             return report;
         }
     }
-    match (kind, status_route(&host, &name)) {
+    match (kind, route) {
         (PluginKind::Http, Some(route)) => {
             let answer = front_page(&host, &route).await;
             if let Some(line) = report.outcome(&format!("answers GET /x/{route}/ without failing"), answer) {
@@ -144,10 +145,6 @@ pub async fn check_plugin(file: &Path, companions: &Path) -> Report {
         _ => exercise(&mut report, &host, kind, companions).await,
     }
     report
-}
-
-fn status_route(host: &PluginHost, file: &str) -> Option<String> {
-    host.statuses().into_iter().find(|s| s.file == file)?.grant?.route
 }
 
 /// Asks an HTTP plugin for its front page; a failure, a 5xx or a body cut

@@ -103,6 +103,9 @@ pub struct Metrics {
     pub plugin_calls: Timings<PluginLabels>,
     /// Bytes moved, by direction.
     pub bytes: Family<DirectionLabels, Counter>,
+    /// The three directions' counters, looked up once (every upload and
+    /// download counts into one).
+    directions: [(&'static str, Counter); 3],
     /// Files left to check in the running repair pass.
     pub repair_backlog: Gauge,
     /// Copies and deletions passed on by repair passes.
@@ -128,6 +131,8 @@ impl Metrics {
         let plugin_calls = Timings::<PluginLabels>::new_with_constructor(seconds as fn() -> Histogram);
         let lookup_hops = Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]);
         let bytes = Family::<DirectionLabels, Counter>::default();
+        let directions = ["uploaded", "downloaded", "replicated"]
+            .map(|d| (d, bytes.get_or_create(&DirectionLabels { direction: d.to_owned() }).clone()));
         let handoffs = Family::<OutcomeLabels, Counter>::default();
         let (repair_backlog, repair_passed_on) = (Gauge::default(), Counter::default());
         let (broker_connected, outbox, ring_nodes) = (Gauge::default(), Gauge::default(), Gauge::default());
@@ -149,6 +154,7 @@ impl Metrics {
             lookup_hops,
             plugin_calls,
             bytes,
+            directions,
             repair_backlog,
             repair_passed_on,
             broker_connected,
@@ -170,7 +176,10 @@ impl Metrics {
 
     /// Bytes moved in `direction`.
     pub fn moved(&self, direction: &str) -> Counter {
-        self.bytes.get_or_create(&DirectionLabels { direction: direction.to_owned() }).clone()
+        match self.directions.iter().find(|(d, _)| *d == direction) {
+            Some((_, counter)) => counter.clone(),
+            None => self.bytes.get_or_create(&DirectionLabels { direction: direction.to_owned() }).clone(),
+        }
     }
 
     /// Brings the counter of hand-offs ending in `outcome` up to `total`.

@@ -107,18 +107,19 @@ pub struct NodeSettings {
 impl NodeSettings {
     /// The node's configuration, or what is out of range, in words.
     pub fn to_config(&self) -> Result<NodeConfig, String> {
-        within("successors", self.successors, 1, 64)?;
-        within("stabilize_ms", self.stabilize_ms, 10, 60_000)?;
-        within("replicas", self.replicas, 1, 16)?;
+        within("successors", self.successors, 1, Some(64))?;
+        within("stabilize_ms", self.stabilize_ms, 10, Some(60_000))?;
+        within("replicas", self.replicas, 1, Some(16))?;
         if let Some(w) = self.write_quorum {
-            within("write_quorum", w, 1, self.replicas).map_err(|e| format!("{e} (the copies kept, replicas)"))?;
+            within("write_quorum", w, 1, Some(self.replicas))
+                .map_err(|e| format!("{e} (the copies kept, replicas)"))?;
         }
-        within("repair_ms", self.repair_ms, 100, u64::MAX)?;
-        within("scrub_mib", self.scrub_mib, 0, 1 << 30)?;
-        within("max_upload_bytes", self.max_upload_bytes, 1, u64::MAX)?;
-        within("plugin_timeout_ms", self.plugin_timeout_ms, 1, 3_600_000)?;
-        within("plugin_memory_mib", self.plugin_memory_mib, 1, 4096)?;
-        within("index_refresh_ms", self.index_refresh_ms, 1000, u64::MAX)?;
+        within("repair_ms", self.repair_ms, 100, None)?;
+        within("scrub_mib", self.scrub_mib, 0, Some(1 << 30))?;
+        within("max_upload_bytes", self.max_upload_bytes, 1, None)?;
+        within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
+        within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
+        within("index_refresh_ms", self.index_refresh_ms, 1000, None)?;
         let mut config = NodeConfig::new(&self.data, &self.plugins);
         config.max_upload_bytes = self.max_upload_bytes;
         config.advertise = self.advertise.clone();
@@ -141,13 +142,16 @@ impl NodeSettings {
     }
 }
 
-fn within<T: PartialOrd + std::fmt::Display + Copy>(name: &str, value: T, low: T, high: T) -> Result<(), String> {
-    if value < low || value > high {
-        let range = if format!("{high}") == format!("{}", u64::MAX) {
-            format!("at least {low}")
-        } else {
-            format!("{low} to {high}")
-        };
+/// `value` within `low..=high` (no upper bound: `None`), or why not.
+fn within<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    low: T,
+    high: Option<T>,
+) -> Result<(), String> {
+    let above = high.is_some_and(|high| value > high);
+    if value < low || above {
+        let range = high.map_or_else(|| format!("at least {low}"), |high| format!("{low} to {high}"));
         return Err(format!("{name} = {value} is out of range: it must be {range}"));
     }
     Ok(())

@@ -129,7 +129,7 @@ impl PluginError {
             PluginError::Timeout { plugin, limit: timeout }
         } else {
             // The trap itself, without the wasm backtrace wrapped around it.
-            let cause = trap.chain().last().map_or_else(|| format!("{trap:#}"), |c| c.to_string());
+            let cause = root_cause(&trap);
             let stderr = store.data().stderr_text();
             let stderr: Vec<&str> =
                 stderr.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
@@ -152,4 +152,10 @@ impl PluginError {
         };
         PluginError::Refused { plugin: plugin.clone(), refusal, message }
     }
+}
+
+/// The innermost cause of a wasmtime error (a trap without the wasm
+/// backtrace wrapped around it, a parse error without its context).
+pub(super) fn root_cause(e: &wasmtime::Error) -> String {
+    e.chain().last().map_or_else(|| format!("{e:#}"), |c| c.to_string())
 }

@@ -12,6 +12,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::{self, download::DownloadPluginPre, index::IndexPluginPre, upload::UploadPluginPre};
+use super::error::root_cause;
 use super::manifest::{Grant, Manifest};
 use super::registry::{Fingerprint, Loaded, Outcome, Refused};
 use super::sandbox::Sandbox;
@@ -149,10 +150,6 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<PluginKind, String>
         )),
         several => Err(format!("exports several plugin interfaces ({several:?}); a plugin provides one")),
     }
-}
-
-fn root_cause(e: &wasmtime::Error) -> String {
-    e.chain().last().map_or_else(|| e.to_string(), |c| c.to_string())
 }
 
 /// What a component says of itself, as `ringshare plugin check` reports it.

@@ -52,9 +52,8 @@ impl PluginHost {
                     detail: format!("cannot set up its sandbox: {e:#}"),
                 }
             })?;
-        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
-        let instantiated = instantiate(&plugin.pre, &mut store).map(Ok);
-        let instance = PluginError::from_call(&store, &plugin.file, plugin.grant.call_timeout, instantiated)?;
+        // Instantiating is set-up, not a call: not counted in the metrics.
+        let instance = self.deadlined(&mut store, plugin, |s| instantiate(&plugin.pre, s).map(Ok))?;
         Ok((store, instance))
     }
 
@@ -65,12 +64,22 @@ impl PluginHost {
         plugin: &Loaded,
         call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T, PluginError> {
-        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
         let started = std::time::Instant::now();
-        let outcome = call(store);
-        let outcome = PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome);
+        let outcome = self.deadlined(store, plugin, call);
         self.counted(plugin, started, &outcome);
         outcome
+    }
+
+    /// Runs `call` under the plugin's deadline and classifies its failure.
+    fn deadlined<T>(
+        &self,
+        store: &mut Store<Sandbox>,
+        plugin: &Loaded,
+        call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
+    ) -> Result<T, PluginError> {
+        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
+        let outcome = call(store);
+        PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
     }
 
     /// Lists the node's files through the index plugin, or answers from the
