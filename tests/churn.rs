@@ -93,8 +93,17 @@ async fn assert_all_intact(nodes: &[TestNode], acknowledged: &Acknowledged) {
     let acknowledged = acknowledged.lock().unwrap().clone();
     for (name, data) in &acknowledged {
         let via = &nodes[rand::random_range(0..nodes.len())];
-        let body = client().get(via.at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
-        assert!(body == *data, "{name} afterwards, via {}", via.addr);
+        let response = client().get(via.at(&format!("/files/{name}"))).send().await.unwrap();
+        let status = response.status();
+        let body = response.bytes().await.unwrap();
+        assert!(
+            status == StatusCode::OK && body == *data,
+            "{name} afterwards, via {}: {status}, {} bytes of {} ({})",
+            via.addr,
+            body.len(),
+            data.len(),
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
     }
 }
 

@@ -142,3 +142,42 @@ async fn an_http_plugins_manifest_names_its_route_and_can_take_the_store_away() 
     assert_eq!(gallery["grant"]["store"], "read", "{gallery}");
     assert_eq!(gallery["manifest"]["store"], "read-write", "{gallery}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_on_requests_at_once_a_request_waits_its_deadline_then_gets_503() {
+    use ringshare::plugins::HTTP_REQUESTS_AT_ONCE as CONCURRENT_REQUESTS;
+    let mut setup = NodeSetup::default();
+    // The sleepers hold their turns for 6 s; the gallery waits 300 ms for one.
+    setup.limits.call_timeout = std::time::Duration::from_secs(6);
+    setup.plugins.extend(["testdata/http-hostile".into(), "extra/gallery".into()]);
+    setup.extra_files = vec![("gallery.toml".into(), b"timeout-ms = 300\n".to_vec())];
+    let node = setup.start().await;
+    let http = client();
+    assert_eq!(http.get(node.at("/x/gallery/")).send().await.unwrap().status(), StatusCode::OK);
+
+    let sleepers: Vec<_> =
+        (0..CONCURRENT_REQUESTS).map(|_| tokio::spawn(client().get(node.at("/x/http-hostile/sleep")).send())).collect();
+    // A request counts as in flight just before it takes its turn, in the
+    // same poll: once all are counted, every turn is taken.
+    eventually("the sleepers never all started", || async {
+        let status: Vec<Value> = client().get(node.at("/plugins")).send().await.unwrap().json().await.unwrap();
+        let hostile = status.iter().find(|s| s["file"] == "http-hostile.wasm").cloned().unwrap_or_default();
+        if hostile["calls_in_flight"] == CONCURRENT_REQUESTS { Ok(()) } else { Err(hostile.to_string()) }
+    })
+    .await;
+
+    let started = Instant::now();
+    let (status, code, error) = error_code(http.get(node.at("/x/gallery/")).send().await.unwrap()).await;
+    let waited = started.elapsed();
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"), "{error}");
+    assert!(error.contains("gallery.wasm is busy"), "{error}");
+    assert!(waited >= std::time::Duration::from_millis(300), "it waited its deadline first: {waited:?}");
+    // Other routes do not wait for a turn.
+    assert_eq!(http.get(node.at("/files")).send().await.unwrap().status(), StatusCode::OK);
+
+    for sleeper in sleepers {
+        let (status, code, error) = error_code(sleeper.await.unwrap().unwrap()).await;
+        assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"), "{error}");
+    }
+    assert_eq!(http.get(node.at("/x/gallery/")).send().await.unwrap().status(), StatusCode::OK, "turns came back");
+}

@@ -54,6 +54,21 @@ impl fmt::Display for TraceId {
     }
 }
 
+/// `future` under the trace id and span of the request this task is
+/// serving, if any: for work spawned while serving (failover reads, copies
+/// and deletions that finish in the background, hand-offs), so that the
+/// calls it makes to other nodes carry the request's id too.
+pub fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let id = TraceId::current();
+    async move {
+        match id {
+            Some(id) => CURRENT.scope(id, future).await,
+            None => future.await,
+        }
+    }
+    .instrument(tracing::Span::current())
+}
+
 /// Adds the current trace id, if any, to a call to another node.
 pub fn tag<T>(request: &mut tonic::Request<T>) {
     if let Some(id) = TraceId::current()
@@ -109,6 +124,11 @@ mod tests {
             })
             .await;
         assert_eq!(tagged, Some(id.to_string()));
+        let spawned = CURRENT.scope(id, async { tokio::spawn(carried(async { TraceId::current() })).await.unwrap() });
+        assert_eq!(spawned.await, Some(id), "a task spawned while serving carries the id");
+        let bare = CURRENT.scope(id, async { tokio::spawn(async { TraceId::current() }).await.unwrap() });
+        assert_eq!(bare.await, None, "task-locals do not follow a spawn by themselves");
+        assert_eq!(carried(async { TraceId::current() }).await, None);
         let mut outside = tonic::Request::new(());
         tag(&mut outside);
         assert!(outside.metadata().get(HEADER).is_none());

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub use broker::Vhost;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub struct TestNode {
     dir: Option<TempDir>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: runtime::NodeRuntime,
 }
 
 /// How to start a test node.
@@ -146,15 +147,14 @@ impl NodeSetup {
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().unwrap().to_string();
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("node runtime");
+        let runtime = runtime::NodeRuntime::new();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             ringshare::run(listener, config, token.cancelled_owned()).await
         });
-        TestNode { url: format!("http://{addr}"), addr, dir: Some(dir), shutdown, task, runtime: Some(runtime) }
+        TestNode { url: format!("http://{addr}"), addr, dir: Some(dir), shutdown, task, runtime }
     }
 }
 
@@ -190,9 +190,7 @@ impl TestNode {
     pub async fn stop(mut self) -> TempDir {
         self.shutdown.cancel();
         (&mut self.task).await.expect("node task").expect("node ran cleanly");
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.runtime.shut_down();
         self.dir.take().expect("node folder")
     }
 
@@ -204,18 +202,14 @@ impl TestNode {
     /// Crashes the node like [`TestNode::kill`], and hands back its folder
     /// (its store, as a crashed process leaves it).
     pub fn crash(mut self) -> TempDir {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.runtime.shut_down();
         self.dir.take().expect("node folder")
     }
 
     /// Waits until the node's task ends (a failed join ends it) and returns its result.
     pub async fn outcome(mut self) -> anyhow::Result<()> {
         let result = (&mut self.task).await.expect("node task");
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.runtime.shut_down();
         result
     }
 }
@@ -223,9 +217,7 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.runtime.shut_down();
     }
 }
 

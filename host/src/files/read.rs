@@ -137,7 +137,7 @@ impl Reader {
     /// back (a damaged only copy is kept, for whatever can be saved).
     pub fn damaged(self: &Arc<Self>, name: &FileName, version: FileEntry) {
         let (reader, name) = (self.clone(), name.clone());
-        self.tasks.spawn(async move {
+        self.tasks.spawn(crate::trace::carried(async move {
             let Ok((_, having)) = reader.survey(&name, &Known::File(version)).await else { return };
             if having.is_empty() {
                 tracing::error!(file = %name, "this node's copy is damaged and no other holder has it");
@@ -147,7 +147,7 @@ impl Reader {
                 Ok(_) => tracing::warn!(file = %name, "removed this node's damaged copy; repair will restore it"),
                 Err(e) => tracing::warn!(file = %name, "could not remove this node's damaged copy: {e}"),
             }
-        });
+        }));
     }
 }
 
@@ -189,7 +189,7 @@ impl Source {
             None => reader.reopen(&name, &entry, &having, start..end, &failed).await?,
         };
         let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
-        reader.tasks.clone().spawn(async move {
+        reader.tasks.clone().spawn(crate::trace::carried(async move {
             let mut offset = start;
             let mut current = Some(first);
             while offset < end {
@@ -230,7 +230,7 @@ impl Source {
                     failed.insert(me);
                 }
             }
-        });
+        }));
         Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
     }
 }

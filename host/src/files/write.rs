@@ -214,14 +214,14 @@ impl Writer {
         if !commits.is_empty() {
             // The answer does not wait for these (write quorum below k).
             let (name, writer, hint) = (name.clone(), self.clone(), hint.clone());
-            self.tasks.spawn(async move {
+            self.tasks.spawn(crate::trace::carried(async move {
                 while let Some((target, outcome)) = commits.next().await {
                     if let Err(e) = outcome {
                         tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
                         writer.hint(target, hint.clone());
                     }
                 }
-            });
+            }));
         }
         for target in missed {
             self.hint(target, hint.clone());
@@ -254,11 +254,11 @@ impl Writer {
     /// kept at all (see [`Writer::keep_hints`]), in the background.
     fn hint(self: &Arc<Self>, holder: String, hint: HandOff) {
         let writer = self.clone();
-        self.tasks.spawn(async move {
+        self.tasks.spawn(crate::trace::carried(async move {
             if let Err(e) = writer.hint_now(&holder, hint.clone()).await {
                 tracing::warn!(file = %hint.name, node = %holder, "could not keep a hand-off: {e}");
             }
-        });
+        }));
     }
 
     /// Keeps `hint` for `holder`; answers whether hand-offs are kept at all.
@@ -340,12 +340,12 @@ impl Writer {
                 let (peers, name) = (self.peers.clone(), name.clone());
                 // Spawned: a deletion under way finishes even if the client
                 // goes away.
-                self.tasks.spawn(async move {
+                self.tasks.spawn(crate::trace::carried(async move {
                     match peers.delete(&target.addr, &name, Some(at), 0).await {
                         Ok(reply) => Ok((target.addr, reply.existed)),
                         Err(e) => Err((target.addr, e)),
                     }
-                })
+                }))
             })
             .collect();
         let mut holders = vec![self.placement.me().addr];

@@ -46,6 +46,7 @@ use registry::{Call, Registry, Slot};
 use sandbox::Sandbox;
 
 pub use error::{PluginError, Refusal};
+pub use http::CONCURRENT_REQUESTS as HTTP_REQUESTS_AT_ONCE;
 pub use listing::Listing;
 pub use load::{Description, describe};
 pub use manifest::{Grant, Manifest, StoreAccess};

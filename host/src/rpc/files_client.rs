@@ -176,10 +176,10 @@ impl Peers for GrpcPeers {
         let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         let client = self.client(node);
         let addr = node.to_owned();
-        let reply = tokio::spawn(async move {
+        let reply = tokio::spawn(crate::trace::carried(async move {
             let reply = client?.store(outgoing).await.map_err(status_error(&addr))?.into_inner();
             Ok(reply)
-        });
+        }));
         let stall = self.channels.connect_timeout() * 5;
         Box::new(GrpcCopy { node: node.to_owned(), tx: Some(tx), reply, stall })
     }
