@@ -45,7 +45,7 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$nginx_port;
-    location /files/ { alias $work/node/files/; autoindex on; autoindex_format json; }
+    location /files/ { alias $work/node/store/files/; autoindex on; autoindex_format json; }
   }
 }
 CONF

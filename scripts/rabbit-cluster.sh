@@ -106,5 +106,5 @@ done
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
 start_node c "$root/target/plugins/default" "$pc" "127.0.0.1:$pa"
 wait_until "c applied the hand-off" sh -c "curl -sf http://127.0.0.1:$pc/bridge | grep -q '\"applied\":1'"
-cmp "$work/payload" "$work/c/files/$name"
+cmp "$work/payload" "$work/c/store/files/$name"
 echo "cluster: OK - the hand-off survived losing a broker node and was applied; c's copy is identical" >&2

@@ -165,7 +165,7 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     let good = br#"{"name":"never.txt","version_ns":5,"change":{"kind":"deleted"}}"#;
     node_publishes(&vhost, &node.addr, &[good.as_slice()]).await;
     wait_count(&node, "applied", 1).await;
-    assert!(node.data().join("deleted/never.txt").exists(), "the deletion was recorded");
+    assert!(node.state().join("deleted/never.txt").exists(), "the deletion was recorded");
     wait_queues(&vhost, &[(DEAD, 2), (&handoff_queue(&node.addr), 0)]).await;
 }
 

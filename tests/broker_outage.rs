@@ -160,7 +160,7 @@ async fn ten_thousand_hand_offs_and_events_survive_a_broker_restart() {
     let confirm = channel.basic_publish(HANDOFF_EXCHANGE.into(), node.addr.as_str().into(), options, hint, props);
     confirm.await.unwrap().await.unwrap();
     wait_for(&node, "the hand-off applied", |s| s["applied"] == 1).await;
-    assert!(node.data().join("deleted/after.txt").exists());
+    assert!(node.state().join("deleted/after.txt").exists());
 
     let missing: Vec<usize> = (0..TOTAL).filter(|i| !seen.contains(&format!("m{i}"))).collect();
     assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);

@@ -307,7 +307,7 @@ async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
     // A holder goes away with its copy; the file is deleted while it is gone.
     let away = nodes.iter().position(|n| n.addr == holders[1]).unwrap();
     let folder = nodes.remove(away).stop().await;
-    assert!(folder.path().join("data/files/gone.bin").exists());
+    assert!(folder.path().join("data/store/files/gone.bin").exists());
     wait_converged(&nodes).await;
     let deleted = http.delete(nodes[3].at("/files/gone.bin")).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::OK);

@@ -150,10 +150,11 @@ async fn a_trapping_plugin_is_reported_with_its_panic() {
 async fn plugins_cannot_reach_outside_their_store() {
     let node = NodeSetup::with_plugins(&["testdata/escape", "default/upload", "default/download"]).start().await;
     let http = client();
-    // A secret next to the store, and a symlink from inside the store to it.
-    let secret = node.root().join("secret.txt");
-    std::fs::write(&secret, "top secret").unwrap();
+    // A secret next to the store (beside the host's own state), and a
+    // symlink from inside the store to it.
     http.put(node.at("/files/inside.txt")).body("inside").send().await.unwrap().error_for_status().unwrap();
+    let secret = node.data().parent().unwrap().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
     std::os::unix::fs::symlink(&secret, node.data().join("files/link-out")).unwrap();
 
     let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();

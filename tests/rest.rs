@@ -323,6 +323,8 @@ async fn the_listing_follows_every_change_to_the_store() {
     assert_eq!(list().await, [("a".to_owned(), Some(blake3_hex(b"two")))]);
     http.delete(node.at("/files/a")).send().await.unwrap().error_for_status().unwrap();
     assert!(list().await.is_empty());
+    // Its tombstone is kept where no plugin reaches.
+    assert!(node.state().join("deleted/a").is_file() && !node.data().join("deleted").exists());
 
     // Changes made by hand in the store folder show too, once the watch
     // has seen them.

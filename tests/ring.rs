@@ -191,8 +191,8 @@ async fn a_node_waiting_to_join_does_not_pass_its_store_off_as_the_network() {
     drop(unused);
     // A node with a file left in its store from before, whose ring is away.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("data/files")).unwrap();
-    std::fs::write(dir.path().join("data/files/old.txt"), b"maybe deleted since").unwrap();
+    std::fs::create_dir_all(dir.path().join("data/store/files")).unwrap();
+    std::fs::write(dir.path().join("data/store/files/old.txt"), b"maybe deleted since").unwrap();
     let setup = NodeSetup { join: Some(nowhere), join_timeout: Duration::from_secs(30), ..NodeSetup::default() };
     let node = setup.start_in(dir).await;
     let http = client();

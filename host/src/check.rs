@@ -207,7 +207,7 @@ async fn load(
             std::fs::copy(&companion, target).map_err(|e| e.to_string())?;
         }
     }
-    let store = StoreDir::prepare(&dir.path().join("store")).map_err(|e| format!("a temporary store: {e}"))?;
+    let store = StoreDir::prepare(&dir.path().join("data")).map_err(|e| format!("a temporary store: {e}"))?;
     let limits = PluginLimits { call_timeout: CHECK_TIMEOUT, ..PluginLimits::default() };
     let root = store.root().to_path_buf();
     let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits))

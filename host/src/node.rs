@@ -40,7 +40,8 @@ impl Node {
         let store = StoreDir::prepare(&config.data_dir)
             .with_context(|| format!("preparing the store at {}", config.data_dir.display()))?;
         let (plugins_dir, limits) = (config.plugins_dir.clone(), config.limits);
-        let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, store.root(), limits))
+        let store_root = store.root().to_path_buf();
+        let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits))
             .await
             .context("loading plugins")??;
         // One channel per peer, for the ring's calls and file transfers alike.
@@ -50,8 +51,8 @@ impl Node {
         // A stat or listing is one plugin call on the other node, plus the trip.
         let call_timeout = config.limits.call_timeout + config.rpc_timeout;
         let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
-        let tombstones = Tombstones::open(&config.data_dir)
-            .with_context(|| format!("loading tombstones from {}", config.data_dir.display()))?;
+        let tombstones = Tombstones::open(store.state())
+            .with_context(|| format!("loading tombstones from {}", store.state().display()))?;
         let settings = FilesSettings {
             replicas: config.replicas,
             write_quorum: config.write_quorum.unwrap_or(config.replicas),
@@ -63,7 +64,7 @@ impl Node {
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
         let bridge = match &config.amqp {
             Some(url) => {
-                let outbox = config.data_dir.join("outbox.redb");
+                let outbox = store.state().join("outbox.redb");
                 let bridge = Bridge::open(url, &outbox, ring.me().addr, Some(files.clone()))
                     .await
                     .with_context(|| format!("opening the outbox at {}", outbox.display()))?;

@@ -169,14 +169,19 @@ impl TestNode {
         format!("{}{path}", self.url)
     }
 
-    /// The node's folder: `data/` (the store) and `plugins/`.
+    /// The node's folder: `data/` (its data folder) and `plugins/`.
     pub fn root(&self) -> &Path {
         self.dir.as_ref().expect("node folder").path()
     }
 
-    /// The node's store folder.
+    /// The node's store: the folder its plugins see as `/store`.
     pub fn data(&self) -> PathBuf {
-        self.root().join("data")
+        self.root().join("data/store")
+    }
+
+    /// The node's own state (tombstones, outbox), which no plugin sees.
+    pub fn state(&self) -> PathBuf {
+        self.root().join("data/node")
     }
 
     /// Names of files left in the store's temp folder.

@@ -180,7 +180,9 @@ impl FileError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             FileError::Plugin(e) => match e {
-                PluginError::Unavailable(_) | PluginError::Busy { .. } => ErrorKind::PluginUnavailable,
+                PluginError::Unavailable(_) | PluginError::Busy { .. } | PluginError::Stopping => {
+                    ErrorKind::PluginUnavailable
+                }
                 PluginError::Refused { refusal, .. } => match refusal {
                     Refusal::NotFound => ErrorKind::NotFound,
                     Refusal::InvalidName => ErrorKind::InvalidName,

@@ -92,6 +92,9 @@ pub enum PluginError {
     /// too large); the plugin discarded what it had.
     #[error("the upload was cancelled before it finished")]
     Cancelled,
+    /// The node is stopping: its runtime no longer runs plugin calls.
+    #[error("the node is stopping")]
+    Stopping,
     /// The plugin trapped (panicked, hit `unreachable`, broke the ABI, ...).
     #[error("plugin {plugin} failed: {detail}")]
     Trapped {

@@ -144,7 +144,10 @@ impl PluginHost {
             let request = UploadRequest { name: &name, overwrite, modified_ns };
             let _ = done_tx.send(host.upload_session(&rt, &plugin, request, rx, opened_tx));
         });
-        opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))?;
+        match opened.await {
+            Ok(opened) => opened?,
+            Err(_) => return Err(session_lost(PluginKind::Upload).await),
+        }
         Ok(UploadHandle { chunks: Some(chunks), done, tree: TreeHasher::new(), cvs: Vec::new() })
     }
 
@@ -261,7 +264,10 @@ impl PluginHost {
         let (range_tx, range_rx) = oneshot::channel();
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || host.download_session(&rt, &plugin, &name, opened_tx, range_rx, tx));
-        let (entry, outboard) = opened.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Download)))?;
+        let (entry, outboard) = match opened.await {
+            Ok(opened) => opened?,
+            Err(_) => return Err(session_lost(PluginKind::Download).await),
+        };
         Ok(DownloadHandle { entry, outboard, range: range_tx, chunks })
     }
 
@@ -409,22 +415,34 @@ impl Pre {
     }
 }
 
-fn session_lost(kind: PluginKind) -> PluginError {
+/// Why a session's thread went away without a word: the node is stopping
+/// (its runtime no longer runs blocking work, so the thread was cancelled,
+/// or failed when its WASI calls were), or the session broke.
+async fn session_lost(kind: PluginKind) -> PluginError {
+    if stopping().await {
+        return PluginError::Stopping;
+    }
     PluginError::Trapped {
         plugin: Arc::from(format!("<{kind} session>")),
         detail: "the session ended unexpectedly".into(),
     }
 }
 
+/// Whether the runtime has stopped taking blocking work: the node is going
+/// away. Asked only once something has already failed.
+async fn stopping() -> bool {
+    tokio::task::spawn_blocking(|| ()).await.is_err()
+}
+
 /// Runs a plugin call on a blocking thread. A call cut short because the
-/// node is shutting down ends as cancelled.
+/// node is stopping ends as [`PluginError::Stopping`].
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
 ) -> Result<T, PluginError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(PluginError::Cancelled),
+        Err(e) if e.is_panic() && !stopping().await => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(PluginError::Stopping),
     }
 }
 
@@ -466,7 +484,7 @@ impl UploadHandle {
         self.chunks = None;
         match (&mut self.done).await {
             Ok(Err(e)) => Err(e),
-            _ => Err(session_lost(PluginKind::Upload)),
+            _ => Err(session_lost(PluginKind::Upload).await),
         }
     }
 
@@ -480,7 +498,10 @@ impl UploadHandle {
             let cvs = Bytes::from(std::mem::take(&mut self.cvs));
             let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected }).await;
         }
-        self.done.await.unwrap_or_else(|_| Err(session_lost(PluginKind::Upload)))
+        match (&mut self.done).await {
+            Ok(done) => done,
+            Err(_) => Err(session_lost(PluginKind::Upload).await),
+        }
     }
 
     /// Abandons the upload and waits until the plugin has cleaned up.
