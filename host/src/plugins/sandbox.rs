@@ -88,18 +88,16 @@ impl Sandbox {
     ) -> wasmtime::Result<Store<Sandbox>> {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         let mut wasi = WasiCtxBuilder::new();
+        // Plugins run on a blocking thread already: let file calls run there
+        // directly rather than hop to another one. (Set before the preopens:
+        // each directory takes the setting when it is opened.)
+        wasi.allow_blocking_current_thread(true);
         match grant.store {
             StoreAccess::None => {}
             StoreAccess::Read => _ = wasi.preopened_dir(store_root, "/store", FsPerms::ReadOnly)?,
             StoreAccess::ReadWrite => _ = wasi.preopened_dir(store_root, "/store", FsPerms::ReadWrite)?,
         }
-        wasi.stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            // Plugins run on a blocking thread already: let file calls run
-            // there directly rather than hop to another one.
-            .allow_blocking_current_thread(true);
+        wasi.stderr(stderr.clone()).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
