@@ -7,8 +7,8 @@
 //! by name serves and the others wait.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -134,8 +134,10 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     files: BTreeMap<String, Entry>,
-    /// Versions replaced or removed while calls were running on them.
-    retiring: Vec<Arc<Loaded>>,
+    /// Versions replaced or removed while calls were running on them. Only
+    /// the calls keep them: each is freed (its instance-pre, and its code
+    /// unless the compile cache keeps it) when its last call ends.
+    retiring: Vec<Weak<Loaded>>,
 }
 
 impl Registry {
@@ -186,7 +188,7 @@ impl Registry {
             Outcome::Removed => match self.files.remove(file) {
                 Some(Entry { current: Some(old), .. }) => {
                     tracing::info!(plugin = %file, version = %short(&old.version), "plugin removed");
-                    self.retiring.push(old);
+                    self.retiring.push(Arc::downgrade(&old));
                     true
                 }
                 _ => false,
@@ -199,7 +201,7 @@ impl Registry {
                     Some(old) => {
                         tracing::info!(plugin = %file, kind = %new.kind, from = %short(&old.version),
                             to = %short(&new.version), "plugin replaced: calls already running finish on the old version");
-                        self.retiring.push(old);
+                        self.retiring.push(Arc::downgrade(&old));
                     }
                     None => {
                         tracing::info!(plugin = %file, kind = %new.kind, version = %short(&new.version), "plugin loaded")
@@ -219,7 +221,7 @@ impl Registry {
                 false
             }
         };
-        self.retiring.retain(|p| p.in_flight.load(Ordering::SeqCst) > 0);
+        self.retiring.retain(|p| p.strong_count() > 0);
         changed
     }
 
@@ -234,6 +236,7 @@ impl Registry {
         let retiring = |file: &str| -> Vec<Retiring> {
             self.retiring
                 .iter()
+                .filter_map(Weak::upgrade)
                 .filter(|p| &*p.file == file)
                 .filter_map(|p| {
                     let in_flight = p.in_flight.load(Ordering::SeqCst);
@@ -286,11 +289,15 @@ impl Registry {
                 status
             })
             .collect();
-        let gone: std::collections::BTreeSet<&str> =
-            self.retiring.iter().map(|p| &*p.file).filter(|f| !self.files.contains_key(*f)).collect();
+        let gone: std::collections::BTreeSet<Arc<str>> = self
+            .retiring
+            .iter()
+            .filter_map(|p| p.upgrade().map(|p| p.file.clone()))
+            .filter(|f| !self.files.contains_key(&**f))
+            .collect();
         for file in gone {
-            let mut status = PluginStatus::bare(file, None);
-            status.retiring = retiring(file);
+            let mut status = PluginStatus::bare(&file, None);
+            status.retiring = retiring(&file);
             if !status.retiring.is_empty() {
                 status.reason = Some("removed from the folder: the calls already running finish on it".into());
                 statuses.push(status);
