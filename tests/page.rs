@@ -3,7 +3,9 @@
 //! against five real nodes with a real broker (live events). The page draws
 //! the five nodes, takes an upload (which then shows on the circle and
 //! downloads byte-identical from the page), deletes a file, and greys a
-//! node that was killed. `make test` installs chromium and chromium-driver.
+//! node that was killed; with ten thousand files it aggregates them and
+//! still finds, lists and downloads any one. `make test` installs chromium
+//! and chromium-driver.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -87,8 +89,13 @@ async fn until_count(browser: &Client, css: &str, want: usize) {
     }
 }
 
+/// Held for the whole of each test: two browsers and their rings at once
+/// would slow each other past the page's own timers.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ring_page_draws_the_ring_uploads_downloads_deletes_and_greys_a_dead_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let vhost = Vhost::new();
     let setup = || NodeSetup { amqp: Some(vhost.url()), ..NodeSetup::default() };
     let mut nodes: Vec<TestNode> = vec![setup().start().await];
@@ -156,6 +163,64 @@ async fn the_ring_page_draws_the_ring_uploads_downloads_deletes_and_greys_a_dead
     }
     eprintln!("the killed node turned grey {:?} after the kill", killed.elapsed());
     until_count(&browser, "circle.node[data-alive=\"true\"]", 4).await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ten_thousand_files_the_page_aggregates_and_still_finds_and_downloads_any_one() {
+    use futures_util::StreamExt;
+    const FILES: usize = 10_000;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // One copy each, so that the uploads are quick; the page lists the
+    // network (`scope=network`) all the same.
+    let setup = || NodeSetup { replicas: 1, ..NodeSetup::default() };
+    let mut nodes: Vec<TestNode> = vec![setup().start().await];
+    for _ in 1..4 {
+        let join = Some(nodes[0].addr.clone());
+        nodes.push(NodeSetup { join, ..setup() }.start().await);
+    }
+    wait_converged(&nodes).await;
+    let started = Instant::now();
+    let http = ringshare_tests::client();
+    let uploads = futures_util::stream::iter(0..FILES).map(|i| {
+        let (http, url) = (http.clone(), nodes[i % nodes.len()].at(&format!("/files/file-{i:05}")));
+        async move { http.put(url).body(format!("file {i}")).send().await.and_then(|r| r.error_for_status()) }
+    });
+    let failed = uploads.buffer_unordered(16).filter(|r| std::future::ready(r.is_err())).count().await;
+    assert_eq!(failed, 0, "every upload was taken");
+    eprintln!("{FILES} files uploaded in {:?}", started.elapsed());
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path()).await;
+    let opened = Instant::now();
+    browser.goto(&nodes[1].at("/")).await.unwrap();
+    // Crowded: no mark per file, but bins that hold every file between them.
+    until_count(&browser, "tr[data-name]", 500).await;
+    eprintln!("the page listed them {:?} after opening", opened.elapsed());
+    assert_eq!(count(&browser, "g.file").await, 0, "no mark per file when crowded");
+    let binned = browser
+        .execute(
+            "return [...document.querySelectorAll('g.bin')].reduce((n, g) => n + Number(g.dataset.count), 0)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(binned, json!(FILES), "the bins hold every file");
+    let note = browser.find(Locator::Css("#tablenote")).await.unwrap().text().await.unwrap();
+    assert!(note.contains("first 500 of 10000"), "the table says it shows a part: {note}");
+
+    // The filter finds any one of them, and the page downloads it.
+    let filter = browser.find(Locator::Css("#filter")).await.unwrap();
+    filter.send_keys("file-07777").await.unwrap();
+    until_count(&browser, "tr[data-name]", 1).await;
+    until_count(&browser, "tr[data-name=\"file-07777\"]", 1).await;
+    let script = r#"
+        const [css, done] = arguments;
+        fetch(document.querySelector(css).href).then(r => r.text()).then(done).catch(e => done('failed: ' + e));
+    "#;
+    let body = browser.execute_async(script, vec![json!("tr[data-name=\"file-07777\"] a.download")]).await.unwrap();
+    assert_eq!(body, json!("file 7777"), "the page downloads the file it found");
     browser.close().await.unwrap();
 }
 
