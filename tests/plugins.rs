@@ -121,6 +121,20 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_plugin_asleep_in_the_host_is_stopped_by_the_deadline_too() {
+    let node = NodeSetup::with_plugins(&["testdata/sleep", "default/upload", "default/download"]).start().await;
+    // It asks for an hour's sleep, again and again: each is cut to what is
+    // left of its 2 s call, then the epoch check stops it.
+    let http = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(60)).build().unwrap();
+    let started = std::time::Instant::now();
+    let (status, code, error) = error_of(http.get(node.at("/files")).send().await.expect("an answer")).await;
+    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-timeout"), "{error}");
+    assert!(error.contains("sleep.wasm"), "{error}");
+    eprintln!("the sleeping plugin was stopped after {:?} (deadline 2 s)", started.elapsed());
+    assert_still_serves(&node, "after-sleep").await;
+}
+
+#[tokio::test]
 async fn a_memory_bomb_is_stopped_by_the_cap() {
     let node = NodeSetup::with_plugins(&["testdata/hog", "default/upload", "default/download"]).start().await;
     let (status, code, error) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
@@ -299,6 +313,7 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
     assert!(gallery.passed() && gallery.to_string().contains("200 OK, text/html"), "{gallery}");
     let hostile = [
         ("spin", "ran longer than its 5s deadline"),
+        ("sleep", "ran longer than its 5s deadline"),
         ("hog", "exceeded its memory cap"),
         ("escape", "an empty store was listed with"),
         ("crash", "crash plugin asked to open"),

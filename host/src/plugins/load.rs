@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -30,7 +31,50 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<Sandbox>> {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     bindings::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    bounded_sleeps(&mut linker)?;
     Ok(linker)
+}
+
+/// The monotonic clock interface wasmtime-wasi defines (its WIT version).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces wasmtime-wasi's clock subscriptions (what `sleep` and `poll`
+/// wait on) with ones cut to what is left of the plugin's call
+/// ([`Sandbox::sleep_budget`]): a plugin asleep in the host cannot outlast
+/// its deadline. The rest of the interface stays wasmtime-wasi's.
+fn bounded_sleeps(linker: &mut Linker<Sandbox>) -> anyhow::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host;
+
+    fn subscribe(
+        mut store: StoreContextMut<'_, Sandbox>,
+        wanted: Duration,
+    ) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        let nanos = u64::try_from(store.data().sleep_budget(wanted).as_nanos()).unwrap_or(u64::MAX);
+        Ok((store.data_mut().clocks().subscribe_duration(nanos)?,))
+    }
+    // Replacing a definition needs shadowing; the two names must exist
+    // already, or wasmtime-wasi moved on and this would add, not replace.
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        if clock.func_wrap(name, |_: StoreContextMut<'_, Sandbox>, (): ()| Ok(())).is_ok() {
+            anyhow::bail!("{MONOTONIC_CLOCK} has no {name} to bound: the WASI version changed");
+        }
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |store: StoreContextMut<'_, Sandbox>, (nanos,): (u64,)| {
+        subscribe(store, Duration::from_nanos(nanos))
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, Sandbox>, (when,): (u64,)| {
+        let now = store.data_mut().clocks().now()?;
+        subscribe(store, Duration::from_nanos(when.saturating_sub(now)))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Compiled components by content hash.

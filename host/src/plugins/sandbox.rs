@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
@@ -23,6 +24,8 @@ pub struct Sandbox {
     memory: MemoryCap,
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
+    /// When the call running now must end (see [`Sandbox::sleep_budget`]).
+    deadline: Option<Instant>,
 }
 
 /// Refuses linear-memory growth past a cap and remembers that it did, so a
@@ -104,10 +107,30 @@ impl Sandbox {
             memory: MemoryCap::new(grant.memory_bytes),
             stderr,
             plugin: plugin.clone(),
+            deadline: None,
         };
         let mut store = Store::new(engine, sandbox);
         store.limiter(|s| &mut s.memory);
         Ok(store)
+    }
+
+    /// A call with `budget` to run starts.
+    pub fn start_call(&mut self, budget: Duration) {
+        self.deadline = Some(Instant::now() + budget);
+    }
+
+    /// How long a sleep (a clock subscription) of `wanted` may last: no
+    /// longer than what is left of the call, plus one epoch tick so that the
+    /// plugin wakes past its deadline and the epoch check stops it. A plugin
+    /// waiting inside the host runs no code the epoch could interrupt; this
+    /// is what bounds it.
+    pub fn sleep_budget(&self, wanted: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => {
+                wanted.min(deadline.saturating_duration_since(Instant::now()) + super::engine::EPOCH_TICK)
+            }
+            None => wanted,
+        }
     }
 
     /// The instance's resources (streams the plugin hands over live here).

@@ -78,6 +78,7 @@ impl PluginHost {
         call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T, PluginError> {
         store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
+        store.data_mut().start_call(plugin.grant.call_timeout);
         let outcome = call(store);
         PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
     }
@@ -386,6 +387,7 @@ impl PluginHost {
             return;
         }
         store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
+        store.data_mut().start_call(plugin.grant.call_timeout);
         if let Err(e) = handle.resource_drop(&mut *store) {
             tracing::warn!(plugin = %plugin.file, "releasing a plugin resource failed: {e:#}");
         }

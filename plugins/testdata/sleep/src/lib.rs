@@ -1,0 +1,20 @@
+//! Hostile test plugin (index world): `list` sleeps, an hour at a time,
+//! forever. While it sleeps it runs no code, so epoch interruption alone
+//! cannot stop it: the host must cut its sleeps to the call's deadline.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "index-plugin" });
+
+use exports::ringshare::plugin::index::Guest;
+use ringshare::plugin::types::{Error, FileEntry};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn list() -> Result<Vec<FileEntry>, Error> {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+export!(Plugin);
