@@ -650,12 +650,8 @@ async fn a_dead_holder_is_stood_in_for_and_a_small_ring_says_how_many_copies() {
 async fn a_copy_left_beyond_the_placement_is_found_before_not_found() {
     use ringshare::rpc::files_pb::{self as pb, files_client::FilesClient, store_request::Part};
     // Repair would move the copy at once; here nothing moves.
-    let mut nodes = Vec::new();
     let slow = || NodeSetup { repair_every: std::time::Duration::from_secs(600), ..NodeSetup::default() };
-    nodes.push(slow().start().await);
-    for _ in 1..4 {
-        nodes.push(NodeSetup { join: Some(nodes[0].addr.clone()), ..slow() }.start().await);
-    }
+    let mut nodes = ringshare_tests::start_ring_with(4, slow).await;
     wait_converged(&nodes).await;
     let holders = placement(&nodes[0], "elsewhere.txt").await;
     let beyond = nodes.iter().find(|n| !holders.contains(&n.addr)).expect("a fourth node");

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, wait_converged};
+use ringshare_tests::{TestNode, blake3_hex, client, eventually, pattern};
 use serde_json::Value;
 
 const FILES: usize = 50;
@@ -25,12 +25,7 @@ fn sizes(rng: &mut StdRng) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_files_up_to_200_mib_through_random_nodes_of_an_eight_node_ring() {
-    let mut nodes = vec![NodeSetup::default().start().await];
-    for _ in 1..8 {
-        let via = nodes[0].addr.clone();
-        nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
-    }
-    wait_converged(&nodes).await;
+    let nodes = ringshare_tests::start_ring(8).await;
     let pick = |rng: &mut StdRng, not: Option<usize>| loop {
         let i = rng.random_range(0..nodes.len());
         if Some(i) != not {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use ringshare_tests::{NodeSetup, TestNode, Vhost, eventually, pattern, wait_converged};
+use ringshare_tests::{NodeSetup, Vhost, eventually, pattern, start_ring_with, wait_converged};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -98,11 +98,7 @@ async fn the_ring_page_draws_the_ring_uploads_downloads_deletes_and_greys_a_dead
     let _serial = ONE_AT_A_TIME.lock().await;
     let vhost = Vhost::new();
     let setup = || NodeSetup { amqp: Some(vhost.url()), ..NodeSetup::default() };
-    let mut nodes: Vec<TestNode> = vec![setup().start().await];
-    for _ in 1..5 {
-        let join = Some(nodes[0].addr.clone());
-        nodes.push(NodeSetup { join, ..setup() }.start().await);
-    }
+    let mut nodes = start_ring_with(5, setup).await;
     wait_converged(&nodes).await;
 
     let driver = Driver::start();
@@ -173,12 +169,7 @@ async fn with_ten_thousand_files_the_page_aggregates_and_still_finds_and_downloa
     let _serial = ONE_AT_A_TIME.lock().await;
     // One copy each, so that the uploads are quick; the page lists the
     // network (`scope=network`) all the same.
-    let setup = || NodeSetup { replicas: 1, ..NodeSetup::default() };
-    let mut nodes: Vec<TestNode> = vec![setup().start().await];
-    for _ in 1..4 {
-        let join = Some(nodes[0].addr.clone());
-        nodes.push(NodeSetup { join, ..setup() }.start().await);
-    }
+    let nodes = start_ring_with(4, || NodeSetup { replicas: 1, ..NodeSetup::default() }).await;
     wait_converged(&nodes).await;
     let started = Instant::now();
     let http = ringshare_tests::client();

@@ -16,12 +16,7 @@ fn ring_member() -> NodeSetup {
 }
 
 async fn start_ring(n: usize) -> Vec<TestNode> {
-    let mut nodes = vec![ring_member().start().await];
-    for _ in 1..n {
-        let via = nodes[0].addr.clone();
-        nodes.push(NodeSetup { join: Some(via), ..ring_member() }.start().await);
-    }
-    nodes
+    ringshare_tests::start_ring_with(n, ring_member).await
 }
 
 /// From every node, lookups of `names` return the oracle's node, in at

@@ -367,12 +367,19 @@ pub async fn wait_converged(nodes: &[TestNode]) {
 
 /// A ring of `n` nodes with the default plugins, joined through the first.
 pub async fn start_ring(n: usize) -> Vec<TestNode> {
-    let mut nodes = vec![NodeSetup::default().start().await];
-    for _ in 1..n {
-        let via = nodes[0].addr.clone();
-        nodes.push(NodeSetup { join: Some(via), ..NodeSetup::default() }.start().await);
-    }
+    let nodes = start_ring_with(n, NodeSetup::default).await;
     wait_converged(&nodes).await;
+    nodes
+}
+
+/// Starts `n` nodes set up by `setup`, each joining through the first;
+/// does not wait for the ring to converge.
+pub async fn start_ring_with(n: usize, setup: impl Fn() -> NodeSetup) -> Vec<TestNode> {
+    let mut nodes = vec![setup().start().await];
+    for _ in 1..n {
+        let join = Some(nodes[0].addr.clone());
+        nodes.push(NodeSetup { join, ..setup() }.start().await);
+    }
     nodes
 }
 
