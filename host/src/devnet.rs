@@ -82,6 +82,17 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
             }
         }
     }
+    // Ready once every node is in the ring, so that a `put` right after
+    // stores its k copies.
+    let stopped = tokio::select! {
+        () = wait_joined(&running) => false,
+        _ = interrupt.recv() => true,
+        _ = terminate.recv() => true,
+    };
+    if stopped {
+        stop(&mut running).await;
+        return Ok(());
+    }
     let plugins = settings.plugins.as_ref().map_or_else(|| "their plugins folder".into(), |p| p.display().to_string());
     println!("ringshare devnet: {} nodes with the plugins of {plugins}", running.len());
     for node in &running {
@@ -181,6 +192,60 @@ async fn start(
     Ok(child)
 }
 
+/// Waits (30 s at most) until the nodes form one ring: each knows its
+/// predecessor and the next nodes after it (as many as the default number
+/// of copies needs). Warns if they do not by then.
+async fn wait_joined(running: &[Running]) {
+    let Ok(http) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut why = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut views = Vec::new();
+        for node in running {
+            let url = format!("http://127.0.0.1:{}/ring", node.port);
+            let view: Option<serde_json::Value> = match http.get(&url).send().await {
+                Ok(answer) => answer.json().await.ok(),
+                Err(_) => None,
+            };
+            views.extend(view);
+        }
+        match one_ring(&views, running.len()) {
+            Ok(()) => return,
+            Err(e) => why = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("devnet: the nodes have not formed one ring in 30 s ({why}); they keep trying");
+}
+
+/// Whether `views` (each node's `GET /ring`) show `n` nodes in one ring:
+/// each with the right predecessor and, first in its successor list, the
+/// next nodes by id (up to the default number of copies less one).
+fn one_ring(views: &[serde_json::Value], n: usize) -> Result<(), String> {
+    if views.len() < n {
+        return Err(format!("{} of {n} nodes answer", views.len()));
+    }
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap_or_default().to_owned();
+    let mut ids: Vec<String> = views.iter().map(id).collect();
+    ids.sort();
+    let after = (n - 1).min(crate::NodeConfig::default().replicas.saturating_sub(1));
+    for view in views {
+        let at = ids.iter().position(|i| *i == id(view)).unwrap_or_default();
+        if view["joined"] != true {
+            return Err(format!("{} has not joined", view["addr"]));
+        }
+        let successors: Vec<String> = view["successors"].as_array().into_iter().flatten().map(id).collect();
+        let wanted: Vec<String> = (1..=after).map(|k| ids[(at + k) % n].clone()).collect();
+        if successors.get(..after) != Some(&wanted[..]) {
+            return Err(format!("{} does not know the nodes after it yet", view["addr"]));
+        }
+        if n > 1 && id(&view["predecessor"]) != ids[(at + n - 1) % n] {
+            return Err(format!("{} does not know the node before it yet", view["addr"]));
+        }
+    }
+    Ok(())
+}
+
 /// Asks every node to stop (SIGTERM: each hands its files over and leaves
 /// the ring), waits up to 30 s for each, then kills what is left.
 async fn stop(running: &mut Vec<Running>) {
@@ -209,4 +274,34 @@ async fn broker_answers(amqp: &str) -> bool {
     let host_port = host_port.rsplit('@').next().unwrap_or_default();
     let target = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5672") };
     matches!(tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(target)).await, Ok(Ok(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::one_ring;
+
+    fn view(id: &str, predecessor: &str, successors: &[&str]) -> Value {
+        let successors: Vec<Value> = successors.iter().map(|s| json!({ "id": s })).collect();
+        json!({ "joined": true, "id": id, "addr": format!("node {id}"), "predecessor": { "id": predecessor }, "successors": successors })
+    }
+
+    #[test]
+    fn a_ring_is_one_when_every_node_knows_its_neighbours() {
+        let ring = [view("a", "c", &["b", "c"]), view("b", "a", &["c", "a"]), view("c", "b", &["a", "b"])];
+        assert_eq!(one_ring(&ring, 3), Ok(()));
+        assert!(one_ring(&ring[..2], 3).unwrap_err().contains("2 of 3 nodes answer"));
+
+        let mut lagging = ring.clone();
+        lagging[1] = view("b", "a", &["c"]);
+        assert!(one_ring(&lagging, 3).unwrap_err().contains("after it"));
+        lagging[1] = view("b", "c", &["c", "a"]);
+        assert!(one_ring(&lagging, 3).unwrap_err().contains("before it"));
+        lagging[1]["joined"] = json!(false);
+        assert!(one_ring(&lagging, 3).unwrap_err().contains("has not joined"));
+
+        let alone = [view("a", "a", &["a"])];
+        assert_eq!(one_ring(&alone, 1), Ok(()));
+    }
 }

@@ -77,9 +77,10 @@ impl Client {
             } else {
                 let holders = entry["holders"].as_array().map_or(0, Vec::len);
                 format!(
-                    "stored {name}: {} bytes, blake3 {}, {holders} copies",
+                    "stored {name}: {} bytes, blake3 {}, {holders} {}",
                     entry["size"],
-                    entry["blake3"].as_str().unwrap_or("?")
+                    entry["blake3"].as_str().unwrap_or("?"),
+                    if holders == 1 { "copy" } else { "copies" }
                 )
             });
         }
