@@ -78,6 +78,13 @@ pub fn tag<T>(request: &mut tonic::Request<T>) {
     }
 }
 
+/// [`tag`] as a gRPC client interceptor, so that every call of a client
+/// is tagged, streaming ones included.
+pub fn tagged(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    tag(&mut request);
+    Ok(request)
+}
+
 /// Middleware: serves each request in a span with its trace id, logs its
 /// answer at debug level, and sends the id back.
 pub async fn follow(request: Request, next: Next) -> Response {

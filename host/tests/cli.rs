@@ -414,4 +414,15 @@ fn a_request_is_followed_across_nodes_in_the_logs() {
         other.lines().any(|l| l.contains("trace=00000000cafef00d") && l.contains("/ringshare.files.v1")),
         "{other}"
     );
+    // A streaming call too: the copy an upload sends to the other node.
+    let mut socket = std::net::TcpStream::connect(net.node(0)).unwrap();
+    let request = "PUT /files/traced.txt HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000feedbeef\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    socket.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    net.until("the upload's copy was not traced on the other node", |d| {
+        let other = std::fs::read_to_string(d.path(&format!("data/node-{}.log", d.port + 1))).unwrap_or_default();
+        other.lines().any(|l| l.contains("trace=00000000feedbeef") && l.contains("Files/Store"))
+    });
 }

@@ -40,6 +40,11 @@ fn status_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
     move |s| from_status(node, &s)
 }
 
+/// The trace interceptor, as a plain function.
+type TagFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+/// A channel whose calls are tagged with the trace id.
+type Tagged = tonic::service::interceptor::InterceptedService<Channel, TagFn>;
+
 fn message(part: pb::store_request::Part) -> pb::StoreRequest {
     pb::StoreRequest { part: Some(part) }
 }
@@ -51,16 +56,17 @@ impl GrpcPeers {
         Self { channels, call_timeout, chunk_bytes }
     }
 
-    fn client(&self, node: &str) -> Result<FilesClient<Channel>, FileError> {
+    /// A client to `node` whose every call, streaming ones included, carries
+    /// the trace id of the request being served.
+    fn client(&self, node: &str) -> Result<FilesClient<Tagged>, FileError> {
         let channel =
             self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
-        Ok(FilesClient::new(channel))
+        Ok(FilesClient::with_interceptor(channel, crate::trace::tagged as TagFn))
     }
 
     /// A request that gives up after the call timeout.
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        crate::trace::tag(&mut request);
         request.set_timeout(self.call_timeout);
         request
     }
