@@ -38,6 +38,9 @@ async fn per_call_micros(pooling: bool, store: &Path) -> (f64, f64) {
     (remove, open)
 }
 
+/// Files in the listing measured.
+const LISTED: usize = 1_000;
+
 /// A store of `count` files of `size` bytes written through the upload
 /// plugin (so each has its record, as files in a node do), the first named
 /// `sample.bin`; and a host on it.
@@ -58,7 +61,6 @@ async fn fill(store: &Path, count: usize, size: usize) -> std::sync::Arc<PluginH
 /// is one remove and one listing; the removes alone are timed too and
 /// taken off. Returns µs per listing.
 async fn listing_micros(store: &Path) -> f64 {
-    const LISTED: usize = 1_000;
     const ROUNDS: usize = 40;
     let host = fill(store, LISTED, 100).await;
     let missing = FileName::parse("missing.bin").unwrap();
@@ -96,6 +98,10 @@ async fn main() {
     let listed = ringshare::store::StoreDir::prepare(listed.path()).unwrap();
     let list = listing_micros(listed.root()).await;
     println!();
-    println!("index list of 1,000 files after a change: {:.1} ms ({:.1} µs per file)", list / 1e3, list / 1e3);
+    println!(
+        "index list of {LISTED} files after a change: {:.1} ms ({:.1} µs per file)",
+        list / 1e3,
+        list / LISTED as f64
+    );
     println!("(each file written through the upload plugin, so that it has its record)");
 }

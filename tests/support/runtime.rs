@@ -5,8 +5,9 @@
 //! (`child task panicked: JoinError::Cancelled`). A crashed process has no
 //! such threads left, so these panics say nothing about the node; printed
 //! with their backtraces, they buried the failing test's own message in CI
-//! output. Panics on the threads of a runtime that was shut down are
-//! therefore not printed; every other panic is, as usual.
+//! output. Those panics, on the threads of a runtime that was shut down and
+//! saying so, are therefore not printed; every other panic is, as usual
+//! (another panic on a shut-down node's thread included).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,12 @@ impl NodeRuntime {
         HOOK.call_once(|| {
             let print = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
-                if !on_ended_runtime() {
+                let payload = info.payload();
+                let message =
+                    payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+                let runtime_gone =
+                    message.is_some_and(|m| m.contains("JoinError::Cancelled") || m.contains("shutdown"));
+                if !(runtime_gone && on_ended_runtime()) {
                     print(info)
                 }
             }));

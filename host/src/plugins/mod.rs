@@ -289,7 +289,8 @@ fn outcome_name<T>(outcome: &Result<T, PluginError>) -> &'static str {
         Err(PluginError::Trapped { .. } | PluginError::Corrupt(_)) => "trapped",
         Err(PluginError::Busy { .. }) => "busy",
         Err(PluginError::Unavailable(_)) => "unavailable",
-        Err(PluginError::Cancelled | PluginError::Stopping) => "cancelled",
+        Err(PluginError::Cancelled) => "cancelled",
+        Err(PluginError::Stopping) => "stopping",
     }
 }
 

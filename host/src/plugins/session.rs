@@ -444,7 +444,12 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
         Err(e) if e.is_panic() && !stopping().await => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(PluginError::Stopping),
+        Err(e) => {
+            if e.is_panic() {
+                tracing::warn!("a plugin call panicked while the node was stopping: {e}");
+            }
+            Err(PluginError::Stopping)
+        }
     }
 }
 

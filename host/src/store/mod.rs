@@ -71,16 +71,24 @@ impl StoreDir {
 }
 
 /// Moves the entries of the earlier layout (everything directly under
-/// `data`) to their places. An entry found in both places is left for a
-/// person to sort out: nothing is overwritten.
+/// `data`) to their places. An old entry that is an empty folder, or the old
+/// `tmp/` (emptied at start anyway), is removed when its new place exists
+/// (an older version run again recreates them empty). Any other entry found
+/// in both places is left for a person to sort out: nothing is overwritten.
+/// A symbolic link is moved as a link.
 fn upgrade(data: &Path, store: &Path, state: &Path) -> io::Result<()> {
     let moves = STORE_FOLDERS.iter().map(|e| (e, store)).chain(NODE_ENTRIES.iter().map(|e| (e, state)));
     for (entry, to) in moves {
         let (old, new) = (data.join(entry), to.join(entry));
-        if std::fs::symlink_metadata(&old).is_err() {
-            continue;
-        }
+        let Ok(found) = std::fs::symlink_metadata(&old) else { continue };
         if std::fs::symlink_metadata(&new).is_ok() {
+            if *entry == "tmp" && found.is_dir() {
+                std::fs::remove_dir_all(&old)?;
+                continue;
+            }
+            if found.is_dir() && std::fs::remove_dir(&old).is_ok() {
+                continue; // it was empty
+            }
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("both {} and {} exist: keep one of them", old.display(), new.display()),
@@ -131,9 +139,37 @@ mod tests {
         left.sort();
         assert_eq!(left, ["node", "store"]);
 
+        // An older version run again recreates its folders empty: they go.
+        for sub in ["files", "meta", "outboard", "tmp", "deleted"] {
+            std::fs::create_dir(data.path().join(sub)).unwrap();
+        }
+        std::fs::write(data.path().join("tmp/upload-1"), b"half").unwrap();
+        StoreDir::prepare(data.path()).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(data.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["node", "store"]);
+
+        // What it wrote meanwhile is not thrown away or overwritten.
         std::fs::create_dir(data.path().join("files")).unwrap();
+        std::fs::write(data.path().join("files/b.txt"), b"b").unwrap();
         let clash = StoreDir::prepare(data.path()).unwrap_err();
         assert!(clash.to_string().contains("keep one of them"), "{clash}");
-        assert!(data.path().join("files").exists() && dir.root().join("files/a.txt").exists(), "nothing moved over");
+        assert!(data.path().join("files/b.txt").exists() && dir.root().join("files/a.txt").exists());
+    }
+
+    #[test]
+    fn an_upgrade_cut_short_finishes_at_the_next_start() {
+        let data = tempfile::tempdir().unwrap();
+        // files/ was moved, meta/ and deleted/ were not yet.
+        std::fs::create_dir_all(data.path().join("store/files")).unwrap();
+        std::fs::write(data.path().join("store/files/a.txt"), b"a").unwrap();
+        std::fs::create_dir(data.path().join("meta")).unwrap();
+        std::fs::write(data.path().join("meta/a.txt"), b"record").unwrap();
+        std::fs::create_dir(data.path().join("deleted")).unwrap();
+        std::fs::write(data.path().join("deleted/b.txt"), b"17").unwrap();
+        let dir = StoreDir::prepare(data.path()).unwrap();
+        assert_eq!(std::fs::read(dir.root().join("files/a.txt")).unwrap(), b"a");
+        assert_eq!(std::fs::read(dir.root().join("meta/a.txt")).unwrap(), b"record");
+        assert_eq!(std::fs::read(dir.state().join("deleted/b.txt")).unwrap(), b"17");
     }
 }
