@@ -84,8 +84,11 @@ async fn uploads_through_any_node_are_placed_replicated_and_served_everywhere() 
         }
     }
 
-    // The network listing and search see every file with its holders.
-    let listing: Vec<Value> = http.get(nodes[4].at("/files?scope=network")).send().await.unwrap().json().await.unwrap();
+    // The network listing and search see every file with its holders; a
+    // whole listing names no node as missing.
+    let answer = http.get(nodes[4].at("/files?scope=network")).send().await.unwrap();
+    assert!(answer.headers().get(ringshare::rest::MISSING_NODES).is_none(), "{:?}", answer.headers());
+    let listing: Vec<Value> = answer.json().await.unwrap();
     assert_eq!(listing.len(), sizes.len(), "{listing:?}");
     assert!(listing.iter().all(|e| e["holders"].as_array().unwrap().len() == 3), "{listing:?}");
     let found: Vec<Value> = http.get(nodes[1].at("/search?q=spread-1")).send().await.unwrap().json().await.unwrap();
@@ -93,6 +96,22 @@ async fn uploads_through_any_node_are_placed_replicated_and_served_everywhere() 
     assert_eq!(found[0]["name"], "spread-1.bin");
     let none: Vec<Value> = http.get(nodes[1].at("/search?q=nothing")).send().await.unwrap().json().await.unwrap();
     assert!(none.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_listing_names_the_nodes_it_left_out() {
+    // The third node's index plugin never answers: its listing times out.
+    let mut nodes = start_ring(2).await;
+    put(&nodes[0], "seen.txt", b"listed all the same").await;
+    let stuck = NodeSetup::with_plugins(&["testdata/spin", "default/upload", "default/download"]);
+    nodes.push(NodeSetup { join: Some(nodes[0].addr.clone()), ..stuck }.start().await);
+    wait_converged(&nodes).await;
+    let answer = client().get(nodes[1].at("/files?scope=network&walk=true")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let missing = answer.headers().get(ringshare::rest::MISSING_NODES).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(missing.as_deref(), Some(nodes[2].addr.as_str()), "the node left out is named");
+    let listing: Vec<Value> = answer.json().await.unwrap();
+    assert!(listing.iter().any(|e| e["name"] == "seen.txt"), "the others' files are listed: {listing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

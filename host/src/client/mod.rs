@@ -148,7 +148,16 @@ impl Client {
 
     /// `ls`: this node's files, or with `network` every node's.
     pub async fn ls(&self, network: bool) -> Result<String, ClientError> {
-        let files = self.get_json(if network { "/files?scope=network" } else { "/files" }).await?;
+        let response =
+            self.send(self.http.get(self.url(if network { "/files?scope=network" } else { "/files" }))).await?;
+        // A listing that left nodes out says so (on stderr: stdout stays the listing).
+        if let Some(missing) = response.headers().get(crate::rest::MISSING_NODES).and_then(|v| v.to_str().ok()) {
+            eprintln!("warning: these nodes did not answer, and their files may be missing: {missing}");
+        }
+        let files: Value = response
+            .json()
+            .await
+            .map_err(|e| ClientError::Node(format!("node {} sent a bad answer: {e}", self.node())))?;
         Ok(if self.json { pretty(&files) } else { show::files(&files, network) })
     }
 

@@ -28,6 +28,16 @@ pub struct NetworkEntry {
     pub holders: Vec<String>,
 }
 
+/// Every node's files, merged by name, and the nodes whose files are not
+/// in it because they did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkListing {
+    /// The files.
+    pub entries: Vec<NetworkEntry>,
+    /// Nodes left out: their listing failed or did not come in time.
+    pub missing: Vec<String>,
+}
+
 /// A change of the network's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileChange {

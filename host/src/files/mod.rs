@@ -38,7 +38,7 @@ mod write;
 pub use error::{ErrorKind, FileError};
 pub use gather::{Batch, Gather};
 pub use handoff::{Change, HandOff, Hints, Taken};
-pub use index::{FileChange, NetworkEntry, NetworkIndex};
+pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};
 pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, Peers, Ring, StoreAnswer, StoreOrder};

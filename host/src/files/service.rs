@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::error::FileError;
 use super::handoff::{Change, HandOff, Hints, Taken};
-use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex};
+use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 use super::known::Known;
 use super::local::Local;
 use super::network::Deleted;
@@ -232,9 +232,9 @@ impl Files {
     /// Every node's files, merged by name (the newest version wins), with
     /// their holders: from the live index once it is kept (see
     /// [`spawn_index_refresh`]), else by asking every node.
-    pub async fn network_list(&self) -> Vec<NetworkEntry> {
+    pub async fn network_list(&self) -> NetworkListing {
         if self.index.is_ready() {
-            return self.index.list();
+            return NetworkListing { entries: self.index.list(), missing: Vec::new() };
         }
         self.walk_network().await
     }
@@ -244,7 +244,7 @@ impl Files {
         if self.index.is_ready() {
             return self.index.search(prefix);
         }
-        self.walk_network().await.into_iter().filter(|e| e.name.starts_with(prefix)).collect()
+        self.walk_network().await.entries.into_iter().filter(|e| e.name.starts_with(prefix)).collect()
     }
 
     /// The live network index, which changes heard from other nodes update.
@@ -260,12 +260,13 @@ impl Files {
     /// Fills the live index from a walk of the ring.
     pub async fn refresh_index(&self) {
         self.index.walk_started();
-        let entries = self.walk_network().await;
-        self.index.walked(entries);
+        let walked = self.walk_network().await;
+        self.index.walked(walked.entries);
     }
 
-    /// Asks every live node for its files and tombstones and merges them.
-    pub async fn walk_network(&self) -> Vec<NetworkEntry> {
+    /// Asks every live node for its files and tombstones and merges them;
+    /// says which nodes did not answer.
+    pub async fn walk_network(&self) -> NetworkListing {
         let me = self.placement.me();
         let nodes = self.placement.live_nodes().await;
         let listings = futures_util::future::join_all(nodes.iter().map(|node| async {
@@ -280,11 +281,15 @@ impl Files {
         .await;
         let mut merged: BTreeMap<String, NetworkEntry> = BTreeMap::new();
         let mut deleted: BTreeMap<String, u64> = BTreeMap::new();
+        let mut missing = Vec::new();
         for (addr, listing) in listings {
-            let Ok((entries, tombstones)) =
-                listing.inspect_err(|e| tracing::warn!(node = %addr, "listing failed: {e}"))
-            else {
-                continue;
+            let (entries, tombstones) = match listing {
+                Ok(listing) => listing,
+                Err(e) => {
+                    tracing::warn!(node = %addr, "listing failed: {e}");
+                    missing.push(addr);
+                    continue;
+                }
             };
             for (name, at) in tombstones {
                 let slot = deleted.entry(name).or_insert(at);
@@ -313,7 +318,7 @@ impl Files {
         }
         // Copies not yet removed of a file deleted since are not listed.
         merged.retain(|name, e| deleted.get(name).is_none_or(|at| e.modified_ns > *at));
-        merged.into_values().collect()
+        NetworkListing { entries: merged.into_values().collect(), missing }
     }
 }
 

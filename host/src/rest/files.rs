@@ -65,10 +65,15 @@ enum Scope {
     Network,
 }
 
+/// Names the nodes left out of a network listing (they did not answer),
+/// comma-separated; absent when the listing is whole.
+pub const MISSING_NODES: &str = "x-ringshare-missing-nodes";
+
 /// `GET /files[?scope=local|network][&walk=true]`: this node's files, or
 /// every node's merged by name with their holders (from the live index when
-/// the node keeps one; `walk=true` asks every node instead).
-#[utoipa::path(get, path = "/files", tag = "files", params(("scope" = Option<String>, Query, description = "`local` (default) or `network`"), ("walk" = Option<bool>, Query, description = "with scope=network: ask every node now")), responses((status = 200, description = "the files, each with its holders for scope=network", body = [EntryJson]), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
+/// the node keeps one; `walk=true` asks every node instead, and says which
+/// did not answer in [`MISSING_NODES`]).
+#[utoipa::path(get, path = "/files", tag = "files", params(("scope" = Option<String>, Query, description = "`local` (default) or `network`"), ("walk" = Option<bool>, Query, description = "with scope=network: ask every node now")), responses((status = 200, description = "the files, each with its holders for scope=network", body = [EntryJson], headers(("x-ringshare-missing-nodes" = String, description = "scope=network: the nodes left out because they did not answer, comma-separated; absent when none"))), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -84,8 +89,14 @@ pub async fn list(
                 .get_or_render(generation, || serde_json::to_vec(&index.list()).expect("entries serialise"));
             return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
         }
-        let entries = if query.walk { app.files.walk_network().await } else { app.files.network_list().await };
-        return Ok(Json(entries).into_response());
+        let listing = if query.walk { app.files.walk_network().await } else { app.files.network_list().await };
+        let mut response = Json(listing.entries).into_response();
+        if !listing.missing.is_empty()
+            && let Ok(missing) = HeaderValue::from_str(&listing.missing.join(", "))
+        {
+            response.headers_mut().insert(MISSING_NODES, missing);
+        }
+        return Ok(response);
     }
     let listing = app.plugins.list().await?;
     let json = app.listing_json.get_or_render(listing.generation, || {

@@ -28,6 +28,7 @@ use crate::rpc::GrpcTransport;
 use error::Error;
 
 pub use error::ApiError;
+pub use files::MISSING_NODES;
 
 /// What every handler shares.
 #[derive(Clone)]
