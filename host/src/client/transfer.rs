@@ -89,6 +89,15 @@ impl Client {
 
     async fn put_one(&self, path: &Path, name: &str, overwrite: bool) -> Result<Value, ClientError> {
         let file = tokio::fs::File::open(path).await.map_err(|e| local(path, "read", e))?;
+        if !overwrite {
+            // Asked first: a node refuses an upload of an existing name before
+            // reading its body, and a client still sending a large one can see
+            // the connection closed instead of that answer.
+            let head = self.http.head(self.url(&format!("/files/{}", encode(name)))).send().await;
+            if head.map_err(|e| self.unreachable(&e))?.status().is_success() {
+                return Err(ClientError::Conflict(format!("{name} already exists: give --overwrite to replace it")));
+            }
+        }
         let size = file.metadata().await.map_err(|e| local(path, "read", e))?.len();
         let progress = bar(size, name);
         let counted = progress.clone();
