@@ -85,6 +85,17 @@ pub fn tagged(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, ton
     Ok(request)
 }
 
+/// The type of [`tagged`], as a plain function.
+pub type TagFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// A channel whose calls are tagged with the trace id ([`tagged`]).
+pub type Tagged = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TagFn>;
+
+/// `channel`, its calls tagged with the trace id.
+pub fn tagging(channel: tonic::transport::Channel) -> Tagged {
+    tonic::service::interceptor::InterceptedService::new(channel, tagged as TagFn)
+}
+
 /// Middleware: serves each request in a span with its trace id, logs its
 /// answer at debug level, and sends the id back.
 pub async fn follow(request: Request, next: Next) -> Response {

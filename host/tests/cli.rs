@@ -393,36 +393,37 @@ fn the_menu_uploads_a_file_on_a_terminal() {
 /// is given) shows in the log lines of every node that served a part of it.
 #[test]
 fn a_request_is_followed_across_nodes_in_the_logs() {
-    use std::io::{Read, Write};
     let net = Devnet::start(2);
-    let mut socket = std::net::TcpStream::connect(net.node(0)).unwrap();
-    let request = "GET /files?scope=network&walk=true HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000cafef00d\r\nConnection: close\r\n\r\n";
-    socket.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).unwrap();
+    // `request` sent as it is to the first node; its whole answer.
+    let send = |request: &str| {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(net.node(0)).unwrap();
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // Whether the log of node `i` has a line with both `a` and `b`.
+    let logged = |d: &Devnet, i: u16, a: &str, b: &str| {
+        let log = std::fs::read_to_string(d.path(&format!("data/node-{}.log", d.port + i))).unwrap_or_default();
+        log.lines().any(|l| l.contains(a) && l.contains(b))
+    };
+    let answer = send(
+        "GET /files?scope=network&walk=true HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000cafef00d\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("x-ringshare-trace: 00000000cafef00d"), "{answer}");
     // Both nodes logged their part (the other one: the listing it was asked for over gRPC).
     net.until("the trace id never reached both logs", |d| {
-        (0..2).all(|i| {
-            let log = std::fs::read_to_string(d.path(&format!("data/node-{}.log", d.port + i))).unwrap_or_default();
-            log.lines().any(|l| l.contains("trace=00000000cafef00d") && l.contains("answered"))
-        })
+        (0..2).all(|i| logged(d, i, "trace=00000000cafef00d", "answered"))
     });
-    let other = std::fs::read_to_string(net.path(&format!("data/node-{}.log", net.port + 1))).unwrap();
-    assert!(
-        other.lines().any(|l| l.contains("trace=00000000cafef00d") && l.contains("/ringshare.files.v1")),
-        "{other}"
-    );
+    assert!(logged(&net, 1, "trace=00000000cafef00d", "/ringshare.files.v1"), "the listing asked for over gRPC");
     // A streaming call too: the copy an upload sends to the other node.
-    let mut socket = std::net::TcpStream::connect(net.node(0)).unwrap();
-    let request = "PUT /files/traced.txt HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000feedbeef\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
-    socket.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).unwrap();
+    let answer = send(
+        "PUT /files/traced.txt HTTP/1.1\r\nHost: x\r\nx-ringshare-trace: 00000000feedbeef\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     net.until("the upload's copy was not traced on the other node", |d| {
-        let other = std::fs::read_to_string(d.path(&format!("data/node-{}.log", d.port + 1))).unwrap_or_default();
-        other.lines().any(|l| l.contains("trace=00000000feedbeef") && l.contains("Files/Store"))
+        logged(d, 1, "trace=00000000feedbeef", "Files/Store")
     });
 }

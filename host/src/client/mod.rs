@@ -256,17 +256,14 @@ fn checked(name: &str) -> Result<&str, ClientError> {
     Ok(name)
 }
 
+/// What stays as it is in one path segment of a URL: RFC 3986's
+/// unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// A name as one path segment of a URL.
 fn encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(name, UNRESERVED).to_string()
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

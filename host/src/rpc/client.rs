@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::trace::{Tagged, tagging};
 
 use super::channels::Channels;
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_to_pb, step_from_pb};
@@ -23,15 +23,17 @@ impl GrpcTransport {
         Self { channels, timeout }
     }
 
-    fn client(&self, addr: &str) -> Result<ChordClient<Channel>, Unreachable> {
-        self.channels.get(addr).map(ChordClient::new).map_err(|_| Unreachable(addr.to_owned()))
+    /// A client to `addr` whose calls carry the trace id of the request
+    /// being served.
+    fn client(&self, addr: &str) -> Result<ChordClient<Tagged>, Unreachable> {
+        let channel = self.channels.get(addr).map_err(|_| Unreachable(addr.to_owned()))?;
+        Ok(ChordClient::new(tagging(channel)))
     }
 
     /// A request that gives up after the transport's timeout (the channel
     /// is shared with long file transfers, so the deadline is per call).
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        crate::trace::tag(&mut request);
         request.set_timeout(self.timeout);
         request
     }

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use super::channels::Channels;
 use super::convert::entry_from_pb;
@@ -20,6 +19,7 @@ use crate::files::{
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
 use crate::plugins::FileEntry;
 use crate::store::FileName;
+use crate::trace::{Tagged, tagging};
 
 /// Chunks queued for one copy streamed with an upload.
 const COPY_CHUNKS: usize = 4;
@@ -40,11 +40,6 @@ fn status_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
     move |s| from_status(node, &s)
 }
 
-/// The trace interceptor, as a plain function.
-type TagFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-/// A channel whose calls are tagged with the trace id.
-type Tagged = tonic::service::interceptor::InterceptedService<Channel, TagFn>;
-
 fn message(part: pb::store_request::Part) -> pb::StoreRequest {
     pb::StoreRequest { part: Some(part) }
 }
@@ -61,7 +56,7 @@ impl GrpcPeers {
     fn client(&self, node: &str) -> Result<FilesClient<Tagged>, FileError> {
         let channel =
             self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
-        Ok(FilesClient::with_interceptor(channel, crate::trace::tagged as TagFn))
+        Ok(FilesClient::new(tagging(channel)))
     }
 
     /// A request that gives up after the call timeout.
