@@ -77,8 +77,7 @@ impl PluginHost {
         plugin: &Loaded,
         call: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<T, WitError>>,
     ) -> Result<T, PluginError> {
-        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
-        store.data_mut().start_call(plugin.grant.call_timeout);
+        start_call(store, plugin.grant.call_timeout);
         let outcome = call(store);
         PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
     }
@@ -386,8 +385,7 @@ impl PluginHost {
         if matches!(after, Err(e) if e.is_plugin_fault()) {
             return;
         }
-        store.set_epoch_deadline(ticks_for(plugin.grant.call_timeout));
-        store.data_mut().start_call(plugin.grant.call_timeout);
+        start_call(store, plugin.grant.call_timeout);
         if let Err(e) = handle.resource_drop(&mut *store) {
             tracing::warn!(plugin = %plugin.file, "releasing a plugin resource failed: {e:#}");
         }
@@ -415,6 +413,13 @@ impl Pre {
             _ => Err(wasmtime::format_err!("not a download plugin")),
         }
     }
+}
+
+/// Arms `store` for a call of at most `timeout`: the epoch deadline for
+/// the guest's code, and the same deadline for its sleeps.
+fn start_call(store: &mut Store<Sandbox>, timeout: std::time::Duration) {
+    store.set_epoch_deadline(ticks_for(timeout));
+    store.data_mut().start_call(timeout);
 }
 
 /// Why a session's thread went away without a word: the node is stopping
