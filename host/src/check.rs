@@ -247,7 +247,7 @@ async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind,
     let digest = Digest(*blake3::hash(&sample).as_bytes());
 
     if kind == PluginKind::Index {
-        let empty = host.list().await.map_err(|e| e.to_string()).and_then(|l| match l.entries.len() {
+        let empty = host.list_by_plugin().await.map_err(|e| e.to_string()).and_then(|l| match l.len() {
             0 => Ok(()),
             n => Err(format!("an empty store was listed with {n} entries")),
         });
@@ -272,10 +272,12 @@ async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind,
         report.outcome("refuses to overwrite unless asked", again);
     }
     if has(PluginKind::Index) && report.passed() {
-        let listed = host.list().await.map_err(|e| e.to_string()).and_then(|l| match l.get(SAMPLE_NAME) {
-            Some(e) if e.size == SAMPLE_BYTES as u64 && e.blake3 == Some(digest) => Ok(()),
-            Some(e) => Err(format!("listed with size {} and hash {:?}", e.size, e.blake3)),
-            None => Err(format!("{SAMPLE_NAME} is not in the listing of {} entries", l.entries.len())),
+        let listed = host.list_by_plugin().await.map_err(|e| e.to_string()).and_then(|l| {
+            match l.iter().find(|e| e.name == SAMPLE_NAME) {
+                Some(e) if e.size == SAMPLE_BYTES as u64 && e.blake3 == Some(digest) => Ok(()),
+                Some(e) => Err(format!("listed with size {} and hash {:?}", e.size, e.blake3)),
+                None => Err(format!("{SAMPLE_NAME} is not in the listing of {} entries", l.len())),
+            }
         });
         report.outcome(&format!("lists it with its size and hash{}", by(PluginKind::Index)), listed);
     }
@@ -303,9 +305,11 @@ async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind,
         .and_then(|existed| if existed { Ok(()) } else { Err("it said there was no such file".into()) });
     report.outcome(&format!("removes it{}", by(PluginKind::Upload)), removed);
     if has(PluginKind::Index) && report.passed() {
-        let gone = host.list().await.map_err(|e| e.to_string()).and_then(|l| match l.get(SAMPLE_NAME) {
-            None => Ok(()),
-            Some(_) => Err("still listed".into()),
+        let gone = host.list_by_plugin().await.map_err(|e| e.to_string()).and_then(|l| {
+            match l.iter().find(|e| e.name == SAMPLE_NAME) {
+                None => Ok(()),
+                Some(_) => Err("still listed".into()),
+            }
         });
         report.outcome(&format!("no longer lists it{}", by(PluginKind::Index)), gone);
     }

@@ -44,6 +44,14 @@ impl Node {
         let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits))
             .await
             .context("loading plugins")??;
+        // The host's index of the store is filled from disk now, not by the
+        // first request that needs it (those wait for this listing).
+        let filling = plugins.clone();
+        tokio::spawn(async move {
+            if let Err(e) = filling.list().await {
+                tracing::warn!("cannot list the store yet: {e}");
+            }
+        });
         // One channel per peer, for the ring's calls and file transfers alike.
         let channels = Channels::new(config.rpc_timeout);
         let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);

@@ -67,7 +67,7 @@ impl Local {
         &self.tombstones
     }
 
-    /// The index plugin's listing (cached until the store changes).
+    /// Every file of this node's store, from the host's index of it.
     pub async fn list(&self) -> Result<Listing, FileError> {
         Ok(self.plugins.list().await?)
     }
@@ -110,15 +110,15 @@ impl Local {
         }
     }
 
-    /// This node's version of `name`, if it has one: from the listing when
-    /// it knows the file's hash (no file is opened), else by opening it.
+    /// This node's version of `name`, if it has one: from the host's index
+    /// of the store when it knows the file's hash (no file is opened), else
+    /// by opening it (a file copied in by hand is hashed and recorded).
     pub async fn entry(&self, name: &FileName) -> Result<Option<FileEntry>, FileError> {
-        if let Ok(listing) = self.plugins.list().await {
-            match listing.get(name.as_str()) {
-                Some(entry) if entry.blake3.is_some() => return Ok(Some(entry.clone())),
-                Some(_) => {} // not hashed yet: opening it records it
-                None => return Ok(None),
-            }
+        match self.plugins.entry(name).await {
+            Ok(Some(entry)) if entry.blake3.is_some() => return Ok(Some(entry)),
+            Ok(Some(_)) => {} // not hashed yet: opening it records it
+            Ok(None) => return Ok(None),
+            Err(e) => tracing::debug!(file = %name, "the store's index cannot say, opening the file: {e}"),
         }
         Ok(self.open(name).await?.map(|handle| handle.entry().clone()))
     }

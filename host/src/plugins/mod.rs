@@ -10,7 +10,8 @@
 //! - `registry`: which version of which plugin serves, and calls in flight;
 //! - `watch`: following the folder's changes;
 //! - `sandbox`: per-instance state, capabilities and memory cap;
-//! - `listing`: the index plugin's last answer, until the store changes;
+//! - `store_index`: the host's index of the store (every file's entry, in
+//!   memory), kept by the plugins' writes and a watch of the store;
 //! - `session`: the calls the host makes (list, streamed upload, streamed
 //!   download), each on a fresh `Store` on a blocking thread, on the
 //!   version that was current when it started;
@@ -21,12 +22,12 @@ mod content;
 mod engine;
 mod error;
 mod http;
-mod listing;
 mod load;
 mod manifest;
 mod registry;
 mod sandbox;
 mod session;
+mod store_index;
 mod watch;
 
 use std::fmt;
@@ -47,11 +48,11 @@ use sandbox::Sandbox;
 
 pub use error::{PluginError, Refusal};
 pub use http::CONCURRENT_REQUESTS as HTTP_REQUESTS_AT_ONCE;
-pub use listing::Listing;
 pub use load::{Description, describe};
 pub use manifest::{Grant, Manifest, StoreAccess};
 pub use registry::PluginStatus;
 pub use session::{DownloadHandle, UploadHandle};
+pub use store_index::{Listing, Lookup};
 
 /// The behaviours a plugin can provide; read from what the component exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -149,7 +150,7 @@ pub struct PluginHost {
     registry: RwLock<Registry>,
     /// Held while the folder is read, so that reloads do not interleave.
     reloading: Mutex<()>,
-    listings: listing::ListingCache,
+    index: store_index::StoreIndex,
     watcher: Mutex<Option<watch::FolderWatch>>,
     /// Where calls are counted, once a node's metrics are set up.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -177,7 +178,7 @@ impl PluginHost {
             compiled: load::Compiled::default(),
             registry: RwLock::new(Registry::default()),
             reloading: Mutex::new(()),
-            listings: listing::ListingCache::watching(&store_root.join("files")),
+            index: store_index::StoreIndex::watching(&store_root.join("files")),
             watcher: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
         });
@@ -214,18 +215,24 @@ impl PluginHost {
             }
             changed |= self.registry.write().unwrap_or_else(|p| p.into_inner()).apply(&file, outcome);
         }
-        if changed {
-            let index_now = self.read_registry().serving_version(Slot::Kind(PluginKind::Index));
-            if index_now != index_before {
-                // Another index plugin may list otherwise: its own first
-                // listing replaces the old one's, or the old one is dropped.
-                match listed {
-                    Some((generation, entries, version)) if Some(version) == index_now => {
-                        self.listings.replace_if_unchanged(generation, entries)
-                    }
-                    _ => self.listings.changed(),
-                }
+        // Another index plugin may list otherwise: its own first listing
+        // fills the index; without one, the next use lists the store again.
+        let index_now = self.read_registry().serving_version(Slot::Kind(PluginKind::Index));
+        let filled = match listed {
+            Some((entries, version)) if Some(version) == index_now => {
+                self.index.end_fill(Ok(entries));
+                true
             }
+            Some(_) => {
+                self.index.end_fill(Err(None));
+                false
+            }
+            None => false,
+        };
+        if index_now != index_before && !filled {
+            self.index.forget_all();
+        }
+        if changed {
             for kind in self.read_registry().empty_kinds() {
                 tracing::warn!(%kind, folder = %self.dir.display(), "no {kind} plugin loaded: its routes answer 503");
             }
@@ -235,13 +242,14 @@ impl PluginHost {
     /// A new index version's listing of the store, taken before it serves,
     /// so that requests are answered from the old listing meanwhile
     /// instead of waiting for it.
-    fn list_before_serving(&self, new: &Arc<registry::Loaded>) -> Option<(u64, Vec<FileEntry>, (Digest, u64))> {
-        let generation = self.listings.begin();
+    fn list_before_serving(&self, new: &Arc<registry::Loaded>) -> Option<(Vec<FileEntry>, (Digest, u64))> {
+        self.index.begin_fill();
         let call = Call::on(new.clone());
         match self.list_on(&call) {
-            Ok(entries) => Some((generation, entries, (new.version, new.loaded_at_ms))),
+            Ok(entries) => Some((entries, (new.version, new.loaded_at_ms))),
             Err(e) => {
                 tracing::warn!(plugin = %new.file, "the new index version could not list the store: {e}");
+                self.index.end_fill(Err(None));
                 None
             }
         }

@@ -23,7 +23,8 @@ use super::content::ContentFile;
 use super::engine::ticks_for;
 use super::registry::{Call, Loaded};
 use super::sandbox::Sandbox;
-use super::{FileEntry, Listing, PluginError, PluginHost, PluginKind, Pre, Refusal};
+use super::store_index::{self, Listing, Lookup};
+use super::{FileEntry, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::FileName;
 
@@ -82,33 +83,86 @@ impl PluginHost {
         PluginError::from_call(store, &plugin.file, plugin.grant.call_timeout, outcome)
     }
 
-    /// Lists the node's files through the index plugin, or answers from the
-    /// last listing while the store has not changed since. Entries that
-    /// break the contract (a name that is not one plain segment, a hash that
-    /// is not a digest) are left out with a log line naming the plugin.
+    /// The node's files, from the host's index of the store: filled by the
+    /// index plugin's listing on first use (requests that need it together
+    /// wait for one listing), then kept by every write and removal, with the
+    /// files changed by hand read again one by one. Entries that break the
+    /// contract (a name that is not one plain segment, a hash that is not a
+    /// digest) are left out with a log line naming the plugin. Answers
+    /// `Unavailable` while no index plugin is loaded.
     pub async fn list(self: &Arc<Self>) -> Result<Listing, PluginError> {
-        if let Some(listing) = self.listings.fresh() {
-            return Ok(listing);
+        self.call(PluginKind::Index)?;
+        self.settle().await?;
+        Ok(self.index.listing().expect("a settled index is filled"))
+    }
+
+    /// This node's entry for `name`, if it has a complete file of that name:
+    /// from the index, which reads the name again if it changed by hand.
+    pub async fn entry(self: &Arc<Self>, name: &FileName) -> Result<Option<FileEntry>, PluginError> {
+        if let Lookup::Known(entry) = self.index.lookup(name.as_str()) {
+            return Ok(entry);
         }
-        // One listing at a time while the cache works: requests that missed
-        // it together wait for one answer (or one failure) instead of each
-        // asking the plugin.
-        let seen = self.listings.ended();
-        let _one = self.listings.one_at_a_time().await;
-        if let Some(listing) = self.listings.fresh() {
-            return Ok(listing);
+        self.settle().await?;
+        Ok(self.index.held(name.as_str()))
+    }
+
+    /// Brings the index up to date: a listing of the store if it has none
+    /// (or lost track), else the names changed by hand read again. One
+    /// settling at a time; those who waited for a listing that failed share
+    /// its failure.
+    async fn settle(self: &Arc<Self>) -> Result<(), PluginError> {
+        if !self.index.needs_fill() && self.index.unsure().is_empty() {
+            return Ok(());
         }
-        if let Some(failed) = self.listings.failure_since(seen) {
-            return Err(failed);
+        let seen = self.index.fills_ended();
+        let _one = self.index.one_at_a_time().await;
+        if self.index.needs_fill() {
+            if let Some(failed) = self.index.failure_since(seen) {
+                return Err(failed);
+            }
+            return self.fill().await;
         }
-        let generation = self.listings.begin();
+        let unsure = self.index.unsure();
+        if unsure.len() > store_index::SETTLE_BY_NAME_AT_MOST {
+            return self.fill().await;
+        }
+        for name in unsure {
+            let Ok(file) = FileName::parse(&name) else {
+                self.index.settled(&name, None);
+                continue;
+            };
+            match self.download(&file).await {
+                Ok(handle) => self.index.settled(&name, Some(handle.entry())),
+                Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => self.index.settled(&name, None),
+                // The download plugin cannot say: the index plugin can.
+                Err(_) => return self.fill().await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the index with the index plugin's listing of the store.
+    async fn fill(self: &Arc<Self>) -> Result<(), PluginError> {
         let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
+        self.index.begin_fill();
         let entries = blocking(move || host.list_on(&plugin)).await;
-        self.listings.end(entries.as_ref().err());
-        let entries = entries?;
-        let listing = Listing::new(generation, entries);
-        self.listings.keep(&listing);
-        Ok(listing)
+        match entries {
+            Ok(entries) => {
+                self.index.end_fill(Ok(entries));
+                Ok(())
+            }
+            Err(e) => {
+                self.index.end_fill(Err(Some(&e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks the index plugin for its listing now, past the host's index
+    /// (for `plugin check`, which exercises the plugin itself).
+    pub async fn list_by_plugin(self: &Arc<Self>) -> Result<Vec<FileEntry>, PluginError> {
+        let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
+        blocking(move || host.list_on(&plugin)).await
     }
 
     /// Lists the store through `plugin` (an index plugin), on this thread.
@@ -158,7 +212,9 @@ impl PluginHost {
             let (mut store, instance) = host.instantiate(&plugin, |pre, s| pre.upload()?.instantiate(s))?;
             let removed =
                 host.guarded(&mut store, &plugin, |s| instance.ringshare_plugin_upload().call_remove(s, &name));
-            host.listings.changed();
+            if removed.is_ok() {
+                host.index.removed(&name);
+            }
             removed
         })
         .await
@@ -250,7 +306,9 @@ impl PluginHost {
         };
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, plugin, writer, &result);
-        self.listings.changed();
+        if let Ok(entry) = &result {
+            self.index.stored(entry);
+        }
         result
     }
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): many small files, side by side in one run.
+# FILES files of SIZE bytes (default 20,000 of 1 KiB) PUT by 8 concurrent
+# clients, then read back (every body checked), against:
+#
+#   nginx WebDAV PUT / GET (sendfile; nginx does not sync what it takes)
+#   one ringshare node keeping one copy (k = 1)
+#   three ringshare nodes keeping three copies (k = 3), uploads spread over the three
+#
+# Prints each side's PUT rate, the rate of its last tenth of files against
+# its first tenth (a rate that falls as the store fills is a cost that grows
+# with the number of files), and its GET rate, with ratios to nginx.
+# Usage: scripts/bench-small-files.sh [FILES] [SIZE]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+files=${1:-20000}
+size=${2:-1024}
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+(cd "$root" && cargo build --release -q -p ringshare && cargo bench -q -p ringshare --bench small_files --no-run)
+client=$(cd "$root" && cargo bench -q -p ringshare --bench small_files --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "small_files" and m.get("executable"):
+        print(m["executable"])')
+
+work=$(mktemp -d /tmp/ringshare-bench-small.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+nginx_port=$(free_port)
+mkdir -p "$work/www/small" "$work/body"
+cat > "$work/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+daemon on;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  client_body_temp_path $work/body;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    root $work/www;
+    client_max_body_size 0;
+    location / { dav_methods PUT DELETE; create_full_put_path on; }
+  }
+}
+CONF
+"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
+
+start_node() { # name replicas [join]
+  local port; port=$(free_port)
+  "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/$1" --replicas "$2" \
+    ${3:+--join "$3"} --plugins "$root/target/plugins/default" > "$work/$1.out" 2> "$work/$1.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
+  eval "$1=127.0.0.1:$port"
+}
+start_node a 1
+start_node c 3; start_node d 3 "$c"; start_node e 3 "$c"
+ring_of() { curl -sf "http://$1/nodes" | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["alive"]))'; }
+for _ in $(seq 1 100); do [ "$(ring_of "$c" 2>/dev/null || echo 0)" = 3 ] && break; sleep 0.1; done
+
+measure() { # label base-urls
+  echo "$1: $files files of $size bytes" >&2
+  sync
+  "$client" --base "$2" --files "$files" --size "$size" --clients 8 --prefix "$1" | tee "$work/$1.json" >&2
+}
+measure nginx "http://127.0.0.1:$nginx_port/small/"
+measure k1 "http://$a/files/"
+measure k3 "http://$c/files/,http://$d/files/,http://$e/files/"
+
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+r = {k: json.load(open(f"{work}/{k}.json")) for k in ("nginx", "k1", "k3")}
+n = r["nginx"]
+print(f"{n['files']} files of {n['size']} bytes, {n['clients']} clients")
+print(f"{'':22} {'PUT/s':>9} {'vs nginx':>9} {'last/first tenth':>17} {'GET/s':>9} {'vs nginx':>9}")
+for k, label in (("nginx", "nginx WebDAV"), ("k1", "ringshare k = 1"), ("k3", "ringshare k = 3 (3 nodes)")):
+    x = r[k]
+    print(f"{label:22} {x['put_per_s']:9.0f} {x['put_per_s']/n['put_per_s']:8.2f}x "
+          f"{x['put_last_tenth_per_s']/x['put_first_tenth_per_s']:16.2f}x {x['get_per_s']:9.0f} {x['get_per_s']/n['get_per_s']:8.2f}x")
+PY
