@@ -55,6 +55,11 @@ pub struct NodeConfig {
     /// With a broker, the live network index is rebuilt from a walk of the
     /// ring this often (events keep it current in between). Default: 60 s.
     pub index_refresh_every: Duration,
+    /// The node's certificate, key and cluster CA (`node.crt`, `node.key`,
+    /// `ca.crt`; see `ringshare cert`): with them, ring and file calls are
+    /// taken only from members of the cluster and made only to them, over
+    /// mutual TLS. Default: none (plain HTTP, every caller trusted).
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// The broker a node talks to unless told otherwise.
@@ -117,6 +122,7 @@ impl NodeConfig {
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,
             amqp: Some(DEFAULT_AMQP.to_owned()),
+            tls_dir: None,
             index_refresh_every: Duration::from_secs(60),
             handoff_retry_first: Duration::from_millis(500),
         }

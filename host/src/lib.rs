@@ -17,6 +17,8 @@
 //! - [`plugins`]: the wasmtime engine, plugin loading, limits, capabilities
 //!   and the calls/sessions the rest of the host makes into plugins;
 //! - [`rest`]: the axum routes users and clients call;
+//! - [`tls`]: members only: a cluster's certificates, and who may call;
+//! - [`listener`]: the one port of REST and gRPC, plain or TLS, with timeouts;
 //! - [`node`]: [`run`] ties them together on a bound listener;
 //! - [`check`]: `ringshare plugin check`, a plugin exercised on its own;
 //! - [`settings`]: the command's settings, from a file, the environment and flags;
@@ -31,6 +33,7 @@ pub mod config;
 pub mod devnet;
 pub mod files;
 pub mod integrity;
+pub mod listener;
 pub mod metrics;
 pub mod mom;
 pub mod node;
@@ -39,6 +42,7 @@ pub mod rest;
 pub mod rpc;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod trace;
 
 pub use config::{NodeConfig, PluginLimits};

@@ -48,6 +48,9 @@ enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Make a cluster's certificates, for mutual TLS between its nodes.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Upload files.
     Put {
         #[command(flatten)]
@@ -142,6 +145,36 @@ struct Target {
     /// Print the node's answer as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Make a cluster CA: ca.crt and ca.key in OUT. Keep ca.key safe and off
+    /// the nodes: whoever has it can admit a node to the cluster.
+    Ca {
+        /// The folder to write into (created if missing; an existing CA key is never replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the CA stays valid.
+        #[arg(long, default_value_t = ringshare::tls::CA_DAYS)]
+        days: u32,
+    },
+    /// Issue a node certificate: node.crt, node.key and a copy of ca.crt in
+    /// OUT, naming the host of ADDR (the address other nodes reach it at).
+    Node {
+        /// The CA's folder (ca.crt and ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The node's advertised address, HOST:PORT (an IP address or a DNS name).
+        #[arg(long)]
+        addr: String,
+        /// The folder to write into (the node's --tls-dir).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate stays valid.
+        #[arg(long, default_value_t = ringshare::tls::NODE_DAYS)]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +283,25 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             println!("{report}");
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
+        Command::Cert(cert) => {
+            let made = match cert {
+                CertCommand::Ca { out, days } => ringshare::tls::make_ca(&out, days)
+                    .map(|()| format!("made a cluster CA in {} (keep ca.key safe)", out.display())),
+                CertCommand::Node { ca, addr, out, days } => {
+                    ringshare::tls::make_node(&ca, &addr, &out, days).map(|names| {
+                        format!("issued {} for {} in {}", ringshare::tls::NODE_CERT, names.join(", "), out.display())
+                    })
+                }
+            };
+            match made {
+                Ok(said) => {
+                    println!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ ringshare::tls::TlsError::Make(_)) => fail(&e.to_string(), 1),
+                Err(e) => fail(&e.to_string(), 2),
+            }
+        }
         client_command => {
             init_logs(cli.log_format, "off");
             finish(run_client(client_command, &file, sub).await)
@@ -292,7 +344,9 @@ async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -
                 _ = tokio::signal::ctrl_c() => Ok(String::new()),
             }
         }
-        Command::Node(_) | Command::Devnet(_) | Command::Plugin(_) => unreachable!("dispatched before"),
+        Command::Node(_) | Command::Devnet(_) | Command::Plugin(_) | Command::Cert(_) => {
+            unreachable!("dispatched before")
+        }
     }
 }
 

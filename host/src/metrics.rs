@@ -18,7 +18,11 @@
 //! - `ringshare_broker_connected`, `ringshare_outbox_messages`,
 //!   `ringshare_handoffs_total{outcome}`: the RabbitMQ bridge;
 //! - `ringshare_ring_nodes`: distinct nodes in this node's routing table,
-//!   itself included.
+//!   itself included;
+//! - `ringshare_refused_total{reason}`: callers refused as strangers
+//!   (`no_certificate`: a ring or file call without a member's certificate;
+//!   `handshake`: a TLS handshake that failed, such as a certificate of
+//!   another CA; `claim`: a member speaking for an address not its own).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -82,6 +86,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of refusals.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `no_certificate`, `handshake`, `claim`.
+    pub reason: String,
+}
+
 /// Histograms of durations in seconds, by label set.
 pub type Timings<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -118,6 +129,8 @@ pub struct Metrics {
     pub handoffs: Family<OutcomeLabels, Counter>,
     /// Distinct nodes in the routing table; set when scraped.
     pub ring_nodes: Gauge,
+    /// Callers refused as strangers, by reason.
+    pub refused: Family<ReasonLabels, Counter>,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -147,6 +160,8 @@ impl Metrics {
         registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
         registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register("refused", "Callers refused as strangers, by reason", refused.clone());
         Arc::new(Self {
             registry,
             http,
@@ -161,6 +176,7 @@ impl Metrics {
             outbox,
             handoffs,
             ring_nodes,
+            refused,
             scraping: std::sync::Mutex::new(()),
         })
     }

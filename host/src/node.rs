@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +17,7 @@ use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
+use crate::tls::{Credentials, Gate, members_only};
 
 /// A node built and ready to serve: its routes (REST and both gRPC
 /// services on one router), its place in the ring and its file service.
@@ -30,6 +30,10 @@ pub struct Node {
     pub files: Arc<Files>,
     /// Its bridge to RabbitMQ, unless it runs without one.
     pub bridge: Option<Arc<Bridge>>,
+    /// With credentials, the listener's TLS configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Who may call its ring and file RPCs.
+    pub gate: Arc<Gate>,
 }
 
 impl Node {
@@ -52,8 +56,19 @@ impl Node {
                 tracing::warn!("cannot list the store yet: {e}");
             }
         });
+        let credentials = match &config.tls_dir {
+            Some(dir) => Some(Credentials::load(dir).context("loading the node's certificates (--tls-dir)")?),
+            None => None,
+        };
         // One channel per peer, for the ring's calls and file transfers alike.
-        let channels = Channels::new(config.rpc_timeout);
+        let channels = match &credentials {
+            Some(credentials) => Channels::new(config.rpc_timeout).with_tls(credentials.client_config()),
+            None => Channels::new(config.rpc_timeout),
+        };
+        let (tls, gate) = match &credentials {
+            Some(credentials) => (Some(credentials.server_config()?), Gate::members()),
+            None => (None, Gate::open()),
+        };
         let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
         let ring = Arc::new(ChordNode::new(NodeRef::new(addr), config.chord, transport));
         // A stat or listing is one plugin call on the other node, plus the trip.
@@ -84,6 +99,7 @@ impl Node {
             None => None,
         };
         let metrics = crate::metrics::Metrics::new();
+        gate.count_in(metrics.clone());
         plugins.count_calls(metrics.clone());
         ring.count_hops(metrics.lookup_hops.clone());
         files.repairer().count_passes(metrics.clone());
@@ -96,10 +112,13 @@ impl Node {
             listing_json: Default::default(),
             network_json: Default::default(),
         };
-        let app = files_routes(chord_routes(rest::router(state), ring.clone()), files.clone())
+        let rpc = files_routes(chord_routes(axum::Router::new(), ring.clone(), gate.clone()), files.clone())
+            .route_layer(axum::middleware::from_fn_with_state(gate.clone(), members_only));
+        let app = rest::router(state)
+            .merge(rpc)
             .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record))
             .layer(axum::middleware::from_fn(crate::trace::follow));
-        Ok(Self { app, ring, files, bridge })
+        Ok(Self { app, ring, files, bridge, tls, gate })
     }
 }
 
@@ -114,30 +133,18 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listener.local_addr()?.to_string(),
     };
-    let Node { app, ring, files, bridge } = Node::build(&config, addr).await?;
+    let Node { app, ring, files, bridge, tls, gate } = Node::build(&config, addr).await?;
 
     let stop = CancellationToken::new();
     let serving = {
         let (stop, ring, files) = (stop.clone(), ring.clone(), files.clone());
-        tokio::spawn(async move {
-            // Without TCP_NODELAY, the small HTTP/2 frames a receiving node
-            // sends back (window updates) wait for delayed ACKs, and a
-            // stream of bytes *to* this node crawls at a tenth of its speed.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {e}");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    stop.cancelled().await;
-                    // Still serving: hand files over, then leave the ring.
-                    let copies = files.hand_over().await;
-                    tracing::info!(copies, "handed files over before leaving");
-                    ring.leave().await;
-                })
-                .await
-        })
+        tokio::spawn(crate::listener::serve(listener, app, tls, gate, async move {
+            stop.cancelled().await;
+            // Still serving: hand files over, then leave the ring.
+            let copies = files.hand_over().await;
+            tracing::info!(copies, "handed files over before leaving");
+            ring.leave().await;
+        }))
     };
     // The listener is being served: a node joining through us, or the one we
     // join through, can call back.
@@ -169,7 +176,7 @@ pub async fn run(
     if let Some(mom) = mom {
         mom.await.ok();
     }
-    serving.await.context("server task")??;
+    serving.await.context("server task")?;
     // Copies finishing in the background and streams still being served.
     files.shut_down(std::time::Duration::from_secs(10)).await;
     Ok(())

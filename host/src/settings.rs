@@ -102,6 +102,11 @@ pub struct NodeSettings {
     /// network index, in milliseconds (at least 1000).
     #[arg(long, env = "RINGSHARE_INDEX_REFRESH_MS", default_value_t = ms(defaults().index_refresh_every))]
     pub index_refresh_ms: u64,
+    /// Folder of this node's certificate, key and cluster CA (node.crt,
+    /// node.key, ca.crt; made by `ringshare cert`): ring and file calls then
+    /// go only between members of the cluster, over mutual TLS.
+    #[arg(long, env = "RINGSHARE_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl NodeSettings {
@@ -133,6 +138,11 @@ impl NodeSettings {
         config.amqp = (self.amqp != "none").then(|| self.amqp.clone());
         config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
+        if let Some(dir) = &self.tls_dir {
+            // Refused here, naming the file, rather than when the node starts.
+            crate::tls::Credentials::load(dir).map_err(|e| format!("tls_dir: {e}"))?;
+        }
+        config.tls_dir = self.tls_dir.clone();
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),
             memory_bytes: self.plugin_memory_mib << 20,

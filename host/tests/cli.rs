@@ -427,3 +427,68 @@ fn a_request_is_followed_across_nodes_in_the_logs() {
         logged(d, 1, "trace=00000000feedbeef", "Files/Store")
     });
 }
+
+/// `ringshare cert ca` and `cert node` make a cluster's certificates; every
+/// bad input is refused with exit 2 and a message naming the file; a node
+/// given a bad `--tls-dir` does not start.
+#[test]
+fn cert_commands_make_a_cluster_and_refuse_bad_input_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path();
+    let made = ringshare(at, &["cert", "ca", "--out", "ca"], &[]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(stdout(&made).contains("keep ca.key safe"), "{}", stdout(&made));
+    let again = ringshare(at, &["cert", "ca", "--out", "ca"], &[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("ca.key") && stderr(&again).contains("already exists"), "{}", stderr(&again));
+
+    let issued = ringshare(at, &["cert", "node", "--ca", "ca", "--addr", "127.0.0.1:7100", "--out", "n1"], &[]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    assert!(stdout(&issued).contains("127.0.0.1"), "{}", stdout(&issued));
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        assert!(at.join("n1").join(file).is_file(), "{file}");
+    }
+    let no_port = ringshare(at, &["cert", "node", "--ca", "ca", "--addr", "127.0.0.1", "--out", "n2"], &[]);
+    assert_eq!(no_port.status.code(), Some(2));
+    assert!(stderr(&no_port).contains("HOST:PORT"), "{}", stderr(&no_port));
+
+    // A node refuses a folder whose files are wrong, naming the file.
+    let start = |tls: &str| {
+        ringshare(at, &["node", "--amqp", "none", "--listen", "127.0.0.1:0", "--data", "d", "--tls-dir", tls], &[])
+    };
+    std::fs::create_dir(at.join("broken")).unwrap();
+    let missing = start("broken");
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("ca.crt"), "{}", stderr(&missing));
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        std::fs::copy(at.join("n1").join(file), at.join("broken").join(file)).unwrap();
+    }
+    std::fs::write(at.join("broken/node.crt"), "not a certificate").unwrap();
+    let garbled = start("broken");
+    assert_eq!(garbled.status.code(), Some(2));
+    assert!(stderr(&garbled).contains("node.crt"), "{}", stderr(&garbled));
+    // Another node's key beside this certificate.
+    let other = ringshare(at, &["cert", "node", "--ca", "ca", "--addr", "127.0.0.1:7101", "--out", "n3"], &[]);
+    assert!(other.status.success());
+    std::fs::copy(at.join("n1/node.crt"), at.join("broken/node.crt")).unwrap();
+    std::fs::copy(at.join("n3/node.key"), at.join("broken/node.key")).unwrap();
+    let mismatched = start("broken");
+    assert_eq!(mismatched.status.code(), Some(2));
+    assert!(
+        stderr(&mismatched).contains("node.key") && stderr(&mismatched).contains("not the key"),
+        "{}",
+        stderr(&mismatched)
+    );
+    // A certificate of another cluster's CA.
+    assert!(ringshare(at, &["cert", "ca", "--out", "ca2"], &[]).status.success());
+    std::fs::copy(at.join("n1/node.key"), at.join("broken/node.key")).unwrap();
+    std::fs::copy(at.join("ca2/ca.crt"), at.join("broken/ca.crt")).unwrap();
+    let foreign = start("broken");
+    assert_eq!(foreign.status.code(), Some(2));
+    assert!(stderr(&foreign).contains("not issued by the CA"), "{}", stderr(&foreign));
+    // Issuing without the CA's key.
+    std::fs::remove_file(at.join("ca2/ca.key")).unwrap();
+    let keyless = ringshare(at, &["cert", "node", "--ca", "ca2", "--addr", "127.0.0.1:1", "--out", "n4"], &[]);
+    assert_eq!(keyless.status.code(), Some(2));
+    assert!(stderr(&keyless).contains("ca.key"), "{}", stderr(&keyless));
+}

@@ -28,6 +28,42 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// A cluster's certificates, made in a temporary folder: its CA, and
+/// node certificates issued by it.
+pub struct Cluster {
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// A new cluster CA.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        ringshare::tls::make_ca(&dir.path().join("ca"), 30).expect("a CA");
+        Self { dir }
+    }
+
+    /// The CA's folder.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// A node folder (`--tls-dir`) with a certificate naming `host`, made on
+    /// first use and shared by every node of that host.
+    pub fn node(&self, host: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("node-{host}"));
+        if !out.join(ringshare::tls::NODE_CERT).exists() {
+            ringshare::tls::make_node(&self.ca(), &format!("{host}:1"), &out, 30).expect("a node certificate");
+        }
+        out
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A running node and the folders it owns. Each node runs on its own tokio
 /// runtime, so that [`TestNode::kill`] can stop it dead like a crash: every
 /// task and connection gone at once, no goodbye to the ring.
@@ -74,6 +110,8 @@ pub struct NodeSetup {
     pub repair_on_departure: bool,
     /// With a broker: the first pause before a failed hand-off is retried.
     pub handoff_retry_first: Duration,
+    /// The node's certificates (see [`Cluster`]): members only, mutual TLS.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for NodeSetup {
@@ -103,6 +141,7 @@ impl Default for NodeSetup {
             index_refresh_every: Duration::from_secs(60),
             repair_on_departure: true,
             handoff_retry_first: Duration::from_millis(500),
+            tls_dir: None,
         }
     }
 }
@@ -143,6 +182,7 @@ impl NodeSetup {
         config.index_refresh_every = self.index_refresh_every;
         config.repair_on_departure = self.repair_on_departure;
         config.handoff_retry_first = self.handoff_retry_first;
+        config.tls_dir = self.tls_dir;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Bytes a peer may have in flight to this node per stream.
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -20,12 +20,20 @@ const MAX_FRAME: u32 = 1 << 20;
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    /// With credentials: mutual TLS, the peer's certificate checked against
+    /// the cluster's CA and the host it is called at.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
     /// Channels that give up connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { by_addr: Arc::default(), connect_timeout }
+        Self { by_addr: Arc::default(), connect_timeout, tls: None }
+    }
+
+    /// The same channels, over mutual TLS with `tls`.
+    pub fn with_tls(self, tls: ClientTlsConfig) -> Self {
+        Self { tls: Some(tls), ..self }
     }
 
     /// How long connecting may take.
@@ -39,8 +47,13 @@ impl Channels {
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("{addr} is not an address: {e}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("{addr} is not an address: {e}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS to {addr}: {e}"))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             // HTTP/2's default 64 KiB window stalls a transfer every few
             // chunks; these bound what is in flight per stream and per peer.

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_from_pb, node_to_pb, nodes_to_pb, step_to_pb};
 use super::{GrpcTransport, pb};
 use crate::chord::{ChordNode, Id};
+use crate::tls::Gate;
 
 type Node = Arc<ChordNode<GrpcTransport>>;
 
@@ -14,16 +15,30 @@ type Node = Arc<ChordNode<GrpcTransport>>;
 const CHORD_PATH: &str = "/ringshare.chord.v1.Chord/{*method}";
 
 /// Adds the ring's gRPC service to `router`, beside the REST API on the
-/// same listener (gRPC arrives as HTTP/2 on its own paths).
-pub fn chord_routes(router: axum::Router, node: Node) -> axum::Router {
-    router.route_service(CHORD_PATH, pb::chord_server::ChordServer::new(ChordService { node }))
+/// same listener (gRPC arrives as HTTP/2 on its own paths). `gate` says
+/// which node a caller may speak for.
+pub fn chord_routes(router: axum::Router, node: Node, gate: Arc<Gate>) -> axum::Router {
+    router.route_service(CHORD_PATH, pb::chord_server::ChordServer::new(ChordService { node, gate }))
 }
 
 struct ChordService {
     node: Node,
+    gate: Arc<Gate>,
 }
 
 impl ChordService {
+    /// A caller may only speak for the node its certificate names (a
+    /// member cannot claim another node's place in the ring).
+    fn claims<T>(&self, request: &Request<T>, addr: &str) -> Result<(), Status> {
+        if self.gate.may_claim(request.extensions(), addr) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "your certificate does not name {addr}: you may only speak for yourself"
+            )))
+        }
+    }
+
     /// A leaving node answers no ring call, so that nobody re-learns it.
     fn serving(&self) -> Result<&Node, Status> {
         if self.node.is_leaving() {
@@ -62,6 +77,7 @@ impl pb::chord_server::Chord for ChordService {
     }
 
     async fn notify(&self, request: Request<pb::Node>) -> Result<Response<pb::Empty>, Status> {
+        self.claims(&request, &request.get_ref().addr)?;
         let candidate = node_from_pb(request.into_inner())?;
         self.serving()?.handle_notify(candidate).await;
         Ok(Response::new(pb::Empty {}))
@@ -72,6 +88,8 @@ impl pb::chord_server::Chord for ChordService {
     }
 
     async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
+        let claimed = request.get_ref().leaver.as_ref().map(|l| l.addr.clone()).unwrap_or_default();
+        self.claims(&request, &claimed)?;
         let request = request.into_inner();
         let leaver = node_from_pb(request.leaver.ok_or_else(|| Status::invalid_argument("leaver is required"))?)?;
         let neighbours = neighbours_from_pb(request.neighbours.unwrap_or_default());

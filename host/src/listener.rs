@@ -1,0 +1,124 @@
+//! The node's one listener: the REST API and the ring's gRPC share a port,
+//! over plain HTTP or TLS, told apart by the first byte a client sends (a
+//! TLS handshake starts with 0x16, an HTTP request with a letter, an HTTP/2
+//! preface with `P`). With credentials, TLS asks the client for a
+//! certificate of the cluster's CA without requiring one, so browsers and
+//! `curl` reach REST over HTTPS (or plain HTTP) while only members reach
+//! the RPCs (see `tls::gate`). Every request carries its [`Peer`].
+//!
+//! Each connection is served by hyper with timers on: a client has
+//! [`HEADER_TIMEOUT`] to send a request's head (and an idle keep-alive
+//! connection is closed after it), [`HANDSHAKE_TIMEOUT`] to finish a TLS
+//! handshake or send its first byte. After the shutdown signal the listener
+//! stops taking connections and waits for the open ones to finish their
+//! requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::tls::{Gate, Peer};
+
+/// Time a client has to send a request's head, and that an idle
+/// keep-alive connection stays open.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send its first byte and finish a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the
+/// open connections finish. With `tls`, clients may speak TLS (and present
+/// a member's certificate); `gate` records the handshakes that fail.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    gate: Arc<Gate>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it
+                    // was taken: wait a little rather than spin.
+                    tracing::debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY, the small HTTP/2 frames a receiving node
+        // sends back (window updates) wait for delayed ACKs, and a stream of
+        // bytes *to* this node crawls at a tenth of its speed.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let (app, tls, gate, watcher) = (app.clone(), tls.clone(), gate.clone(), graceful.watcher());
+        tokio::spawn(connection(tcp, remote, app, tls, gate, watcher));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    gate: Arc<Gate>,
+    watcher: Watcher,
+) {
+    let mut first = [0u8; 1];
+    let speaks_tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+        _ => return, // closed, failed, or silent
+    };
+    if !speaks_tls {
+        return serve_connection(tcp, Peer { remote, certificate: None }, app, watcher).await;
+    }
+    let Some(config) = tls else {
+        tracing::debug!(%remote, "a TLS client on a node without credentials: closed");
+        return;
+    };
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(tcp)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return gate.refused(remote, "handshake", &format!("TLS handshake failed: {e}")),
+        Err(_) => return gate.refused(remote, "handshake", "TLS handshake not finished in time"),
+    };
+    let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+    serve_connection(stream, Peer { remote, certificate }, app, watcher).await
+}
+
+async fn serve_connection<IO>(io: IO, peer: Peer, app: Router, watcher: Watcher)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEADER_TIMEOUT));
+    let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}

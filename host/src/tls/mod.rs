@@ -1,0 +1,42 @@
+//! Members only: a cluster's certificates and how a node uses them.
+//!
+//! - `certs`: making a cluster CA and node certificates (rcgen);
+//! - `credentials`: loading and checking a node's `--tls-dir`, and the
+//!   TLS configurations it makes for the listener and the peer channels;
+//! - `gate`: who may call the ring and file RPCs (members, with a
+//!   certificate of the cluster's CA), and the record of strangers refused.
+
+mod certs;
+mod credentials;
+mod gate;
+
+use std::path::Path;
+
+pub use certs::{CA_CERT, CA_DAYS, CA_KEY, NODE_CERT, NODE_DAYS, NODE_KEY, host_of, make_ca, make_node};
+pub use credentials::{Credentials, speaks_for};
+pub use gate::{Gate, Peer, members_only};
+
+/// What goes wrong with certificates, named by file where one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file is missing, unreadable, or not what it must be.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+    /// Making a key or certificate failed.
+    #[error("cannot make the certificate: {0}")]
+    Make(String),
+}
+
+impl TlsError {
+    fn file(path: impl AsRef<Path>, why: impl std::fmt::Display) -> Self {
+        Self::File { path: path.as_ref().display().to_string(), why: why.to_string() }
+    }
+}

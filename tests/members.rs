@@ -1,0 +1,178 @@
+//! Members only: nodes given certificates of one cluster CA (`--tls-dir`)
+//! form a ring and move files over mutual TLS, and a stranger cannot call
+//! them. The stranger uses a gRPC client generated from `proto/` by this
+//! crate's build script (none of the node's own RPC code): over plain
+//! HTTP/2, over TLS without a certificate, and with a certificate of
+//! another CA. A member whose certificate names another host cannot speak
+//! for a node of this one.
+
+use std::time::Duration;
+
+use ringshare_tests::{Cluster, NodeSetup, client, eventually, pattern, start_ring_with, wait_converged};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+mod stranger {
+    pub mod chord {
+        tonic::include_proto!("ringshare.chord.v1");
+    }
+    pub mod files {
+        tonic::include_proto!("ringshare.files.v1");
+    }
+}
+use stranger::chord::chord_client::ChordClient;
+use stranger::files::files_client::FilesClient;
+
+/// A channel to `addr`: plain HTTP/2 without `tls`, else TLS trusting the
+/// CA in `tls.0` and presenting `tls.1`'s certificate if given.
+async fn channel(addr: &str, tls: Option<(&std::path::Path, Option<&std::path::Path>)>) -> Result<Channel, String> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        Some((ca_dir, identity)) => {
+            let ca = std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap();
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some(dir) = identity {
+                let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+                config = config.identity(Identity::from_pem(read("node.crt"), read("node.key")));
+            }
+            Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(config).unwrap()
+        }
+    };
+    endpoint.connect_timeout(Duration::from_secs(5)).connect().await.map_err(|e| format!("{e:?}"))
+}
+
+/// Every call a stranger could make to hurt or read the ring, on `channel`;
+/// answers each call's gRPC code.
+async fn every_call(channel: Channel, victim: &str, file: &str) -> Vec<(&'static str, tonic::Code)> {
+    let mut chord = ChordClient::new(channel.clone());
+    let mut files = FilesClient::new(channel);
+    let node = |addr: &str| stranger::chord::Node { id: 1, addr: addr.to_owned() };
+    let header = stranger::files::StoreRequest {
+        part: Some(stranger::files::store_request::Part::Header(stranger::files::StoreHeader {
+            name: "planted".into(),
+            overwrite: true,
+            ..Default::default()
+        })),
+    };
+    let chunk =
+        stranger::files::StoreRequest { part: Some(stranger::files::store_request::Part::Chunk(b"x".to_vec())) };
+    vec![
+        (
+            "Files/Delete",
+            code(files.delete(stranger::files::DeleteRequest { name: file.into(), ..Default::default() }).await),
+        ),
+        ("Files/Store", code(files.store(futures_util::stream::iter([header, chunk])).await)),
+        (
+            "Files/Fetch",
+            code(files.fetch(stranger::files::FetchRequest { name: file.into(), ..Default::default() }).await),
+        ),
+        ("Files/List", code(files.list(stranger::files::ListRequest {}).await)),
+        ("Files/Stat", code(files.stat(stranger::files::StatRequest { name: file.into() }).await)),
+        ("Chord/GetNeighbours", code(chord.get_neighbours(stranger::chord::Empty {}).await)),
+        ("Chord/Notify", code(chord.notify(node("127.0.0.9:9")).await)),
+        (
+            "Chord/Leave",
+            code(chord.leave(stranger::chord::LeaveRequest { leaver: Some(node(victim)), neighbours: None }).await),
+        ),
+        ("Chord/FindSuccessor", code(chord.find_successor(stranger::chord::FindSuccessorRequest { key: 7 }).await)),
+    ]
+}
+
+/// The gRPC code a call ended with.
+fn code<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    answer.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+}
+
+async fn refused(node: &ringshare_tests::TestNode, reason: &str) -> f64 {
+    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    let wanted = format!("ringshare_refused_total{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&wanted)).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_files_over_mutual_tls_and_strangers_are_refused_every_call() {
+    let cluster = Cluster::new();
+    let certs = cluster.node("127.0.0.1");
+    let nodes = start_ring_with(3, || NodeSetup { tls_dir: Some(certs.clone()), ..NodeSetup::default() }).await;
+    wait_converged(&nodes).await;
+
+    // Members store and read across the ring (every copy travelled over TLS).
+    let data = pattern(5, 700_000);
+    let http = client();
+    let put = http.put(nodes[0].at("/files/report.bin")).body(data.clone()).send().await.unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    let stored: serde_json::Value = put.json().await.unwrap();
+    assert_eq!(stored["holders"].as_array().unwrap().len(), 3, "three copies over TLS: {stored}");
+    let got = http.get(nodes[2].at("/files/report.bin")).send().await.unwrap().bytes().await.unwrap();
+    assert!(got == data, "read back byte for byte");
+
+    let victim = nodes[1].addr.clone();
+    // Plain HTTP/2: every call refused as unauthenticated.
+    let plain = every_call(channel(&victim, None).await.unwrap(), &victim, "report.bin").await;
+    for (call, code) in &plain {
+        assert_eq!(*code, tonic::Code::Unauthenticated, "plain {call}: {plain:?}");
+    }
+    // TLS that trusts the cluster's CA but presents no certificate: the same.
+    let anonymous = channel(&victim, Some((&cluster.ca(), None))).await.unwrap();
+    let anonymous = every_call(anonymous, &victim, "report.bin").await;
+    for (call, code) in &anonymous {
+        assert_eq!(*code, tonic::Code::Unauthenticated, "anonymous TLS {call}: {anonymous:?}");
+    }
+    // A certificate of another CA: the handshake itself fails.
+    let elsewhere = Cluster::new();
+    let foreign = channel(&victim, Some((&cluster.ca(), Some(&elsewhere.node("127.0.0.1"))))).await;
+    let refused_outright = match foreign {
+        Err(_) => true,
+        Ok(channel) => every_call(channel, &victim, "report.bin").await.iter().all(|(_, c)| *c != tonic::Code::Ok),
+    };
+    assert!(refused_outright, "a certificate of another CA got through");
+    // A member of this cluster whose certificate names another host cannot
+    // speak for a node of this one.
+    let other_host = cluster.node("127.0.0.2");
+    let member = channel(&victim, Some((&cluster.ca(), Some(&other_host)))).await.unwrap();
+    let mut chord = ChordClient::new(member);
+    let claim = stranger::chord::LeaveRequest {
+        leaver: Some(stranger::chord::Node { id: 1, addr: nodes[0].addr.clone() }),
+        neighbours: None,
+    };
+    let denied = chord.leave(claim).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    // Its own neighbours it may read: it is a member.
+    assert!(chord.get_neighbours(stranger::chord::Empty {}).await.is_ok());
+
+    // Nothing was lost: the file is whole everywhere, the ring still whole.
+    wait_converged(&nodes).await;
+    for node in &nodes {
+        let got = http.get(node.at("/files/report.bin")).send().await.unwrap().bytes().await.unwrap();
+        assert!(got == data, "{} still serves the file", node.addr);
+        let planted = http.get(node.at("/files/planted")).send().await.unwrap().status();
+        assert_eq!(planted, reqwest::StatusCode::NOT_FOUND, "nothing was planted");
+    }
+    // Counted: 2 × 9 calls without a certificate, a failed handshake, a false claim.
+    assert!(refused(&nodes[1], "no_certificate").await >= 18.0);
+    eventually("the failed handshake was not counted", || async {
+        if refused(&nodes[1], "handshake").await >= 1.0 { Ok(()) } else { Err("0".into()) }
+    })
+    .await;
+    assert!(refused(&nodes[1], "claim").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_node_without_certificates_stays_open_and_rest_stays_plain_http_with_them() {
+    // Plain HTTP REST and the RPCs of a node without --tls-dir, as before.
+    let open = NodeSetup::default().start().await;
+    let plain = every_call(channel(&open.addr, None).await.unwrap(), &open.addr, "nothing").await;
+    let (_, code) = plain.iter().find(|(call, _)| *call == "Chord/GetNeighbours").unwrap();
+    assert_eq!(*code, tonic::Code::Ok, "{plain:?}");
+
+    // With certificates, REST still answers over plain HTTP, and TLS is
+    // open to clients without a certificate.
+    let cluster = Cluster::new();
+    let member = NodeSetup { tls_dir: Some(cluster.node("127.0.0.1")), ..NodeSetup::default() }.start().await;
+    let put = client().put(member.at("/files/plain")).body("over plain http").send().await.unwrap();
+    assert!(put.status().is_success());
+    let got = client().get(member.at("/files/plain")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(got, "over plain http");
+    // A TLS client without a certificate (a browser) completes the handshake.
+    let tls = channel(&member.addr, Some((&cluster.ca(), None))).await;
+    assert!(tls.is_ok(), "a TLS client without a certificate completes the handshake: {tls:?}");
+}
