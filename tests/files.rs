@@ -469,7 +469,7 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     use ringshare::rpc::files_pb::{self as pb, files_client::FilesClient, store_request::Part};
     let nodes = start_ring(1).await;
     let http = client();
-    let mut rpc = FilesClient::connect(nodes[0].url.clone()).await.unwrap();
+    let mut rpc = FilesClient::new(ringshare_tests::Cluster::shared().member_channel(&nodes[0]).await);
     let old_copy = blake3::hash(b"old copy").as_bytes().to_vec();
     let store_as = |name: &str, version_ns: u64, blake3: Vec<u8>, first: Option<Part>| {
         let blake3 = blake3.into();
@@ -686,7 +686,7 @@ async fn a_copy_left_beyond_the_placement_is_found_before_not_found() {
         commit_follows: false,
     };
     let parts = [Part::Header(header), Part::Chunk(data.clone().into())];
-    let mut rpc = FilesClient::connect(beyond.url.clone()).await.unwrap();
+    let mut rpc = FilesClient::new(ringshare_tests::Cluster::shared().member_channel(&beyond).await);
     rpc.store(futures_util::stream::iter(parts.map(|p| pb::StoreRequest { part: Some(p) }))).await.unwrap();
     for holder in &holders {
         let body = client().get(node_at(&nodes, holder).at("/files/elsewhere.txt")).send().await.unwrap();

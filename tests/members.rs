@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use sha2::Digest;
+
 use ringshare_tests::{Cluster, NodeSetup, client, eventually, pattern, start_ring_with, wait_converged};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -130,8 +132,12 @@ async fn members_share_files_over_mutual_tls_and_strangers_are_refused_every_cal
     let other_host = cluster.node("127.0.0.2");
     let member = channel(&victim, Some((&cluster.ca(), Some(&other_host)))).await.unwrap();
     let mut chord = ChordClient::new(member);
+    // A well-formed claim (the id is the hash of the address), so that only
+    // the certificate is wrong.
+    let claimed = &nodes[0].addr;
+    let id = u64::from_be_bytes(sha2::Sha256::digest(claimed.as_bytes())[..8].try_into().unwrap());
     let claim = stranger::chord::LeaveRequest {
-        leaver: Some(stranger::chord::Node { id: 1, addr: nodes[0].addr.clone() }),
+        leaver: Some(stranger::chord::Node { id, addr: claimed.clone() }),
         neighbours: None,
     };
     let denied = chord.leave(claim).await.unwrap_err();
@@ -159,7 +165,7 @@ async fn members_share_files_over_mutual_tls_and_strangers_are_refused_every_cal
 #[tokio::test]
 async fn a_node_without_certificates_stays_open_and_rest_stays_plain_http_with_them() {
     // Plain HTTP REST and the RPCs of a node without --tls-dir, as before.
-    let open = NodeSetup::default().start().await;
+    let open = NodeSetup { tls_dir: None, ..NodeSetup::default() }.start().await;
     let plain = every_call(channel(&open.addr, None).await.unwrap(), &open.addr, "nothing").await;
     let (_, code) = plain.iter().find(|(call, _)| *call == "Chord/GetNeighbours").unwrap();
     assert_eq!(*code, tonic::Code::Ok, "{plain:?}");

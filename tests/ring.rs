@@ -130,7 +130,7 @@ async fn malformed_ring_messages_are_refused() {
     let nodes = start_ring(2).await;
     wait_converged(&nodes).await;
     let before = ring_view(&nodes[0]).await.unwrap();
-    let mut rpc = ChordClient::connect(nodes[0].url.clone()).await.unwrap();
+    let mut rpc = ChordClient::new(ringshare_tests::Cluster::shared().member_channel(&nodes[0]).await);
 
     // An id that is not the hash of the address.
     let forged = pb::Node { id: 42, addr: "127.0.0.1:1".into() };

@@ -128,3 +128,90 @@ async fn unknown_routes_missing_files_and_long_prefixes_are_json_errors() {
         assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{method} {uri}");
     }
 }
+
+/// A router whose node takes writes with `write` tokens (a file) and reads
+/// with `read` tokens, if given.
+async fn router_with_tokens(write: Option<&str>, read: Option<&str>) -> (axum::Router, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for kind in ["index", "upload", "download"] {
+        let built = ringshare_tests::plugin(&format!("default/{kind}"));
+        std::fs::copy(&built, plugins.join(format!("{kind}.wasm"))).unwrap();
+    }
+    let mut config = NodeConfig::new(dir.path().join("data"), plugins);
+    config.replicas = 1;
+    config.amqp = None;
+    for (token, slot, name) in [(write, &mut config.write_token, "write"), (read, &mut config.read_token, "read")] {
+        if let Some(token) = token {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{token}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            *slot = Some(path);
+        }
+    }
+    let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
+    (node.app, dir)
+}
+
+/// `request` as if it came through the listener from `remote`.
+fn from(remote: &str, mut request: Request<Body>) -> Request<Body> {
+    request.extensions_mut().insert(ringshare::tls::Peer { remote: remote.parse().unwrap(), certificate: None });
+    request
+}
+
+#[tokio::test]
+async fn without_write_tokens_writes_come_only_from_this_machine() {
+    let (app, _dir) = router().await;
+    let (status, _, body) = call(&app, from("10.1.2.3:4000", request(Method::PUT, "/files/far", "x"))).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::FORBIDDEN, "protected-mode"));
+    let (status, _, body) = call(&app, from("10.1.2.3:4000", request(Method::DELETE, "/files/far", ""))).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::FORBIDDEN, "protected-mode"));
+    // Reads from anywhere, writes from loopback.
+    let (status, _, _) = call(&app, from("10.1.2.3:4000", request(Method::GET, "/files", ""))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&app, from("127.0.0.1:4000", request(Method::PUT, "/files/near", "x"))).await;
+    assert!(status.is_success(), "{status}");
+}
+
+#[tokio::test]
+async fn with_write_tokens_every_write_needs_one_and_reads_stay_open() {
+    let (app, _dir) = router_with_tokens(Some("s3cret-w"), None).await;
+    let with = |token: &str, mut r: Request<Body>| {
+        r.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        from("10.1.2.3:4000", r)
+    };
+    for refused in [
+        from("127.0.0.1:1", request(Method::PUT, "/files/a", "x")),
+        with("wrong", request(Method::PUT, "/files/a", "x")),
+        from("10.1.2.3:4000", request(Method::DELETE, "/files/a", "")),
+        from("10.1.2.3:4000", request(Method::POST, "/upload/", "")),
+        from("10.1.2.3:4000", request(Method::POST, "/x/gallery/upload", "")),
+    ] {
+        let what = format!("{} {}", refused.method(), refused.uri());
+        let (status, _, body) = call(&app, refused).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"), "{what}");
+    }
+    let (status, _, _) = call(&app, with("s3cret-w", request(Method::PUT, "/files/a", "x"))).await;
+    assert!(status.is_success(), "{status}");
+    let (status, _, body) = call(&app, from("10.1.2.3:4000", request(Method::GET, "/files/a", ""))).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, b"x".as_slice()));
+    let (status, _, _) = call(&app, with("s3cret-w", request(Method::DELETE, "/files/a", ""))).await;
+    assert!(status.is_success(), "{status}");
+}
+
+#[tokio::test]
+async fn with_read_tokens_reads_need_a_read_or_write_token() {
+    let (app, _dir) = router_with_tokens(Some("w-token"), Some("r-token")).await;
+    let with = |token: &str| {
+        let mut r = request(Method::GET, "/files", "");
+        r.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    let (status, _, body) = call(&app, request(Method::GET, "/files", "")).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(call(&app, with("nope")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, with("r-token")).await.0, StatusCode::OK);
+    assert_eq!(call(&app, with("w-token")).await.0, StatusCode::OK);
+}

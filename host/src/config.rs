@@ -60,6 +60,13 @@ pub struct NodeConfig {
     /// taken only from members of the cluster and made only to them, over
     /// mutual TLS. Default: none (plain HTTP, every caller trusted).
     pub tls_dir: Option<PathBuf>,
+    /// A file of tokens (one a line) that REST writes must present as
+    /// `Authorization: Bearer`. Default: none, protected mode: writes only
+    /// from loopback clients.
+    pub write_token: Option<PathBuf>,
+    /// A file of tokens REST reads must present (or a write token).
+    /// Default: none, reads are open.
+    pub read_token: Option<PathBuf>,
 }
 
 /// The broker a node talks to unless told otherwise.
@@ -123,6 +130,8 @@ impl NodeConfig {
             repair_on_departure: true,
             amqp: Some(DEFAULT_AMQP.to_owned()),
             tls_dir: None,
+            write_token: None,
+            read_token: None,
             index_refresh_every: Duration::from_secs(60),
             handoff_retry_first: Duration::from_millis(500),
         }

@@ -1,7 +1,10 @@
 //! `ringshare devnet`: a small ring on this machine for trying things out.
 //! Each node is a child process (`ringshare node`) on 127.0.0.1 with its own
 //! store under one folder, the first starting the ring and the others
-//! joining it; all share the configuration file and the broker. Ctrl-C (or
+//! joining it; all share the configuration file and the broker. Between
+//! them, ring and file calls go over mutual TLS: on its first start the
+//! devnet makes a cluster CA and a node certificate for 127.0.0.1 in
+//! `<data>/certs/` (`--tls false` runs them in plain HTTP). Ctrl-C (or
 //! SIGTERM) stops every node gracefully; a node killed on its own leaves
 //! the others running.
 
@@ -33,6 +36,30 @@ pub struct DevnetSettings {
     /// own setting, `[node] amqp` or its default).
     #[arg(long, env = "RINGSHARE_AMQP")]
     pub amqp: Option<String>,
+    /// Mutual TLS between the nodes, with a CA and certificates the devnet
+    /// makes in `<data>/certs/` on first start (`false`: plain HTTP).
+    #[arg(long, env = "RINGSHARE_DEVNET_TLS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[serde(default = "yes")]
+    pub tls: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The devnet's certificates in `data`: its CA (made on first start) and a
+/// node certificate for 127.0.0.1 shared by every node; answers the nodes'
+/// `--tls-dir`.
+pub fn certificates(data: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let (ca, node) = (data.join("certs/ca"), data.join("certs/127.0.0.1"));
+    if !ca.join(crate::tls::CA_KEY).exists() {
+        crate::tls::make_ca(&ca, crate::tls::CA_DAYS)?;
+    }
+    // Issued again when missing or no longer usable (expired, another CA).
+    if crate::tls::Credentials::load(&node).is_err() {
+        crate::tls::make_node(&ca, "127.0.0.1:1", &node, crate::tls::NODE_DAYS)?;
+    }
+    Ok(node)
 }
 
 /// A node of the devnet.
@@ -54,6 +81,7 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
     std::fs::create_dir_all(&settings.data)?;
     let data = std::fs::canonicalize(&settings.data)?;
     let exe = std::env::current_exe()?;
+    let tls_dir = if settings.tls { Some(certificates(&data)?) } else { None };
     let amqp = settings.amqp.as_deref().unwrap_or(crate::config::DEFAULT_AMQP);
     if amqp != "none" && !broker_answers(amqp).await {
         eprintln!(
@@ -70,7 +98,7 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
         let port = settings.port + i;
         let join = (i > 0).then(|| first.clone());
         let started = tokio::select! {
-            started = start(&exe, &settings, &data, port, join, config.as_deref()) => started,
+            started = start(&exe, &settings, &data, port, join, config.as_deref(), tls_dir.as_deref()) => started,
             _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted while starting")),
             _ = terminate.recv() => Err(anyhow::anyhow!("stopped while starting")),
         };
@@ -102,6 +130,12 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
             node.port,
             data.join(format!("node-{}.log", node.port)).display()
         );
+    }
+    match &tls_dir {
+        Some(_) => {
+            println!("Between nodes: mutual TLS, members only (cluster CA in {}).", data.join("certs/ca").display())
+        }
+        None => println!("Between nodes: plain HTTP, every caller trusted (--tls false)."),
     }
     println!("Ctrl-C stops them all; a node killed on its own (kill PID) leaves the others running.");
 
@@ -136,6 +170,7 @@ async fn start(
     port: u16,
     join: Option<String>,
     config: Option<&std::path::Path>,
+    tls_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(data.join(format!("node-{port}.log")))?;
     let mut command = Command::new(exe);
@@ -154,8 +189,11 @@ async fn start(
     if let Some(amqp) = &settings.amqp {
         command.arg("--amqp").arg(amqp);
     }
+    if let Some(tls_dir) = tls_dir {
+        command.arg("--tls-dir").arg(tls_dir);
+    }
     // What is each node's own is set here, not inherited.
-    for own in ["RINGSHARE_LISTEN", "RINGSHARE_ADVERTISE", "RINGSHARE_JOIN", "RINGSHARE_DATA"] {
+    for own in ["RINGSHARE_LISTEN", "RINGSHARE_ADVERTISE", "RINGSHARE_JOIN", "RINGSHARE_DATA", "RINGSHARE_TLS_DIR"] {
         command.env_remove(own);
     }
     if let Some(join) = join {

@@ -136,6 +136,11 @@ struct ClientSettings {
     /// The node to talk to.
     #[arg(long, env = "RINGSHARE_NODE", default_value = DEFAULT_NODE)]
     node: String,
+    /// A token the node takes (`Authorization: Bearer`): one of its write
+    /// tokens for `put` and `rm` (or a read token, if reads need one).
+    #[arg(long, env = "RINGSHARE_TOKEN", hide_env_values = true)]
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -235,7 +240,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             return ExitCode::from(2);
         }
         // No flags here: the file's [client] table, under RINGSHARE_NODE.
-        let settings = ClientSettings { node: DEFAULT_NODE.into() };
+        let settings = ClientSettings { node: DEFAULT_NODE.into(), token: None };
         let mut settings = match file.layer("client", &settings, matches) {
             Ok(settings) => settings,
             Err(e) => return fail(&e, 2),
@@ -243,7 +248,10 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
         if let Ok(node) = std::env::var("RINGSHARE_NODE") {
             settings.node = node;
         }
-        return match Client::new(&settings.node, false) {
+        if let Ok(token) = std::env::var("RINGSHARE_TOKEN") {
+            settings.token = Some(token);
+        }
+        return match Client::new(&settings.node, false).and_then(|c| c.with_token(settings.token.as_deref())) {
             Ok(client) => finish(ringshare::client::menu(client).await.map(|()| String::new())),
             Err(e) => finish(Err(e)),
         };
@@ -325,7 +333,7 @@ fn finish(outcome: Result<String, ClientError>) -> ExitCode {
 async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -> Result<String, ClientError> {
     let client = |to: &Target| -> Result<Client, ClientError> {
         let settings = file.layer("client", &to.settings, matches).map_err(ClientError::Usage)?;
-        Client::new(&settings.node, to.json)
+        Client::new(&settings.node, to.json)?.with_token(settings.token.as_deref())
     };
     match command {
         Command::Put { to, files, name, overwrite } => client(&to)?.put(PutOptions { files, name, overwrite }).await,

@@ -109,6 +109,10 @@ impl Node {
             ring: ring.clone(),
             files: files.clone(),
             bridge: bridge.clone(),
+            access: Arc::new(
+                rest::Access::load(config.write_token.as_deref(), config.read_token.as_deref())
+                    .map_err(|e| anyhow::anyhow!("REST tokens: {e}"))?,
+            ),
             listing_json: Default::default(),
             network_json: Default::default(),
         };

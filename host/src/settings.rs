@@ -107,6 +107,20 @@ pub struct NodeSettings {
     /// go only between members of the cluster, over mutual TLS.
     #[arg(long, env = "RINGSHARE_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// File of tokens (one a line, not readable by others) that REST writes
+    /// must present as `Authorization: Bearer`; without it, writes are
+    /// taken only from this machine (protected mode).
+    #[arg(long, env = "RINGSHARE_WRITE_TOKEN")]
+    pub write_token: Option<PathBuf>,
+    /// File of tokens REST reads must present (a write token does too);
+    /// without it, reads are open.
+    #[arg(long, env = "RINGSHARE_READ_TOKEN")]
+    pub read_token: Option<PathBuf>,
+    /// Listen on a non-loopback address without --tls-dir: every process
+    /// that reaches the port can then call the ring and file RPCs.
+    #[arg(long, env = "RINGSHARE_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl NodeSettings {
@@ -138,11 +152,25 @@ impl NodeSettings {
         config.amqp = (self.amqp != "none").then(|| self.amqp.clone());
         config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
+        if !self.listen.ip().is_loopback() && self.tls_dir.is_none() && !self.insecure {
+            return Err(format!(
+                "refusing to listen on {} without --tls-dir: anyone who reaches it could join the ring, \
+                 fetch or delete files. Give the node its certificates (ringshare cert), or pass --insecure",
+                self.listen
+            ));
+        }
+        for (what, file) in [("write_token", &self.write_token), ("read_token", &self.read_token)] {
+            if let Some(file) = file {
+                crate::rest::auth_tokens(file).map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
         if let Some(dir) = &self.tls_dir {
             // Refused here, naming the file, rather than when the node starts.
             crate::tls::Credentials::load(dir).map_err(|e| format!("tls_dir: {e}"))?;
         }
         config.tls_dir = self.tls_dir.clone();
+        config.write_token = self.write_token.clone();
+        config.read_token = self.read_token.clone();
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),
             memory_bytes: self.plugin_memory_mib << 20,

@@ -492,3 +492,64 @@ fn cert_commands_make_a_cluster_and_refuse_bad_input_naming_the_file() {
     assert_eq!(keyless.status.code(), Some(2));
     assert!(stderr(&keyless).contains("ca.key"), "{}", stderr(&keyless));
 }
+
+/// A node given write tokens takes `put` and `rm` only with one, which the
+/// client sends from RINGSHARE_TOKEN; a token file others can read, and a
+/// non-loopback listener without certificates, are refused at start.
+#[test]
+fn writes_need_the_nodes_token_and_unsafe_starts_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path();
+    std::fs::write(at.join("tokens"), "t0ken-one\nt0ken-two\n").unwrap();
+    std::fs::set_permissions(at.join("tokens"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(at.join("report.txt"), "quarterly").unwrap();
+    let port = free_ports(1);
+    let listen = format!("127.0.0.1:{port}");
+    let mut node = Command::new(BIN)
+        .current_dir(at)
+        .args(["node", "--amqp", "none", "--listen", &listen, "--data", "d", "--write-token", "tokens", "--plugins"])
+        .arg(plugins())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().take(5).map_while(Result::ok).any(|l| l.contains("listening")), "the node started");
+    std::thread::spawn(move || for _ in lines {});
+
+    let put = ringshare(at, &["put", "report.txt", "--node", &listen], &[]);
+    assert_eq!(put.status.code(), Some(10), "{}", stderr(&put));
+    assert!(stderr(&put).contains("RINGSHARE_TOKEN"), "{}", stderr(&put));
+    let wrong = ringshare(at, &["put", "report.txt", "--node", &listen], &[("RINGSHARE_TOKEN", "guess")]);
+    assert_eq!(wrong.status.code(), Some(10));
+    let put = ringshare(at, &["put", "report.txt", "--node", &listen], &[("RINGSHARE_TOKEN", "t0ken-two")]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    // Reads need none.
+    let got = ringshare(at, &["get", "report.txt", "-o", "-", "--node", &listen], &[]);
+    assert_eq!(stdout(&got), "quarterly");
+    let rm = ringshare(at, &["rm", "report.txt", "--node", &listen], &[]);
+    assert_eq!(rm.status.code(), Some(10));
+    let rm = ringshare(at, &["rm", "report.txt", "--node", &listen], &[("RINGSHARE_TOKEN", "t0ken-one")]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let _ = node.kill();
+    let _ = node.wait();
+
+    let start = |args: &[&str]| {
+        let mut all = vec!["node", "--amqp", "none", "--data", "d2"];
+        all.extend(args);
+        ringshare(at, &all, &[])
+    };
+    std::fs::set_permissions(at.join("tokens"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let readable = start(&["--listen", "127.0.0.1:0", "--write-token", "tokens"]);
+    assert_eq!(readable.status.code(), Some(2));
+    assert!(stderr(&readable).contains("readable by every user"), "{}", stderr(&readable));
+    std::fs::write(at.join("empty"), "\n").unwrap();
+    std::fs::set_permissions(at.join("empty"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let empty = start(&["--listen", "127.0.0.1:0", "--write-token", "empty"]);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(stderr(&empty).contains("holds no token"), "{}", stderr(&empty));
+    let open = start(&["--listen", "0.0.0.0:0"]);
+    assert_eq!(open.status.code(), Some(2));
+    assert!(stderr(&open).contains("without --tls-dir") && stderr(&open).contains("--insecure"), "{}", stderr(&open));
+}

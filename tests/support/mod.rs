@@ -32,14 +32,44 @@ pub fn plugin(name: &str) -> PathBuf {
 /// node certificates issued by it.
 pub struct Cluster {
     dir: TempDir,
+    /// Held while a node certificate is made (tests run side by side).
+    making: std::sync::Mutex<()>,
 }
 
 impl Cluster {
     /// A new cluster CA.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::in_dir(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn in_dir(dir: TempDir) -> Self {
         ringshare::tls::make_ca(&dir.path().join("ca"), 30).expect("a CA");
-        Self { dir }
+        Self { dir, making: std::sync::Mutex::new(()) }
+    }
+
+    /// The cluster every test node belongs to unless its test says
+    /// otherwise (made once per test process, under `target/tmp`: a static
+    /// is never dropped, so it is not left in the system's temp folder).
+    pub fn shared() -> &'static Cluster {
+        static SHARED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let under = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+            std::fs::create_dir_all(&under).expect("target/tmp");
+            let dir = tempfile::Builder::new().prefix("test-cluster-").tempdir_in(under).expect("temp dir");
+            Cluster::in_dir(dir)
+        })
+    }
+
+    /// A gRPC channel to `node` as a member of this cluster on 127.0.0.1
+    /// opens it (mutual TLS).
+    pub async fn member_channel(&self, node: &TestNode) -> tonic::transport::Channel {
+        let dir = self.node("127.0.0.1");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("certificate files");
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")))
+            .identity(tonic::transport::Identity::from_pem(read("node.crt"), read("node.key")));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", node.addr)).expect("an address");
+        endpoint.tls_config(tls).expect("TLS").connect().await.expect("a member's channel")
     }
 
     /// The CA's folder.
@@ -51,6 +81,7 @@ impl Cluster {
     /// first use and shared by every node of that host.
     pub fn node(&self, host: &str) -> PathBuf {
         let out = self.dir.path().join(format!("node-{host}"));
+        let _one_at_a_time = self.making.lock().unwrap_or_else(|p| p.into_inner());
         if !out.join(ringshare::tls::NODE_CERT).exists() {
             ringshare::tls::make_node(&self.ca(), &format!("{host}:1"), &out, 30).expect("a node certificate");
         }
@@ -111,6 +142,8 @@ pub struct NodeSetup {
     /// With a broker: the first pause before a failed hand-off is retried.
     pub handoff_retry_first: Duration,
     /// The node's certificates (see [`Cluster`]): members only, mutual TLS.
+    /// Default: the shared test cluster's, so tests run with TLS on; none
+    /// runs the node in plain HTTP.
     pub tls_dir: Option<PathBuf>,
 }
 
@@ -141,7 +174,7 @@ impl Default for NodeSetup {
             index_refresh_every: Duration::from_secs(60),
             repair_on_departure: true,
             handoff_retry_first: Duration::from_millis(500),
-            tls_dir: None,
+            tls_dir: Some(Cluster::shared().node("127.0.0.1")),
         }
     }
 }

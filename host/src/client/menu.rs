@@ -38,7 +38,7 @@ pub async fn run(mut client: Client) -> Result<(), ClientError> {
                     .with_initial_text(client.node())
                     .interact_text()
                     .map_err(io)?;
-                match Client::new(node.trim(), false) {
+                match Client::new(node.trim(), false).and_then(|c| c.with_token(client.token())) {
                     Ok(other) => {
                         client = other;
                         Ok(format!("now talking to {}", client.node()))

@@ -42,6 +42,9 @@ pub enum ClientError {
     Local(String),
     /// The command was given wrong: arguments, configuration (exit 2).
     Usage(String),
+    /// The node refused: a token is needed or was wrong (401), or it takes
+    /// writes only from its own machine (403) (exit 10).
+    Denied(String),
 }
 
 impl ClientError {
@@ -56,6 +59,7 @@ impl ClientError {
             ClientError::Node(_) => 8,
             ClientError::Local(_) => 9,
             ClientError::Usage(_) => 2,
+            ClientError::Denied(_) => 10,
         }
     }
 }
@@ -70,7 +74,8 @@ impl fmt::Display for ClientError {
             | ClientError::Corrupt(m)
             | ClientError::Node(m)
             | ClientError::Local(m)
-            | ClientError::Usage(m) => f.write_str(m),
+            | ClientError::Usage(m)
+            | ClientError::Denied(m) => f.write_str(m),
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Client {
     http: reqwest::Client,
     /// Listings in JSON instead of tables.
     pub json: bool,
+    /// The token presented on every request, if any.
+    token: Option<String>,
 }
 
 impl Client {
@@ -95,7 +102,29 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Local(e.to_string()))?;
-        Ok(Self { base, http, json })
+        Ok(Self { base, http, json, token: None })
+    }
+
+    /// The token this client presents, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The same client, presenting `token` (`Authorization: Bearer`) on
+    /// every request: a node with write tokens needs one for `put` and `rm`.
+    pub fn with_token(self, token: Option<&str>) -> Result<Self, ClientError> {
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(self) };
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::Usage("the token holds characters a header cannot carry".into()))?;
+        value.set_sensitive(true);
+        let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
+            .build()
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        Ok(Self { http, token: Some(token.to_owned()), ..self })
     }
 
     /// The node's address as people write it (`127.0.0.1:8080`).
@@ -136,6 +165,10 @@ impl Client {
         match status {
             StatusCode::NOT_FOUND => ClientError::NotFound(message),
             StatusCode::CONFLICT => ClientError::Conflict(message),
+            StatusCode::UNAUTHORIZED => {
+                ClientError::Denied(format!("{message} (set RINGSHARE_TOKEN or [client] token)"))
+            }
+            StatusCode::FORBIDDEN => ClientError::Denied(message),
             s if s.is_client_error() => ClientError::Invalid(message),
             _ => ClientError::Node(format!("node {} failed: {message} ({status}{})", self.node(), opt_code(code))),
         }

@@ -4,9 +4,11 @@
 //! - `legacy`: the original system's routes, kept as aliases;
 //! - `range`: `Range` header handling for downloads;
 //! - `ring`: `GET /ring`, `GET /lookup/{name}`, `GET /nodes`;
+//! - `auth`: write tokens, protected mode and read tokens;
 //! - `error`: the one place errors become `{"error","code"}` responses.
 
 mod api;
+mod auth;
 mod error;
 mod files;
 mod legacy;
@@ -27,6 +29,7 @@ use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
 use error::Error;
 
+pub use auth::{Access, tokens as auth_tokens};
 pub use error::ApiError;
 pub use files::MISSING_NODES;
 
@@ -43,6 +46,8 @@ pub struct AppState {
     pub files: Arc<Files>,
     /// The bridge to RabbitMQ, if the node has one.
     pub bridge: Option<Arc<Bridge>>,
+    /// Who may write and read.
+    pub access: Arc<Access>,
     /// `GET /files` as last rendered, for the store generation it shows.
     pub listing_json: Arc<RenderedListing>,
     /// `GET /files?scope=network` as last rendered from the live index.
@@ -88,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(close_after_refused_upload))
         .layer(axum::middleware::from_fn(same_origin_writes))
+        .layer(axum::middleware::from_fn_with_state(state.access.clone(), auth::authorize))
         .with_state(state)
 }
 

@@ -77,8 +77,9 @@ impl pb::chord_server::Chord for ChordService {
     }
 
     async fn notify(&self, request: Request<pb::Node>) -> Result<Response<pb::Empty>, Status> {
-        self.claims(&request, &request.get_ref().addr)?;
-        let candidate = node_from_pb(request.into_inner())?;
+        // A malformed message is refused as such before any claim is weighed.
+        let candidate = node_from_pb(request.get_ref().clone())?;
+        self.claims(&request, &candidate.addr)?;
         self.serving()?.handle_notify(candidate).await;
         Ok(Response::new(pb::Empty {}))
     }
@@ -88,10 +89,10 @@ impl pb::chord_server::Chord for ChordService {
     }
 
     async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
-        let claimed = request.get_ref().leaver.as_ref().map(|l| l.addr.clone()).unwrap_or_default();
-        self.claims(&request, &claimed)?;
+        let leaver = request.get_ref().leaver.clone().ok_or_else(|| Status::invalid_argument("leaver is required"))?;
+        let leaver = node_from_pb(leaver)?;
+        self.claims(&request, &leaver.addr)?;
         let request = request.into_inner();
-        let leaver = node_from_pb(request.leaver.ok_or_else(|| Status::invalid_argument("leaver is required"))?)?;
         let neighbours = neighbours_from_pb(request.neighbours.unwrap_or_default());
         self.serving()?.handle_leaving(&leaver, neighbours);
         Ok(Response::new(pb::Empty {}))

@@ -1,0 +1,168 @@
+//! Who may write and read through the REST API.
+//!
+//! - **Write tokens** (`--write-token FILE`, one token a line): `PUT`,
+//!   `DELETE`, `POST` (the original system's `/upload/`) and any write to an
+//!   HTTP plugin need `Authorization: Bearer TOKEN` naming one of them, or
+//!   get `401`. Tokens are compared as BLAKE3 digests in constant time.
+//! - **Protected mode**, a node without write tokens (as Redis does until a
+//!   password is set): writes only from loopback clients; any other gets
+//!   `403 protected-mode` saying how to open it.
+//! - **Read tokens** (`--read-token FILE`), optional: every other request
+//!   then needs a read or a write token, or gets `401`.
+//!
+//! The ring's and files' gRPC calls are not REST: members only decide those
+//! (see `tls::gate`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::tls::Peer;
+
+/// Tokens longer than this are not tokens.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The node's REST credentials.
+#[derive(Default)]
+pub struct Access {
+    /// Digests of the write tokens; none: protected mode.
+    write: Option<Vec<[u8; 32]>>,
+    /// Digests of the read tokens; none: reads are open.
+    read: Option<Vec<[u8; 32]>>,
+}
+
+impl Access {
+    /// Access with the tokens of `write` and `read` (files), if given.
+    pub fn load(write: Option<&Path>, read: Option<&Path>) -> Result<Self, String> {
+        Ok(Self { write: write.map(tokens).transpose()?, read: read.map(tokens).transpose()? })
+    }
+
+    /// Whether writes need a token (else: loopback clients only).
+    pub fn has_write_tokens(&self) -> bool {
+        self.write.is_some()
+    }
+}
+
+/// The digests of the tokens in `path`: one a line, blank lines ignored.
+/// Refuses a file that is missing, empty, readable by others than its owner
+/// and group, or holds a token with spaces or control characters.
+pub fn tokens(path: &Path) -> Result<Vec<[u8; 32]>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    if metadata.permissions().mode() & 0o004 != 0 {
+        return Err(format!("{name}: readable by every user of this machine; chmod o-r it first"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut digests = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let token = line.trim();
+        if token.len() > MAX_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{name}: line {} is not a token (no spaces, at most {MAX_TOKEN_BYTES} bytes)", i + 1));
+        }
+        digests.push(*blake3::hash(token.as_bytes()).as_bytes());
+    }
+    if digests.is_empty() {
+        return Err(format!("{name}: holds no token"));
+    }
+    Ok(digests)
+}
+
+/// Whether `method` changes something.
+fn writes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request's bearer token is one of `allowed`.
+fn presents(request: &Request, allowed: &[&[[u8; 32]]]) -> bool {
+    let Some(token) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.len() <= MAX_TOKEN_BYTES)
+    else {
+        return false;
+    };
+    let presented = blake3::hash(token.trim().as_bytes());
+    // blake3::Hash compares in constant time; every digest is compared.
+    allowed.iter().flat_map(|set| set.iter()).fold(false, |found, d| found | (presented == blake3::Hash::from(*d)))
+}
+
+/// Middleware: refuses what the node's access rules refuse.
+pub async fn authorize(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    let refusal = if writes(request.method()) {
+        match &access.write {
+            Some(write) if presents(&request, &[write]) => None,
+            Some(_) => Some(unauthorized("a write needs Authorization: Bearer with one of the node's write tokens")),
+            None => match request.extensions().get::<Peer>() {
+                Some(peer) if !peer.remote.ip().is_loopback() => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "protected-mode",
+                    "this node takes writes only from its own machine until it is given write tokens (--write-token)",
+                )),
+                // From loopback, or in-process.
+                _ => None,
+            },
+        }
+    } else {
+        match (&access.read, &access.write) {
+            (Some(read), write) if !presents(&request, &[read, write.as_deref().unwrap_or(&[])]) => {
+                Some(unauthorized("a read needs Authorization: Bearer with one of the node's read or write tokens"))
+            }
+            _ => None,
+        }
+    };
+    match refusal {
+        Some(error) => error.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(tokens(&file(dir.path(), "two", "alpha\n\n beta \n", 0o600)).unwrap().len(), 2);
+        let empty = tokens(&file(dir.path(), "empty", "\n  \n", 0o600)).unwrap_err();
+        assert!(empty.contains("holds no token"), "{empty}");
+        let open = tokens(&file(dir.path(), "open", "alpha\n", 0o644)).unwrap_err();
+        assert!(open.contains("readable by every user"), "{open}");
+        let spaced = tokens(&file(dir.path(), "spaced", "two words\n", 0o600)).unwrap_err();
+        assert!(spaced.contains("line 1"), "{spaced}");
+        assert!(tokens(&dir.path().join("missing")).unwrap_err().contains("missing"));
+    }
+
+    #[test]
+    fn a_bearer_token_is_found_among_the_allowed() {
+        let allowed = [*blake3::hash(b"alpha").as_bytes(), *blake3::hash(b"beta").as_bytes()];
+        let with = |value: &str| {
+            Request::builder().header(header::AUTHORIZATION, value).body(axum::body::Body::empty()).unwrap()
+        };
+        assert!(presents(&with("Bearer beta"), &[&allowed]));
+        assert!(!presents(&with("Bearer gamma"), &[&allowed]));
+        assert!(!presents(&with("Basic beta"), &[&allowed]));
+        assert!(!presents(&Request::new(axum::body::Body::empty()), &[&allowed]));
+        assert!(!presents(&with("Bearer beta"), &[]));
+    }
+}
