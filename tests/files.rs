@@ -686,7 +686,7 @@ async fn a_copy_left_beyond_the_placement_is_found_before_not_found() {
         commit_follows: false,
     };
     let parts = [Part::Header(header), Part::Chunk(data.clone().into())];
-    let mut rpc = FilesClient::new(ringshare_tests::Cluster::shared().member_channel(&beyond).await);
+    let mut rpc = FilesClient::new(ringshare_tests::Cluster::shared().member_channel(beyond).await);
     rpc.store(futures_util::stream::iter(parts.map(|p| pb::StoreRequest { part: Some(p) }))).await.unwrap();
     for holder in &holders {
         let body = client().get(node_at(&nodes, holder).at("/files/elsewhere.txt")).send().await.unwrap();

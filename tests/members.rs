@@ -182,3 +182,75 @@ async fn a_node_without_certificates_stays_open_and_rest_stays_plain_http_with_t
     let tls = channel(&member.addr, Some((&cluster.ca(), None))).await;
     assert!(tls.is_ok(), "a TLS client without a certificate completes the handshake: {tls:?}");
 }
+
+/// A metric sample of `node`'s, 0 when absent.
+async fn sample(node: &ringshare_tests::TestNode, series: &str) -> f64 {
+    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{series} "))).map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Copies `from`'s certificate files over `to`'s, each by rename (as an
+/// operator's `install` or `mv` would), the key last.
+fn install(from: &std::path::Path, to: &std::path::Path) {
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        let temp = to.join(format!(".{file}.new"));
+        std::fs::copy(from.join(file), &temp).unwrap();
+        std::fs::rename(&temp, to.join(file)).unwrap();
+    }
+}
+
+/// Whether a member of `cluster` (certificate for 127.0.0.1) is let in by `node`.
+async fn lets_in(cluster: &Cluster, node: &ringshare_tests::TestNode) -> bool {
+    let Ok(channel) = channel(&node.addr, Some((&cluster.ca(), Some(&cluster.node("127.0.0.1"))))).await else {
+        return false;
+    };
+    ChordClient::new(channel).get_neighbours(stranger::chord::Empty {}).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_replaced_in_place_take_over_without_a_restart() {
+    let (old, new) = (Cluster::new(), Cluster::new());
+    // Each node its own folder, with a certificate that expires tomorrow.
+    let folders: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for folder in &folders {
+        ringshare::tls::make_node(&old.ca(), "127.0.0.1:1", folder.path(), 1).unwrap();
+    }
+    let first = NodeSetup { tls_dir: Some(folders[0].path().into()), ..NodeSetup::default() }.start().await;
+    let join = Some(first.addr.clone());
+    let second = NodeSetup { join, tls_dir: Some(folders[1].path().into()), ..NodeSetup::default() }.start().await;
+    let nodes = [first, second];
+    wait_converged(&nodes).await;
+    assert!(lets_in(&old, &nodes[0]).await && !lets_in(&new, &nodes[0]).await);
+
+    // A replacement that does not load is refused; the old certificates serve on.
+    std::fs::write(folders[0].path().join(".node.crt.new"), "not a certificate").unwrap();
+    std::fs::rename(folders[0].path().join(".node.crt.new"), folders[0].path().join("node.crt")).unwrap();
+    eventually("the broken certificate was not refused", || async {
+        let refused = sample(&nodes[0], "ringshare_tls_reloads_total{outcome=\"refused\"}").await;
+        if refused >= 1.0 { Ok(()) } else { Err(format!("{refused}")) }
+    })
+    .await;
+    assert!(lets_in(&old, &nodes[0]).await, "the old certificates still serve");
+
+    // The whole cluster moves to certificates of a new CA, in place.
+    for folder in &folders {
+        let fresh = tempfile::tempdir().unwrap();
+        ringshare::tls::make_node(&new.ca(), "127.0.0.1:1", fresh.path(), 30).unwrap();
+        install(fresh.path(), folder.path());
+    }
+    for node in &nodes {
+        eventually("the new certificates never took over", || async {
+            match (lets_in(&new, node).await, lets_in(&old, node).await) {
+                (true, false) => Ok(()),
+                other => Err(format!("new, old let in: {other:?}")),
+            }
+        })
+        .await;
+        assert!(sample(node, "ringshare_tls_reloads_total{outcome=\"taken\"}").await >= 1.0);
+    }
+    // And the nodes still talk to each other with them.
+    wait_converged(&nodes).await;
+    let put = client().put(nodes[0].at("/files/after-rotation")).body("rotated").send().await.unwrap();
+    let stored: serde_json::Value = put.json().await.unwrap();
+    assert_eq!(stored["holders"].as_array().map(Vec::len), Some(2), "{stored}");
+}

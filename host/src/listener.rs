@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::tls::{Gate, Peer};
+use crate::tls::{Gate, Peer, Rotating};
 
 /// Time a client has to send a request's head, and that an idle
 /// keep-alive connection stays open.
@@ -43,7 +43,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<Rotating>>,
     gate: Arc<Gate>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -80,7 +80,7 @@ async fn connection(
     tcp: TcpStream,
     remote: SocketAddr,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<Rotating>>,
     gate: Arc<Gate>,
     watcher: Watcher,
 ) {
@@ -92,7 +92,7 @@ async fn connection(
     if !speaks_tls {
         return serve_connection(tcp, Peer { remote, certificate: None }, app, watcher).await;
     }
-    let Some(config) = tls else {
+    let Some(config) = tls.map(|t| t.server_config()) else {
         tracing::debug!(%remote, "a TLS client on a node without credentials: closed");
         return;
     };

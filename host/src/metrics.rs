@@ -22,7 +22,9 @@
 //! - `ringshare_refused_total{reason}`: callers refused as strangers
 //!   (`no_certificate`: a ring or file call without a member's certificate;
 //!   `handshake`: a TLS handshake that failed, such as a certificate of
-//!   another CA; `claim`: a member speaking for an address not its own).
+//!   another CA; `claim`: a member speaking for an address not its own);
+//! - `ringshare_tls_reloads_total{outcome}`: certificates read again after
+//!   their files changed (`taken`, `refused`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -131,6 +133,8 @@ pub struct Metrics {
     pub ring_nodes: Gauge,
     /// Callers refused as strangers, by reason.
     pub refused: Family<ReasonLabels, Counter>,
+    /// Certificates read again, by outcome.
+    pub tls_reloads: Family<OutcomeLabels, Counter>,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -162,6 +166,8 @@ impl Metrics {
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register("refused", "Callers refused as strangers, by reason", refused.clone());
+        let tls_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register("tls_reloads", "Certificates read again after their files changed", tls_reloads.clone());
         Arc::new(Self {
             registry,
             http,
@@ -177,6 +183,7 @@ impl Metrics {
             handoffs,
             ring_nodes,
             refused,
+            tls_reloads,
             scraping: std::sync::Mutex::new(()),
         })
     }

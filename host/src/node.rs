@@ -17,7 +17,7 @@ use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
-use crate::tls::{Credentials, Gate, members_only};
+use crate::tls::{Credentials, Gate, Rotating, members_only};
 
 /// A node built and ready to serve: its routes (REST and both gRPC
 /// services on one router), its place in the ring and its file service.
@@ -30,8 +30,9 @@ pub struct Node {
     pub files: Arc<Files>,
     /// Its bridge to RabbitMQ, unless it runs without one.
     pub bridge: Option<Arc<Bridge>>,
-    /// With credentials, the listener's TLS configuration.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With credentials, the listener's TLS configuration (followed as
+    /// the certificate files change).
+    pub tls: Option<Arc<Rotating>>,
     /// Who may call its ring and file RPCs.
     pub gate: Arc<Gate>,
 }
@@ -66,7 +67,10 @@ impl Node {
             None => Channels::new(config.rpc_timeout),
         };
         let (tls, gate) = match &credentials {
-            Some(credentials) => (Some(credentials.server_config()?), Gate::members()),
+            Some(credentials) => {
+                let channels = channels.clone();
+                (Some(Rotating::start(credentials, move |client| channels.set_tls(client))?), Gate::members())
+            }
             None => (None, Gate::open()),
         };
         let transport = GrpcTransport::new(channels.clone(), config.rpc_timeout);
@@ -100,6 +104,9 @@ impl Node {
         };
         let metrics = crate::metrics::Metrics::new();
         gate.count_in(metrics.clone());
+        if let Some(tls) = &tls {
+            tls.count_in(metrics.clone());
+        }
         plugins.count_calls(metrics.clone());
         ring.count_hops(metrics.lookup_hops.clone());
         files.repairer().count_passes(metrics.clone());

@@ -3,7 +3,7 @@
 //! in flight).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -22,18 +22,26 @@ pub struct Channels {
     connect_timeout: Duration,
     /// With credentials: mutual TLS, the peer's certificate checked against
     /// the cluster's CA and the host it is called at.
-    tls: Option<ClientTlsConfig>,
+    tls: Arc<RwLock<Option<ClientTlsConfig>>>,
 }
 
 impl Channels {
     /// Channels that give up connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { by_addr: Arc::default(), connect_timeout, tls: None }
+        Self { by_addr: Arc::default(), connect_timeout, tls: Arc::default() }
     }
 
     /// The same channels, over mutual TLS with `tls`.
     pub fn with_tls(self, tls: ClientTlsConfig) -> Self {
-        Self { tls: Some(tls), ..self }
+        self.set_tls(tls);
+        self
+    }
+
+    /// From now on, channels are made with `tls` (new certificates): the
+    /// ones made before are dropped, and calls in flight on them finish.
+    pub fn set_tls(&self, tls: ClientTlsConfig) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// How long connecting may take.
@@ -47,10 +55,11 @@ impl Channels {
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("{addr} is not an address: {e}"))?;
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = &tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS to {addr}: {e}"))?;
         }
         let endpoint = endpoint

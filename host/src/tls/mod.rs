@@ -3,18 +3,21 @@
 //! - `certs`: making a cluster CA and node certificates (rcgen);
 //! - `credentials`: loading and checking a node's `--tls-dir`, and the
 //!   TLS configurations it makes for the listener and the peer channels;
+//! - `rotation`: certificates replaced while the node runs;
 //! - `gate`: who may call the ring and file RPCs (members, with a
 //!   certificate of the cluster's CA), and the record of strangers refused.
 
 mod certs;
 mod credentials;
 mod gate;
+mod rotation;
 
 use std::path::Path;
 
 pub use certs::{CA_CERT, CA_DAYS, CA_KEY, NODE_CERT, NODE_DAYS, NODE_KEY, host_of, make_ca, make_node};
 pub use credentials::{Credentials, speaks_for};
 pub use gate::{Gate, Peer, members_only};
+pub use rotation::{QUIET as ROTATION_QUIET, Rotating};
 
 /// What goes wrong with certificates, named by file where one is at fault.
 #[derive(Debug, thiserror::Error)]
