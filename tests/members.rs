@@ -254,3 +254,51 @@ async fn certificates_replaced_in_place_take_over_without_a_restart() {
     let stored: serde_json::Value = put.json().await.unwrap();
     assert_eq!(stored["holders"].as_array().map(Vec::len), Some(2), "{stored}");
 }
+
+/// Reads what the node sends on `tcp` until it closes (10 s at most).
+async fn until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the node kept the connection open");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_clients_are_cut_off_and_a_stalled_upload_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let node =
+        NodeSetup { body_timeout: Duration::from_secs(1), max_connections: 8, ..NodeSetup::default() }.start().await;
+    // An upload that stops sending is abandoned: nothing of it is stored.
+    let mut stalled = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    let head = format!("PUT /files/stalled HTTP/1.1\r\nhost: {}\r\ncontent-length: 1000\r\n\r\n", node.addr);
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&[7u8; 100]).await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = until_closed(&mut stalled).await;
+    assert!(started.elapsed() < Duration::from_secs(8), "cut off after {:?}", started.elapsed());
+    assert!(!answer.starts_with("HTTP/1.1 2"), "a stalled upload was taken: {answer}");
+    let status = client().get(node.at("/files/stalled")).send().await.unwrap().status();
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "nothing of it is kept");
+
+    // Past the cap of open connections, one more is told so at once.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut tcp = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+        tcp.write_all(b"G").await.unwrap(); // a request begun, never finished
+        held.push(tcp);
+    }
+    let mut extra = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    extra.write_all(b"GET /ring HTTP/1.1\r\n\r\n").await.unwrap();
+    let told = until_closed(&mut extra).await;
+    assert!(told.starts_with("HTTP/1.1 503") && told.contains("\"overloaded\""), "{told}");
+    // The held ones are closed by the header timeout; then the node serves again.
+    drop(held);
+    eventually("the node never served again after the flood", || async {
+        match client().get(node.at("/ring")).send().await {
+            Ok(answer) if answer.status().is_success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

@@ -67,7 +67,17 @@ pub struct NodeConfig {
     /// A file of tokens REST reads must present (or a write token).
     /// Default: none, reads are open.
     pub read_token: Option<PathBuf>,
+    /// Connections served at once; one more is answered `503` and closed.
+    /// Default: [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// How long an upload's body may send nothing before it is abandoned
+    /// (nothing of it is kept). Default: 60 s, as nginx's
+    /// `client_body_timeout`.
+    pub body_timeout: Duration,
 }
+
+/// Connections a node serves at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// The broker a node talks to unless told otherwise.
 pub const DEFAULT_AMQP: &str = "amqp://127.0.0.1:5672/%2f";
@@ -132,6 +142,8 @@ impl NodeConfig {
             tls_dir: None,
             write_token: None,
             read_token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_timeout: Duration::from_secs(60),
             index_refresh_every: Duration::from_secs(60),
             handoff_retry_first: Duration::from_millis(500),
         }

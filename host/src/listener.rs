@@ -9,9 +9,12 @@
 //! Each connection is served by hyper with timers on: a client has
 //! [`HEADER_TIMEOUT`] to send a request's head (and an idle keep-alive
 //! connection is closed after it), [`HANDSHAKE_TIMEOUT`] to finish a TLS
-//! handshake or send its first byte. After the shutdown signal the listener
-//! stops taking connections and waits for the open ones to finish their
-//! requests.
+//! handshake or send its first byte. HTTP/2 connections carry at most
+//! [`HTTP2_STREAMS`] requests at once (h2 also caps streams a client resets,
+//! the "rapid reset" flood). At most `max_connections` are open at once: one
+//! more is answered `503 overloaded` (plain HTTP) or closed (TLS) at once.
+//! After the shutdown signal the listener stops taking connections and
+//! waits for the open ones to finish their requests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,20 +37,29 @@ use crate::tls::{Gate, Peer, Rotating};
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to send its first byte and finish a TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one HTTP/2 connection may have in flight at once.
+pub const HTTP2_STREAMS: u32 = 256;
+/// What a connection over the cap is told, in plain HTTP.
+const OVERLOADED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+content-length: 81\r\n\r\n{\"error\":\"the node has too many connections open, try again\",\"code\":\"overloaded\"}";
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the
 /// open connections finish. With `tls`, clients may speak TLS (and present
-/// a member's certificate); `gate` records the handshakes that fail.
+/// a member's certificate); `gate` records the handshakes that fail. At
+/// most `max_connections` are served at once.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<Rotating>>,
     gate: Arc<Gate>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -69,11 +81,30 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tokio::spawn(overloaded(tcp));
+            continue;
+        };
         let (app, tls, gate, watcher) = (app.clone(), tls.clone(), gate.clone(), graceful.watcher());
-        tokio::spawn(connection(tcp, remote, app, tls, gate, watcher));
+        tokio::spawn(async move {
+            connection(tcp, remote, app, tls, gate, watcher).await;
+            drop(permit);
+        });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection over the cap: a plain HTTP client is told so, a TLS one
+/// (or a silent one) is closed.
+async fn overloaded(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(1), tcp.peek(&mut first)).await
+        && first[0] != TLS_HANDSHAKE
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(OVERLOADED)).await;
+    }
 }
 
 async fn connection(
@@ -116,7 +147,11 @@ where
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEADER_TIMEOUT));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HEADER_TIMEOUT))
+        .max_concurrent_streams(HTTP2_STREAMS);
     let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!("connection ended: {e}");

@@ -358,7 +358,31 @@ async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -
     }
 }
 
+/// Raises the soft limit of open files to the hard one (as Go's runtime
+/// does): each connection is a descriptor, and the soft default (often
+/// 1024) is below the node's connection cap. Says so if it stays below.
+fn raise_open_files(connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::debug!("cannot raise the open-files limit: {e}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Files, plugin stores and peer channels need descriptors too.
+    if now < connections as u64 + 256 {
+        tracing::warn!(
+            open_files = now,
+            connections,
+            "the open-files limit is below --max-connections; raise it (ulimit -n)"
+        );
+    }
+}
+
 async fn run_node(listen: std::net::SocketAddr, config: ringshare::NodeConfig) -> anyhow::Result<()> {
+    raise_open_files(config.max_connections);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     // Scripts, devnet and tests wait for this line.
     println!("ringshare node listening on http://{}", listener.local_addr()?);

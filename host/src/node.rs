@@ -120,6 +120,7 @@ impl Node {
                 rest::Access::load(config.write_token.as_deref(), config.read_token.as_deref())
                     .map_err(|e| anyhow::anyhow!("REST tokens: {e}"))?,
             ),
+            body_timeout: config.body_timeout,
             listing_json: Default::default(),
             network_json: Default::default(),
         };
@@ -149,7 +150,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let serving = {
         let (stop, ring, files) = (stop.clone(), ring.clone(), files.clone());
-        tokio::spawn(crate::listener::serve(listener, app, tls, gate, async move {
+        tokio::spawn(crate::listener::serve(listener, app, tls, gate, config.max_connections, async move {
             stop.cancelled().await;
             // Still serving: hand files over, then leave the ring.
             let copies = files.hand_over().await;

@@ -37,6 +37,14 @@ fn defaults() -> NodeConfig {
     NodeConfig::default()
 }
 
+fn default_body_timeout_ms() -> u64 {
+    ms(defaults().body_timeout)
+}
+
+fn default_max_connections() -> usize {
+    defaults().max_connections
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -116,6 +124,15 @@ pub struct NodeSettings {
     /// without it, reads are open.
     #[arg(long, env = "RINGSHARE_READ_TOKEN")]
     pub read_token: Option<PathBuf>,
+    /// How long an upload's body may send nothing before it is abandoned,
+    /// in milliseconds (at least 100).
+    #[arg(long, env = "RINGSHARE_BODY_TIMEOUT_MS", default_value_t = ms(defaults().body_timeout))]
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Connections served at once (1 to 1000000); one more is answered 503.
+    #[arg(long, env = "RINGSHARE_MAX_CONNECTIONS", default_value_t = defaults().max_connections)]
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Listen on a non-loopback address without --tls-dir: every process
     /// that reaches the port can then call the ring and file RPCs.
     #[arg(long, env = "RINGSHARE_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -139,6 +156,8 @@ impl NodeSettings {
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
         within("index_refresh_ms", self.index_refresh_ms, 1000, None)?;
+        within("max_connections", self.max_connections, 1, Some(1_000_000))?;
+        within("body_timeout_ms", self.body_timeout_ms, 100, None)?;
         let mut config = NodeConfig::new(&self.data, &self.plugins);
         config.max_upload_bytes = self.max_upload_bytes;
         config.advertise = self.advertise.clone();
@@ -170,6 +189,8 @@ impl NodeSettings {
         }
         config.tls_dir = self.tls_dir.clone();
         config.write_token = self.write_token.clone();
+        config.max_connections = self.max_connections;
+        config.body_timeout = Duration::from_millis(self.body_timeout_ms);
         config.read_token = self.read_token.clone();
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),

@@ -145,6 +145,10 @@ pub struct NodeSetup {
     /// Default: the shared test cluster's, so tests run with TLS on; none
     /// runs the node in plain HTTP.
     pub tls_dir: Option<PathBuf>,
+    /// How long an upload's body may stall.
+    pub body_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for NodeSetup {
@@ -175,6 +179,8 @@ impl Default for NodeSetup {
             repair_on_departure: true,
             handoff_retry_first: Duration::from_millis(500),
             tls_dir: Some(Cluster::shared().node("127.0.0.1")),
+            body_timeout: Duration::from_secs(60),
+            max_connections: ringshare::config::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -216,6 +222,8 @@ impl NodeSetup {
         config.repair_on_departure = self.repair_on_departure;
         config.handoff_retry_first = self.handoff_retry_first;
         config.tls_dir = self.tls_dir;
+        config.body_timeout = self.body_timeout;
+        config.max_connections = self.max_connections;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -48,6 +48,8 @@ pub struct AppState {
     pub bridge: Option<Arc<Bridge>>,
     /// Who may write and read.
     pub access: Arc<Access>,
+    /// How long a request body may send nothing.
+    pub body_timeout: std::time::Duration,
     /// `GET /files` as last rendered, for the store generation it shows.
     pub listing_json: Arc<RenderedListing>,
     /// `GET /files?scope=network` as last rendered from the live index.
@@ -93,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(close_after_refused_upload))
         .layer(axum::middleware::from_fn(same_origin_writes))
+        // A body that stops sending fails, and the upload is abandoned.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.body_timeout))
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), auth::authorize))
         .with_state(state)
 }
