@@ -14,16 +14,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use super::TlsError;
-
-/// The CA's certificate, in a CA folder and in every node folder.
-pub const CA_CERT: &str = "ca.crt";
-/// The CA's private key, in the CA folder only.
-pub const CA_KEY: &str = "ca.key";
-/// A node's certificate.
-pub const NODE_CERT: &str = "node.crt";
-/// A node's private key.
-pub const NODE_KEY: &str = "node.key";
+use super::{CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, TlsError, host_of};
 
 /// Days a new CA stays valid by default.
 pub const CA_DAYS: u32 = 3650;
@@ -77,14 +68,6 @@ pub fn make_node(ca_dir: &Path, addr: &str, out: &Path, days: u32) -> Result<Vec
     Ok(names)
 }
 
-/// The host part of `host:port` (`[v6]:port` too).
-pub fn host_of(addr: &str) -> Option<&str> {
-    let (host, port) = addr.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    (!host.is_empty()).then_some(host)
-}
-
 fn set_validity(params: &mut CertificateParams, days: u32) {
     let now = time::OffsetDateTime::now_utc();
     // A little slack before now for clocks a bit behind this one.
@@ -123,6 +106,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::host_of;
     use super::*;
 
     #[test]

@@ -13,8 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
-use super::TlsError;
-use super::certs::{CA_CERT, NODE_CERT, NODE_KEY, host_of};
+use super::{CA_CERT, NODE_CERT, NODE_KEY, TlsError, host_of};
 
 /// A node's credentials, loaded and checked.
 pub struct Credentials {

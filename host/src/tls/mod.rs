@@ -14,10 +14,27 @@ mod rotation;
 
 use std::path::Path;
 
-pub use certs::{CA_CERT, CA_DAYS, CA_KEY, NODE_CERT, NODE_DAYS, NODE_KEY, host_of, make_ca, make_node};
+pub use certs::{CA_DAYS, NODE_DAYS, make_ca, make_node};
 pub use credentials::{Credentials, speaks_for};
 pub use gate::{Gate, Peer, members_only};
 pub use rotation::{QUIET as ROTATION_QUIET, Rotating};
+
+/// The CA's certificate, in a CA folder and in every node folder.
+pub const CA_CERT: &str = "ca.crt";
+/// The CA's private key, in the CA folder only.
+pub const CA_KEY: &str = "ca.key";
+/// A node's certificate.
+pub const NODE_CERT: &str = "node.crt";
+/// A node's private key.
+pub const NODE_KEY: &str = "node.key";
+
+/// The host part of `host:port` (`[v6]:port` too).
+pub fn host_of(addr: &str) -> Option<&str> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
 
 /// What goes wrong with certificates, named by file where one is at fault.
 #[derive(Debug, thiserror::Error)]
