@@ -132,6 +132,11 @@ async fn unknown_routes_missing_files_and_long_prefixes_are_json_errors() {
 /// A router whose node takes writes with `write` tokens (a file) and reads
 /// with `read` tokens, if given.
 async fn router_with_tokens(write: Option<&str>, read: Option<&str>) -> (axum::Router, tempfile::TempDir) {
+    router_limited(write, read, ringshare::NodeConfig::new("d", "p").write_rate).await
+}
+
+/// The same, with writes limited to `write_rate` a second per client.
+async fn router_limited(write: Option<&str>, read: Option<&str>, write_rate: u32) -> (axum::Router, tempfile::TempDir) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -143,6 +148,7 @@ async fn router_with_tokens(write: Option<&str>, read: Option<&str>) -> (axum::R
     let mut config = NodeConfig::new(dir.path().join("data"), plugins);
     config.replicas = 1;
     config.amqp = None;
+    config.write_rate = write_rate;
     for (token, slot, name) in [(write, &mut config.write_token, "write"), (read, &mut config.read_token, "read")] {
         if let Some(token) = token {
             let path = dir.path().join(name);
@@ -214,4 +220,31 @@ async fn with_read_tokens_reads_need_a_read_or_write_token() {
     assert_eq!(call(&app, with("nope")).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, with("r-token")).await.0, StatusCode::OK);
     assert_eq!(call(&app, with("w-token")).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_writing_too_fast_is_told_to_wait_and_others_are_not() {
+    let (app, _dir) = router_limited(Some("w"), None, 2).await;
+    let put = |remote: &str, i: usize| {
+        let mut r = request(Method::PUT, &format!("/files/f{i}?overwrite=true"), "x");
+        r.headers_mut().insert(header::AUTHORIZATION, "Bearer w".parse().unwrap());
+        from(remote, r)
+    };
+    // Bursts of twice the rate, then 429 with retry-after.
+    for i in 0..4 {
+        let (status, _, _) = call(&app, put("10.1.2.3:4000", i)).await;
+        assert!(status.is_success(), "write {i}: {status}");
+    }
+    let (status, headers, body) = call(&app, put("10.1.2.3:4001", 4)).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::TOO_MANY_REQUESTS, "too-many-writes"));
+    assert!(headers[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    // Reads are not limited; another client, and loopback, write on.
+    let (status, _, _) = call(&app, from("10.1.2.3:4000", request(Method::GET, "/files", ""))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&app, put("10.9.9.9:4000", 5)).await;
+    assert!(status.is_success(), "{status}");
+    for i in 0..10 {
+        let (status, _, _) = call(&app, put("127.0.0.1:4000", 10 + i)).await;
+        assert!(status.is_success(), "loopback write {i}: {status}");
+    }
 }

@@ -74,6 +74,11 @@ pub struct NodeConfig {
     /// (nothing of it is kept). Default: 60 s, as nginx's
     /// `client_body_timeout`.
     pub body_timeout: Duration,
+    /// REST writes a second one client address may make (bursts of twice
+    /// that); 0: no limit. Default: 100.
+    pub write_rate: u32,
+    /// Whether loopback clients are held to `write_rate` too. Default: no.
+    pub rate_limit_loopback: bool,
 }
 
 /// Connections a node serves at once unless told otherwise.
@@ -144,6 +149,8 @@ impl NodeConfig {
             read_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             body_timeout: Duration::from_secs(60),
+            write_rate: 100,
+            rate_limit_loopback: false,
             index_refresh_every: Duration::from_secs(60),
             handoff_retry_first: Duration::from_millis(500),
         }

@@ -117,8 +117,12 @@ impl Node {
             files: files.clone(),
             bridge: bridge.clone(),
             access: Arc::new(
-                rest::Access::load(config.write_token.as_deref(), config.read_token.as_deref())
-                    .map_err(|e| anyhow::anyhow!("REST tokens: {e}"))?,
+                rest::Access::load(
+                    config.write_token.as_deref(),
+                    config.read_token.as_deref(),
+                    rest::WriteRate { per_second: config.write_rate, loopback: config.rate_limit_loopback },
+                )
+                .map_err(|e| anyhow::anyhow!("REST tokens: {e}"))?,
             ),
             body_timeout: config.body_timeout,
             listing_json: Default::default(),

@@ -37,6 +37,10 @@ fn defaults() -> NodeConfig {
     NodeConfig::default()
 }
 
+fn default_write_rate() -> u32 {
+    defaults().write_rate
+}
+
 fn default_body_timeout_ms() -> u64 {
     ms(defaults().body_timeout)
 }
@@ -129,6 +133,15 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_BODY_TIMEOUT_MS", default_value_t = ms(defaults().body_timeout))]
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// REST writes a second one client address may make, bursts of twice
+    /// that (0: no limit); past it, 429.
+    #[arg(long, env = "RINGSHARE_WRITE_RATE", default_value_t = defaults().write_rate)]
+    #[serde(default = "default_write_rate")]
+    pub write_rate: u32,
+    /// Hold loopback clients to --write-rate too (else they are not limited).
+    #[arg(long, env = "RINGSHARE_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(default)]
+    pub rate_limit_loopback: bool,
     /// Connections served at once (1 to 1000000); one more is answered 503.
     #[arg(long, env = "RINGSHARE_MAX_CONNECTIONS", default_value_t = defaults().max_connections)]
     #[serde(default = "default_max_connections")]
@@ -191,6 +204,8 @@ impl NodeSettings {
         config.write_token = self.write_token.clone();
         config.max_connections = self.max_connections;
         config.body_timeout = Duration::from_millis(self.body_timeout_ms);
+        config.write_rate = self.write_rate;
+        config.rate_limit_loopback = self.rate_limit_loopback;
         config.read_token = self.read_token.clone();
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),

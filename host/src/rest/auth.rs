@@ -9,12 +9,22 @@
 //!   `403 protected-mode` saying how to open it.
 //! - **Read tokens** (`--read-token FILE`), optional: every other request
 //!   then needs a read or a write token, or gets `401`.
+//! - **Write rate**, per client address (`--write-rate`, writes a second,
+//!   bursts of twice that; GCRA through `governor`): a client past it gets
+//!   `429 too-many-writes` with `retry-after`. Loopback clients are not
+//!   limited unless `--rate-limit-loopback`.
 //!
 //! The ring's and files' gRPC calls are not REST: members only decide those
 //! (see `tls::gate`).
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -27,19 +37,59 @@ use crate::tls::Peer;
 /// Tokens longer than this are not tokens.
 const MAX_TOKEN_BYTES: usize = 4096;
 
-/// The node's REST credentials.
+/// Rate checks between two sweeps of the limiter's forgotten clients.
+const SWEEP_EVERY: u64 = 4096;
+
+/// The node's REST credentials and write limits.
 #[derive(Default)]
 pub struct Access {
     /// Digests of the write tokens; none: protected mode.
     write: Option<Vec<[u8; 32]>>,
     /// Digests of the read tokens; none: reads are open.
     read: Option<Vec<[u8; 32]>>,
+    /// Writes a client address may make; none: no limit.
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Whether loopback clients are limited too.
+    limit_loopback: bool,
+    checks: AtomicU64,
+}
+
+/// How fast one client may write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRate {
+    /// Writes a second per client address; 0: no limit.
+    pub per_second: u32,
+    /// Whether loopback clients are limited too.
+    pub loopback: bool,
 }
 
 impl Access {
-    /// Access with the tokens of `write` and `read` (files), if given.
-    pub fn load(write: Option<&Path>, read: Option<&Path>) -> Result<Self, String> {
-        Ok(Self { write: write.map(tokens).transpose()?, read: read.map(tokens).transpose()? })
+    /// Access with the tokens of `write` and `read` (files), if given, and
+    /// the write `rate`.
+    pub fn load(write: Option<&Path>, read: Option<&Path>, rate: WriteRate) -> Result<Self, String> {
+        let limiter = NonZeroU32::new(rate.per_second).map(|per_second| {
+            let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"));
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
+        Ok(Self {
+            write: write.map(tokens).transpose()?,
+            read: read.map(tokens).transpose()?,
+            rate: limiter,
+            limit_loopback: rate.loopback,
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether `ip` may write now; if not, how long until it may.
+    fn write_allowed(&self, ip: IpAddr) -> Result<(), std::time::Duration> {
+        let Some(limiter) = &self.rate else { return Ok(()) };
+        if ip.is_loopback() && !self.limit_loopback {
+            return Ok(());
+        }
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Whether writes need a token (else: loopback clients only).
@@ -118,10 +168,24 @@ pub async fn authorize(State(access): State<Arc<Access>>, request: Request, next
             _ => None,
         }
     };
-    match refusal {
-        Some(error) => error.into_response(),
-        None => next.run(request).await,
+    if let Some(error) = refusal {
+        return error.into_response();
     }
+    if writes(request.method())
+        && let Some(peer) = request.extensions().get::<Peer>()
+        && let Err(wait) = access.write_allowed(peer.remote.ip())
+    {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut answer = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-writes",
+            format!("this client writes faster than the node allows (--write-rate); try again in {seconds} s"),
+        )
+        .into_response();
+        answer.headers_mut().insert(header::RETRY_AFTER, seconds.max(1).into());
+        return answer;
+    }
+    next.run(request).await
 }
 
 fn unauthorized(message: &str) -> ApiError {

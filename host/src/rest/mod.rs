@@ -29,7 +29,7 @@ use crate::plugins::{PluginHost, PluginStatus};
 use crate::rpc::GrpcTransport;
 use error::Error;
 
-pub use auth::{Access, tokens as auth_tokens};
+pub use auth::{Access, WriteRate, tokens as auth_tokens};
 pub use error::ApiError;
 pub use files::MISSING_NODES;
 
