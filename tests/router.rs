@@ -10,6 +10,12 @@ use tower::ServiceExt;
 /// A node's router with the default plugins in a fresh folder (kept alive
 /// by the returned guard).
 async fn router() -> (axum::Router, tempfile::TempDir) {
+    built(|config| config.max_upload_bytes = 1000).await
+}
+
+/// The router of a one-copy node without a broker, with the default
+/// plugins in a fresh folder, its configuration changed by `change`.
+async fn built(change: impl FnOnce(&mut NodeConfig)) -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -20,7 +26,7 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
     let mut config = NodeConfig::new(dir.path().join("data"), plugins);
     config.replicas = 1;
     config.amqp = None;
-    config.max_upload_bytes = 1000;
+    change(&mut config);
     let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
     (node.app, dir)
 }
@@ -138,27 +144,25 @@ async fn router_with_tokens(write: Option<&str>, read: Option<&str>) -> (axum::R
 /// The same, with writes limited to `write_rate` a second per client.
 async fn router_limited(write: Option<&str>, read: Option<&str>, write_rate: u32) -> (axum::Router, tempfile::TempDir) {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    for kind in ["index", "upload", "download"] {
-        let built = ringshare_tests::plugin(&format!("default/{kind}"));
-        std::fs::copy(&built, plugins.join(format!("{kind}.wasm"))).unwrap();
-    }
-    let mut config = NodeConfig::new(dir.path().join("data"), plugins);
-    config.replicas = 1;
-    config.amqp = None;
-    config.write_rate = write_rate;
-    for (token, slot, name) in [(write, &mut config.write_token, "write"), (read, &mut config.read_token, "read")] {
+    let tokens = tempfile::tempdir().unwrap();
+    let mut files = [None, None];
+    for ((token, slot), name) in [write, read].into_iter().zip(&mut files).zip(["write", "read"]) {
         if let Some(token) = token {
-            let path = dir.path().join(name);
+            let path = tokens.path().join(name);
             std::fs::write(&path, format!("{token}\n")).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             *slot = Some(path);
         }
     }
-    let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
-    (node.app, dir)
+    let [write_token, read_token] = files;
+    let (app, dir) = built(|config| {
+        config.write_rate = write_rate;
+        (config.write_token, config.read_token) = (write_token, read_token);
+    })
+    .await;
+    // The node has read its tokens: their folder may go.
+    drop(tokens);
+    (app, dir)
 }
 
 /// `request` as if it came through the listener from `remote`.

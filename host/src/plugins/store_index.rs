@@ -304,16 +304,24 @@ impl StoreIndex {
 
     /// `entry` was stored through the upload plugin.
     pub fn stored(&self, entry: &FileEntry) {
-        let mut state = self.state();
-        state.set(&entry.name, Some(Meta::of(entry)));
-        state.check(&entry.name, on_disk(&self.files_dir.join(&entry.name)));
+        self.recorded(&entry.name, Some(Meta::of(entry)));
     }
 
     /// `name` was removed through the upload plugin.
     pub fn removed(&self, name: &str) {
+        self.recorded(name, None);
+    }
+
+    /// A write or removal through the plugins made `name` what `meta` says.
+    /// The watch saw the change on disk before or after this: if before, it
+    /// marked the name unsure, and the disk is compared again now (one
+    /// stat); if after, the watch compares it with what is recorded here.
+    fn recorded(&self, name: &str, meta: Option<Meta>) {
         let mut state = self.state();
-        state.set(name, None);
-        state.check(name, on_disk(&self.files_dir.join(name)));
+        state.set(name, meta);
+        if state.unsure.contains(name) {
+            state.check(name, on_disk(&self.files_dir.join(name)));
+        }
     }
 
     /// `name`, unsure, was read again: this is its entry.

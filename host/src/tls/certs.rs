@@ -136,8 +136,8 @@ mod tests {
         assert_eq!(mode & 0o077, 0, "the key is private");
         // Issued for its host: it loads, and names that host.
         let loaded = super::super::Credentials::load(&node).unwrap();
-        assert!(loaded.speaks_for(&loaded.own_der(), "127.0.0.1:9999"));
-        assert!(!loaded.speaks_for(&loaded.own_der(), "127.0.0.2:7001"));
+        assert!(super::super::speaks_for(&loaded.own_der(), "127.0.0.1:9999"));
+        assert!(!super::super::speaks_for(&loaded.own_der(), "127.0.0.2:7001"));
     }
 
     #[test]

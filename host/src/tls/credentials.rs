@@ -86,16 +86,11 @@ impl Credentials {
     pub fn own_der(&self) -> CertificateDer<'static> {
         self.cert.clone()
     }
-
-    /// Whether the certificate `der` (a peer's, verified by the handshake)
-    /// names the host of `addr` (`host:port`): a member may only speak for
-    /// the address its certificate was issued for.
-    pub fn speaks_for(&self, der: &CertificateDer<'_>, addr: &str) -> bool {
-        speaks_for(der, addr)
-    }
 }
 
-/// Whether the certificate `der` names the host of `addr`.
+/// Whether the certificate `der` (a peer's, verified by the handshake)
+/// names the host of `addr` (`host:port`): a member may only speak for the
+/// address its certificate was issued for.
 pub fn speaks_for(der: &CertificateDer<'_>, addr: &str) -> bool {
     let Some(host) = host_of(addr) else { return false };
     let Ok(name) = ServerName::try_from(host) else { return false };
