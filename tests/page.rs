@@ -76,6 +76,26 @@ async fn count(browser: &Client, css: &str) -> usize {
     browser.find_all(Locator::Css(css)).await.map_or(0, |found| found.len())
 }
 
+/// Clicks the element `css` finds, as a user would. The page replaces a
+/// table row when what it shows changes (a holder more), so an element
+/// found a moment ago may be gone: find it again then (10 s at most).
+async fn click(browser: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clicked = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.click().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+}
+
 /// Polls until `css` matches `want` elements (30 s at most).
 async fn until_count(browser: &Client, css: &str, want: usize) {
     until_count_within(browser, css, want, Duration::from_secs(30)).await
@@ -142,8 +162,7 @@ async fn the_ring_page_draws_the_ring_uploads_downloads_deletes_and_greys_a_dead
     assert_eq!(digest, Value::String(hex(&sha2::Sha256::digest(&data))), "the page downloads it byte-identical");
 
     // Deleted from the page: gone from the circle and from the network.
-    let delete = browser.find(Locator::Css("tr[data-name=\"from-the-page.bin\"] button.delete")).await.unwrap();
-    delete.click().await.unwrap();
+    click(&browser, "tr[data-name=\"from-the-page.bin\"] button.delete").await;
     until_count(&browser, "g.file[data-name=\"from-the-page.bin\"]", 0).await;
     eventually("the page's delete never reached the network", || async {
         let status = reqwest::get(nodes[1].at("/files/from-the-page.bin")).await.map_err(|e| e.to_string())?.status();
