@@ -302,3 +302,62 @@ async fn abusive_clients_are_cut_off_and_a_stalled_upload_leaves_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_the_limits_are_refused_and_big_listings_travel_in_pieces() {
+    use futures_util::StreamExt;
+    const FILES: usize = 2_100;
+    let nodes = start_ring_with(2, || NodeSetup { replicas: 1, ..NodeSetup::default() }).await;
+    wait_converged(&nodes).await;
+    let member = Cluster::shared().member_channel(&nodes[0]).await;
+    let (mut chord, mut files) = (ChordClient::new(member.clone()), FilesClient::new(member));
+
+    // A member (right certificate) sending messages past the limits.
+    let huge = stranger::chord::Node { id: 1, addr: "a".repeat(100 << 10) };
+    let refused = chord.notify(huge).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "a 100 KiB ring message: {refused:?}");
+    let refused = files.stat(stranger::files::StatRequest { name: "n".repeat(5 << 20) }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "a 5 MiB stat: {refused:?}");
+    let header = stranger::files::StoreRequest {
+        part: Some(stranger::files::store_request::Part::Header(stranger::files::StoreHeader {
+            name: "too-big-a-chunk".into(),
+            ..Default::default()
+        })),
+    };
+    let chunk = stranger::files::StoreRequest {
+        part: Some(stranger::files::store_request::Part::Chunk(vec![1; 5 << 20])),
+    };
+    let refused = files.store(futures_util::stream::iter([header, chunk])).await.unwrap_err();
+    // Inside a stream the store fails as a body that could not be read.
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "a 5 MiB chunk: {refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    let status = client().get(nodes[0].at("/files/too-big-a-chunk")).send().await.unwrap().status();
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "nothing of it is kept");
+
+    // Enough files that one node's listing takes several messages.
+    let http = client();
+    let uploads = futures_util::stream::iter(0..FILES).map(|i| {
+        let (http, url) = (http.clone(), nodes[i % 2].at(&format!("/files/f-{i:05}")));
+        async move { http.put(url).body(format!("file {i}")).send().await.and_then(|r| r.error_for_status()) }
+    });
+    let failed = uploads.buffer_unordered(16).filter(|r| std::future::ready(r.is_err())).count().await;
+    assert_eq!(failed, 0, "every upload was taken");
+    let (mut messages, mut listed) = (0, 0);
+    for node in &nodes {
+        let mut files = FilesClient::new(Cluster::shared().member_channel(node).await);
+        let mut replies = files.list(stranger::files::ListRequest {}).await.unwrap().into_inner();
+        while let Some(reply) = replies.message().await.unwrap() {
+            assert!(reply.entries.len() <= 1024, "a listing message holds 1,024 entries at most");
+            messages += 1;
+            listed += reply.entries.len();
+        }
+    }
+    assert_eq!(listed, FILES, "between them the nodes list every file once (k = 1)");
+    assert!(messages >= 3, "{FILES} entries came in {messages} messages");
+    // The network listing puts the pieces back together.
+    let all: Vec<serde_json::Value> =
+        http.get(nodes[1].at("/files?scope=network")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all.len(), FILES, "the network listing has every file");
+    // The ring is still whole after the refusals.
+    wait_converged(&nodes).await;
+}

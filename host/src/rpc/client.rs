@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::trace::{Tagged, tagging};
 
+use super::CHORD_MESSAGE_MAX;
 use super::channels::Channels;
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_to_pb, step_from_pb};
 use super::pb::{self, chord_client::ChordClient};
@@ -27,7 +28,9 @@ impl GrpcTransport {
     /// being served.
     fn client(&self, addr: &str) -> Result<ChordClient<Tagged>, Unreachable> {
         let channel = self.channels.get(addr).map_err(|_| Unreachable(addr.to_owned()))?;
-        Ok(ChordClient::new(tagging(channel)))
+        Ok(ChordClient::new(tagging(channel))
+            .max_decoding_message_size(CHORD_MESSAGE_MAX)
+            .max_encoding_message_size(CHORD_MESSAGE_MAX))
     }
 
     /// A request that gives up after the transport's timeout (the channel

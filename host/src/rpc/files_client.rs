@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
@@ -13,6 +13,7 @@ use super::channels::Channels;
 use super::convert::entry_from_pb;
 use super::files_pb::{self as pb, files_client::FilesClient};
 use super::status::from_status;
+use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
 use crate::files::{
     BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Gather, Known, Peers, StoreAnswer, StoreOrder,
 };
@@ -48,7 +49,7 @@ impl GrpcPeers {
     /// Clients on `channels` that give small calls (stat, list)
     /// `call_timeout` to answer and send chunks of about `chunk_bytes`.
     pub fn new(channels: Channels, call_timeout: Duration, chunk_bytes: usize) -> Self {
-        Self { channels, call_timeout, chunk_bytes }
+        Self { channels, call_timeout, chunk_bytes: chunk_bytes.min(CHUNK_MAX) }
     }
 
     /// A client to `node` whose every call, streaming ones included, carries
@@ -56,7 +57,9 @@ impl GrpcPeers {
     fn client(&self, node: &str) -> Result<FilesClient<Tagged>, FileError> {
         let channel =
             self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
-        Ok(FilesClient::new(tagging(channel)))
+        Ok(FilesClient::new(tagging(channel))
+            .max_decoding_message_size(FILES_MESSAGE_MAX)
+            .max_encoding_message_size(FILES_MESSAGE_MAX))
     }
 
     /// A request that gives up after the call timeout.
@@ -92,9 +95,11 @@ impl GrpcPeers {
         let pump = async move {
             let mut body = Gather::new(body, chunk_bytes, limit);
             while let Some(batch) = body.next().await {
-                // The node hung up: its answer says why.
-                if tx.send(message(pb::store_request::Part::Chunk(batch?.to_bytes()))).await.is_err() {
-                    return Ok(());
+                for chunk in pieces(batch?.to_bytes(), CHUNK_MAX) {
+                    // The node hung up: its answer says why.
+                    if tx.send(message(pb::store_request::Part::Chunk(chunk))).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
             Ok(())
@@ -129,14 +134,14 @@ impl GrpcPeers {
             return Err(malformed(node, format!("asked for {name}, sent {}", entry.name)));
         }
         let root = entry.blake3.ok_or_else(|| malformed(node, format!("{name} has no hash")))?;
-        let outboard_bytes = if outboard_len(entry.size) == 0 {
-            Bytes::new()
-        } else {
+        // The outboard, in as many pieces as it took.
+        let mut outboard_bytes = BytesMut::new();
+        while (outboard_bytes.len() as u64) < outboard_len(entry.size) {
             match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
-                Some(pb::fetch_reply::Part::Outboard(bytes)) => bytes,
-                _ => return Err(malformed(node, "fetch sent no outboard")),
+                Some(pb::fetch_reply::Part::Outboard(bytes)) => outboard_bytes.extend_from_slice(&bytes),
+                _ => return Err(malformed(node, "fetch sent less outboard than the file needs")),
             }
-        };
+        }
         let outboard = Outboard::verified(root, entry.size, &outboard_bytes)
             .map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
         let end = end.min(entry.size);
@@ -226,14 +231,15 @@ impl Peers for GrpcPeers {
     fn list(&self, node: &str) -> Fut<'_, (Vec<FileEntry>, Vec<(String, u64)>)> {
         let node = node.to_owned();
         async move {
-            let reply = self.client(&node)?.list(self.timed(pb::ListRequest {})).await;
-            let reply = reply.map_err(status_error(&node))?.into_inner();
-            let entries = reply
-                .entries
-                .into_iter()
-                .filter_map(|e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok())
-                .collect();
-            Ok((entries, reply.deleted.into_iter().collect()))
+            let replies = self.client(&node)?.list(self.timed(pb::ListRequest {})).await;
+            let mut replies = replies.map_err(status_error(&node))?.into_inner();
+            let (mut entries, mut deleted) = (Vec::new(), Vec::new());
+            while let Some(reply) = replies.message().await.map_err(status_error(&node))? {
+                let valid = |e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok();
+                entries.extend(reply.entries.into_iter().filter_map(valid));
+                deleted.extend(reply.deleted);
+            }
+            Ok((entries, deleted))
         }
         .boxed()
     }
@@ -258,14 +264,16 @@ impl Drop for GrpcCopy {
 impl CopySink for GrpcCopy {
     fn send(&mut self, chunk: Bytes) -> BoxFuture<'_, ()> {
         async move {
-            let Some(tx) = &self.tx else { return };
-            match tokio::time::timeout(self.stall, tx.send(message(pb::store_request::Part::Chunk(chunk)))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => self.tx = None,
-                Err(_) => {
-                    tracing::warn!(node = %self.node, "a copy stalled; dropping it");
-                    self.tx = None;
-                    self.reply.abort();
+            for chunk in pieces(chunk, CHUNK_MAX) {
+                let Some(tx) = &self.tx else { return };
+                match tokio::time::timeout(self.stall, tx.send(message(pb::store_request::Part::Chunk(chunk)))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => self.tx = None,
+                    Err(_) => {
+                        tracing::warn!(node = %self.node, "a copy stalled; dropping it");
+                        self.tx = None;
+                        self.reply.abort();
+                    }
                 }
             }
         }

@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::entry_to_pb;
 use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::status::to_status;
+use super::{FILES_MESSAGE_MAX, LIST_BATCH, OUTBOARD_PIECE, pieces};
 use crate::files::{Expected, FileError, Files, Known, StoreHow};
 use crate::integrity::{BLOCK, Digest};
-use crate::plugins::PluginError;
+use crate::plugins::{FileEntry, PluginError};
 use crate::store::FileName;
 
 /// The chunks of a store's stream, up to its commit (whose hash goes to
@@ -48,12 +49,27 @@ fn content(
     .boxed()
 }
 
+/// A node's listing as `List` messages: [`LIST_BATCH`] entries and
+/// tombstones at most in each, one message at least.
+pub(super) fn list_batches(entries: &[FileEntry], deleted: Vec<(String, u64)>) -> impl Iterator<Item = pb::ListReply> + use<> {
+    let mut entries: Vec<pb::Entry> = entries.iter().filter(|e| e.blake3.is_some()).map(entry_to_pb).collect();
+    let mut deleted = deleted;
+    let count = entries.len().max(deleted.len()).div_ceil(LIST_BATCH).max(1);
+    (0..count).map(move |_| {
+        let (e, d) = (entries.len().min(LIST_BATCH), deleted.len().min(LIST_BATCH));
+        pb::ListReply { entries: entries.drain(..e).collect(), deleted: deleted.drain(..d).collect() }
+    })
+}
+
 /// Path prefix of the file-transfer gRPC methods.
 const FILES_PATH: &str = "/ringshare.files.v1.Files/{*method}";
 
 /// Adds the file-transfer gRPC service to `router`.
 pub fn files_routes(router: axum::Router, files: Arc<Files>) -> axum::Router {
-    router.route_service(FILES_PATH, pb::files_server::FilesServer::new(FilesService { files }))
+    let service = pb::files_server::FilesServer::new(FilesService { files })
+        .max_decoding_message_size(FILES_MESSAGE_MAX)
+        .max_encoding_message_size(FILES_MESSAGE_MAX);
+    router.route_service(FILES_PATH, service)
 }
 
 struct FilesService {
@@ -118,8 +134,8 @@ impl pb::files_server::Files for FilesService {
         let outboard = handle.outboard().map(|o| Bytes::from(o.to_bytes())).filter(|o| !o.is_empty());
         let mut head = vec![Ok(pb::FetchReply { part: Some(fetch_reply::Part::Entry(entry_to_pb(&entry))) })];
         let entry = entry.clone();
-        if let Some(outboard) = outboard {
-            head.push(Ok(pb::FetchReply { part: Some(fetch_reply::Part::Outboard(outboard)) }));
+        for piece in outboard.into_iter().flat_map(|o| pieces(o, OUTBOARD_PIECE)) {
+            head.push(Ok(pb::FetchReply { part: Some(fetch_reply::Part::Outboard(piece)) }));
         }
         // Whole blocks, so the caller can check each one.
         let (first, last) = (request.offset / BLOCK * BLOCK, end.div_ceil(BLOCK) * BLOCK);
@@ -168,10 +184,11 @@ impl pb::files_server::Files for FilesService {
         }))
     }
 
-    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        let entries = self.files.plugins().list().await.map_err(|e| to_status(&FileError::from(e)))?;
-        let entries: Vec<_> = entries.entries.iter().filter(|e| e.blake3.is_some()).collect();
-        let deleted = self.files.tombstones().all().into_iter().collect();
-        Ok(Response::new(pb::ListReply { entries: entries.into_iter().map(entry_to_pb).collect(), deleted }))
+    type ListStream = BoxStream<'static, Result<pb::ListReply, Status>>;
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+        let listing = self.files.plugins().list().await.map_err(|e| to_status(&FileError::from(e)))?;
+        let deleted = self.files.tombstones().all();
+        Ok(Response::new(futures_util::stream::iter(list_batches(&listing.entries, deleted).map(Ok)).boxed()))
     }
 }

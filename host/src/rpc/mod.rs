@@ -18,6 +18,8 @@ mod files_client;
 mod files_server;
 mod server;
 mod status;
+#[cfg(test)]
+mod tests;
 
 /// Generated protobuf and gRPC code of the ring.
 #[allow(missing_docs, clippy::all)]
@@ -29,6 +31,26 @@ pub mod pb {
 #[allow(missing_docs, clippy::all)]
 pub mod files_pb {
     tonic::include_proto!("ringshare.files.v1");
+}
+
+/// The largest ring message either side sends or takes: a successor list
+/// of addresses is a few KiB.
+const CHORD_MESSAGE_MAX: usize = 64 << 10;
+/// The most file bytes in one message: a node's chunk size is capped to it.
+pub const CHUNK_MAX: usize = 4 << 20;
+/// The largest file-transfer message either side sends or takes: a chunk,
+/// with room for its framing. Outboards and listings travel in pieces
+/// well under it.
+const FILES_MESSAGE_MAX: usize = CHUNK_MAX + (64 << 10);
+/// Outboard bytes in one `Fetch` message (whole 32-byte values).
+const OUTBOARD_PIECE: usize = 1 << 20;
+/// Entries, and tombstones, in one `List` message: 1,024 names of the
+/// longest kind are about 330 KiB.
+const LIST_BATCH: usize = 1024;
+
+/// `bytes` in pieces of at most `max` bytes (views of it, no copy).
+fn pieces(bytes: bytes::Bytes, max: usize) -> impl Iterator<Item = bytes::Bytes> {
+    (0..bytes.len()).step_by(max.max(1)).map(move |at| bytes.slice(at..bytes.len().min(at + max)))
 }
 
 pub use channels::Channels;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_from_pb, node_to_pb, nodes_to_pb, step_to_pb};
-use super::{GrpcTransport, pb};
+use super::{CHORD_MESSAGE_MAX, GrpcTransport, pb};
 use crate::chord::{ChordNode, Id};
 use crate::tls::Gate;
 
@@ -18,7 +18,10 @@ const CHORD_PATH: &str = "/ringshare.chord.v1.Chord/{*method}";
 /// same listener (gRPC arrives as HTTP/2 on its own paths). `gate` says
 /// which node a caller may speak for.
 pub fn chord_routes(router: axum::Router, node: Node, gate: Arc<Gate>) -> axum::Router {
-    router.route_service(CHORD_PATH, pb::chord_server::ChordServer::new(ChordService { node, gate }))
+    let service = pb::chord_server::ChordServer::new(ChordService { node, gate })
+        .max_decoding_message_size(CHORD_MESSAGE_MAX)
+        .max_encoding_message_size(CHORD_MESSAGE_MAX);
+    router.route_service(CHORD_PATH, service)
 }
 
 struct ChordService {
