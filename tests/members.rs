@@ -324,9 +324,8 @@ async fn messages_past_the_limits_are_refused_and_big_listings_travel_in_pieces(
             ..Default::default()
         })),
     };
-    let chunk = stranger::files::StoreRequest {
-        part: Some(stranger::files::store_request::Part::Chunk(vec![1; 5 << 20])),
-    };
+    let chunk =
+        stranger::files::StoreRequest { part: Some(stranger::files::store_request::Part::Chunk(vec![1; 5 << 20])) };
     let refused = files.store(futures_util::stream::iter([header, chunk])).await.unwrap_err();
     // Inside a stream the store fails as a body that could not be read.
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "a 5 MiB chunk: {refused:?}");

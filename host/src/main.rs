@@ -42,7 +42,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Node(NodeSettings),
+    Node(Box<NodeSettings>),
     /// Run a small ring on this machine (127.0.0.1), one process per node.
     Devnet(DevnetSettings),
     /// Work with plugin components.

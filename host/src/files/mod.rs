@@ -41,7 +41,7 @@ pub use handoff::{Change, HandOff, Hints, Taken};
 pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};
-pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, Peers, Ring, StoreAnswer, StoreOrder};
+pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, NodeListing, Peers, Ring, StoreAnswer, StoreOrder};
 pub use placement::Placement;
 pub use read::{Reader, Source};
 pub use repair::{Repairer, spawn_repair};

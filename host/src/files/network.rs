@@ -73,6 +73,9 @@ pub trait CopySink: Send {
     fn commit(self: Box<Self>, blake3: Digest) -> BoxFuture<'static, Result<String, FileError>>;
 }
 
+/// A node's own files, and its tombstones (name, deleted at).
+pub type NodeListing = (Vec<FileEntry>, Vec<(String, u64)>);
+
 /// The other nodes' file services.
 pub trait Peers: Send + Sync {
     /// Streams `body` to `node` as `order` says; stops (and the node
@@ -90,8 +93,8 @@ pub trait Peers: Send + Sync {
     /// Asks `node` to delete `name` as of `deleted_ns` (none: now) and pass
     /// the deletion to `replicas` successors.
     fn delete(&self, node: &str, name: &FileName, deleted_ns: Option<u64>, replicas: usize) -> Fut<'_, Deleted>;
-    /// `node`'s own files, and its tombstones (name, deleted at).
-    fn list(&self, node: &str) -> Fut<'_, (Vec<FileEntry>, Vec<(String, u64)>)>;
+    /// `node`'s own files, and its tombstones.
+    fn list(&self, node: &str) -> Fut<'_, NodeListing>;
 }
 
 /// What the file service asks of the ring.

@@ -35,6 +35,9 @@ const CHANNEL_CHUNKS: usize = 8;
 const READ_PIECE: usize = 64 << 10;
 /// Outboard bytes gathered before they are written out.
 const OUTBOARD_BATCH: usize = 64 << 10;
+/// A file opened for reading: its entry, and its outboard when it has one.
+type Opened = (FileEntry, Option<Arc<Outboard>>);
+
 /// Times a reader is opened again when a file's outboard does not match its
 /// record: an overwrite commits them with separate renames.
 const OPEN_ATTEMPTS: usize = 3;
@@ -334,7 +337,7 @@ impl PluginHost {
         rt: &Handle,
         plugin: &Call,
         name: &FileName,
-        opened: oneshot::Sender<Result<(FileEntry, Option<Arc<Outboard>>), PluginError>>,
+        opened: oneshot::Sender<Result<Opened, PluginError>>,
         range: oneshot::Receiver<RangeInclusive<u64>>,
         tx: mpsc::Sender<Result<Bytes, PluginError>>,
     ) {

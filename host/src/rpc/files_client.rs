@@ -15,7 +15,8 @@ use super::files_pb::{self as pb, files_client::FilesClient};
 use super::status::from_status;
 use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
 use crate::files::{
-    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Gather, Known, Peers, StoreAnswer, StoreOrder,
+    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Gather, Known, NodeListing, Peers,
+    StoreAnswer, StoreOrder,
 };
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
 use crate::plugins::FileEntry;
@@ -228,7 +229,7 @@ impl Peers for GrpcPeers {
         .boxed()
     }
 
-    fn list(&self, node: &str) -> Fut<'_, (Vec<FileEntry>, Vec<(String, u64)>)> {
+    fn list(&self, node: &str) -> Fut<'_, NodeListing> {
         let node = node.to_owned();
         async move {
             let replies = self.client(&node)?.list(self.timed(pb::ListRequest {})).await;

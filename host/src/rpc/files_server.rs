@@ -51,7 +51,10 @@ fn content(
 
 /// A node's listing as `List` messages: [`LIST_BATCH`] entries and
 /// tombstones at most in each, one message at least.
-pub(super) fn list_batches(entries: &[FileEntry], deleted: Vec<(String, u64)>) -> impl Iterator<Item = pb::ListReply> + use<> {
+pub(super) fn list_batches(
+    entries: &[FileEntry],
+    deleted: Vec<(String, u64)>,
+) -> impl Iterator<Item = pb::ListReply> + use<> {
     let mut entries: Vec<pb::Entry> = entries.iter().filter(|e| e.blake3.is_some()).map(entry_to_pb).collect();
     let mut deleted = deleted;
     let count = entries.len().max(deleted.len()).div_ceil(LIST_BATCH).max(1);

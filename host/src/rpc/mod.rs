@@ -47,6 +47,9 @@ const OUTBOARD_PIECE: usize = 1 << 20;
 /// Entries, and tombstones, in one `List` message: 1,024 names of the
 /// longest kind are about 330 KiB.
 const LIST_BATCH: usize = 1024;
+// An outboard piece holds whole 32-byte values; a piece or a chunk fits a
+// message with its framing.
+const _: () = assert!(OUTBOARD_PIECE.is_multiple_of(32) && OUTBOARD_PIECE < FILES_MESSAGE_MAX - 64);
 
 /// `bytes` in pieces of at most `max` bytes (views of it, no copy).
 fn pieces(bytes: bytes::Bytes, max: usize) -> impl Iterator<Item = bytes::Bytes> {
