@@ -110,11 +110,21 @@ pub struct PluginLimits {
     /// allocating each instance on demand. Default off: measured no gain for
     /// these plugins (`cargo bench --bench plugin_calls`, docs/benchmarks.md).
     pub pooling: bool,
+    /// Bytes an upload must leave free on the store's disk: past it an
+    /// upload is refused (`507 insufficient-storage`), so that deletions,
+    /// tombstones and the outbox keep room. Default: 256 MiB.
+    pub reserve_free_bytes: u64,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { call_timeout: Duration::from_secs(30), memory_bytes: 64 << 20, chunk_bytes: 256 << 10, pooling: false }
+        Self {
+            call_timeout: Duration::from_secs(30),
+            memory_bytes: 64 << 20,
+            chunk_bytes: 256 << 10,
+            pooling: false,
+            reserve_free_bytes: 256 << 20,
+        }
     }
 }
 

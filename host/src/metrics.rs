@@ -15,6 +15,8 @@
 //!   this node as the responsible one; gRPC bytes, framing included);
 //! - `ringshare_repair_backlog`, `ringshare_repair_passed_on_total`: files
 //!   left to check in the running repair pass, copies and deletions passed on;
+//! - `ringshare_full_holders_skipped_total`: copies of uploads made on the
+//!   next live successor because a holder's disk was full;
 //! - `ringshare_broker_connected`, `ringshare_outbox_messages`,
 //!   `ringshare_handoffs_total{outcome}`: the RabbitMQ bridge;
 //! - `ringshare_ring_nodes`: distinct nodes in this node's routing table,
@@ -123,6 +125,9 @@ pub struct Metrics {
     pub repair_backlog: Gauge,
     /// Copies and deletions passed on by repair passes.
     pub repair_passed_on: Counter,
+    /// Copies not made on a holder whose disk was full (made on the next
+    /// live successor instead).
+    pub full_holders_skipped: Counter,
     /// Whether the broker is connected (0 or 1); set when scraped.
     pub broker_connected: Gauge,
     /// Messages waiting in the outbox for the broker; set when scraped.
@@ -164,6 +169,9 @@ impl Metrics {
         registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
         registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        let full_holders_skipped = Counter::default();
+        let skipped_help = "Copies made on the next live successor because a holder's disk was full";
+        registry.register("full_holders_skipped", skipped_help, full_holders_skipped.clone());
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register("refused", "Callers refused as strangers, by reason", refused.clone());
         let tls_reloads = Family::<OutcomeLabels, Counter>::default();
@@ -178,6 +186,7 @@ impl Metrics {
             directions,
             repair_backlog,
             repair_passed_on,
+            full_holders_skipped,
             broker_connected,
             outbox,
             handoffs,

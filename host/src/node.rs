@@ -109,7 +109,7 @@ impl Node {
         }
         plugins.count_calls(metrics.clone());
         ring.count_hops(metrics.lookup_hops.clone());
-        files.repairer().count_passes(metrics.clone());
+        files.count_in(metrics.clone());
         let state = AppState {
             metrics: metrics.clone(),
             plugins,

@@ -45,6 +45,10 @@ fn default_body_timeout_ms() -> u64 {
     ms(defaults().body_timeout)
 }
 
+fn default_reserve_free_mib() -> u64 {
+    defaults().limits.reserve_free_bytes >> 20
+}
+
 fn default_max_connections() -> usize {
     defaults().max_connections
 }
@@ -142,6 +146,11 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_RATE_LIMIT_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     #[serde(default)]
     pub rate_limit_loopback: bool,
+    /// MiB an upload must leave free on the store's disk; past it uploads
+    /// are answered 507 and reads and deletions go on.
+    #[arg(long, env = "RINGSHARE_RESERVE_FREE_MIB", default_value_t = defaults().limits.reserve_free_bytes >> 20)]
+    #[serde(default = "default_reserve_free_mib")]
+    pub reserve_free_mib: u64,
     /// Connections served at once (1 to 1000000); one more is answered 503.
     #[arg(long, env = "RINGSHARE_MAX_CONNECTIONS", default_value_t = defaults().max_connections)]
     #[serde(default = "default_max_connections")]
@@ -171,6 +180,7 @@ impl NodeSettings {
         within("index_refresh_ms", self.index_refresh_ms, 1000, None)?;
         within("max_connections", self.max_connections, 1, Some(1_000_000))?;
         within("body_timeout_ms", self.body_timeout_ms, 100, None)?;
+        within("reserve_free_mib", self.reserve_free_mib, 0, Some(1 << 30))?;
         let mut config = NodeConfig::new(&self.data, &self.plugins);
         config.max_upload_bytes = self.max_upload_bytes;
         config.advertise = self.advertise.clone();
@@ -210,6 +220,7 @@ impl NodeSettings {
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),
             memory_bytes: self.plugin_memory_mib << 20,
+            reserve_free_bytes: self.reserve_free_mib << 20,
             ..PluginLimits::default()
         };
         Ok(config)

@@ -160,6 +160,9 @@ impl Default for NodeSetup {
                 call_timeout: Duration::from_secs(2),
                 memory_bytes: 32 << 20,
                 chunk_bytes: 64 << 10,
+                // Room for the tests on a nearly full disk; the full-disk
+                // tests set their own.
+                reserve_free_bytes: 16 << 20,
                 ..PluginLimits::default()
             },
             max_upload_bytes: 64 << 30,

@@ -50,11 +50,14 @@ pub enum ErrorKind {
     Cancelled,
     /// This node's own bookkeeping failed.
     Internal,
+    /// A holder's disk is full (or would be left with less than it keeps
+    /// free).
+    InsufficientStorage,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::NotFound,
         ErrorKind::InvalidName,
         ErrorKind::AlreadyExists,
@@ -75,6 +78,7 @@ impl ErrorKind {
         ErrorKind::BodyFailed,
         ErrorKind::Cancelled,
         ErrorKind::Internal,
+        ErrorKind::InsufficientStorage,
     ];
 
     /// The kind's name: the `code` of REST errors, and what travels between
@@ -101,6 +105,7 @@ impl ErrorKind {
             ErrorKind::BodyFailed => "body-failed",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
+            ErrorKind::InsufficientStorage => "insufficient-storage",
         }
     }
 
@@ -157,6 +162,9 @@ pub enum FileError {
     /// This node's own bookkeeping failed.
     #[error("{0}")]
     Store(String),
+    /// This node's disk has no room for its own bookkeeping.
+    #[error("no room on this node's disk: {0}")]
+    NoRoom(String),
     /// Bytes that do not match their hash.
     #[error("checksum mismatch: {0}")]
     Mismatch(String),
@@ -196,6 +204,7 @@ impl FileError {
                 PluginError::Trapped { .. } => ErrorKind::PluginFailed,
                 PluginError::Corrupt(_) => ErrorKind::ChecksumMismatch,
                 PluginError::Cancelled => ErrorKind::Cancelled,
+                PluginError::NoRoom(_) => ErrorKind::InsufficientStorage,
             },
             FileError::Ring(_) => ErrorKind::RingUnavailable,
             FileError::Remote { kind, .. } => *kind,
@@ -205,6 +214,7 @@ impl FileError {
             FileError::Deleted { .. } => ErrorKind::Deleted,
             FileError::Superseded { .. } => ErrorKind::Superseded,
             FileError::Store(_) => ErrorKind::Internal,
+            FileError::NoRoom(_) => ErrorKind::InsufficientStorage,
             FileError::Mismatch(_) => ErrorKind::ChecksumMismatch,
             FileError::NoHolder(_) | FileError::NoQuorum { .. } => ErrorKind::HoldersUnavailable,
         }

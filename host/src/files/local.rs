@@ -131,10 +131,10 @@ impl Local {
     /// Records the deletion of `name` at `at` here and removes this node's
     /// copy unless it is newer; answers whether a copy was removed.
     pub async fn forget(&self, name: &FileName, at: u64) -> Result<bool, FileError> {
-        self.tombstones
-            .record(name, at)
-            .await
-            .map_err(|e| FileError::Store(format!("cannot record the deletion of {name}: {e}")))?;
+        self.tombstones.record(name, at).await.map_err(|e| {
+            let why = format!("cannot record the deletion of {name}: {e}");
+            if crate::store::space::is_full(&e) { FileError::NoRoom(why) } else { FileError::Store(why) }
+        })?;
         match self.entry(name).await? {
             Some(entry) if entry.modified_ns <= at => Ok(self.plugins.remove(name).await?),
             _ => Ok(false),

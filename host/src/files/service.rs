@@ -121,6 +121,12 @@ impl Files {
         self.local.tombstones()
     }
 
+    /// Counts repair passes and holders skipped for a full disk in `metrics`.
+    pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
+        self.writer.count_in(metrics.clone());
+        self.repairer.count_passes(metrics);
+    }
+
     /// The repair loop's part, to run it (see [`super::spawn_repair`]).
     pub fn repairer(&self) -> &Arc<Repairer> {
         &self.repairer

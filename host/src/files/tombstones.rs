@@ -64,8 +64,13 @@ impl Tombstones {
             return Ok(());
         }
         let temp = self.tmp.join(format!("tombstone-{:016x}", rand::random::<u64>()));
-        tokio::fs::write(&temp, format!("{at}\n")).await?;
-        if let Err(e) = tokio::fs::rename(&temp, self.dir.join(name.as_str())).await {
+        // A write cut short (a full disk) leaves no temp file behind, and the
+        // tombstone in place, if any, stays whole.
+        let written = match tokio::fs::write(&temp, format!("{at}\n")).await {
+            Ok(()) => tokio::fs::rename(&temp, self.dir.join(name.as_str())).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(e);
         }

@@ -21,7 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
-use super::error::FileError;
+use super::error::{ErrorKind, FileError};
 use super::gather::{Batch, Gather};
 use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
 use super::index::{Announcer, FileChange, NetworkEntry};
@@ -77,6 +77,8 @@ pub struct Writer {
     announcer: Announcer,
     /// Weak: what keeps hints (the bridge) holds the file service.
     hints: OnceLock<Weak<dyn Hints>>,
+    /// Where holders skipped for a full disk are counted.
+    metrics: OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Writer {
@@ -89,8 +91,26 @@ impl Writer {
         (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
         (tasks, announcer): (TaskTracker, Announcer),
     ) -> Self {
-        let hints = OnceLock::new();
-        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, announcer, hints }
+        let (hints, metrics) = (OnceLock::new(), OnceLock::new());
+        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, announcer, hints, metrics }
+    }
+
+    /// Counts holders skipped for a full disk in `metrics`.
+    pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// A copy meant for `target` failed with `e`: a full disk is counted
+    /// (the next live successor stands in).
+    fn copy_failed(&self, name: &FileName, target: &str, e: &FileError) {
+        if e.kind() == ErrorKind::InsufficientStorage {
+            tracing::warn!(file = %name, node = %target, "a holder's disk is full; the next live successor stands in: {e}");
+            if let Some(m) = self.metrics.get() {
+                m.full_holders_skipped.inc();
+            }
+        } else {
+            tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
+        }
     }
 
     /// Largest upload accepted, in bytes.
@@ -203,7 +223,7 @@ impl Writer {
             match commits.next().await {
                 Some((_, Ok(addr))) => holders.push(addr),
                 Some((target, Err(e))) => {
-                    tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
+                    self.copy_failed(name, &target, &e);
                     missed.push(target);
                 }
                 None => break,
@@ -217,7 +237,7 @@ impl Writer {
             self.tasks.spawn(crate::trace::carried(async move {
                 while let Some((target, outcome)) = commits.next().await {
                     if let Err(e) = outcome {
-                        tracing::warn!(file = %name, node = %target, "a copy streamed with the upload failed: {e}");
+                        writer.copy_failed(&name, &target, &e);
                         writer.hint(target, hint.clone());
                     }
                 }
@@ -234,7 +254,7 @@ impl Writer {
             }
             match self.replicate(target, name).await {
                 Ok(addr) => holders.push(addr),
-                Err(e) => tracing::warn!(file = %name, node = %target.addr, "no copy on a stand-in either: {e}"),
+                Err(e) => self.copy_failed(name, &target.addr, &e),
             }
         }
         if holders.len() < quorum {

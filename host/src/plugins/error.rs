@@ -92,6 +92,10 @@ pub enum PluginError {
     /// too large); the plugin discarded what it had.
     #[error("the upload was cancelled before it finished")]
     Cancelled,
+    /// The store's disk is full, or an upload would leave it less free
+    /// than the node keeps (`--reserve-free-mib`); nothing of it is kept.
+    #[error("no room to store it: {0}")]
+    NoRoom(String),
     /// The node is stopping: its runtime no longer runs plugin calls.
     #[error("the node is stopping")]
     Stopping,

@@ -298,6 +298,7 @@ fn outcome_name<T>(outcome: &Result<T, PluginError>) -> &'static str {
         Err(PluginError::Busy { .. }) => "busy",
         Err(PluginError::Unavailable(_)) => "unavailable",
         Err(PluginError::Cancelled) => "cancelled",
+        Err(PluginError::NoRoom(_)) => "no_room",
         Err(PluginError::Stopping) => "stopping",
     }
 }

@@ -26,7 +26,7 @@ use super::sandbox::Sandbox;
 use super::store_index::{self, Listing, Lookup};
 use super::{FileEntry, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
-use crate::store::FileName;
+use crate::store::{FileName, space};
 
 /// Chunks in flight between a session's plugin thread and its HTTP side.
 const CHANNEL_CHUNKS: usize = 8;
@@ -35,6 +35,11 @@ const CHANNEL_CHUNKS: usize = 8;
 const READ_PIECE: usize = 64 << 10;
 /// Outboard bytes gathered before they are written out.
 const OUTBOARD_BATCH: usize = 64 << 10;
+/// An upload refused for want of room.
+fn no_room(e: space::NoRoom) -> PluginError {
+    PluginError::NoRoom(e.to_string())
+}
+
 /// A file opened for reading: its entry, and its outboard when it has one.
 type Opened = (FileEntry, Option<Arc<Outboard>>);
 
@@ -193,6 +198,8 @@ impl PluginHost {
         modified_ns: Option<u64>,
     ) -> Result<UploadHandle, PluginError> {
         let plugin = self.call(PluginKind::Upload)?;
+        // A full disk refuses before the plugin makes anything.
+        space::room_for(&self.store_root, 0, self.limits.reserve_free_bytes).map_err(no_room)?;
         let (chunks, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
@@ -259,6 +266,7 @@ impl PluginHost {
                 started
             }
             Err(e) => {
+                let e = self.for_want_of_room(e);
                 let _ = opened.send(Err(e.clone()));
                 return Err(e);
             }
@@ -272,8 +280,12 @@ impl PluginHost {
         let result = loop {
             match rx.blocking_recv() {
                 Some(UploadMsg::Chunk { pieces, cvs }) => {
+                    let more = pieces.iter().map(|p| p.len() as u64).sum();
+                    if let Err(e) = space::room_for(&self.store_root, more, self.limits.reserve_free_bytes) {
+                        break Err(no_room(e));
+                    }
                     if let Err(e) = content.write(&pieces) {
-                        break Err(io(&e));
+                        break Err(if space::is_full(&e) { PluginError::NoRoom(e.to_string()) } else { io(&e) });
                     }
                     if let Some(cvs) = cvs
                         && let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs))
@@ -307,12 +319,27 @@ impl PluginHost {
                 None => break Err(PluginError::Cancelled),
             }
         };
+        let result = result.map_err(|e| self.for_want_of_room(e));
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, plugin, writer, &result);
         if let Ok(entry) = &result {
             self.index.stored(entry);
         }
         result
+    }
+
+    /// A plugin whose own writes failed (its temp file, its record, its
+    /// outboard) on a disk without a chunk's room left failed for want of
+    /// room.
+    fn for_want_of_room(&self, e: PluginError) -> PluginError {
+        match e {
+            PluginError::Refused { refusal: Refusal::Io | Refusal::Other, message, .. }
+                if space::room_for(&self.store_root, self.limits.chunk_bytes as u64, 0).is_err() =>
+            {
+                PluginError::NoRoom(message)
+            }
+            e => e,
+        }
     }
 
     /// Opens `name` through the download plugin; the handle carries its

@@ -77,6 +77,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::InvalidName | ErrorKind::BodyFailed | ErrorKind::Cancelled => StatusCode::BAD_REQUEST,
         ErrorKind::AlreadyExists | ErrorKind::Deleted | ErrorKind::Superseded => StatusCode::CONFLICT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         ErrorKind::RingUnavailable
         | ErrorKind::HoldersUnavailable

@@ -30,7 +30,7 @@ pub struct IndexEntry {
 }
 
 /// `GET /index` → `{"files":[{"filename","path"}]}`.
-#[utoipa::path(get, path = "/index", tag = "legacy", responses((status = 200, description = "{files: [{filename, path}]}", body = serde_json::Value), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
+#[utoipa::path(get, path = "/index", tag = "legacy", responses((status = 200, description = "{files: [{filename, path}]}", body = serde_json::Value), (status = 507, description = "a holder's disk is full, or would be left with less than it keeps free", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn index(State(app): State<AppState>) -> Result<Json<IndexJson>, ApiError> {
     let mut files: Vec<IndexEntry> = app
         .plugins

@@ -17,7 +17,7 @@ pub fn to_status(e: &FileError) -> Status {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::InvalidName | ErrorKind::BodyFailed => Code::InvalidArgument,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::TooLarge => Code::ResourceExhausted,
+        ErrorKind::TooLarge | ErrorKind::InsufficientStorage => Code::ResourceExhausted,
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::Deleted | ErrorKind::Superseded => Code::FailedPrecondition,
         ErrorKind::RingUnavailable

@@ -18,6 +18,7 @@
 //! at the top) is moved into this one at start.
 
 mod name;
+pub mod space;
 
 use std::io;
 use std::path::{Path, PathBuf};
