@@ -3,7 +3,7 @@
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request, StatusCode, header};
-use ringshare::{Node, NodeConfig};
+use ringshare_tests::built;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -11,24 +11,6 @@ use tower::ServiceExt;
 /// by the returned guard).
 async fn router() -> (axum::Router, tempfile::TempDir) {
     built(|config| config.max_upload_bytes = 1000).await
-}
-
-/// The router of a one-copy node without a broker, with the default
-/// plugins in a fresh folder, its configuration changed by `change`.
-async fn built(change: impl FnOnce(&mut NodeConfig)) -> (axum::Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    for kind in ["index", "upload", "download"] {
-        let built = ringshare_tests::plugin(&format!("default/{kind}"));
-        std::fs::copy(&built, plugins.join(format!("{kind}.wasm"))).unwrap();
-    }
-    let mut config = NodeConfig::new(dir.path().join("data"), plugins);
-    config.replicas = 1;
-    config.amqp = None;
-    change(&mut config);
-    let node = Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
-    (node.app, dir)
 }
 
 async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {

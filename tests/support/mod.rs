@@ -499,3 +499,23 @@ pub async fn wait_placed(nodes: &[TestNode], files: &[(String, String)]) {
     })
     .await
 }
+
+/// The router of a one-copy node without a broker, built in-process (no
+/// socket; call it with `tower::ServiceExt::oneshot`), with the default
+/// plugins in a fresh folder (kept while the returned guard lives), its
+/// configuration changed by `change`.
+pub async fn built(change: impl FnOnce(&mut NodeConfig)) -> (axum::Router, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for kind in ["index", "upload", "download"] {
+        let built = plugin(&format!("default/{kind}"));
+        std::fs::copy(&built, plugins.join(format!("{kind}.wasm"))).unwrap();
+    }
+    let mut config = NodeConfig::new(dir.path().join("data"), plugins);
+    config.replicas = 1;
+    config.amqp = None;
+    change(&mut config);
+    let node = ringshare::Node::build(&config, "127.0.0.1:1".into()).await.unwrap();
+    (node.app, dir)
+}

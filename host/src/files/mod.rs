@@ -37,7 +37,7 @@ mod write;
 
 pub use error::{ErrorKind, FileError};
 pub use gather::{Batch, Gather};
-pub use handoff::{Change, HandOff, Hints, Taken};
+pub use handoff::{Change, HandOff, Hints, Taken, plausible_addr};
 pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};

@@ -8,8 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chord::RingChange;
-use crate::files::{FileChange, NetworkEntry};
+use crate::files::{FileChange, NetworkEntry, plausible_addr};
 use crate::integrity::Digest;
+use crate::store::FileName;
 
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +70,43 @@ pub enum What {
         /// When it was deleted.
         deleted_ns: u64,
     },
+}
+
+/// Most holders an event may name.
+const MAX_HOLDERS: usize = 64;
+/// Longest event id taken.
+const MAX_ID_BYTES: usize = 128;
+
+impl Event {
+    /// An event as heard from the broker, checked before it reaches the
+    /// network index, the page and `/events`: names are file names, and
+    /// addresses and ids are short and printable.
+    pub fn read(bytes: &[u8]) -> Result<Self, String> {
+        let event: Event = serde_json::from_slice(bytes).map_err(|e| format!("not an event: {e}"))?;
+        if event.id.is_empty() || event.id.len() > MAX_ID_BYTES || event.id.chars().any(char::is_control) {
+            return Err("an event id must be 1 to 128 printable bytes".into());
+        }
+        if !plausible_addr(&event.node) {
+            return Err(format!("{:?} is not a node's address", event.node));
+        }
+        match &event.what {
+            What::NodeJoined { addr } | What::NodeLeft { addr } | What::NodeSuspected { addr } => {
+                if !plausible_addr(addr) {
+                    return Err(format!("{addr:?} is not a node's address"));
+                }
+            }
+            What::FileStored { name, holders, .. } => {
+                FileName::parse(name).map_err(|e| format!("event name: {e}"))?;
+                if holders.len() > MAX_HOLDERS || !holders.iter().all(|h| plausible_addr(h)) {
+                    return Err(format!("{name}: {} holders, or one is not an address", holders.len()));
+                }
+            }
+            What::FileDeleted { name, .. } => {
+                FileName::parse(name).map_err(|e| format!("event name: {e}"))?;
+            }
+        }
+        Ok(event)
+    }
 }
 
 impl What {
@@ -156,5 +194,51 @@ mod tests {
         assert_eq!(gone.kind(), "node.suspected");
         assert_eq!(gone.to_files(), Some(FileChange::NodeGone("127.0.0.1:2".into())));
         assert!(serde_json::from_str::<Event>(r#"{"id":"x","node":"n","at_ns":1,"kind":"file.eaten"}"#).is_err());
+    }
+
+    fn event(what: What) -> Vec<u8> {
+        serde_json::to_vec(&Event { id: "e".into(), node: "127.0.0.1:1".into(), at_ns: 1, what }).unwrap()
+    }
+
+    #[test]
+    fn events_that_lie_are_refused_with_the_reason() {
+        let stored = |name: &str, holders: Vec<String>| What::FileStored {
+            name: name.into(),
+            size: 1,
+            blake3: Digest([1; 32]),
+            modified_ns: 1,
+            holders,
+        };
+        assert!(Event::read(&event(stored("a", vec!["127.0.0.1:1".into()]))).is_ok());
+        for (bad, why) in [
+            (event(stored("a/b", vec![])), "event name"),
+            (event(stored("a", vec!["x\ny".into()])), "not an address"),
+            (event(stored("a", vec!["h:1".into(); 65])), "65 holders"),
+            (event(What::FileDeleted { name: "..".into(), deleted_ns: 1 }), "event name"),
+            (event(What::NodeLeft { addr: String::new() }), "not a node's address"),
+            (br#"{"id":"x","node":"n","at_ns":1,"kind":"file.eaten"}"#.to_vec(), "not an event"),
+        ] {
+            let refused = Event::read(&bad).unwrap_err();
+            assert!(refused.contains(why), "{refused}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Fuzzed: whatever arrives on the events exchange is refused or is
+        /// an event whose names and addresses were checked.
+        #[test]
+        fn fuzzed_events_are_refused_or_checked(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            name in "\\PC{0,12}|\\.\\.|[a-z/]{1,5}",
+            holders in proptest::collection::vec("\\PC{0,20}", 0..4),
+        ) {
+            let _ = Event::read(&bytes);
+            let what = What::FileStored { name, size: 1, blake3: Digest([3; 32]), modified_ns: 1, holders };
+            if let Ok(Event { what: What::FileStored { name, holders, .. }, .. }) = Event::read(&event(what)) {
+                proptest::prop_assert!(FileName::parse(&name).is_ok());
+                proptest::prop_assert!(holders.iter().all(|h| plausible_addr(h)));
+            }
+        }
     }
 }

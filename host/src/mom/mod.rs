@@ -46,7 +46,6 @@ pub use topology::{DEAD, DELIVERY_LIMIT, EVENTS_EXCHANGE, HANDOFF_EXCHANGE, hand
 
 use crate::chord::RingChange;
 use crate::files::{FileChange, FileError, Files, Fut, HandOff, Hints, Taken};
-use crate::store::FileName;
 
 /// Messages read from the outbox and published per round of confirms.
 const BATCH: usize = 256;
@@ -354,7 +353,7 @@ impl Bridge {
     async fn listen(&self, mut listener: Consumer, files: Arc<Files>) -> Result<(), LinkError> {
         while let Some(delivery) = listener.next().await {
             let delivery = delivery?;
-            let event = match serde_json::from_slice::<Event>(&delivery.data) {
+            let event = match Event::read(&delivery.data) {
                 Ok(event) => event,
                 Err(e) => {
                     tracing::warn!("ignoring an unreadable event: {e}");
@@ -448,10 +447,7 @@ impl Bridge {
 
     /// Applies one hand-off and settles its delivery.
     async fn apply(&self, files: &Files, delivery: Delivery) {
-        let parsed = serde_json::from_slice::<HandOff>(&delivery.data)
-            .map_err(|e| e.to_string())
-            .and_then(|hint| FileName::parse(&hint.name).map(|name| (name, hint)).map_err(|e| e.to_string()));
-        let (name, hint) = match parsed {
+        let (name, hint) = match HandOff::read(&delivery.data) {
             Ok(parsed) => parsed,
             Err(why) => {
                 tracing::warn!(id = ?delivery.properties.message_id(), "hand-off dead-lettered: {why}");

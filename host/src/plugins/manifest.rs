@@ -198,4 +198,30 @@ mod tests {
         assert_eq!(Grant::of(PluginKind::Http, "gallery", &named, &limits()).unwrap().route.as_deref(), Some("pics"));
         assert!(Grant::of(PluginKind::Http, "my plugin", &Manifest::default(), &limits()).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Fuzzed: a manifest of any text, and of lines that look right with
+        /// values of any kind, is refused or grants no more than the node
+        /// allows.
+        #[test]
+        fn fuzzed_manifests_are_refused_or_bounded(
+            text in "\\PC{0,80}",
+            key in "store|memory-mib|timeout-ms|route|[a-z-]{1,8}",
+            value in "\"[a-z-]{0,12}\"|-?[0-9]{1,22}|\\PC{0,10}|\\[\\]|\\{\\}",
+            kind in proptest::sample::select(vec![PluginKind::Index, PluginKind::Upload, PluginKind::Download, PluginKind::Http]),
+        ) {
+            let _ = Manifest::parse(&text);
+            if let Ok(asked) = Manifest::parse(&format!("{key} = {value}")) {
+                proptest::prop_assert!(asked.memory_mib.is_none_or(|m| (1..=1 << 20).contains(&m)));
+                proptest::prop_assert!(asked.timeout_ms != Some(0));
+                proptest::prop_assert!(asked.route.as_deref().is_none_or(|r| check_route(r).is_ok()));
+                if let Ok(grant) = Grant::of(kind, "fuzzed", &asked, &limits()) {
+                    proptest::prop_assert!(grant.memory_bytes <= limits().memory_bytes);
+                    proptest::prop_assert!(grant.call_timeout <= limits().call_timeout);
+                    proptest::prop_assert!(grant.store <= kind.store_ceiling());
+                }
+            }
+        }
+    }
 }

@@ -319,3 +319,30 @@ fn wasm_files(dir: &Path) -> Vec<String> {
         .filter(|name| name.ends_with(".wasm"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Fuzzed: an entry a plugin returns, with names and hashes of any
+        /// kind, is refused or has a file name and a 32-byte hash or none.
+        #[test]
+        fn fuzzed_plugin_entries_are_refused_or_checked(
+            name in "\\PC{0,20}|[./\\\\\\x00]{0,3}|.{250,260}",
+            blake3 in proptest::option::of("[0-9a-fA-F]{62,66}|\\PC{0,70}"),
+            size in proptest::num::u64::ANY,
+        ) {
+            let wit = bindings::WitEntry { name: name.clone(), size, blake3: blake3.clone(), modified_ns: 1 };
+            match FileEntry::from_wit(wit) {
+                Ok(entry) => {
+                    proptest::prop_assert!(crate::store::FileName::parse(&name).is_ok());
+                    proptest::prop_assert_eq!(entry.blake3.map(|d| d.to_hex()), blake3);
+                    proptest::prop_assert_eq!(entry.size, size);
+                }
+                Err(why) => proptest::prop_assert!(!why.is_empty()),
+            }
+        }
+    }
+}

@@ -65,6 +65,17 @@ mod tests {
             }
         }
 
+        /// Fuzzed: a `Range` header of any text is the whole file, a part
+        /// inside it, or unsatisfiable; never a part outside it.
+        #[test]
+        fn a_fuzzed_range_header_never_leaves_the_file(size in 0u64..10_000, tail in "\\PC{0,24}|[0-9,= -]{0,24}") {
+            for header in [tail.clone(), format!("bytes={tail}")] {
+                if let Selection::Partial(r) = select(Some(&header), size) {
+                    prop_assert!(r.start() <= r.end() && *r.end() < size, "{header}: {r:?} of {size}");
+                }
+            }
+        }
+
         #[test]
         fn an_explicit_range_inside_the_file_is_served_exactly(size in 1u64..10_000, a in 0u64..10_000, len in 0u64..10_000) {
             let start = a % size;
