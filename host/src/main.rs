@@ -141,6 +141,18 @@ struct ClientSettings {
     #[arg(long, env = "RINGSHARE_TOKEN", hide_env_values = true)]
     #[serde(default)]
     token: Option<String>,
+    /// The CA certificate (PEM) to trust for an `https://` node: a
+    /// devnet's is `data/certs/ca/ca.crt`.
+    #[arg(long, env = "RINGSHARE_CA")]
+    #[serde(default)]
+    ca: Option<PathBuf>,
+}
+
+impl ClientSettings {
+    /// A client of the node these settings name.
+    fn client(&self, json: bool) -> Result<Client, ClientError> {
+        Client::new(&self.node, json)?.with_token(self.token.as_deref())?.with_ca(self.ca.as_deref())
+    }
 }
 
 #[derive(Args)]
@@ -240,7 +252,7 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             return ExitCode::from(2);
         }
         // No flags here: the file's [client] table, under RINGSHARE_NODE.
-        let settings = ClientSettings { node: DEFAULT_NODE.into(), token: None };
+        let settings = ClientSettings { node: DEFAULT_NODE.into(), token: None, ca: None };
         let mut settings = match file.layer("client", &settings, matches) {
             Ok(settings) => settings,
             Err(e) => return fail(&e, 2),
@@ -251,7 +263,10 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
         if let Ok(token) = std::env::var("RINGSHARE_TOKEN") {
             settings.token = Some(token);
         }
-        return match Client::new(&settings.node, false).and_then(|c| c.with_token(settings.token.as_deref())) {
+        if let Ok(ca) = std::env::var("RINGSHARE_CA") {
+            settings.ca = Some(ca.into());
+        }
+        return match settings.client(false) {
             Ok(client) => finish(ringshare::client::menu(client).await.map(|()| String::new())),
             Err(e) => finish(Err(e)),
         };
@@ -333,7 +348,7 @@ fn finish(outcome: Result<String, ClientError>) -> ExitCode {
 async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -> Result<String, ClientError> {
     let client = |to: &Target| -> Result<Client, ClientError> {
         let settings = file.layer("client", &to.settings, matches).map_err(ClientError::Usage)?;
-        Client::new(&settings.node, to.json)?.with_token(settings.token.as_deref())
+        settings.client(to.json)
     };
     match command {
         Command::Put { to, files, name, overwrite } => client(&to)?.put(PutOptions { files, name, overwrite }).await,

@@ -220,6 +220,24 @@ fn the_client_commands_against_a_devnet() {
     );
     assert!(!stderr(&unreachable).contains("panicked") && !stderr(&unreachable).contains("backtrace"));
 
+    // Over HTTPS on the same port, trusting the devnet's CA.
+    let https = format!("https://{}", net.node(1));
+    let ca = net.path("data/certs/ca/ca.crt");
+    let secure = ringshare(
+        net.dir.path(),
+        &["get", "report.pdf", "-o", "-", "--node", &https],
+        &[("RINGSHARE_CA", ca.to_str().unwrap())],
+    );
+    assert!(secure.status.success() && secure.stdout == data, "{}", stderr(&secure));
+    let no_ca = ringshare(net.dir.path(), &["ls", "--node", &https], &[]);
+    assert_eq!(no_ca.status.code(), Some(2), "{}", stderr(&no_ca));
+    assert!(stderr(&no_ca).contains("--ca"), "{}", stderr(&no_ca));
+    let other = ringshare(net.dir.path(), &["cert", "ca", "--out", "other-ca"], &[]);
+    assert!(other.status.success(), "{}", stderr(&other));
+    let foreign = ringshare(net.dir.path(), &["ls", "--node", &https, "--ca", "other-ca/ca.crt"], &[]);
+    assert_eq!(foreign.status.code(), Some(3), "{}", stderr(&foreign));
+    assert!(stderr(&foreign).contains("certificate"), "says why: {}", stderr(&foreign));
+
     let removed = net.run(&["rm", "report.pdf"], 2);
     assert!(removed.status.success(), "{}", stderr(&removed));
     assert_eq!(net.run(&["get", "report.pdf"], 0).status.code(), Some(4));

@@ -89,20 +89,38 @@ pub struct Client {
     pub json: bool,
     /// The token presented on every request, if any.
     token: Option<String>,
+    /// The CA trusted for `https://` nodes, if any.
+    ca: Option<reqwest::Certificate>,
+}
+
+/// An HTTP client presenting `token`, trusting only `ca` for HTTPS.
+fn http(token: Option<&str>, ca: Option<&reqwest::Certificate>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5));
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::Usage("the token holds characters a header cannot carry".into()))?;
+        value.set_sensitive(true);
+        builder =
+            builder.default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]));
+    }
+    if let Some(ca) = ca {
+        builder = builder.add_root_certificate(ca.clone());
+    }
+    builder.build().map_err(|e| ClientError::Local(e.to_string()))
 }
 
 impl Client {
-    /// A client of the node at `node` (`http://host:port`, or `host:port`).
+    /// A client of the node at `node` (`http://host:port`, `https://...`,
+    /// or `host:port`).
     pub fn new(node: &str, json: bool) -> Result<Self, ClientError> {
         let base = if node.contains("://") { node.to_owned() } else { format!("http://{node}") };
         let base = base.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base).map_err(|e| ClientError::Usage(format!("{node:?} is not a node's address: {e}")))?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Local(e.to_string()))?;
-        Ok(Self { base, http, json, token: None })
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| ClientError::Usage(format!("{node:?} is not a node's address: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ClientError::Usage(format!("{node:?}: a node is reached over http:// or https://")));
+        }
+        Ok(Self { base, http: http(None, None)?, json, token: None, ca: None })
     }
 
     /// The token this client presents, if any.
@@ -114,17 +132,29 @@ impl Client {
     /// every request: a node with write tokens needs one for `put` and `rm`.
     pub fn with_token(self, token: Option<&str>) -> Result<Self, ClientError> {
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(self) };
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ClientError::Usage("the token holds characters a header cannot carry".into()))?;
-        value.set_sensitive(true);
-        let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .default_headers(headers)
-            .build()
-            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let http = http(Some(token), self.ca.as_ref())?;
         Ok(Self { http, token: Some(token.to_owned()), ..self })
+    }
+
+    /// The same client, trusting the CA certificate in `ca` (PEM) for an
+    /// `https://` node: a devnet's is `data/certs/ca/ca.crt`. An `https://`
+    /// node without one is refused here, before anything is sent.
+    pub fn with_ca(self, ca: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        let Some(path) = ca else {
+            if self.base.starts_with("https://") {
+                return Err(ClientError::Usage(format!(
+                    "{} is HTTPS: give the CA that signed its certificate (--ca, RINGSHARE_CA; a devnet's is data/certs/ca/ca.crt)",
+                    self.base
+                )));
+            }
+            return Ok(self);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::Usage(format!("cannot read the CA {}: {e}", path.display())))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| ClientError::Usage(format!("{} is not a PEM certificate: {e}", path.display())))?;
+        let http = http(self.token.as_deref(), Some(&ca))?;
+        Ok(Self { http, ca: Some(ca), ..self })
     }
 
     /// The node's address as people write it (`127.0.0.1:8080`).
@@ -138,7 +168,10 @@ impl Client {
 
     /// A request failed before an answer: the node is not reachable.
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
-        let why = if e.is_connect() {
+        let why = if self.base.starts_with("https://") && e.is_connect() {
+            // A handshake that failed says why (a certificate of another CA, say).
+            root_cause(e)
+        } else if e.is_connect() {
             "connection refused or no route".to_owned()
         } else if e.is_timeout() {
             "it did not answer in time".to_owned()
