@@ -5,6 +5,7 @@
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
 #               20,000 small files PUT and GET against nginx WebDAV (k = 1 and k = 3),
 #               3,000 abusive connections against one node while it serves a download,
+#               mutual TLS between nodes against plaintext and nginx proxying over TLS,
 #               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
 #               plugins swapped every 100 ms under load,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
@@ -39,6 +40,7 @@ bench: plugins broker
 	@scripts/bench-listing.sh
 	@scripts/bench-small-files.sh
 	@scripts/bench-abuse.sh
+	@scripts/bench-tls.sh
 	@scripts/bench-bridge.sh
 	@scripts/bench-plugin-swap.sh
 	$(CARGO) bench -p ringshare --bench chord_sim

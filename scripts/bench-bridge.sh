@@ -12,7 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-1000}
 
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+. "$root/scripts/bench-lib.sh"
+bench_need wrk
 "$root/scripts/broker.sh"
 (cd "$root" && cargo build --release -q -p ringshare)
 
@@ -29,7 +30,6 @@ trap cleanup EXIT
 rabbitmqctl add_vhost "$vhost" >/dev/null
 rabbitmqctl set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "## 1. messages through the bridge" >&2
 (cd "$root" && cargo bench -q -p ringshare --bench bridge 2>/dev/null)

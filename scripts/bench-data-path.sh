@@ -18,13 +18,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-1024}
 reps=${2:-5}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v b3sum >/dev/null 2>&1 || need+=(b3sum)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. "$root/scripts/bench-lib.sh"
+bench_need nginx b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 
 work=$(mktemp -d /tmp/ringshare-bench.XXXXXX)
@@ -35,7 +30,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "making a ${size_mib} MiB file" >&2
 head -c "$((size_mib << 20))" /dev/urandom > "$work/payload"

@@ -8,13 +8,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-5}
 reps=${2:-3}
 
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. "$root/scripts/bench-lib.sh"
+bench_need wrk nginx
 (cd "$root" && cargo build --release -q -p ringshare)
 
 work=$(mktemp -d /tmp/ringshare-listing.XXXXXX)
@@ -24,7 +19,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 node_port=$(free_port)
 "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$node_port" --data "$work/node" --replicas 1 \

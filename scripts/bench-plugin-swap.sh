@@ -16,12 +16,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-8}
 reps=${2:-3}
 
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v b3sum >/dev/null 2>&1 || need+=(b3sum)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. "$root/scripts/bench-lib.sh"
+bench_need wrk b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 
 work=$(mktemp -d /tmp/ringshare-swap.XXXXXX)
@@ -31,7 +27,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 mkdir -p "$work/plugins" "$work/versions"
 cp "$root"/target/plugins/default/*.wasm "$work/plugins/"

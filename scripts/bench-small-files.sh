@@ -16,10 +16,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-20000}
 size=${2:-1024}
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. "$root/scripts/bench-lib.sh"
+bench_need nginx
 (cd "$root" && cargo build --release -q -p ringshare && cargo bench -q -p ringshare --bench small_files --no-run)
 client=$(cd "$root" && cargo bench -q -p ringshare --bench small_files --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
@@ -37,7 +35,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 nginx_port=$(free_port)
 mkdir -p "$work/www/small" "$work/body"

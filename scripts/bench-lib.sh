@@ -1,0 +1,22 @@
+# Shared by the bench scripts (sourced, not run): installing what a bench
+# needs, free ports, nginx.
+
+# Installs the Debian packages of the commands named (nginx, wrk, b3sum)
+# that are missing; sets NGINX to nginx's path.
+bench_need() {
+  local missing=() tool
+  for tool in "$@"; do
+    if [ "$tool" = nginx ]; then
+      command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    else
+      command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
