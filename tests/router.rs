@@ -206,6 +206,18 @@ async fn with_read_tokens_reads_need_a_read_or_write_token() {
     assert_eq!(call(&app, with("nope")).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, with("r-token")).await.0, StatusCode::OK);
     assert_eq!(call(&app, with("w-token")).await.0, StatusCode::OK);
+    // The ring page's cookie (for its live events and download links):
+    // reads only, never writes.
+    let cookie = |method: Method, uri: &str, value: &str| {
+        let mut r = request(method, uri, "x");
+        r.headers_mut().insert(header::COOKIE, format!("theme=dark; ringshare_token={value}").parse().unwrap());
+        r
+    };
+    assert_eq!(call(&app, cookie(Method::GET, "/files", "r-token")).await.0, StatusCode::OK);
+    assert_eq!(call(&app, cookie(Method::GET, "/files", "w%2Dtoken")).await.0, StatusCode::OK, "percent-encoded");
+    assert_eq!(call(&app, cookie(Method::GET, "/files", "nope")).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = call(&app, cookie(Method::PUT, "/files/by-cookie", "w-token")).await;
+    assert_eq!((status, code(&body).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"), "a write needs the header");
 }
 
 #[tokio::test]

@@ -8,7 +8,9 @@
 //!   password is set): writes only from loopback clients; any other gets
 //!   `403 protected-mode` saying how to open it.
 //! - **Read tokens** (`--read-token FILE`), optional: every other request
-//!   then needs a read or a write token, or gets `401`.
+//!   then needs a read or a write token, or gets `401`. For reads the token
+//!   may also come in the `ringshare_token` cookie, which the ring page sets
+//!   for its live events and download links; writes never take the cookie.
 //! - **Write rate**, per client address (`--write-rate`, writes a second,
 //!   bursts of twice that; GCRA through `governor`): a client past it gets
 //!   `429 too-many-writes` with `retry-after`. Loopback clients are not
@@ -128,20 +130,34 @@ fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Whether the request's bearer token is one of `allowed`.
-fn presents(request: &Request, allowed: &[&[[u8; 32]]]) -> bool {
-    let Some(token) = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| t.len() <= MAX_TOKEN_BYTES)
-    else {
-        return false;
-    };
-    let presented = blake3::hash(token.trim().as_bytes());
+/// The request's bearer token, if any.
+fn bearer(request: &Request) -> Option<String> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ")?.trim().to_owned())
+}
+
+/// The token in the request's `ringshare_token` cookie, if any: what the
+/// ring page sets so that its live events and download links, which cannot
+/// carry a header, can read. Taken for reads only: a browser sends cookies
+/// along with any site's request, so a write needs the header.
+fn cookie(request: &Request) -> Option<String> {
+    let cookies = request.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let value = cookies.flat_map(|c| c.split(';')).find_map(|c| c.trim().strip_prefix("ringshare_token="))?;
+    let value = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+    Some(value.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Whether `token` is one of `allowed`.
+fn one_of(token: Option<String>, allowed: &[&[[u8; 32]]]) -> bool {
+    let Some(token) = token.filter(|t| t.len() <= MAX_TOKEN_BYTES) else { return false };
+    let presented = blake3::hash(token.as_bytes());
     // blake3::Hash compares in constant time; every digest is compared.
     allowed.iter().flat_map(|set| set.iter()).fold(false, |found, d| found | (presented == blake3::Hash::from(*d)))
+}
+
+/// Whether the request's bearer token is one of `allowed`.
+fn presents(request: &Request, allowed: &[&[[u8; 32]]]) -> bool {
+    one_of(bearer(request), allowed)
 }
 
 /// Middleware: refuses what the node's access rules refuse.
@@ -162,7 +178,10 @@ pub async fn authorize(State(access): State<Arc<Access>>, request: Request, next
         }
     } else {
         match (&access.read, &access.write) {
-            (Some(read), write) if !presents(&request, &[read, write.as_deref().unwrap_or(&[])]) => {
+            (Some(read), write)
+                if !presents(&request, &[read, write.as_deref().unwrap_or(&[])])
+                    && !one_of(cookie(&request), &[read, write.as_deref().unwrap_or(&[])]) =>
+            {
                 Some(unauthorized("a read needs Authorization: Bearer with one of the node's read or write tokens"))
             }
             _ => None,
