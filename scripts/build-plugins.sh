@@ -53,15 +53,18 @@ fi
 
 built="$root/plugins/target/wasm32-wasip2/release"
 mkdir -p "$out/default" "$out/extra" "$out/template" "$out/testdata"
+# Copied only when they differ: the host embeds the defaults, and a newer
+# file with the same bytes would rebuild it for nothing.
+put() { cmp -s "$1" "$2" || cp "$1" "$2"; }
 for kind in index upload download; do
-  cp "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
+  put "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
 done
-cp "$built/ringshare_gallery_plugin.wasm" "$out/extra/gallery.wasm"
+put "$built/ringshare_gallery_plugin.wasm" "$out/extra/gallery.wasm"
 for kind in index upload download http; do
-  cp "$built/ringshare_template_${kind}.wasm" "$out/template/$kind.wasm"
+  put "$built/ringshare_template_${kind}.wasm" "$out/template/$kind.wasm"
 done
 for name in spin sleep hog escape crash liar-index liar-download liar-upload old-contract http-hostile; do
-  cp "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
+  put "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
 done
-cp "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"
+put "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"
 echo "build-plugins: components in $out" >&2

@@ -3,7 +3,8 @@
 //! with; a broken replacement leaves the old version serving; a removed
 //! plugin's routes answer 503 to new calls while running ones finish; a half-written file
 //! is not loaded; a manifest gets the smaller of what it asks and what is
-//! allowed.
+//! allowed; the default plugins built into the binary serve an empty folder
+//! until a plugin of their kind is dropped into it, and again once it goes.
 
 use std::path::{Path, PathBuf};
 
@@ -274,4 +275,54 @@ async fn a_new_index_version_answers_listings_from_its_first_swap() {
         if names == ["kept"] { Ok(()) } else { Err(format!("{names:?}")) }
     })
     .await;
+}
+
+/// Rows of `GET /plugins` whose `source` is `source`, by file.
+async fn rows_from(node: &TestNode, source: &str) -> Vec<Value> {
+    let rows: Vec<Value> = client().get(node.at("/plugins")).send().await.unwrap().json().await.unwrap();
+    rows.into_iter().filter(|r| r["source"] == source).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_defaults_serve_an_empty_folder_and_a_folder_plugin_takes_over_and_back() {
+    let setup = NodeSetup { plugins: Vec::new(), embedded_plugins: true, replicas: 1, ..NodeSetup::default() };
+    let node = setup.start().await;
+    put(&node, "first", b"one").await;
+    let got = client().get(node.at("/files/first")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(&got[..], b"one", "served by the embedded plugins");
+    let embedded = rows_from(&node, "embedded").await;
+    let kinds: Vec<&str> =
+        embedded.iter().filter(|r| r["loaded"] == true).map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["index", "upload", "download"], "{embedded:?}");
+
+    // An upload plugin dropped into the folder takes over the kind.
+    replace(&node, "mine.wasm", &another_version(&plugin("default/upload"), "mine"));
+    eventually("the folder's upload plugin never took over", || async {
+        let mine = rows_from(&node, "folder").await.into_iter().find(|r| r["file"] == "mine.wasm");
+        let theirs = rows_from(&node, "embedded").await.into_iter().find(|r| r["kind"] == "upload").unwrap();
+        match mine {
+            Some(m) if m["loaded"] == true && theirs["loaded"] == false => Ok(()),
+            other => Err(format!("{other:?} / {theirs}")),
+        }
+    })
+    .await;
+    let embedded = rows_from(&node, "embedded").await;
+    let upload = embedded.iter().find(|r| r["kind"] == "upload").unwrap();
+    assert!(upload["reason"].as_str().unwrap().contains("mine.wasm"), "says who serves instead: {upload}");
+    put(&node, "second", b"two").await;
+    let mine = rows_from(&node, "folder").await.into_iter().find(|r| r["file"] == "mine.wasm").unwrap();
+    assert!(mine["calls"].as_u64().unwrap() >= 1, "the folder's plugin took the upload: {mine}");
+
+    // Removed, the kind goes back to the embedded plugin.
+    std::fs::remove_file(folder(&node).join("mine.wasm")).unwrap();
+    eventually("the embedded upload plugin never served again", || async {
+        let theirs = rows_from(&node, "embedded").await.into_iter().find(|r| r["kind"] == "upload").unwrap();
+        if theirs["loaded"] == true { Ok(()) } else { Err(theirs.to_string()) }
+    })
+    .await;
+    put(&node, "third", b"three").await;
+    for (name, body) in [("first", "one"), ("second", "two"), ("third", "three")] {
+        let got = client().get(node.at(&format!("/files/{name}"))).send().await.unwrap().text().await.unwrap();
+        assert_eq!(got, body);
+    }
 }

@@ -210,7 +210,7 @@ async fn load(
     let store = StoreDir::prepare(&dir.path().join("data")).map_err(|e| format!("a temporary store: {e}"))?;
     let limits = PluginLimits { call_timeout: CHECK_TIMEOUT, ..PluginLimits::default() };
     let root = store.root().to_path_buf();
-    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits))
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, false))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;

@@ -13,6 +13,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Folder whose `*.wasm` components are loaded as plugins at start.
     pub plugins_dir: PathBuf,
+    /// Whether the default plugins built into the binary serve each kind
+    /// the folder has none of. Default: yes.
+    pub embedded_plugins: bool,
     /// Limits every plugin call runs under.
     pub limits: PluginLimits,
     /// Largest upload body accepted, in bytes (`413` above it).
@@ -141,6 +144,7 @@ impl NodeConfig {
         Self {
             data_dir: data_dir.into(),
             plugins_dir: plugins_dir.into(),
+            embedded_plugins: true,
             limits: PluginLimits::default(),
             max_upload_bytes: 64 << 30,
             advertise: None,

@@ -121,8 +121,11 @@ pub async fn run(settings: DevnetSettings, config: Option<PathBuf>) -> anyhow::R
         stop(&mut running).await;
         return Ok(());
     }
-    let plugins = settings.plugins.as_ref().map_or_else(|| "their plugins folder".into(), |p| p.display().to_string());
-    println!("ringshare devnet: {} nodes with the plugins of {plugins}", running.len());
+    let plugins = settings.plugins.as_ref().map_or_else(
+        || "built into the binary (and any in their plugins folder)".into(),
+        |p| format!("of {} (the built-in ones for a kind it has none of)", p.display()),
+    );
+    println!("ringshare devnet: {} nodes with the plugins {plugins}", running.len());
     for node in &running {
         let pid = node.child.id().unwrap_or(0);
         println!(

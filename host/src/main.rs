@@ -206,6 +206,13 @@ enum PluginCommand {
         #[arg(long, env = "RINGSHARE_PLUGINS", default_value = ringshare::config::DEFAULT_PLUGINS)]
         plugins: PathBuf,
     },
+    /// Write the default plugins built into the binary (index.wasm,
+    /// upload.wasm, download.wasm) into DIR, to start from them; a file
+    /// already there is never replaced.
+    Export {
+        /// The folder to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -306,6 +313,13 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             println!("{report}");
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
+        Command::Plugin(PluginCommand::Export { dir }) => match ringshare::plugins::embedded::export(&dir) {
+            Ok(written) => {
+                println!("wrote {}", written.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, 1),
+        },
         Command::Cert(cert) => {
             let made = match cert {
                 CertCommand::Ca { out, days } => ringshare::tls::make_ca(&out, days)

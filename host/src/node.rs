@@ -44,11 +44,12 @@ impl Node {
     pub async fn build(config: &NodeConfig, addr: String) -> anyhow::Result<Self> {
         let store = StoreDir::prepare(&config.data_dir)
             .with_context(|| format!("preparing the store at {}", config.data_dir.display()))?;
-        let (plugins_dir, limits) = (config.plugins_dir.clone(), config.limits);
+        let (plugins_dir, limits, embedded) = (config.plugins_dir.clone(), config.limits, config.embedded_plugins);
         let store_root = store.root().to_path_buf();
-        let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits))
-            .await
-            .context("loading plugins")??;
+        let plugins =
+            tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits, embedded))
+                .await
+                .context("loading plugins")??;
         // The host's index of the store is filled from disk now, not by the
         // first request that needs it (those wait for this listing).
         let filling = plugins.clone();

@@ -49,6 +49,10 @@ fn default_reserve_free_mib() -> u64 {
     defaults().limits.reserve_free_bytes >> 20
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn default_max_connections() -> usize {
     defaults().max_connections
 }
@@ -97,9 +101,17 @@ pub struct NodeSettings {
     /// The node's store (created if missing).
     #[arg(long, env = "RINGSHARE_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
-    /// Folder of plugin components (`*.wasm`), followed while the node runs.
+    /// Folder of plugin components (`*.wasm`), followed while the node
+    /// runs. A folder given that does not exist is refused; the default may
+    /// be missing (the embedded plugins serve).
     #[arg(long, env = "RINGSHARE_PLUGINS", default_value = DEFAULT_PLUGINS)]
     pub plugins: PathBuf,
+    /// Let the default index, upload and download plugins built into the
+    /// binary serve each kind the plugins folder has none of (`false`: that
+    /// kind's routes answer 503 instead).
+    #[arg(long, env = "RINGSHARE_EMBEDDED_PLUGINS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[serde(default = "yes")]
+    pub embedded_plugins: bool,
     /// Largest upload accepted, in bytes (at least 1).
     #[arg(long, env = "RINGSHARE_MAX_UPLOAD_BYTES", default_value_t = defaults().max_upload_bytes)]
     pub max_upload_bytes: u64,
@@ -181,7 +193,11 @@ impl NodeSettings {
         within("max_connections", self.max_connections, 1, Some(1_000_000))?;
         within("body_timeout_ms", self.body_timeout_ms, 100, None)?;
         within("reserve_free_mib", self.reserve_free_mib, 0, Some(1 << 30))?;
+        if self.plugins != std::path::Path::new(DEFAULT_PLUGINS) && !self.plugins.is_dir() {
+            return Err(format!("plugins: {} is not a folder", self.plugins.display()));
+        }
         let mut config = NodeConfig::new(&self.data, &self.plugins);
+        config.embedded_plugins = self.embedded_plugins;
         config.max_upload_bytes = self.max_upload_bytes;
         config.advertise = self.advertise.clone();
         config.join = self.join.clone();

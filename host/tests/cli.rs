@@ -74,19 +74,31 @@ struct Devnet {
 }
 
 impl Devnet {
+    /// A devnet with the plugins built from `plugins/`.
     fn start(nodes: u16) -> Self {
+        Self::start_with(nodes, Some(plugins()))
+    }
+
+    /// A devnet in an empty folder, given `plugins` (none: as installed,
+    /// with only what the binary carries).
+    fn start_with(nodes: u16, plugins: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_ports(nodes);
-        let mut child = Command::new(BIN)
-            .current_dir(dir.path())
-            .args(["devnet", "--nodes", &nodes.to_string(), "--port", &port.to_string(), "--amqp", "none"])
-            .arg("--plugins")
-            .arg(plugins())
-            .env("RUST_LOG", "ringshare=debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(BIN);
+        command.current_dir(dir.path()).args([
+            "devnet",
+            "--nodes",
+            &nodes.to_string(),
+            "--port",
+            &port.to_string(),
+            "--amqp",
+            "none",
+        ]);
+        if let Some(plugins) = plugins {
+            command.arg("--plugins").arg(plugins);
+        }
+        let mut child =
+            command.env("RUST_LOG", "ringshare=debug").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut pids = Vec::new();
         for line in lines.by_ref() {
@@ -243,6 +255,40 @@ fn the_client_commands_against_a_devnet() {
     assert_eq!(net.run(&["get", "report.pdf"], 0).status.code(), Some(4));
 }
 
+/// The binary as installed, run from an empty folder: no plugins folder, so
+/// the plugins built into it serve; a plugins folder named but missing is
+/// refused; the embedded plugins export as files.
+#[test]
+fn the_binary_runs_from_an_empty_folder_with_its_embedded_plugins() {
+    let net = Devnet::start_with(2, None);
+    std::fs::write(net.path("notes.txt"), "from anywhere").unwrap();
+    let put = net.run(&["put", "notes.txt"], 0);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let got = net.run(&["get", "notes.txt", "-o", "-"], 1);
+    assert_eq!(stdout(&got), "from anywhere", "{}", stderr(&got));
+    let plugins = net.json(&["plugins"], net.port);
+    let serving: Vec<&Value> = plugins.as_array().unwrap().iter().filter(|p| p["loaded"] == true).collect();
+    assert_eq!(serving.len(), 3, "{plugins}");
+    assert!(serving.iter().all(|p| p["source"] == "embedded"), "{plugins}");
+    let table = stdout(&net.run(&["plugins"], 0));
+    assert!(table.contains("upload.wasm (embedded)") && table.contains("serving"), "{table}");
+
+    let exported = ringshare(net.dir.path(), &["plugin", "export", "mine"], &[]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    for kind in ["index", "upload", "download"] {
+        let file = net.path(&format!("mine/{kind}.wasm"));
+        let check = ringshare(net.dir.path(), &["plugin", "check", file.to_str().unwrap(), "--plugins", "mine"], &[]);
+        assert!(check.status.success(), "the exported {kind} plugin passes the check: {}", stdout(&check));
+    }
+    let again = ringshare(net.dir.path(), &["plugin", "export", "mine"], &[]);
+    assert_eq!(again.status.code(), Some(1), "nothing is written over");
+
+    let missing =
+        ringshare(net.dir.path(), &["node", "--amqp", "none", "--listen", "127.0.0.1:0", "--plugins", "nowhere"], &[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("nowhere is not a folder"), "{}", stderr(&missing));
+}
+
 #[test]
 fn an_interrupted_download_is_resumed_and_verified() {
     let net = Devnet::start(2);
@@ -329,9 +375,20 @@ fn settings_come_from_the_file_then_the_environment_then_the_flags() {
 
     // Logs as JSON, one object per line, for machines.
     let port = free_ports(1).to_string();
+    std::fs::create_dir_all(net.path("no-plugins")).unwrap();
     let mut node = Command::new(BIN)
         .current_dir(dir)
-        .args(["--log-format", "json", "node", "--amqp", "none", "--plugins", "no-such-folder"])
+        .args([
+            "--log-format",
+            "json",
+            "node",
+            "--amqp",
+            "none",
+            "--plugins",
+            "no-plugins",
+            "--embedded-plugins",
+            "false",
+        ])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data", "json-node"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -149,6 +149,10 @@ pub struct NodeSetup {
     pub body_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Whether the default plugins built into the binary serve the kinds
+    /// the node's folder has none of. Default: off, so that a test's node
+    /// runs exactly the plugins it was given.
+    pub embedded_plugins: bool,
 }
 
 impl Default for NodeSetup {
@@ -184,6 +188,7 @@ impl Default for NodeSetup {
             tls_dir: Some(Cluster::shared().node("127.0.0.1")),
             body_timeout: Duration::from_secs(60),
             max_connections: ringshare::config::DEFAULT_MAX_CONNECTIONS,
+            embedded_plugins: false,
         }
     }
 }
@@ -227,6 +232,7 @@ impl NodeSetup {
         config.tls_dir = self.tls_dir;
         config.body_timeout = self.body_timeout;
         config.max_connections = self.max_connections;
+        config.embedded_plugins = self.embedded_plugins;
         config.rpc_timeout = Duration::from_millis(500);
         let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
         listener.set_nonblocking(true).expect("nonblocking");

@@ -142,8 +142,12 @@ pub fn plugins(plugins: &Value) -> String {
             } else {
                 p["reason"].as_str().unwrap_or("not serving").to_owned()
             };
+            let file = match p["source"].as_str() {
+                Some("embedded") => format!("{} (embedded)", text(&p["file"])),
+                _ => text(&p["file"]),
+            };
             vec![
-                text(&p["file"]),
+                file,
                 p["kind"].as_str().unwrap_or("-").to_owned(),
                 version,
                 format!("{}/{}", p["calls_in_flight"], p["calls"]),

@@ -129,6 +129,26 @@ pub(super) fn read(host: &PluginHost, path: &Path, seen: Option<Fingerprint>) ->
     }
 }
 
+/// Loads the plugins built into the binary ([`super::embedded`]). One
+/// that does not load (it cannot, short of a broken build) is logged and
+/// left out.
+pub(super) fn embedded(host: &PluginHost) -> Vec<Arc<Loaded>> {
+    super::embedded::DEFAULTS
+        .iter()
+        .filter_map(|(file, bytes)| {
+            let version = Digest(*blake3::hash(bytes).as_bytes());
+            let stem = file.trim_end_matches(".wasm");
+            match load(host, &Arc::from(*file), stem, bytes, version, Ok(Manifest::default())) {
+                Ok(loaded) => Some(Arc::new(loaded)),
+                Err((_, reason)) => {
+                    tracing::error!(plugin = file, "the embedded plugin does not load: {reason}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 fn seen_or_zero(seen: Option<Fingerprint>) -> Fingerprint {
     seen.unwrap_or((Digest([0; 32]), None))
 }

@@ -19,6 +19,7 @@
 
 mod bindings;
 mod content;
+pub mod embedded;
 mod engine;
 mod error;
 mod http;
@@ -50,7 +51,7 @@ pub use error::{PluginError, Refusal};
 pub use http::CONCURRENT_REQUESTS as HTTP_REQUESTS_AT_ONCE;
 pub use load::{Description, describe};
 pub use manifest::{Grant, Manifest, StoreAccess};
-pub use registry::PluginStatus;
+pub use registry::{PluginStatus, Source};
 pub use session::{DownloadHandle, UploadHandle};
 pub use store_index::{Listing, Lookup};
 
@@ -161,8 +162,15 @@ impl PluginHost {
     /// folder: a file added, replaced or removed later takes effect within
     /// a second. Files that are not usable plugins are refused with a log
     /// line and left out; only a failure to build the engine itself is an
-    /// error. This blocks (it compiles code): call it off the async runtime.
-    pub fn load(plugins_dir: &Path, store_root: &Path, limits: PluginLimits) -> anyhow::Result<Arc<Self>> {
+    /// error. With `embedded`, the default plugins built into the binary
+    /// serve each kind the folder has none of. This blocks (it compiles
+    /// code): call it off the async runtime.
+    pub fn load(
+        plugins_dir: &Path,
+        store_root: &Path,
+        limits: PluginLimits,
+        embedded: bool,
+    ) -> anyhow::Result<Arc<Self>> {
         let engine = engine::new_engine(limits.pooling, limits.memory_bytes)
             .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;
@@ -182,6 +190,10 @@ impl PluginHost {
             watcher: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
         });
+        if embedded {
+            let defaults = load::embedded(&host);
+            host.registry.write().unwrap_or_else(|p| p.into_inner()).set_embedded(defaults);
+        }
         // Watch first, so that nothing written while the folder is read is missed.
         let watch = watch::FolderWatch::start(&host);
         *host.watcher.lock().unwrap_or_else(|p| p.into_inner()) = watch;

@@ -134,6 +134,9 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     files: BTreeMap<String, Entry>,
+    /// The plugins built into the binary: each serves its kind while no
+    /// file of the folder does.
+    embedded: Vec<Arc<Loaded>>,
     /// Versions replaced or removed while calls were running on them. Only
     /// the calls keep them: each is freed (its instance-pre, and its code
     /// unless the compile cache keeps it) when its last call ends.
@@ -158,15 +161,26 @@ impl Registry {
     }
 
     fn serving(&self, slot: Slot<'_>) -> Option<&Arc<Loaded>> {
-        self.files.values().filter_map(|e| e.current.as_ref()).find(|p| p.slot() == slot)
+        let from_folder = self.files.values().filter_map(|e| e.current.as_ref()).find(|p| p.slot() == slot);
+        from_folder.or_else(|| self.embedded.iter().find(|p| p.slot() == slot))
+    }
+
+    /// Whether `p` is built into the binary.
+    fn is_embedded(&self, p: &Arc<Loaded>) -> bool {
+        self.embedded.iter().any(|e| Arc::ptr_eq(e, p))
     }
 
     /// Whether `new`, applied, would serve its slot.
     pub fn would_serve(&self, new: &Loaded) -> bool {
         match self.serving(new.slot()) {
             None => true,
-            Some(current) => *current.file >= *new.file,
+            Some(current) => self.is_embedded(current) || *current.file >= *new.file,
         }
+    }
+
+    /// Sets the plugins built into the binary.
+    pub fn set_embedded(&mut self, embedded: Vec<Arc<Loaded>>) {
+        self.embedded = embedded;
     }
 
     /// The fingerprint last read of `file`.
@@ -263,6 +277,7 @@ impl Registry {
                         });
                         PluginStatus {
                             file: file.clone(),
+                            source: Source::Folder,
                             kind: Some(p.kind),
                             loaded: serving,
                             reason: waiting,
@@ -303,15 +318,46 @@ impl Registry {
                 statuses.push(status);
             }
         }
+        for p in &self.embedded {
+            let serving = self.serving(p.slot()).filter(|s| !Arc::ptr_eq(s, p));
+            statuses.push(PluginStatus {
+                file: p.file.to_string(),
+                source: Source::Embedded,
+                kind: Some(p.kind),
+                loaded: serving.is_none(),
+                reason: serving.map(|other| format!("{} in the plugins folder serves instead", other.file)),
+                version: Some(p.version.to_hex()),
+                loaded_at_ms: Some(p.loaded_at_ms),
+                calls: p.calls.load(Ordering::Relaxed),
+                calls_in_flight: p.in_flight.load(Ordering::SeqCst),
+                manifest: None,
+                grant: Some(p.grant.clone()),
+                refused: None,
+                retiring: Vec::new(),
+            });
+        }
         statuses
     }
 }
 
-/// What `GET /plugins` says of one file of the plugins folder.
+/// Where a plugin comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A file of the plugins folder.
+    Folder,
+    /// Built into the binary: serves its kind while the folder has none.
+    Embedded,
+}
+
+/// What `GET /plugins` says of one plugin: a file of the plugins folder, or
+/// one built into the binary.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginStatus {
-    /// File name within the plugins folder.
+    /// File name within the plugins folder (or of the embedded plugin).
     pub file: String,
+    /// `folder` or `embedded`.
+    pub source: Source,
     /// The kind it provides, when that could be told.
     pub kind: Option<PluginKind>,
     /// Whether it serves requests.
@@ -348,6 +394,7 @@ impl PluginStatus {
     fn bare(file: &str, refused: Option<&Refused>) -> Self {
         Self {
             file: file.to_owned(),
+            source: Source::Folder,
             kind: refused.and_then(|r| r.kind),
             loaded: false,
             reason: refused.map(|r| r.reason.clone()),
