@@ -42,10 +42,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn build_plugins(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut command = Command::new("bash");
     command.arg(root.join("scripts/build-plugins.sh"));
+    // What steers this build's compiler, profile and target folder; cargo's
+    // home, network, registry and job settings are kept.
+    let steering = [
+        "CARGO_BUILD_",
+        "CARGO_PROFILE_",
+        "CARGO_TARGET_",
+        "CARGO_ENCODED_",
+        "CARGO_INCREMENTAL",
+        "RUSTC",
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+    ];
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO") || key.starts_with("RUSTC") || key.starts_with("RUSTFLAGS") || key == "RUSTDOCFLAGS"
-        {
+        if steering.iter().any(|s| key.starts_with(s)) {
             command.env_remove(&key);
         }
     }

@@ -55,7 +55,8 @@ built="$root/plugins/target/wasm32-wasip2/release"
 mkdir -p "$out/default" "$out/extra" "$out/template" "$out/testdata"
 # Copied only when they differ: the host embeds the defaults, and a newer
 # file with the same bytes would rebuild it for nothing.
-put() { cmp -s "$1" "$2" || cp "$1" "$2"; }
+# Through a temp file and a rename: a build reading them never sees half a file.
+put() { cmp -s "$1" "$2" || { cp "$1" "$2.tmp" && mv "$2.tmp" "$2"; }; }
 for kind in index upload download; do
   put "$built/ringshare_${kind}_plugin.wasm" "$out/default/$kind.wasm"
 done

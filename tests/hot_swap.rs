@@ -261,8 +261,11 @@ async fn a_new_index_version_answers_listings_from_its_first_swap() {
     let escape = std::fs::read(plugin("testdata/escape")).unwrap();
     replace(&node, "index.wasm", &escape);
     wait_serving(&node, "index.wasm", &blake3_hex(&escape)).await;
+    // It had listed the store when it began to serve: at least that call.
+    // (The repair loop, every 300 ms here, may list through it too, if it
+    // asks while the swap's listing is being taken.)
     let serving = status(&node, "index.wasm").await.unwrap();
-    assert_eq!(serving["calls"], 1, "the new version listed the store before serving: {serving}");
+    assert!(serving["calls"].as_u64().unwrap() >= 1, "the new version listed the store before serving: {serving}");
     eventually("the new index version never answered", || async {
         let names = listed(&node).await;
         if names.iter().any(|n| n == "absolute-etc-passwd=denied") { Ok(()) } else { Err(format!("{names:?}")) }

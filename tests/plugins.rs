@@ -173,7 +173,7 @@ async fn a_trapping_plugin_is_reported_with_its_panic() {
 
 #[tokio::test]
 async fn plugins_cannot_reach_outside_their_store() {
-    let node = NodeSetup::with_plugins(&["testdata/escape", "default/upload", "default/download"]).start().await;
+    let node = NodeSetup::with_plugins(&["default/index", "default/upload", "default/download"]).start().await;
     let http = client();
     // A secret next to the store (beside the host's own state), and a
     // symlink from inside the store to it.
@@ -181,6 +181,17 @@ async fn plugins_cannot_reach_outside_their_store() {
     let secret = node.data().parent().unwrap().join("secret.txt");
     std::fs::write(&secret, "top secret").unwrap();
     std::os::unix::fs::symlink(&secret, node.data().join("files/link-out")).unwrap();
+    // The escaping index plugin comes in now: its first listing, taken as
+    // it takes over, sees the file, the secret and the link (started with
+    // it, its listing at start could race the upload).
+    let escape = std::fs::read(ringshare_tests::plugin("testdata/escape")).unwrap();
+    ringshare_tests::drop_plugin(&node, "index.wasm", &escape);
+    let version = ringshare_tests::blake3_hex(&escape);
+    ringshare_tests::eventually("the escaping index plugin never served", || async {
+        let index = statuses(&node).await.into_iter().find(|s| s["file"] == "index.wasm").unwrap_or_default();
+        if index["loaded"] == true && index["version"] == version.as_str() { Ok(()) } else { Err(index.to_string()) }
+    })
+    .await;
 
     let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
     let outcomes: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();

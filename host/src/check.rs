@@ -208,9 +208,12 @@ async fn load(
         }
     }
     let store = StoreDir::prepare(&dir.path().join("data")).map_err(|e| format!("a temporary store: {e}"))?;
-    let limits = PluginLimits { call_timeout: CHECK_TIMEOUT, ..PluginLimits::default() };
+    // A check stores one small sample: it keeps no disk space in reserve.
+    let limits = PluginLimits { call_timeout: CHECK_TIMEOUT, reserve_free_bytes: 0, ..PluginLimits::default() };
     let root = store.root().to_path_buf();
-    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, false))
+    // The plugins built into the binary stand in for companions missing
+    // beside it, so that a check runs from any folder.
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, true))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;
@@ -235,7 +238,7 @@ async fn exercise(report: &mut Report, host: &Arc<PluginHost>, kind: PluginKind,
             Mark::Fail,
             format!(
                 "a {kind} plugin is exercised on a file stored by an upload plugin, and there is no upload.wasm in {} \
-                 (--plugins DIR: the default plugins, target/plugins/default in a checkout)",
+                 (--plugins DIR), and none is built into this binary",
                 companions.display()
             ),
         );

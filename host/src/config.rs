@@ -95,7 +95,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA: &str = "data";
 /// A node's plugins folder unless told otherwise (where the build puts the
 /// default plugins, from a checkout's root).
-pub const DEFAULT_PLUGINS: &str = "target/plugins/default";
+pub const DEFAULT_PLUGINS: &str = "plugins";
 
 /// Limits on each plugin call.
 #[derive(Debug, Clone, Copy)]

@@ -261,6 +261,7 @@ fn the_client_commands_against_a_devnet() {
 #[test]
 fn the_binary_runs_from_an_empty_folder_with_its_embedded_plugins() {
     let net = Devnet::start_with(2, None);
+    assert!(net.path("plugins").is_dir(), "the nodes made their plugins folder, to follow it");
     std::fs::write(net.path("notes.txt"), "from anywhere").unwrap();
     let put = net.run(&["put", "notes.txt"], 0);
     assert!(put.status.success(), "{}", stderr(&put));

@@ -151,6 +151,7 @@ impl PluginHost {
         store.set_epoch_deadline(1);
 
         let (mut parts, body) = request.into_parts();
+        without_credentials(&mut parts.headers);
         let mount = HeaderValue::try_from(format!("/x/{route}")).map_err(|e| trapped(&plugin, e))?;
         parts.headers.insert("x-ringshare-mount", mount);
         if !parts.headers.contains_key(header::HOST) {
@@ -303,5 +304,47 @@ impl http_body::Body for Watched {
 
     fn is_end_stream(&self) -> bool {
         false
+    }
+}
+
+/// Takes the node's own credentials out of a request before a plugin sees
+/// it: the bearer token, and the ring page's `ringshare_token` cookie (the
+/// page sets it for the whole site, so it would reach every plugin route).
+fn without_credentials(headers: &mut axum::http::HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with("ringshare_token="))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        && !kept.is_empty()
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_never_sees_the_nodes_credentials_but_keeps_its_own_cookies() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        headers.append(header::COOKIE, HeaderValue::from_static("theme=dark; ringshare_token=secret"));
+        headers.append(header::COOKIE, HeaderValue::from_static("lang=fr"));
+        without_credentials(&mut headers);
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+        let cookies: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["theme=dark; lang=fr"]);
+        let mut only = axum::http::HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("ringshare_token=secret"));
+        without_credentials(&mut only);
+        assert!(only.get(header::COOKIE).is_none(), "no empty cookie header is left");
     }
 }

@@ -171,6 +171,13 @@ impl PluginHost {
         limits: PluginLimits,
         embedded: bool,
     ) -> anyhow::Result<Arc<Self>> {
+        // A folder that is not there yet (the default, in a new place) is
+        // made, so that plugins dropped into it later are followed.
+        if !plugins_dir.exists()
+            && let Err(e) = std::fs::create_dir_all(plugins_dir)
+        {
+            tracing::warn!(folder = %plugins_dir.display(), "cannot make the plugins folder: {e}");
+        }
         let engine = engine::new_engine(limits.pooling, limits.memory_bytes)
             .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;

@@ -139,7 +139,9 @@ impl GrpcPeers {
         let mut outboard_bytes = BytesMut::new();
         while (outboard_bytes.len() as u64) < outboard_len(entry.size) {
             match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
-                Some(pb::fetch_reply::Part::Outboard(bytes)) => outboard_bytes.extend_from_slice(&bytes),
+                Some(pb::fetch_reply::Part::Outboard(bytes)) if !bytes.is_empty() => {
+                    outboard_bytes.extend_from_slice(&bytes)
+                }
                 _ => return Err(malformed(node, "fetch sent less outboard than the file needs")),
             }
         }
