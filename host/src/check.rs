@@ -174,9 +174,9 @@ fn list_or_none(items: &[String]) -> String {
 
 fn world_of(kind: PluginKind) -> &'static str {
     match kind {
-        PluginKind::Index => "ringshare:plugin/index-plugin@0.3.0",
-        PluginKind::Upload => "ringshare:plugin/upload-plugin@0.3.0",
-        PluginKind::Download => "ringshare:plugin/download-plugin@0.3.0",
+        PluginKind::Index => crate::plugins::contract!("index-plugin"),
+        PluginKind::Upload => crate::plugins::contract!("upload-plugin"),
+        PluginKind::Download => crate::plugins::contract!("download-plugin"),
         PluginKind::Http => "wasi:http/proxy (an HTTP plugin)",
     }
 }

@@ -97,6 +97,9 @@ pub const DEFAULT_DATA: &str = "data";
 /// default plugins, from a checkout's root).
 pub const DEFAULT_PLUGINS: &str = "plugins";
 
+/// Most copies of a file a node keeps or is asked to make (k).
+pub const MAX_REPLICAS: usize = 16;
+
 /// Limits on each plugin call.
 #[derive(Debug, Clone, Copy)]
 pub struct PluginLimits {

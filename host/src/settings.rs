@@ -179,7 +179,7 @@ impl NodeSettings {
     pub fn to_config(&self) -> Result<NodeConfig, String> {
         within("successors", self.successors, 1, Some(64))?;
         within("stabilize_ms", self.stabilize_ms, 10, Some(60_000))?;
-        within("replicas", self.replicas, 1, Some(16))?;
+        within("replicas", self.replicas, 1, Some(crate::config::MAX_REPLICAS))?;
         if let Some(w) = self.write_quorum {
             within("write_quorum", w, 1, Some(self.replicas))
                 .map_err(|e| format!("{e} (the copies kept, replicas)"))?;

@@ -231,7 +231,7 @@ impl Source {
                 }
             }
         }));
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
 

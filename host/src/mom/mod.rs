@@ -240,7 +240,7 @@ impl Bridge {
                 }
                 suspected.insert(addr.clone(), now);
             }
-            let event = Event { id: new_id(), node: self.me.clone(), at_ns: now_ns(), what };
+            let event = Event { id: new_id(), node: self.me.clone(), at_ns: crate::files::now_ns(), what };
             let message = Message {
                 id: event.id.clone(),
                 exchange: EVENTS_EXCHANGE.into(),
@@ -530,10 +530,6 @@ fn delivery_count(delivery: &Delivery) -> u32 {
 /// doubling with each delivery, at most 30 s.
 fn retry_pause(first: Duration, deliveries: u32) -> Duration {
     first.saturating_mul(1 << deliveries.min(16)).min(Duration::from_secs(30))
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A fresh message id.

@@ -188,7 +188,7 @@ fn load(
 
 /// The plugin contract's package, and the version this host speaks.
 const CONTRACT: &str = "ringshare:plugin/";
-const CONTRACT_VERSION: &str = "@0.3.0";
+const CONTRACT_VERSION: &str = super::contract!("").split_at(CONTRACT.len()).1;
 /// The interface an HTTP plugin exports (any 0.2 release of `wasi:http`).
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 

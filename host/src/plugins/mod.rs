@@ -69,6 +69,15 @@ pub enum PluginKind {
     Http,
 }
 
+/// `ringshare:plugin/NAME` at the version of the plugin contract this host
+/// speaks (`wit/plugin.wit`): the one place that version is written.
+macro_rules! contract {
+    ($name:literal) => {
+        concat!("ringshare:plugin/", $name, "@0.3.0")
+    };
+}
+pub(crate) use contract;
+
 impl PluginKind {
     /// The kinds a node needs one of each, in a fixed order.
     pub const ALL: [PluginKind; 3] = [PluginKind::Index, PluginKind::Upload, PluginKind::Download];
@@ -76,9 +85,9 @@ impl PluginKind {
     /// The WIT interface a plugin of this kind exports.
     pub fn export_name(self) -> &'static str {
         match self {
-            PluginKind::Index => "ringshare:plugin/index@0.3.0",
-            PluginKind::Upload => "ringshare:plugin/upload@0.3.0",
-            PluginKind::Download => "ringshare:plugin/download@0.3.0",
+            PluginKind::Index => contract!("index"),
+            PluginKind::Upload => contract!("upload"),
+            PluginKind::Download => contract!("download"),
             PluginKind::Http => "wasi:http/incoming-handler@0.2",
         }
     }

@@ -89,7 +89,7 @@ pub async fn upload(
         // The multipart field borrows the form: pump it through a channel so
         // the upload can travel to the responsible node.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
-        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx);
         let put = app.files.put(&name, true, body);
         let pump = async move {
             let mut field = field;

@@ -91,7 +91,7 @@ impl GrpcPeers {
         };
         let (tx, rx) = mpsc::channel::<pb::StoreRequest>(4);
         let _ = tx.try_send(message(pb::store_request::Part::Header(header)));
-        let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
         let chunk_bytes = self.chunk_bytes;
         let pump = async move {
             let mut body = Gather::new(body, chunk_bytes, limit);
@@ -182,7 +182,7 @@ impl Peers for GrpcPeers {
         };
         let (tx, rx) = mpsc::channel::<pb::StoreRequest>(COPY_CHUNKS);
         let _ = tx.try_send(message(pb::store_request::Part::Header(header)));
-        let outgoing = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
         let client = self.client(node);
         let addr = node.to_owned();
         let reply = tokio::spawn(crate::trace::carried(async move {

@@ -13,6 +13,7 @@ use super::convert::entry_to_pb;
 use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::status::to_status;
 use super::{FILES_MESSAGE_MAX, LIST_BATCH, OUTBOARD_PIECE, pieces};
+use crate::config::MAX_REPLICAS;
 use crate::files::{Expected, FileError, Files, Known, StoreHow};
 use crate::integrity::{BLOCK, Digest};
 use crate::plugins::{FileEntry, PluginError};
@@ -101,7 +102,7 @@ impl pb::files_server::Files for FilesService {
         let how = match (header.version_ns, header.blake3.is_empty(), header.commit_follows) {
             // A copy never asks for more copies than a node keeps.
             (0, true, false) => {
-                StoreHow::New { overwrite: header.overwrite, replicas: (header.replicas as usize).min(16) }
+                StoreHow::New { overwrite: header.overwrite, replicas: (header.replicas as usize).min(MAX_REPLICAS) }
             }
             (0, _, _) => return Err(Status::invalid_argument("a new upload names no version and no hash")),
             (version_ns, false, false) => {
@@ -174,7 +175,7 @@ impl pb::files_server::Files for FilesService {
         let request = request.into_inner();
         let name = name_of(&request.name)?;
         // A deletion never asks for more copies than a node keeps.
-        let replicas = (request.replicas as usize).min(16);
+        let replicas = (request.replicas as usize).min(MAX_REPLICAS);
         let deleted = self
             .files
             .delete_here(&name, (request.deleted_ns != 0).then_some(request.deleted_ns), replicas)
