@@ -28,14 +28,7 @@ cleanup() {
 trap cleanup EXIT
 port=$(free_port)
 nginx_port=$(free_port)
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon on;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 8192; }
+nginx_start "$work" '{ worker_connections 8192; }' <<CONF
 http { access_log off; server { listen 127.0.0.1:$nginx_port; return 204; } }
 CONF
 "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/node" --replicas 1 \
@@ -44,7 +37,6 @@ node_pid=$!
 for _ in $(seq 1 200); do grep -q listening "$work/node.out" 2>/dev/null && break; sleep 0.05; done
 head -c "$((size_mib << 20))" /dev/urandom > "$work/payload"
 curl -sf -o /dev/null -T "$work/payload" "http://127.0.0.1:$port/files/payload"
-"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
 
 python3 - "$port" "$size_mib" "$slow" "$idle" "$nginx_port" <<'PY'
 import asyncio, resource, sys, time, urllib.request

@@ -38,13 +38,7 @@ want=$(b3sum --no-names "$work/payload")
 # nginx: a WebDAV/sendfile server, and a proxy in front of it.
 nginx_port=$(free_port); proxy_port=$(free_port)
 mkdir -p "$work/www" "$work/body"
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon on;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events {}
+nginx_start "$work" <<CONF
 http {
   access_log off;
   sendfile on;
@@ -66,7 +60,6 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
 
 # ringshare: a ring of two nodes keeping one copy, and one of three keeping three.
 start_node() { # name replicas [join]

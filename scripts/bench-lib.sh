@@ -20,3 +20,17 @@ bench_need() {
 
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Writes WORK/nginx.conf, the events block EVENTS (default `{}`) and the
+# http block read from standard input, and starts nginx from it: one
+# worker, as a daemon, its pid in WORK/nginx.pid, its errors in
+# WORK/nginx-error.log.
+nginx_start() {
+  local work=$1 events=${2:-"{}"}
+  {
+    printf 'user root;\nworker_processes 1;\nworker_rlimit_nofile 65536;\ndaemon on;\n'
+    printf 'pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nevents %s\n' "$work" "$work" "$events"
+    cat
+  } > "$work/nginx.conf"
+  "$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
+}

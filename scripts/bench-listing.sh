@@ -28,13 +28,7 @@ for _ in $(seq 1 200); do grep -q listening "$work/node.out" 2>/dev/null && brea
 curl -sf "http://127.0.0.1:$node_port/plugins" >/dev/null
 
 nginx_port=$(free_port)
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon on;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
+nginx_start "$work" '{ worker_connections 1024; }' <<CONF
 http {
   access_log off;
   server {
@@ -43,7 +37,6 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
 
 rate() { wrk -t2 -c32 -d"${secs}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
 best() { sort -g | tail -1; }

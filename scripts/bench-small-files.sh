@@ -38,13 +38,7 @@ trap cleanup EXIT
 
 nginx_port=$(free_port)
 mkdir -p "$work/www/small" "$work/body"
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon on;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
+nginx_start "$work" '{ worker_connections 1024; }' <<CONF
 http {
   access_log off;
   sendfile on;
@@ -57,7 +51,6 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
 
 start_node() { # name replicas [join]
   local port; port=$(free_port)

@@ -50,13 +50,7 @@ web=$work/nginx-certs
 origin=$(free_port); origin_tls=$(free_port); proxy=$(free_port); proxy_tls=$(free_port)
 mkdir -p "$work/www" "$work/body"
 cp "$work/payload" "$work/www/payload"
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon on;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events {}
+nginx_start "$work" <<CONF
 http {
   access_log off;
   sendfile on;
@@ -80,7 +74,6 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$work/nginx.conf" -e "$work/nginx-error.log"
 
 declare -A set_pids
 start_node() { # set name replicas [join] [extra flags...]
