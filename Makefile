@@ -9,7 +9,8 @@
 #               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
 #               plugins swapped every 100 ms under load,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
-.PHONY: run test bench plugins setup broker browser
+#   make soak   the long partition: 6 nodes on namespaced hosts split 3|3 for 10 minutes, healed
+.PHONY: run test bench soak plugins setup broker browser
 
 CARGO ?= cargo
 PORT ?= 8080
@@ -34,6 +35,9 @@ run: plugins broker
 
 test: plugins broker browser
 	$(CARGO) test --workspace --no-fail-fast
+
+soak: plugins
+	RINGSHARE_LONG_SPLIT_SECONDS=600 $(CARGO) test -p ringshare-tests --test partitions a_long_split -- --nocapture
 
 bench: plugins broker
 	@scripts/bench-data-path.sh

@@ -20,6 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &["../proto/ringshare/chord/v1/chord.proto", "../proto/ringshare/files/v1/files.proto"],
         &["../proto"],
     )?;
+    // Printing any rerun-if-changed line replaces cargo's default (rerun on
+    // any change in the package), so the protos are named too.
+    println!("cargo:rerun-if-changed=../proto");
+    println!("cargo:rerun-if-changed=build.rs");
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("..");
     let dir = root.join("target/plugins/default");
     if !DEFAULTS.iter().all(|f| dir.join(f).exists()) {

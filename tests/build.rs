@@ -3,6 +3,8 @@
 //! of the node's own RPC code).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=../proto");
+    println!("cargo:rerun-if-changed=build.rs");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure().build_server(false).compile_with_config(

@@ -282,6 +282,13 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
                 chord::LeaveRequest { leaver: Some(chord::Node { id, addr }), neighbours: None }.encode_to_vec()
             })
             .boxed(),
+        "Merge" => (any::<u64>(), addr.clone(), any::<u64>(), addr, any::<u32>())
+            .prop_map(|(pred_id, pred_addr, succ_id, succ_addr, hops)| {
+                let pred = Some(chord::Node { id: pred_id, addr: pred_addr });
+                let succ = Some(chord::Node { id: succ_id, addr: succ_addr });
+                chord::MergeRequest { pred, succ, hops }.encode_to_vec()
+            })
+            .boxed(),
         _ => Just(Vec::new()).boxed(),
     }
 }
@@ -289,7 +296,7 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
 #[test]
 fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
     let node = Node::new();
-    const METHODS: [&str; 12] = [
+    const METHODS: [&str; 13] = [
         "/ringshare.chord.v1.Chord/FindSuccessor",
         "/ringshare.chord.v1.Chord/GetPredecessor",
         "/ringshare.chord.v1.Chord/GetSuccessorList",
@@ -297,6 +304,7 @@ fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
         "/ringshare.chord.v1.Chord/Notify",
         "/ringshare.chord.v1.Chord/Ping",
         "/ringshare.chord.v1.Chord/Leave",
+        "/ringshare.chord.v1.Chord/Merge",
         "/ringshare.files.v1.Files/Store",
         "/ringshare.files.v1.Files/Fetch",
         "/ringshare.files.v1.Files/List",

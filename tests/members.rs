@@ -76,6 +76,18 @@ async fn every_call(channel: Channel, victim: &str, file: &str) -> Vec<(&'static
             code(chord.leave(stranger::chord::LeaveRequest { leaver: Some(node(victim)), neighbours: None }).await),
         ),
         ("Chord/FindSuccessor", code(chord.find_successor(stranger::chord::FindSuccessorRequest { key: 7 }).await)),
+        (
+            "Chord/Merge",
+            code(
+                chord
+                    .merge(stranger::chord::MergeRequest {
+                        pred: Some(node("127.0.0.9:9")),
+                        succ: Some(node("127.0.0.8:8")),
+                        hops: 0,
+                    })
+                    .await,
+            ),
+        ),
     ]
 }
 

@@ -217,7 +217,8 @@ fn spawn_repair_on_departures(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 change = changes.recv() => match change {
-                    Ok(RingChange::Left(node) | RingChange::Suspected(node)) => {
+                    // A merged ring holds files placed while it was split.
+                    Ok(RingChange::Left(node) | RingChange::Suspected(node) | RingChange::Reunited(node)) => {
                         let now = tokio::time::Instant::now();
                         if woken_for.get(&node.addr).is_none_or(|at| now.duration_since(*at) > WAKE_AGAIN) {
                             woken_for.insert(node.addr, now);

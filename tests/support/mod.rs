@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub use broker::Vhost;
+pub mod hosts;
 mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +154,12 @@ pub struct NodeSetup {
     /// the node's folder has none of. Default: off, so that a test's node
     /// runs exactly the plugins it was given.
     pub embedded_plugins: bool,
+    /// A namespaced host to run on (see [`hosts`]): the node listens on
+    /// port [`hosts::PORT`] there and advertises the host's data address;
+    /// the test reaches it on the host's way in. None: loopback.
+    pub host: Option<hosts::Host>,
+    /// A file of write tokens (`--write-token`); none: writes from loopback only.
+    pub write_token: Option<PathBuf>,
 }
 
 impl Default for NodeSetup {
@@ -180,6 +187,8 @@ impl Default for NodeSetup {
                 stabilize_every: Duration::from_millis(50),
                 fix_fingers_every: Duration::from_millis(200),
                 check_predecessor_every: Duration::from_millis(100),
+                probe_every: Duration::from_millis(250),
+                ..ChordConfig::default()
             },
             amqp: None,
             index_refresh_every: Duration::from_secs(60),
@@ -189,6 +198,8 @@ impl Default for NodeSetup {
             body_timeout: Duration::from_secs(60),
             max_connections: ringshare::config::DEFAULT_MAX_CONNECTIONS,
             embedded_plugins: false,
+            host: None,
+            write_token: None,
         }
     }
 }
@@ -233,18 +244,32 @@ impl NodeSetup {
         config.body_timeout = self.body_timeout;
         config.max_connections = self.max_connections;
         config.embedded_plugins = self.embedded_plugins;
+        config.write_token = self.write_token;
         config.rpc_timeout = Duration::from_millis(500);
-        let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
+        let (runtime, listener, url) = match &self.host {
+            Some(host) => {
+                let runtime = runtime::NodeRuntime::in_namespace(host.namespace.clone());
+                let listen = format!("0.0.0.0:{}", hosts::PORT);
+                // Bound on one of the runtime's threads: in the host's namespace.
+                let listener = runtime.spawn(async move { bind(&listen) }).await.expect("bind in the host");
+                config.advertise = Some(format!("{}:{}", host.ip, hosts::PORT));
+                (runtime, listener, format!("http://{}:{}", host.reach, hosts::PORT))
+            }
+            None => {
+                let listener = bind(self.listen.as_deref().unwrap_or("127.0.0.1:0"));
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                (runtime::NodeRuntime::new(), listener, url)
+            }
+        };
         listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().unwrap().to_string();
-        let runtime = runtime::NodeRuntime::new();
+        let addr = config.advertise.clone().unwrap_or_else(|| listener.local_addr().unwrap().to_string());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             ringshare::run(listener, config, token.cancelled_owned()).await
         });
-        TestNode { url: format!("http://{addr}"), addr, dir: Some(dir), shutdown, task, runtime }
+        TestNode { url, addr, dir: Some(dir), shutdown, task, runtime }
     }
 }
 
@@ -426,12 +451,22 @@ fn check_converged(views: &[Value], r: usize) -> Result<(), String> {
 
 /// Polls `check` every 25 ms until it holds; fails with `what` and the last
 /// reason it gave after `SETTLE`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let deadline = tokio::time::Instant::now() + SETTLE;
+    eventually_within(SETTLE, what, check).await
+}
+
+/// Polls `check` every 25 ms until it holds; fails with `what` and the last
+/// reason it gave after `limit`.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match check().await {
             Ok(()) => return,
@@ -443,7 +478,12 @@ where
 
 /// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
 pub async fn wait_converged(nodes: &[TestNode]) {
-    eventually(&format!("ring of {} did not converge", nodes.len()), || async {
+    wait_converged_within(SETTLE, nodes).await
+}
+
+/// Polls until the live `nodes` form a converged ring, or fails after `limit`.
+pub async fn wait_converged_within(limit: Duration, nodes: &[TestNode]) {
+    eventually_within(limit, &format!("ring of {} did not converge", nodes.len()), || async {
         let mut views = Vec::new();
         for node in nodes {
             if let Some(v) = ring_view(node).await {

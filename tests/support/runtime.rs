@@ -27,6 +27,16 @@ pub(crate) struct NodeRuntime {
 
 impl NodeRuntime {
     pub(crate) fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// A runtime whose every thread enters the network namespace
+    /// `namespace` as it starts: the node's sockets are that host's.
+    pub(crate) fn in_namespace(namespace: String) -> Self {
+        Self::build(Some(namespace))
+    }
+
+    fn build(namespace: Option<String>) -> Self {
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {
             let print = std::panic::take_hook();
@@ -42,12 +52,12 @@ impl NodeRuntime {
             }));
         });
         let number = NEXT.fetch_add(1, Ordering::Relaxed);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("{PREFIX}{number}"))
-            .enable_all()
-            .build()
-            .expect("node runtime");
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(1).thread_name(format!("{PREFIX}{number}")).enable_all();
+        if let Some(namespace) = namespace {
+            builder.on_thread_start(move || super::hosts::enter(&namespace));
+        }
+        let runtime = builder.build().expect("node runtime");
         Self { number, runtime: Some(runtime) }
     }
 

@@ -9,8 +9,22 @@ use tokio_util::sync::CancellationToken;
 use super::node::{ChordNode, Transport};
 
 /// Runs stabilize, check-predecessor and fix-fingers at the configured
-/// periods until `shutdown` is cancelled.
+/// periods until `shutdown` is cancelled; the probe of lost nodes runs on
+/// a task of its own, so that probes waiting on a split network's timeouts
+/// never hold up stabilize.
 pub fn spawn_maintenance<T: Transport>(node: Arc<ChordNode<T>>, shutdown: CancellationToken) -> JoinHandle<()> {
+    let prober = node.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut probe = interval(prober.config().probe_every);
+        probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = probe.tick() => prober.probe_lost().await,
+            }
+        }
+    });
     tokio::spawn(async move {
         let config = *node.config();
         let mut stabilize = interval(config.stabilize_every);

@@ -19,6 +19,13 @@ pub const MAX_HOPS: usize = 256;
 /// Most nodes a walk of the ring visits (the REST views and the network listing).
 pub const WALK_LIMIT: usize = 4096;
 
+/// Most steps one ring merge takes along the two rings before it stops
+/// (it takes about one per node of the smaller ring).
+pub const MERGE_HOPS: u32 = 2 * WALK_LIMIT as u32;
+
+/// Most lost nodes remembered and probed (the join addresses come on top).
+pub const LOST_LIMIT: usize = 64;
+
 /// Ring settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ChordConfig {
@@ -31,6 +38,13 @@ pub struct ChordConfig {
     pub fix_fingers_every: Duration,
     /// Period of check-predecessor. Default 500 ms.
     pub check_predecessor_every: Duration,
+    /// Period of the probe of lost nodes (members that stopped answering,
+    /// and the join addresses): one that answers again from another ring
+    /// starts a merge. Default 1 s.
+    pub probe_every: Duration,
+    /// How long a lost member is probed before it is forgotten (the join
+    /// addresses are probed for ever). Default 24 h.
+    pub remember_for: Duration,
 }
 
 impl Default for ChordConfig {
@@ -40,6 +54,8 @@ impl Default for ChordConfig {
             stabilize_every: Duration::from_millis(250),
             fix_fingers_every: Duration::from_secs(1),
             check_predecessor_every: Duration::from_millis(500),
+            probe_every: Duration::from_secs(1),
+            remember_for: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -96,6 +112,32 @@ pub trait Transport: Send + Sync + 'static {
         leaver: &NodeRef,
         neighbours: Neighbours,
     ) -> impl Future<Output = Result<(), Unreachable>> + Send;
+    /// Tells `to`, of another ring, the two adjacent nodes of the caller's
+    /// ring between which `to` belongs ([`ChordNode::handle_merge`]); `to`
+    /// answers at once and goes on with the merge in the background.
+    fn merge(&self, to: &NodeRef, hint: Merge) -> impl Future<Output = Result<(), Unreachable>> + Send;
+}
+
+/// One step of a ring merge (Shafaat, Ghodsi and Haridi, "Dealing with
+/// network partitions in structured overlay networks", Peer-to-Peer Netw.
+/// Appl. 2009: `trymerge`): `pred` and `succ` are adjacent in the sender's
+/// ring, and the receiver lies between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// The node of the sender's ring just before the receiver.
+    pub pred: NodeRef,
+    /// The node of the sender's ring just after the receiver.
+    pub succ: NodeRef,
+    /// Steps the merge has taken so far (at most [`MERGE_HOPS`]).
+    pub hops: u32,
+}
+
+/// A node this node knew that stopped answering, or a join address.
+struct Lost {
+    node: NodeRef,
+    since: Instant,
+    /// A join address: probed for ever.
+    seed: bool,
 }
 
 /// A change of the ring this node witnessed.
@@ -107,6 +149,9 @@ pub enum RingChange {
     Left(NodeRef),
     /// A node stopped answering (found by stabilize or check-predecessor).
     Suspected(NodeRef),
+    /// A node lost earlier answers again from another ring: a merge of
+    /// the two rings started.
+    Reunited(NodeRef),
 }
 
 /// One node of the ring.
@@ -122,6 +167,10 @@ pub struct ChordNode<T> {
     /// Nodes that said goodbye, and until when to ignore them: a stabilize
     /// that read a leaver's list just before its goodbye must not bring it back.
     departed: Mutex<Vec<(Id, Instant)>>,
+    /// Nodes that stopped answering, and the join addresses: probed until
+    /// they answer, so that the two halves of a split ring find each other
+    /// again when the network heals.
+    lost: Mutex<Vec<Lost>>,
     /// Changes witnessed, for whoever listens ([`ChordNode::changes`]).
     changes: tokio::sync::broadcast::Sender<RingChange>,
     /// Where the hops of this node's lookups are counted, once a node's
@@ -139,6 +188,7 @@ impl<T: Transport> ChordNode<T> {
             leaving: AtomicBool::new(false),
             joined: AtomicBool::new(true),
             departed: Mutex::default(),
+            lost: Mutex::default(),
             hops: std::sync::OnceLock::new(),
             changes: tokio::sync::broadcast::channel(256).0,
         }
@@ -155,10 +205,42 @@ impl<T: Transport> ChordNode<T> {
         let _ = self.changes.send(change);
     }
 
-    /// Forgets `node`, which did not answer.
+    /// Forgets `node`, which did not answer, and probes it from now on.
     fn suspect(&self, node: &NodeRef) {
         self.table().forget(node);
+        self.remember_lost(node, false);
         self.witness(RingChange::Suspected(node.clone()));
+    }
+
+    /// Probes `node` from now on ([`ChordNode::probe_lost`]): a member
+    /// that stopped answering, or (`seed`) a join address.
+    fn remember_lost(&self, node: &NodeRef, seed: bool) {
+        if node.id == self.me().id {
+            return;
+        }
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = lost.iter_mut().find(|l| l.node.id == node.id) {
+            known.since = Instant::now();
+            known.seed |= seed;
+            return;
+        }
+        if !seed && lost.iter().filter(|l| !l.seed).count() >= LOST_LIMIT {
+            // The member lost longest ago makes room.
+            let oldest = lost.iter().enumerate().filter(|(_, l)| !l.seed).min_by_key(|(_, l)| l.since).map(|(i, _)| i);
+            if let Some(oldest) = oldest {
+                lost.remove(oldest);
+            }
+        }
+        lost.push(Lost { node: node.clone(), since: Instant::now(), seed });
+    }
+
+    /// The nodes probed for a lost ring: members that stopped answering
+    /// (for [`ChordConfig::remember_for`]) and the join addresses.
+    pub fn lost(&self) -> Vec<NodeRef> {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let forget_before = Instant::now().checked_sub(self.config.remember_for);
+        lost.retain(|l| l.seed || forget_before.is_none_or(|before| l.since > before));
+        lost.iter().map(|l| l.node.clone()).collect()
     }
 
     /// Marks this node as waiting to join a ring: until [`ChordNode::join`]
@@ -363,6 +445,7 @@ impl<T: Transport> ChordNode<T> {
             }
             tracing::info!(me = %me.addr, successor = %successor.addr, "rejoining the ring, which still names this node");
         }
+        self.remember_lost(&via, true);
         let theirs = self.transport.neighbours(&successor).await.map_err(|e| RingError::JoinUnreachable(e.0))?;
         self.table().set_successors([successor.clone()], &theirs.successors);
         let _ = self.transport.notify(&successor, &me).await;
@@ -416,7 +499,97 @@ impl<T: Transport> ChordNode<T> {
                 t.predecessor = None;
             }
             drop(t);
+            self.remember_lost(&p, false);
             self.witness(RingChange::Suspected(p));
+        }
+    }
+
+    // ---- finding and merging another ring ----------------------------------
+
+    /// Probes the lost nodes at once. One that answers but is not where this
+    /// ring would put it belongs to another ring (the network split and
+    /// healed, or it started alone): a merge starts ([`ChordNode::handle_merge`]).
+    /// One found back in this ring is no longer lost.
+    pub async fn probe_lost(&self) {
+        if !self.is_joined() || self.is_leaving() {
+            return;
+        }
+        let lost = self.lost();
+        let answers = futures_util::future::join_all(lost.iter().map(|n| self.transport.ping(n))).await;
+        for (node, answer) in lost.into_iter().zip(answers) {
+            if answer.is_err() || self.has_departed(&node) {
+                continue;
+            }
+            let Ok((responsible, _)) = self.lookup(node.id).await else { continue };
+            if responsible.id == node.id {
+                let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+                lost.retain(|l| l.seed || l.node.id != node.id);
+                continue;
+            }
+            let Some((pred, succ)) = self.bracket(node.id).await else { continue };
+            if node.id == pred.id || node.id == succ.id {
+                continue;
+            }
+            tracing::info!(node = %node.addr, "a lost node answers from another ring: merging the rings");
+            self.witness(RingChange::Reunited(node.clone()));
+            let _ = self.transport.merge(&node, Merge { pred, succ, hops: 0 }).await;
+        }
+    }
+
+    /// The two adjacent nodes of this ring around `key`: `(pred, succ)` with
+    /// `key` in `(pred, succ]`.
+    async fn bracket(&self, key: Id) -> Option<(NodeRef, NodeRef)> {
+        let me = self.me();
+        let successor = self.table().successor().clone();
+        if key.in_half_open(me.id, successor.id) {
+            return Some((me, successor));
+        }
+        let (succ, _) = self.lookup(key).await.ok()?;
+        let pred = if succ.id == me.id {
+            self.table().predecessor.clone()?
+        } else {
+            self.transport.neighbours(&succ).await.ok()?.predecessor?
+        };
+        Some((pred, succ))
+    }
+
+    /// A merge step (`trymerge`): the sender's ring has `hint.pred` and
+    /// `hint.succ` adjacent, with this node between them. First the merge
+    /// moves on: `hint.succ` learns where it belongs in this ring (as this
+    /// ring was), so the merge zigzags along both rings, one step per
+    /// node, until it meets nodes already adjacent. Then this node adopts
+    /// the hinted nodes where they are closer than its own neighbours, once
+    /// they answer; stabilize spreads the rest.
+    pub async fn handle_merge(&self, hint: Merge) {
+        let me = self.me();
+        if !self.is_joined() || self.is_leaving() || hint.succ.id == me.id {
+            return;
+        }
+        if hint.hops < MERGE_HOPS
+            && let Some((pred, succ)) = self.bracket(hint.succ.id).await
+            && hint.succ.id != pred.id
+            && hint.succ.id != succ.id
+        {
+            let next = Merge { pred, succ, hops: hint.hops + 1 };
+            let _ = self.transport.merge(&hint.succ, next).await;
+        }
+        let successor = self.table().successor().clone();
+        if hint.succ.id.in_open(me.id, successor.id) && !self.has_departed(&hint.succ) && self.alive(&hint.succ).await
+        {
+            {
+                let mut t = self.table();
+                let old = t.successors().to_vec();
+                t.set_successors([hint.succ.clone()], &old);
+            }
+            let _ = self.transport.notify(&hint.succ, &me).await;
+        }
+        let predecessor = self.table().predecessor.clone();
+        let closer = predecessor.as_ref().is_none_or(|p| hint.pred.id.in_open(p.id, me.id));
+        if hint.pred.id != me.id && closer && !self.has_departed(&hint.pred) && self.alive(&hint.pred).await {
+            let mut t = self.table();
+            if t.predecessor == predecessor {
+                t.predecessor = Some(hint.pred);
+            }
         }
     }
 

@@ -6,19 +6,25 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::id::Id;
-use super::node::{ChordConfig, ChordNode, Neighbours, Transport, Unreachable};
+use super::node::{ChordConfig, ChordNode, Merge, Neighbours, Transport, Unreachable};
 use super::table::{NodeRef, Step};
 
-/// The simulated network: nodes by address, and which of them are down.
+/// The simulated network: nodes by address, which of them are down, and
+/// which are cut off from the rest. Each node holds its own handle, which
+/// knows whose calls it carries.
 #[derive(Clone, Default)]
 pub struct SimNet {
     inner: Arc<Inner>,
+    /// The node whose calls this handle carries (none: the test's own).
+    from: Option<String>,
 }
 
 #[derive(Default)]
 struct Inner {
     nodes: RwLock<HashMap<String, Arc<ChordNode<SimNet>>>>,
     down: RwLock<HashSet<String>>,
+    /// Nodes on the far side of a split: they reach only each other.
+    cut_off: RwLock<HashSet<String>>,
 }
 
 impl SimNet {
@@ -29,7 +35,8 @@ impl SimNet {
 
     /// Adds a node at `addr` (alone in its ring until it joins).
     pub fn add(&self, addr: &str, config: ChordConfig) -> Arc<ChordNode<SimNet>> {
-        let node = Arc::new(ChordNode::new(NodeRef::new(addr), config, self.clone()));
+        let own = SimNet { inner: self.inner.clone(), from: Some(addr.to_owned()) };
+        let node = Arc::new(ChordNode::new(NodeRef::new(addr), config, own));
         self.inner.nodes.write().unwrap().insert(addr.to_owned(), node.clone());
         node
     }
@@ -39,14 +46,33 @@ impl SimNet {
         self.inner.down.write().unwrap().insert(addr.to_owned());
     }
 
+    /// Splits the network in two: `addrs` reach only each other from now on.
+    pub fn split(&self, addrs: &[String]) {
+        *self.inner.cut_off.write().unwrap() = addrs.iter().cloned().collect();
+    }
+
+    /// Heals a split: every node reaches every other again.
+    pub fn heal(&self) {
+        self.inner.cut_off.write().unwrap().clear();
+    }
+
     /// Whether the node at `addr` is up.
     pub fn is_up(&self, addr: &str) -> bool {
         !self.inner.down.read().unwrap().contains(addr) && self.inner.nodes.read().unwrap().contains_key(addr)
     }
 
     fn reach(&self, to: &NodeRef) -> Result<Arc<ChordNode<SimNet>>, Unreachable> {
-        if self.inner.down.read().unwrap().contains(&to.addr) {
+        let down = self.inner.down.read().unwrap();
+        // A crashed node reaches nobody either (its tasks may still run here).
+        if down.contains(&to.addr) || self.from.as_ref().is_some_and(|from| down.contains(from)) {
             return Err(Unreachable(to.addr.clone()));
+        }
+        drop(down);
+        if let Some(from) = &self.from {
+            let cut_off = self.inner.cut_off.read().unwrap();
+            if cut_off.contains(from) != cut_off.contains(&to.addr) {
+                return Err(Unreachable(to.addr.clone()));
+            }
         }
         let node = self.inner.nodes.read().unwrap().get(&to.addr).cloned();
         node.filter(|n| n.me().id == to.id && !n.is_leaving()).ok_or_else(|| Unreachable(to.addr.clone()))
@@ -96,5 +122,133 @@ impl Transport for SimNet {
     async fn leaving(&self, to: &NodeRef, leaver: &NodeRef, neighbours: Neighbours) -> Result<(), Unreachable> {
         self.reach(to)?.handle_leaving(leaver, neighbours);
         Ok(())
+    }
+
+    async fn merge(&self, to: &NodeRef, hint: Merge) -> Result<(), Unreachable> {
+        go_on_merging(self.reach(to)?, hint);
+        Ok(())
+    }
+}
+
+/// Runs a merge step in the background, as a node's gRPC service does (a
+/// function of its own: the step's future holds this transport's).
+fn go_on_merging(node: Arc<ChordNode<SimNet>>, hint: Merge) {
+    tokio::spawn(async move { node.handle_merge(hint).await });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::chord::spawn_maintenance;
+
+    fn fast() -> ChordConfig {
+        ChordConfig {
+            successors: 4,
+            stabilize_every: Duration::from_millis(20),
+            fix_fingers_every: Duration::from_millis(100),
+            check_predecessor_every: Duration::from_millis(40),
+            probe_every: Duration::from_millis(200),
+            ..ChordConfig::default()
+        }
+    }
+
+    /// Whether `nodes` form one ring in id order: each one's successor and
+    /// predecessor are its neighbours among `nodes`.
+    fn one_ring(nodes: &[Arc<ChordNode<SimNet>>]) -> Result<(), String> {
+        let mut ids: Vec<Id> = nodes.iter().map(|n| n.me().id).collect();
+        ids.sort();
+        for node in nodes {
+            let table = node.snapshot();
+            let me = table.me().id;
+            let at = ids.iter().position(|&id| id == me).unwrap();
+            let (next, previous) = (ids[(at + 1) % ids.len()], ids[(at + ids.len() - 1) % ids.len()]);
+            if table.successor().id != next || table.predecessor.as_ref().map(|p| p.id) != Some(previous) {
+                return Err(format!("{me} has successor {} and predecessor {:?}", table.successor().id, table.predecessor));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `within`) until `check` holds.
+    async fn until(within: Duration, what: &str, check: impl Fn() -> Result<(), String>) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match check() {
+                Ok(()) => return,
+                Err(why) if tokio::time::Instant::now() > deadline => panic!("{what}: {why}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// A ring of `n` nodes, each joined through the first, with maintenance running.
+    async fn ring(net: &SimNet, n: usize, stop: &CancellationToken) -> Vec<Arc<ChordNode<SimNet>>> {
+        let nodes: Vec<_> = (0..n).map(|i| net.add(&format!("10.0.0.{i}:7000"), fast())).collect();
+        for node in &nodes[1..] {
+            node.join(&nodes[0].me().addr).await.unwrap();
+        }
+        for node in &nodes {
+            spawn_maintenance(node.clone(), stop.clone());
+        }
+        until(Duration::from_secs(30), "the ring converges", || one_ring(&nodes)).await;
+        nodes
+    }
+
+    #[tokio::test]
+    async fn a_split_ring_merges_back_into_one_when_the_network_heals() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let nodes = ring(&net, 16, &stop).await;
+        // Every other node by id on the far side: each half's ring must
+        // interleave with the other's when they merge again.
+        let mut by_id = nodes.clone();
+        by_id.sort_by_key(|n| n.me().id);
+        let (far, near): (Vec<_>, Vec<_>) = by_id.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+        let far: Vec<_> = far.into_iter().map(|(_, n)| n).collect();
+        let near: Vec<_> = near.into_iter().map(|(_, n)| n).collect();
+        net.split(&far.iter().map(|n| n.me().addr).collect::<Vec<_>>());
+        until(Duration::from_secs(30), "each side forms a ring of its own", || {
+            one_ring(&near).and_then(|()| one_ring(&far))
+        })
+        .await;
+        // Long enough that each side forgot the other's nodes in its tables
+        // (a full finger refresh is 100 ms).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        one_ring(&near).and_then(|()| one_ring(&far)).unwrap();
+        net.heal();
+        until(Duration::from_secs(30), "the two rings merge into one", || one_ring(&nodes)).await;
+        for node in &nodes {
+            let (owner, _) = node.lookup(Id(42)).await.unwrap();
+            assert_eq!(owner.id, oracle_successor(&net.live_ids(), Id(42)));
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_node_that_started_alone_is_merged_into_the_ring_it_knew() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let mut nodes = ring(&net, 5, &stop).await;
+        let crash = CancellationToken::new();
+        let lost = net.add("10.0.0.99:7000", fast());
+        lost.join(&nodes[0].me().addr).await.unwrap();
+        spawn_maintenance(lost.clone(), crash.clone());
+        nodes.push(lost.clone());
+        until(Duration::from_secs(30), "the node joins", || one_ring(&nodes)).await;
+        // It crashes, and comes back at the same address as a ring of its
+        // own (started without --join): its old neighbours probe it.
+        crash.cancel();
+        net.kill(&lost.me().addr);
+        nodes.pop();
+        until(Duration::from_secs(30), "the ring drops the crashed node", || one_ring(&nodes)).await;
+        net.inner.nodes.write().unwrap().remove(&lost.me().addr);
+        net.inner.down.write().unwrap().clear();
+        let back = net.add(&lost.me().addr, fast());
+        spawn_maintenance(back.clone(), stop.clone());
+        nodes.push(back);
+        until(Duration::from_secs(30), "the lone node is merged back", || one_ring(&nodes)).await;
+        stop.cancel();
     }
 }

@@ -124,7 +124,8 @@ impl What {
     /// What a change of the ring says.
     pub fn of_ring(change: RingChange) -> Self {
         match change {
-            RingChange::Joined(node) => What::NodeJoined { addr: node.addr },
+            // A node found again in another ring joins this one's view.
+            RingChange::Joined(node) | RingChange::Reunited(node) => What::NodeJoined { addr: node.addr },
             RingChange::Left(node) => What::NodeLeft { addr: node.addr },
             RingChange::Suspected(node) => What::NodeSuspected { addr: node.addr },
         }

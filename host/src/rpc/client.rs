@@ -9,7 +9,7 @@ use super::CHORD_MESSAGE_MAX;
 use super::channels::Channels;
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_to_pb, step_from_pb};
 use super::pb::{self, chord_client::ChordClient};
-use crate::chord::{Id, Neighbours, NodeRef, Step, Transport, Unreachable};
+use crate::chord::{Id, Merge, Neighbours, NodeRef, Step, Transport, Unreachable};
 
 /// gRPC clients to the ring's peers.
 #[derive(Clone)]
@@ -33,39 +33,53 @@ impl GrpcTransport {
             .max_encoding_message_size(CHORD_MESSAGE_MAX))
     }
 
-    /// A request that gives up after the transport's timeout (the channel
+    /// A request that tells the peer the transport's timeout (the channel
     /// is shared with long file transfers, so the deadline is per call).
     fn timed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
         request
     }
-}
 
-fn unreachable(to: &NodeRef) -> impl FnOnce(tonic::Status) -> Unreachable + '_ {
-    move |_| Unreachable(to.addr.clone())
+    /// Waits for `call` at most the transport's timeout. tonic only sends
+    /// the deadline to the peer: a peer cut off by the network never
+    /// answers at all, and a call on its open connection would wait for the
+    /// connection's keep-alive to fail (seconds), holding up stabilize and
+    /// every lookup behind it.
+    async fn within<R>(
+        &self,
+        to: &NodeRef,
+        call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, Unreachable> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            _ => Err(Unreachable(to.addr.clone())),
+        }
+    }
 }
 
 impl Transport for GrpcTransport {
     async fn step(&self, to: &NodeRef, key: Id) -> Result<Step, Unreachable> {
-        let reply = self.client(&to.addr)?.find_successor(self.timed(pb::FindSuccessorRequest { key: key.0 })).await;
-        Ok(step_from_pb(reply.map_err(unreachable(to))?.into_inner()))
+        let mut client = self.client(&to.addr)?;
+        let reply = self.within(to, client.find_successor(self.timed(pb::FindSuccessorRequest { key: key.0 }))).await?;
+        Ok(step_from_pb(reply))
     }
 
     async fn neighbours(&self, to: &NodeRef) -> Result<Neighbours, Unreachable> {
-        let reply = self.client(&to.addr)?.get_neighbours(self.timed(pb::Empty {})).await;
-        Ok(neighbours_from_pb(reply.map_err(unreachable(to))?.into_inner()))
+        let mut client = self.client(&to.addr)?;
+        Ok(neighbours_from_pb(self.within(to, client.get_neighbours(self.timed(pb::Empty {}))).await?))
     }
 
     async fn notify(&self, to: &NodeRef, me: &NodeRef) -> Result<(), Unreachable> {
-        self.client(&to.addr)?.notify(self.timed(node_to_pb(me))).await.map_err(unreachable(to))?;
-        Ok(())
+        let mut client = self.client(&to.addr)?;
+        self.within(to, client.notify(self.timed(node_to_pb(me)))).await.map(drop)
     }
 
     async fn ping(&self, to: &NodeRef) -> Result<(), Unreachable> {
-        let reply = self.client(&to.addr)?.ping(self.timed(pb::Empty {})).await.map_err(unreachable(to))?;
+        let mut client = self.client(&to.addr)?;
+        let reply = self.within(to, client.ping(self.timed(pb::Empty {}))).await?;
         // Another node now answering on that address is not the node asked for.
-        if reply.into_inner().id != to.id.0 {
+        if reply.id != to.id.0 {
             return Err(Unreachable(to.addr.clone()));
         }
         Ok(())
@@ -74,7 +88,14 @@ impl Transport for GrpcTransport {
     async fn leaving(&self, to: &NodeRef, leaver: &NodeRef, neighbours: Neighbours) -> Result<(), Unreachable> {
         let request =
             pb::LeaveRequest { leaver: Some(node_to_pb(leaver)), neighbours: Some(neighbours_to_pb(&neighbours)) };
-        self.client(&to.addr)?.leave(self.timed(request)).await.map_err(unreachable(to))?;
-        Ok(())
+        let mut client = self.client(&to.addr)?;
+        self.within(to, client.leave(self.timed(request))).await.map(drop)
+    }
+
+    async fn merge(&self, to: &NodeRef, hint: Merge) -> Result<(), Unreachable> {
+        let request =
+            pb::MergeRequest { pred: Some(node_to_pb(&hint.pred)), succ: Some(node_to_pb(&hint.succ)), hops: hint.hops };
+        let mut client = self.client(&to.addr)?;
+        self.within(to, client.merge(self.timed(request))).await.map(drop)
     }
 }

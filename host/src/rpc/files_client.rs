@@ -70,6 +70,24 @@ impl GrpcPeers {
         request
     }
 
+    /// Waits for `call`'s first answer at most the call timeout: tonic only
+    /// tells the peer the deadline, and a peer the network cut off never
+    /// answers (the connection's keep-alive would take seconds to notice).
+    async fn answered<R>(
+        &self,
+        node: &str,
+        call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, FileError> {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(reply) => Ok(reply.map_err(status_error(node))?.into_inner()),
+            Err(_) => Err(FileError::remote(
+                node,
+                ErrorKind::PeerUnavailable,
+                format!("no answer within {} ms", self.call_timeout.as_millis()),
+            )),
+        }
+    }
+
     async fn store_body(
         &self,
         node: &str,
@@ -126,8 +144,10 @@ impl GrpcPeers {
     ) -> Result<(FileEntry, ByteStream), FileError> {
         let mut client = self.client(node)?;
         let request = pb::FetchRequest { name: name.as_str().to_owned(), offset, length: end.saturating_sub(offset) };
-        let mut stream = client.fetch(request).await.map_err(status_error(node))?.into_inner();
-        let entry = match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
+        let mut stream = self.answered(node, client.fetch(request)).await?;
+        let first = tokio::time::timeout(self.call_timeout, stream.message()).await;
+        let first = first.map_err(|_| FileError::remote(node, ErrorKind::PeerUnavailable, "no answer in time"))?;
+        let entry = match first.map_err(status_error(node))?.and_then(|m| m.part) {
             Some(pb::fetch_reply::Part::Entry(e)) => entry_from_pb(e).map_err(|why| malformed(node, why))?,
             _ => return Err(malformed(node, "fetch did not start with the entry")),
         };
@@ -202,7 +222,8 @@ impl Peers for GrpcPeers {
         let (node, name) = (node.to_owned(), name.clone());
         async move {
             let request = self.timed(pb::StatRequest { name: name.as_str().to_owned() });
-            let reply = self.client(&node)?.stat(request).await.map_err(status_error(&node))?.into_inner();
+            let mut client = self.client(&node)?;
+            let reply = self.answered(&node, client.stat(request)).await?;
             let entry = reply.entry.map(entry_from_pb).transpose().map_err(|why| malformed(&node, why))?;
             if entry.as_ref().is_some_and(|e| e.name != name.as_str() || e.blake3.is_none()) {
                 return Err(malformed(&node, format!("asked about {name}, answered {entry:?}")));
@@ -234,8 +255,8 @@ impl Peers for GrpcPeers {
     fn list(&self, node: &str) -> Fut<'_, NodeListing> {
         let node = node.to_owned();
         async move {
-            let replies = self.client(&node)?.list(self.timed(pb::ListRequest {})).await;
-            let mut replies = replies.map_err(status_error(&node))?.into_inner();
+            let mut client = self.client(&node)?;
+            let mut replies = self.answered(&node, client.list(self.timed(pb::ListRequest {}))).await?;
             let (mut entries, mut deleted) = (Vec::new(), Vec::new());
             while let Some(reply) = replies.message().await.map_err(status_error(&node))? {
                 let valid = |e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok();

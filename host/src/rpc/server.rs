@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{neighbours_from_pb, neighbours_to_pb, node_from_pb, node_to_pb, nodes_to_pb, step_to_pb};
 use super::{CHORD_MESSAGE_MAX, GrpcTransport, pb};
-use crate::chord::{ChordNode, Id};
+use crate::chord::{ChordNode, Id, MERGE_HOPS, Merge};
 use crate::tls::Gate;
 
 type Node = Arc<ChordNode<GrpcTransport>>;
@@ -98,6 +98,24 @@ impl pb::chord_server::Chord for ChordService {
         let request = request.into_inner();
         let neighbours = neighbours_from_pb(request.neighbours.unwrap_or_default());
         self.serving()?.handle_leaving(&leaver, neighbours);
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        let node = |n: Option<pb::Node>, what: &str| {
+            node_from_pb(n.ok_or_else(|| Status::invalid_argument(format!("{what} is required")))?)
+        };
+        let (pred, succ) = (node(request.pred, "pred")?, node(request.succ, "succ")?);
+        if request.hops > MERGE_HOPS {
+            return Err(Status::invalid_argument(format!("hops must be at most {MERGE_HOPS}")));
+        }
+        let node = self.serving()?.clone();
+        // The merge goes on in the background: its next step is another
+        // node's call, and the sender does not wait for the whole chain.
+        tokio::spawn(crate::trace::carried(async move {
+            node.handle_merge(Merge { pred, succ, hops: request.hops }).await;
+        }));
         Ok(Response::new(pb::Empty {}))
     }
 }

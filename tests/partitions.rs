@@ -1,0 +1,147 @@
+//! Nodes on hosts of their own (network namespaces the test makes, see
+//! `support/hosts.rs`), with a network that splits and heals.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use ringshare_tests::hosts::{Hosts, PORT};
+use ringshare_tests::{Cluster, NodeSetup, TestNode, client, eventually_within, pattern, wait_converged_within};
+
+/// The write token of the test's nodes: the test's requests do not come
+/// from loopback, so without one they could only read.
+const TOKEN: &str = "partition-test-token";
+
+/// The ring of `hosts.len()` nodes, one per host, each joined through the
+/// first; their write token's file lives in `tokens`.
+async fn ring_on(hosts: &Hosts, tokens: &tempfile::TempDir) -> Vec<TestNode> {
+    let token = tokens.path().join("write-token");
+    std::fs::write(&token, TOKEN).unwrap();
+    // A node refuses a token file every user may read.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let first = format!("{}:{PORT}", hosts.host(0).ip);
+    let mut nodes = Vec::new();
+    for i in 0..hosts.len() {
+        let host = hosts.host(i);
+        let setup = NodeSetup {
+            tls_dir: Some(Cluster::shared().node(&host.ip)),
+            join: (i > 0).then(|| first.clone()),
+            host: Some(host),
+            write_token: Some(token.clone()),
+            ..NodeSetup::default()
+        };
+        nodes.push(setup.start().await);
+    }
+    wait_converged_within(Duration::from_secs(60), &nodes).await;
+    nodes
+}
+
+/// Uploads `data` as `name` through `via`: whether it was acknowledged.
+async fn upload(via: &TestNode, name: &str, data: &[u8]) -> bool {
+    let answer = client().put(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).body(data.to_vec()).send().await;
+    answer.is_ok_and(|a| a.status() == StatusCode::CREATED)
+}
+
+/// Deletes `name` through `via`: whether it was acknowledged.
+async fn delete(via: &TestNode, name: &str) -> bool {
+    let answer = client().delete(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).send().await;
+    answer.is_ok_and(|a| a.status().is_success())
+}
+
+/// What `name` reads as through `node`: its bytes, or the status.
+async fn read(node: &TestNode, name: &str) -> Result<Vec<u8>, String> {
+    let answer = client().get(node.at(&format!("/files/{name}"))).timeout(Duration::from_secs(10)).send().await;
+    let answer = answer.map_err(|e| e.to_string())?;
+    match answer.status() {
+        StatusCode::OK => Ok(answer.bytes().await.map_err(|e| e.to_string())?.to_vec()),
+        status => Err(status.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_split_for_30_s_heals_into_one_with_every_acknowledged_write_kept() {
+    split_and_heal(Duration::from_secs(30)).await
+}
+
+/// Two minutes, or as long as `RINGSHARE_LONG_SPLIT_SECONDS` says (`make
+/// soak` runs it for 10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_split_heals_into_one_ring_with_every_acknowledged_write_kept() {
+    let seconds = std::env::var("RINGSHARE_LONG_SPLIT_SECONDS").map_or(120, |s| s.parse().expect("seconds"));
+    split_and_heal(Duration::from_secs(seconds)).await
+}
+
+/// Six nodes on six hosts split 3|3 for `split` while both sides take
+/// uploads, deletes and an overwrite of the same name; then the network
+/// heals. Within 60 s: one ring of six, every acknowledged upload
+/// byte-identical from every node, every acknowledged delete gone
+/// everywhere, and the overwrite's winner the same everywhere.
+async fn split_and_heal(split: Duration) {
+    let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
+    let nodes = ring_on(&hosts, &tokens).await;
+    // What every node must serve in the end (name → bytes), and what must be gone.
+    let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut deleted: Vec<String> = Vec::new();
+    for j in 0..6u64 {
+        let (name, data) = (format!("before-{j}"), pattern(j, 3_000 + j as usize * 500));
+        assert!(upload(&nodes[j as usize], &name, &data).await, "{name} before the split");
+        expected.insert(name, data);
+    }
+
+    let (near, far) = nodes.split_at(3);
+    let split_at = Instant::now();
+    hosts.split(&[3, 4, 5]);
+    wait_converged_within(Duration::from_secs(30), near).await;
+    wait_converged_within(Duration::from_secs(30), far).await;
+
+    // Both sides take uploads, deletes of what they uploaded, and an
+    // overwrite of one name (the far side's comes later and must win).
+    for (side, nodes) in [("near", near), ("far", far)] {
+        for j in 0..8u64 {
+            let (name, data) = (format!("{side}-{j}"), pattern(100 + j, 2_000 + j as usize * 300));
+            let via = &nodes[j as usize % 3];
+            assert!(upload(via, &name, &data).await, "{name} during the split, via {}", via.addr);
+            expected.insert(name, data);
+        }
+        for j in 0..2u64 {
+            let name = format!("{side}-{j}");
+            assert!(delete(&nodes[1], &name).await, "delete {name} during the split");
+            expected.remove(&name);
+            deleted.push(name);
+        }
+        let data = format!("written on the {side} side").into_bytes();
+        assert!(upload(&nodes[2], "both", &data).await, "the {side} side's overwrite of both");
+        expected.insert("both".into(), data);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(split.saturating_sub(split_at.elapsed())).await;
+
+    let healed_at = Instant::now();
+    hosts.heal();
+    wait_converged_within(Duration::from_secs(60), &nodes).await;
+    let one_ring = healed_at.elapsed();
+    eventually_within(Duration::from_secs(60).saturating_sub(one_ring), "every write is kept everywhere", || async {
+        for node in &nodes {
+            for (name, data) in &expected {
+                match read(node, name).await {
+                    Ok(bytes) if &bytes == data => {}
+                    Ok(_) => return Err(format!("{name} via {} has other bytes", node.addr)),
+                    Err(status) => return Err(format!("{name} via {}: {status}", node.addr)),
+                }
+            }
+            for name in &deleted {
+                if read(node, name).await.is_ok() {
+                    return Err(format!("deleted {name} is served via {}", node.addr));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    eprintln!(
+        "split of {} s: one ring {:.1} s after the heal, every file in place after {:.1} s",
+        split.as_secs(),
+        one_ring.as_secs_f64(),
+        healed_at.elapsed().as_secs_f64()
+    );
+}
