@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use ringshare_tests::hosts::{Hosts, PORT};
-use ringshare_tests::{Cluster, NodeSetup, TestNode, client, eventually_within, pattern, wait_converged_within};
+use ringshare_tests::{
+    Cluster, NodeSetup, TestNode, client, eventually_within, pattern, placement, wait_converged_within,
+};
 
 /// The write token of the test's nodes: the test's requests do not come
 /// from loopback, so without one they could only read.
@@ -60,7 +62,7 @@ async fn read(node: &TestNode, name: &str) -> Result<Vec<u8>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_split_for_30_s_heals_into_one_with_every_acknowledged_write_kept() {
-    split_and_heal(Duration::from_secs(30)).await
+    split_and_heal(Duration::from_secs(30), Sides::Arcs).await
 }
 
 /// Two minutes, or as long as `RINGSHARE_LONG_SPLIT_SECONDS` says (`make
@@ -68,7 +70,18 @@ async fn a_ring_split_for_30_s_heals_into_one_with_every_acknowledged_write_kept
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_split_heals_into_one_ring_with_every_acknowledged_write_kept() {
     let seconds = std::env::var("RINGSHARE_LONG_SPLIT_SECONDS").map_or(120, |s| s.parse().expect("seconds"));
-    split_and_heal(Duration::from_secs(seconds)).await
+    split_and_heal(Duration::from_secs(seconds), Sides::Interleaved).await
+}
+
+/// Which nodes the split cuts off.
+#[derive(PartialEq)]
+enum Sides {
+    /// Three nodes next to each other on the ring: some files have every
+    /// holder on the far side, and the near side must say it cannot know.
+    Arcs,
+    /// Every other node by id: each side's ring interleaves with the
+    /// other's, the hardest merge.
+    Interleaved,
 }
 
 /// Six nodes on six hosts split 3|3 for `split` while both sides take
@@ -76,9 +89,20 @@ async fn a_long_split_heals_into_one_ring_with_every_acknowledged_write_kept() {
 /// heals. Within 60 s: one ring of six, every acknowledged upload
 /// byte-identical from every node, every acknowledged delete gone
 /// everywhere, and the overwrite's winner the same everywhere.
-async fn split_and_heal(split: Duration) {
+async fn split_and_heal(split: Duration, sides: Sides) {
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
     let nodes = ring_on(&hosts, &tokens).await;
+    // The hosts to cut off, and the nodes reordered: near side first.
+    let mut by_id: Vec<usize> = (0..nodes.len()).collect();
+    by_id.sort_by_key(|&i| ringshare::chord::Id::hash(&nodes[i].addr));
+    let far_hosts: Vec<usize> = match sides {
+        Sides::Arcs => by_id[3..].to_vec(),
+        Sides::Interleaved => by_id.iter().copied().skip(1).step_by(2).collect(),
+    };
+    let mut nodes: Vec<(bool, TestNode)> =
+        nodes.into_iter().enumerate().map(|(i, n)| (far_hosts.contains(&i), n)).collect();
+    nodes.sort_by_key(|(far, _)| *far);
+    let nodes: Vec<TestNode> = nodes.into_iter().map(|(_, n)| n).collect();
     // What every node must serve in the end (name → bytes), and what must be gone.
     let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut deleted: Vec<String> = Vec::new();
@@ -88,11 +112,40 @@ async fn split_and_heal(split: Duration) {
         expected.insert(name, data);
     }
 
+    // With arcs: a file whose every holder is on the side cut off.
+    let far_addrs: Vec<String> = nodes[3..].iter().map(|n| n.addr.clone()).collect();
+    let mut far_held = None;
+    for n in (0..2_000).filter(|_| sides == Sides::Arcs) {
+        let name = format!("far-held-{n}");
+        if placement(&nodes[0], &name).await.iter().all(|holder| far_addrs.contains(holder)) {
+            far_held = Some(name);
+            break;
+        }
+    }
+    if sides == Sides::Arcs {
+        let name = far_held.as_ref().expect("a name held on the far side only");
+        assert!(upload(&nodes[0], name, b"held beyond the split").await);
+    }
+
     let (near, far) = nodes.split_at(3);
     let split_at = Instant::now();
-    hosts.split(&[3, 4, 5]);
+    hosts.split(&far_hosts);
     wait_converged_within(Duration::from_secs(30), near).await;
     wait_converged_within(Duration::from_secs(30), far).await;
+
+    // The near side cannot know whether the far side's file exists: 503,
+    // never 404, for a read and for a delete (which is recorded all the
+    // same, and applies once the sides meet again).
+    for (via, far_held) in near.iter().flat_map(|via| far_held.as_ref().map(|name| (via, name))) {
+        let status = client().get(via.at(&format!("/files/{far_held}"))).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "reading {far_held} via {}", via.addr);
+    }
+    if let Some(far_held) = far_held {
+        let url = near[0].at(&format!("/files/{far_held}"));
+        let status = client().delete(url).bearer_auth(TOKEN).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "deleting {far_held} beyond the split");
+        deleted.push(far_held);
+    }
 
     // Both sides take uploads, deletes of what they uploaded, and an
     // overwrite of one name (the far side's comes later and must win).

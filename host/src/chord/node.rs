@@ -138,6 +138,9 @@ struct Lost {
     since: Instant,
     /// A join address: probed for ever.
     seed: bool,
+    /// A member of this ring that stopped answering (a join address may
+    /// never have been one).
+    member: bool,
 }
 
 /// A change of the ring this node witnessed.
@@ -222,6 +225,7 @@ impl<T: Transport> ChordNode<T> {
         if let Some(known) = lost.iter_mut().find(|l| l.node.id == node.id) {
             known.since = Instant::now();
             known.seed |= seed;
+            known.member |= !seed;
             return;
         }
         if !seed && lost.iter().filter(|l| !l.seed).count() >= LOST_LIMIT {
@@ -231,16 +235,43 @@ impl<T: Transport> ChordNode<T> {
                 lost.remove(oldest);
             }
         }
-        lost.push(Lost { node: node.clone(), since: Instant::now(), seed });
+        lost.push(Lost { node: node.clone(), since: Instant::now(), seed, member: !seed });
     }
 
     /// The nodes probed for a lost ring: members that stopped answering
     /// (for [`ChordConfig::remember_for`]) and the join addresses.
     pub fn lost(&self) -> Vec<NodeRef> {
+        self.lost_where(|_| true)
+    }
+
+    /// Members of this ring that stopped answering and are not back (for
+    /// [`ChordConfig::remember_for`]): crashed, or on the far side of a
+    /// split. A file found nowhere else may be on them.
+    pub fn lost_members(&self) -> Vec<NodeRef> {
+        self.lost_where(|l| l.member)
+    }
+
+    /// Whether `node` is a member that stopped answering and is not back:
+    /// it is not learned again from other nodes' lists (which may still
+    /// name it), only from its own answer.
+    fn is_lost_member(&self, node: &NodeRef) -> bool {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.member && l.node.id == node.id)
+    }
+
+    /// `node` answered: it is no longer lost (a join address stays probed).
+    fn found(&self, node: &NodeRef) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.retain_mut(|l| {
+            l.member &= l.node.id != node.id;
+            l.seed || l.node.id != node.id
+        });
+    }
+
+    fn lost_where(&self, which: impl Fn(&Lost) -> bool) -> Vec<NodeRef> {
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         let forget_before = Instant::now().checked_sub(self.config.remember_for);
         lost.retain(|l| l.seed || forget_before.is_none_or(|before| l.since > before));
-        lost.iter().map(|l| l.node.clone()).collect()
+        lost.iter().filter(|l| which(l)).map(|l| l.node.clone()).collect()
     }
 
     /// Marks this node as waiting to join a ring: until [`ChordNode::join`]
@@ -318,6 +349,10 @@ impl<T: Transport> ChordNode<T> {
         if t.accepts_predecessor(&candidate, current_alive) {
             t.predecessor = Some(candidate.clone());
         }
+        drop(t);
+        // It called: it is alive, and a neighbour in this ring.
+        self.found(&candidate);
+        let mut t = self.table();
         // A node alone learns of its first peer here.
         if t.successor().id == t.me().id {
             t.set_successors([candidate], &[]);
@@ -481,8 +516,15 @@ impl<T: Transport> ChordNode<T> {
         {
             head.insert(0, p);
         }
-        let tail: Vec<NodeRef> = neighbours.successors.into_iter().filter(|n| !self.has_departed(n)).collect();
+        // Another node's list may still name a node this one found dead (a
+        // ring smaller than the list wraps round to it): only its own
+        // answer brings it back, never hearsay.
+        let tail: Vec<NodeRef> =
+            neighbours.successors.into_iter().filter(|n| !self.has_departed(n) && !self.is_lost_member(n)).collect();
         head.retain(|n| !self.has_departed(n));
+        for answered in &head {
+            self.found(answered);
+        }
         self.table().set_successors(head, &tail);
         let first = self.table().successor().clone();
         if first.id != me.id && self.transport.notify(&first, &me).await.is_err() {
@@ -522,8 +564,7 @@ impl<T: Transport> ChordNode<T> {
             }
             let Ok((responsible, _)) = self.lookup(node.id).await else { continue };
             if responsible.id == node.id {
-                let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-                lost.retain(|l| l.seed || l.node.id != node.id);
+                self.found(&node);
                 continue;
             }
             let Some((pred, succ)) = self.bracket(node.id).await else { continue };
@@ -576,6 +617,7 @@ impl<T: Transport> ChordNode<T> {
         let successor = self.table().successor().clone();
         if hint.succ.id.in_open(me.id, successor.id) && !self.has_departed(&hint.succ) && self.alive(&hint.succ).await
         {
+            self.found(&hint.succ);
             {
                 let mut t = self.table();
                 let old = t.successors().to_vec();
@@ -586,6 +628,7 @@ impl<T: Transport> ChordNode<T> {
         let predecessor = self.table().predecessor.clone();
         let closer = predecessor.as_ref().is_none_or(|p| hint.pred.id.in_open(p.id, me.id));
         if hint.pred.id != me.id && closer && !self.has_departed(&hint.pred) && self.alive(&hint.pred).await {
+            self.found(&hint.pred);
             let mut t = self.table();
             if t.predecessor == predecessor {
                 t.predecessor = Some(hint.pred);

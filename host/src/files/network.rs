@@ -109,6 +109,11 @@ pub trait Ring: Send + Sync {
     fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>>;
     /// The nodes met walking the ring, and whether each answered.
     fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>>;
+    /// Members that stopped answering and are not back: crashed, or cut
+    /// off by a split.
+    fn lost_members(&self) -> Vec<NodeRef> {
+        Vec::new()
+    }
 }
 
 impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
@@ -118,6 +123,10 @@ impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
 
     fn successors(&self) -> Vec<NodeRef> {
         self.snapshot().successors().to_vec()
+    }
+
+    fn lost_members(&self) -> Vec<NodeRef> {
+        ChordNode::lost_members(self)
     }
 
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>> {

@@ -75,6 +75,14 @@ impl Placement {
         Ok(would_hold(Id::hash(name.as_str()), &placed, self.replicas, node))
     }
 
+    /// A member that stopped answering (crashed, or beyond a split) and
+    /// would be one of the holders of `name` (placed on `placed`) if it
+    /// were back: a file found on no live holder may be there.
+    pub fn lost_holder(&self, name: &FileName, placed: &[NodeRef]) -> Option<NodeRef> {
+        let key = Id::hash(name.as_str());
+        self.ring.lost_members().into_iter().find(|lost| would_hold(key, placed, self.replicas, lost))
+    }
+
     /// Whether `node` answers ring calls.
     pub async fn answers(&self, node: &NodeRef) -> bool {
         self.ring.successors_of(node).await.is_ok()

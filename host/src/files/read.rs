@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
 
-use super::error::FileError;
+use super::error::{ErrorKind, FileError};
 use super::known::Known;
 use super::local::Local;
 use super::network::Peers;
@@ -91,6 +91,7 @@ impl Reader {
         let (placed, further) = self.placement.holders_and_beyond(name).await?;
         let others =
             |nodes: Vec<NodeRef>| -> Vec<NodeRef> { nodes.into_iter().filter(|h| !self.placement.is_me(h)).collect() };
+        let lost_holder = self.placement.lost_holder(name, &placed);
         let mut holders = others(placed);
         let mut theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
         let mut newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
@@ -106,6 +107,17 @@ impl Reader {
         {
             // Nobody that answered knows the name, and a holder did not answer.
             return Err(e.clone());
+        }
+        if newest == Known::Nothing
+            && let Some(lost) = lost_holder
+        {
+            // Nobody here knows the name, but a member that would hold it
+            // stopped answering (crashed, or beyond a split): it may be there.
+            return Err(FileError::remote(
+                &lost.addr,
+                ErrorKind::PeerUnavailable,
+                format!("{name} is on no node that answers, and {} may hold it but does not answer", lost.addr),
+            ));
         }
         let having = holders
             .into_iter()

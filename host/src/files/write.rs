@@ -336,10 +336,26 @@ impl Writer {
         let holders = self.placement.holders(name).await?;
         let replicas = self.placement.replicas() - 1;
         let responsible = &holders[0];
-        if self.placement.is_me(responsible) {
-            return self.delete_here(name, None, replicas).await;
+        let deleted = if self.placement.is_me(responsible) {
+            self.delete_here(name, None, replicas).await?
+        } else {
+            self.peers.delete(&responsible.addr, name, None, replicas).await?
+        };
+        if !deleted.existed
+            && let Some(lost) = self.placement.lost_holder(name, &holders)
+        {
+            // "Not found" would be a guess: it may be on a member cut off.
+            return Err(FileError::remote(
+                &lost.addr,
+                ErrorKind::PeerUnavailable,
+                format!(
+                    "no node that answers had {name}, and {} may hold it but does not answer: the deletion is \
+                     recorded and applies to its copy when it is back",
+                    lost.addr
+                ),
+            ));
         }
-        self.peers.delete(&responsible.addr, name, None, replicas).await
+        Ok(deleted)
     }
 
     /// Records the deletion of `name` at `at` (none: now) here, removes this
