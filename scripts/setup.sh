@@ -8,6 +8,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # ip, bridge and tc: the tests' namespaced hosts (tests/support/hosts.rs).
 { command -v ip && command -v bridge && command -v tc; } >/dev/null 2>&1 || need_apt+=(iproute2)
+# A node's clock run ten minutes ahead (host/tests/clock.rs).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(libfaketime)
 if ! command -v cargo >/dev/null 2>&1; then
   # No rustup toolchain: Debian's recent Rust (also what route B of the
   # plugin build uses).

@@ -296,7 +296,7 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
 #[test]
 fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
     let node = Node::new();
-    const METHODS: [&str; 13] = [
+    const METHODS: [&str; 14] = [
         "/ringshare.chord.v1.Chord/FindSuccessor",
         "/ringshare.chord.v1.Chord/GetPredecessor",
         "/ringshare.chord.v1.Chord/GetSuccessorList",
@@ -305,6 +305,7 @@ fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
         "/ringshare.chord.v1.Chord/Ping",
         "/ringshare.chord.v1.Chord/Leave",
         "/ringshare.chord.v1.Chord/Merge",
+        "/ringshare.chord.v1.Chord/Time",
         "/ringshare.files.v1.Files/Store",
         "/ringshare.files.v1.Files/Fetch",
         "/ringshare.files.v1.Files/List",

@@ -76,6 +76,7 @@ async fn every_call(channel: Channel, victim: &str, file: &str) -> Vec<(&'static
             code(chord.leave(stranger::chord::LeaveRequest { leaver: Some(node(victim)), neighbours: None }).await),
         ),
         ("Chord/FindSuccessor", code(chord.find_successor(stranger::chord::FindSuccessorRequest { key: 7 }).await)),
+        ("Chord/Time", code(chord.time(stranger::chord::Empty {}).await)),
         (
             "Chord/Merge",
             code(

@@ -33,6 +33,10 @@ pub struct NodeConfig {
     pub chord: ChordConfig,
     /// Deadline of one call to another node. Default: 2 s.
     pub rpc_timeout: Duration,
+    /// The largest offset between two nodes' clocks that is trusted: a
+    /// node off most of its peers by more takes no writes, and a time from
+    /// further ahead is refused. Default 500 ms.
+    pub max_clock_offset: Duration,
     /// Copies kept of each file (k): the responsible node and k-1 of its
     /// successors. Default: 3.
     pub replicas: usize,
@@ -155,6 +159,7 @@ impl NodeConfig {
             join_timeout: Duration::from_secs(30),
             chord: ChordConfig::default(),
             rpc_timeout: Duration::from_secs(2),
+            max_clock_offset: crate::clock::DEFAULT_MAX_OFFSET,
             replicas: 3,
             write_quorum: None,
             scrub_bytes_per_pass: 256 << 20,

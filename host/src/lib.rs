@@ -29,6 +29,7 @@
 pub mod check;
 pub mod chord;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod files;

@@ -26,7 +26,10 @@
 //!   `handshake`: a TLS handshake that failed, such as a certificate of
 //!   another CA; `claim`: a member speaking for an address not its own);
 //! - `ringshare_tls_reloads_total{outcome}`: certificates read again after
-//!   their files changed (`taken`, `refused`).
+//!   their files changed (`taken`, `refused`);
+//! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
+//!   offset of the peers' clocks from this node's, and whether it agrees
+//!   with most of them (0: the node takes no writes).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -140,6 +143,12 @@ pub struct Metrics {
     pub refused: Family<ReasonLabels, Counter>,
     /// Certificates read again, by outcome.
     pub tls_reloads: Family<OutcomeLabels, Counter>,
+    /// The median offset of the peers' clocks from this node's, in ms; set
+    /// when scraped.
+    pub clock_offset_ms: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Whether this node's clock agrees with its peers' (0: it takes no
+    /// writes); set when scraped.
+    pub clock_in_step: Gauge,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -176,6 +185,11 @@ impl Metrics {
         registry.register("refused", "Callers refused as strangers, by reason", refused.clone());
         let tls_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register("tls_reloads", "Certificates read again after their files changed", tls_reloads.clone());
+        let (clock_offset_ms, clock_in_step) = (Gauge::default(), Gauge::default());
+        let offset_help = "Median offset of the peers' clocks from this node's, in ms";
+        registry.register("clock_offset_ms", offset_help, clock_offset_ms.clone());
+        let in_step_help = "Whether this node's clock agrees with its peers' (0: it takes no writes)";
+        registry.register("clock_in_step", in_step_help, clock_in_step.clone());
         Arc::new(Self {
             registry,
             http,
@@ -193,6 +207,8 @@ impl Metrics {
             ring_nodes,
             refused,
             tls_reloads,
+            clock_offset_ms,
+            clock_in_step,
             scraping: std::sync::Mutex::new(()),
         })
     }

@@ -150,6 +150,7 @@ pub async fn run(
         Some(addr) => addr.clone(),
         None => listener.local_addr()?.to_string(),
     };
+    crate::clock::set_max_offset(config.max_clock_offset);
     let Node { app, ring, files, bridge, tls, gate } = Node::build(&config, addr).await?;
 
     let stop = CancellationToken::new();
@@ -182,12 +183,14 @@ pub async fn run(
         spawn_index_refresh(files.clone(), config.index_refresh_every, stop.clone());
         bridge.spawn(Some(ring.changes()), stop.clone())
     });
+    let clock_check = spawn_clock_check(ring.clone(), files.clock(), stop.clone());
     let maintenance = spawn_maintenance(ring, stop.clone());
     let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
 
     shutdown.await;
     stop.cancel();
     maintenance.await.ok();
+    clock_check.await.ok();
     repair.await.ok();
     reacting.await.ok();
     if let Some(mom) = mom {
@@ -230,6 +233,48 @@ fn spawn_repair_on_departures(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    })
+}
+
+/// How often this node's clock is measured against its neighbours'.
+const CLOCK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Measures this node's wall clock against its predecessor's and its
+/// successors' every second (the first time at once), and judges whether
+/// it is the one that is off ([`crate::clock::Offsets::judge`]).
+fn spawn_clock_check(
+    ring: Arc<ChordNode<GrpcTransport>>,
+    clock: Arc<crate::clock::Offsets>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use crate::clock::wall_ns;
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(CLOCK_CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let table = ring.snapshot();
+            let me = table.me().id;
+            let mut peers: Vec<NodeRef> =
+                table.successors().iter().chain(table.predecessor.iter()).filter(|n| n.id != me).cloned().collect();
+            peers.sort_by_key(|n| n.id);
+            peers.dedup_by_key(|n| n.id);
+            let ring = &ring;
+            let asked = peers.iter().map(|peer| async move {
+                let sent = wall_ns();
+                let theirs = ring.transport().wall_clock(peer).await;
+                (peer, sent, theirs, wall_ns())
+            });
+            for (peer, sent, theirs, answered) in futures_util::future::join_all(asked).await {
+                if let Ok(theirs) = theirs {
+                    clock.record(&peer.addr, sent, theirs, answered);
+                }
+            }
+            clock.judge();
         }
     })
 }

@@ -57,6 +57,10 @@ fn default_max_connections() -> usize {
     defaults().max_connections
 }
 
+fn default_max_clock_offset_ms() -> u64 {
+    ms(defaults().max_clock_offset)
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -167,6 +171,12 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_MAX_CONNECTIONS", default_value_t = defaults().max_connections)]
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The largest offset between two nodes' clocks that is trusted, in ms
+    /// (1 to 600000): a node off most of its peers by more takes no writes,
+    /// and a version stamped further ahead is refused.
+    #[arg(long, env = "RINGSHARE_MAX_CLOCK_OFFSET_MS", default_value_t = ms(defaults().max_clock_offset))]
+    #[serde(default = "default_max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
     /// Listen on a non-loopback address without --tls-dir: every process
     /// that reaches the port can then call the ring and file RPCs.
     #[arg(long, env = "RINGSHARE_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -193,6 +203,7 @@ impl NodeSettings {
         within("max_connections", self.max_connections, 1, Some(1_000_000))?;
         within("body_timeout_ms", self.body_timeout_ms, 100, None)?;
         within("reserve_free_mib", self.reserve_free_mib, 0, Some(1 << 30))?;
+        within("max_clock_offset_ms", self.max_clock_offset_ms, 1, Some(600_000))?;
         if self.plugins != std::path::Path::new(DEFAULT_PLUGINS) && !self.plugins.is_dir() {
             return Err(format!("plugins: {} is not a folder", self.plugins.display()));
         }
@@ -229,6 +240,7 @@ impl NodeSettings {
         config.tls_dir = self.tls_dir.clone();
         config.write_token = self.write_token.clone();
         config.max_connections = self.max_connections;
+        config.max_clock_offset = Duration::from_millis(self.max_clock_offset_ms);
         config.body_timeout = Duration::from_millis(self.body_timeout_ms);
         config.write_rate = self.write_rate;
         config.rate_limit_loopback = self.rate_limit_loopback;

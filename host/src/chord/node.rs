@@ -615,8 +615,7 @@ impl<T: Transport> ChordNode<T> {
             let _ = self.transport.merge(&hint.succ, next).await;
         }
         let successor = self.table().successor().clone();
-        if hint.succ.id.in_open(me.id, successor.id) && !self.has_departed(&hint.succ) && self.alive(&hint.succ).await
-        {
+        if hint.succ.id.in_open(me.id, successor.id) && !self.has_departed(&hint.succ) && self.alive(&hint.succ).await {
             self.found(&hint.succ);
             {
                 let mut t = self.table();

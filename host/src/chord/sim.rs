@@ -167,7 +167,11 @@ mod tests {
             let at = ids.iter().position(|&id| id == me).unwrap();
             let (next, previous) = (ids[(at + 1) % ids.len()], ids[(at + ids.len() - 1) % ids.len()]);
             if table.successor().id != next || table.predecessor.as_ref().map(|p| p.id) != Some(previous) {
-                return Err(format!("{me} has successor {} and predecessor {:?}", table.successor().id, table.predecessor));
+                return Err(format!(
+                    "{me} has successor {} and predecessor {:?}",
+                    table.successor().id,
+                    table.predecessor
+                ));
             }
         }
         Ok(())

@@ -53,11 +53,14 @@ pub enum ErrorKind {
     /// A holder's disk is full (or would be left with less than it keeps
     /// free).
     InsufficientStorage,
+    /// A clock is off its peers' by more than the maximum offset: this
+    /// node's (it takes no writes), or the sender's (its time is refused).
+    ClockOffset,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::NotFound,
         ErrorKind::InvalidName,
         ErrorKind::AlreadyExists,
@@ -79,6 +82,7 @@ impl ErrorKind {
         ErrorKind::Cancelled,
         ErrorKind::Internal,
         ErrorKind::InsufficientStorage,
+        ErrorKind::ClockOffset,
     ];
 
     /// The kind's name: the `code` of REST errors, and what travels between
@@ -106,6 +110,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
             ErrorKind::InsufficientStorage => "insufficient-storage",
+            ErrorKind::ClockOffset => "clock-offset",
         }
     }
 
@@ -171,6 +176,9 @@ pub enum FileError {
     /// No holder of the file answered.
     #[error("no holder of {0} could serve it")]
     NoHolder(String),
+    /// A clock is off by more than the maximum offset.
+    #[error("{0}")]
+    ClockOffset(String),
     /// Fewer holders than a write quorum acknowledged.
     #[error("{name} is stored on {stored} of the {wanted} nodes a write quorum needs")]
     NoQuorum {
@@ -181,6 +189,12 @@ pub enum FileError {
         /// Copies a quorum needs.
         wanted: usize,
     },
+}
+
+impl From<crate::clock::TooFarAhead> for FileError {
+    fn from(e: crate::clock::TooFarAhead) -> Self {
+        FileError::ClockOffset(e.to_string())
+    }
 }
 
 impl FileError {
@@ -217,6 +231,7 @@ impl FileError {
             FileError::NoRoom(_) => ErrorKind::InsufficientStorage,
             FileError::Mismatch(_) => ErrorKind::ChecksumMismatch,
             FileError::NoHolder(_) | FileError::NoQuorum { .. } => ErrorKind::HoldersUnavailable,
+            FileError::ClockOffset(_) => ErrorKind::ClockOffset,
         }
     }
 

@@ -46,5 +46,5 @@ pub use placement::Placement;
 pub use read::{Reader, Source};
 pub use repair::{Repairer, spawn_repair};
 pub use service::{Delivery, Files, FilesSettings, spawn_index_refresh};
-pub use tombstones::{Tombstones, now_ns};
+pub use tombstones::Tombstones;
 pub use write::{StoreHow, Stored, Writer};

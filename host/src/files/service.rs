@@ -195,6 +195,13 @@ impl Files {
         self.writer.delete_here(name, at, replicas).await
     }
 
+    /// This node's clock against its peers' (see [`crate::clock::Offsets`]):
+    /// the node's clock check feeds it, and writes are refused while it is
+    /// out of step.
+    pub fn clock(&self) -> Arc<crate::clock::Offsets> {
+        self.writer.clock()
+    }
+
     /// Opens the newest version of `name` wherever it is (see [`Reader::open`]).
     pub async fn open(&self, name: &FileName) -> Result<Source, FileError> {
         self.reader.open(name).await

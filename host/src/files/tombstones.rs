@@ -99,11 +99,6 @@ impl Tombstones {
     }
 }
 
-/// Now, in nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,6 @@ use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
 use super::network::{CopySink, Deleted, Peers, StoreOrder};
 use super::placement::{Placement, write_quorum};
-use super::tombstones::now_ns;
 use crate::chord::NodeRef;
 use crate::plugins::{FileEntry, UploadHandle};
 use crate::store::FileName;
@@ -79,6 +78,9 @@ pub struct Writer {
     hints: OnceLock<Weak<dyn Hints>>,
     /// Where holders skipped for a full disk are counted.
     metrics: OnceLock<Arc<crate::metrics::Metrics>>,
+    /// This node's clock against its peers': out of step, it makes no
+    /// new versions or tombstones.
+    clock: Arc<crate::clock::Offsets>,
 }
 
 impl Writer {
@@ -91,8 +93,40 @@ impl Writer {
         (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
         (tasks, announcer): (TaskTracker, Announcer),
     ) -> Self {
-        let (hints, metrics) = (OnceLock::new(), OnceLock::new());
-        Self { placement, local, peers, write_quorum, max_upload_bytes, chunk_bytes, tasks, announcer, hints, metrics }
+        let (hints, metrics, clock) = (OnceLock::new(), OnceLock::new(), Arc::default());
+        Self {
+            placement,
+            local,
+            peers,
+            write_quorum,
+            max_upload_bytes,
+            chunk_bytes,
+            tasks,
+            announcer,
+            hints,
+            metrics,
+            clock,
+        }
+    }
+
+    /// This node's clock against its peers' (fed by the node's clock check).
+    pub fn clock(&self) -> Arc<crate::clock::Offsets> {
+        self.clock.clone()
+    }
+
+    /// A new version or tombstone's time, unless this node's clock is off
+    /// its peers'.
+    fn stamp(&self) -> Result<u64, FileError> {
+        if !self.clock.trusted() {
+            let off = self.clock.verdict().map_or(0.0, |v| v.median_offset_ms);
+            return Err(FileError::ClockOffset(format!(
+                "this node's clock is {:.0} ms off its peers' (at most {} ms is trusted): it takes no writes until \
+                 its clock is corrected",
+                -off,
+                crate::clock::max_offset().as_millis()
+            )));
+        }
+        Ok(crate::clock::now_ns())
     }
 
     /// Counts holders skipped for a full disk in `metrics`.
@@ -156,6 +190,9 @@ impl Writer {
             StoreHow::New { overwrite, replicas } => return self.store_new(name, overwrite, body, replicas).await,
             StoreHow::Copy { version_ns, expected } => (version_ns, expected),
         };
+        // Versions made here after seeing this one are larger; one from a
+        // clock too far ahead is refused.
+        crate::clock::observe(version_ns)?;
         match self.local.known(name).await? {
             Known::Deleted(at) if version_ns <= at => {
                 return Err(FileError::Deleted { name: name.to_string(), at });
@@ -184,7 +221,7 @@ impl Writer {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let version_ns = now_ns();
+        let version_ns = self.stamp()?;
         // Refused here (exists, no plugin), nothing is sent anywhere.
         let mut local = self.local.plugins().upload(name, overwrite, Some(version_ns)).await?;
         let candidates = self.placement.successors(usize::MAX);
@@ -368,7 +405,13 @@ impl Writer {
         at: Option<u64>,
         replicas: usize,
     ) -> Result<Deleted, FileError> {
-        let at = at.unwrap_or_else(now_ns);
+        let at = match at {
+            Some(at) => {
+                crate::clock::observe(at)?;
+                at
+            }
+            None => self.stamp()?,
+        };
         let existed_here = self.local.forget(name, at).await?;
         let targets = self.placement.successors(replicas);
         let wanted = write_quorum(targets.len() + 1);

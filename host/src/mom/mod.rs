@@ -240,7 +240,7 @@ impl Bridge {
                 }
                 suspected.insert(addr.clone(), now);
             }
-            let event = Event { id: new_id(), node: self.me.clone(), at_ns: crate::files::now_ns(), what };
+            let event = Event { id: new_id(), node: self.me.clone(), at_ns: crate::clock::wall_ns(), what };
             let message = Message {
                 id: event.id.clone(),
                 exchange: EVENTS_EXCHANGE.into(),

@@ -78,6 +78,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::AlreadyExists | ErrorKind::Deleted | ErrorKind::Superseded => StatusCode::CONFLICT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::ClockOffset => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         ErrorKind::RingUnavailable
         | ErrorKind::HoldersUnavailable

@@ -20,6 +20,18 @@ pub struct RingJson {
     predecessor: Option<NodeRef>,
     successors: Vec<NodeRef>,
     fingers: Vec<FingerJson>,
+    /// This node's clock against its peers': `in_step` false means it is
+    /// off most of them by more than `max_offset_ms` and takes no writes.
+    clock: ClockJson,
+}
+
+#[derive(Serialize)]
+pub struct ClockJson {
+    in_step: bool,
+    max_offset_ms: u64,
+    /// The last check, once a peer was measured: median offset of the
+    /// peers' clocks from this one's, peers measured, how many are off.
+    measured: Option<crate::clock::Verdict>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +42,7 @@ pub struct FingerJson {
 }
 
 /// `GET /ring`: this node's id, predecessor, successor list and fingers.
-#[utoipa::path(get, path = "/ring", tag = "ring", responses((status = 200, description = "{joined, id, addr, predecessor, successors, fingers}", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/ring", tag = "ring", responses((status = 200, description = "{joined, id, addr, predecessor, successors, fingers, clock: {in_step, max_offset_ms, measured}}", body = serde_json::Value)))]
 pub async fn ring(State(app): State<AppState>) -> Json<RingJson> {
     let table = app.ring.snapshot();
     let me = table.me().clone();
@@ -47,6 +59,14 @@ pub async fn ring(State(app): State<AppState>) -> Json<RingJson> {
         predecessor: table.predecessor.clone(),
         successors: table.successors().to_vec(),
         fingers,
+        clock: {
+            let clock = app.files.clock();
+            ClockJson {
+                in_step: clock.trusted(),
+                max_offset_ms: crate::clock::max_offset().as_millis() as u64,
+                measured: clock.verdict(),
+            }
+        },
     })
 }
 

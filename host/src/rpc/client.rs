@@ -41,6 +41,12 @@ impl GrpcTransport {
         request
     }
 
+    /// `to`'s wall clock, for the clock check.
+    pub async fn wall_clock(&self, to: &NodeRef) -> Result<u64, Unreachable> {
+        let mut client = self.client(&to.addr)?;
+        Ok(self.within(to, client.time(self.timed(pb::Empty {}))).await?.wall_ns)
+    }
+
     /// Waits for `call` at most the transport's timeout. tonic only sends
     /// the deadline to the peer: a peer cut off by the network never
     /// answers at all, and a call on its open connection would wait for the
@@ -93,8 +99,11 @@ impl Transport for GrpcTransport {
     }
 
     async fn merge(&self, to: &NodeRef, hint: Merge) -> Result<(), Unreachable> {
-        let request =
-            pb::MergeRequest { pred: Some(node_to_pb(&hint.pred)), succ: Some(node_to_pb(&hint.succ)), hops: hint.hops };
+        let request = pb::MergeRequest {
+            pred: Some(node_to_pb(&hint.pred)),
+            succ: Some(node_to_pb(&hint.succ)),
+            hops: hint.hops,
+        };
         let mut client = self.client(&to.addr)?;
         self.within(to, client.merge(self.timed(request))).await.map(drop)
     }

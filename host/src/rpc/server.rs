@@ -101,6 +101,11 @@ impl pb::chord_server::Chord for ChordService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn time(&self, _: Request<pb::Empty>) -> Result<Response<pb::TimeReply>, Status> {
+        self.serving()?;
+        Ok(Response::new(pb::TimeReply { wall_ns: crate::clock::wall_ns() }))
+    }
+
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
         let node = |n: Option<pb::Node>, what: &str| {

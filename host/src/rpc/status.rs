@@ -19,7 +19,7 @@ pub fn to_status(e: &FileError) -> Status {
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::TooLarge | ErrorKind::InsufficientStorage => Code::ResourceExhausted,
         ErrorKind::OutOfRange => Code::OutOfRange,
-        ErrorKind::Deleted | ErrorKind::Superseded => Code::FailedPrecondition,
+        ErrorKind::Deleted | ErrorKind::Superseded | ErrorKind::ClockOffset => Code::FailedPrecondition,
         ErrorKind::RingUnavailable
         | ErrorKind::HoldersUnavailable
         | ErrorKind::PeerUnavailable
