@@ -7,7 +7,7 @@
 #               3,000 abusive connections against one node while it serves a download,
 #               mutual TLS between nodes against plaintext and nginx proxying over TLS,
 #               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
-#               plugins swapped every 100 ms under load,
+#               plugins swapped every 100 ms under load, writes while 6 namespaced hosts split 3|3,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
 #   make soak   the long partition: 6 nodes on namespaced hosts split 3|3 for 10 minutes, healed
 .PHONY: run test bench soak plugins setup broker browser
@@ -47,4 +47,5 @@ bench: plugins broker
 	@scripts/bench-tls.sh
 	@scripts/bench-bridge.sh
 	@scripts/bench-plugin-swap.sh
+	@scripts/bench-split.sh
 	$(CARGO) bench -p ringshare --bench chord_sim

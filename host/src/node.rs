@@ -184,6 +184,7 @@ pub async fn run(
         bridge.spawn(Some(ring.changes()), stop.clone())
     });
     let clock_check = spawn_clock_check(ring.clone(), files.clock(), stop.clone());
+    let watch = ring.transport().watch_peers(stop.clone());
     let maintenance = spawn_maintenance(ring, stop.clone());
     let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
 
@@ -191,6 +192,7 @@ pub async fn run(
     stop.cancel();
     maintenance.await.ok();
     clock_check.await.ok();
+    watch.await.ok();
     repair.await.ok();
     reacting.await.ok();
     if let Some(mom) = mom {

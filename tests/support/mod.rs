@@ -160,6 +160,8 @@ pub struct NodeSetup {
     pub host: Option<hosts::Host>,
     /// A file of write tokens (`--write-token`); none: writes from loopback only.
     pub write_token: Option<PathBuf>,
+    /// How long a call to another node may take (tests: 500 ms).
+    pub rpc_timeout: Duration,
 }
 
 impl Default for NodeSetup {
@@ -200,6 +202,7 @@ impl Default for NodeSetup {
             embedded_plugins: false,
             host: None,
             write_token: None,
+            rpc_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -245,7 +248,7 @@ impl NodeSetup {
         config.max_connections = self.max_connections;
         config.embedded_plugins = self.embedded_plugins;
         config.write_token = self.write_token;
-        config.rpc_timeout = Duration::from_millis(500);
+        config.rpc_timeout = self.rpc_timeout;
         let (runtime, listener, url) = match &self.host {
             Some(host) => {
                 let runtime = runtime::NodeRuntime::in_namespace(host.namespace.clone());

@@ -116,6 +116,11 @@ pub trait Transport: Send + Sync + 'static {
     /// ring between which `to` belongs ([`ChordNode::handle_merge`]); `to`
     /// answers at once and goes on with the merge in the background.
     fn merge(&self, to: &NodeRef, hint: Merge) -> impl Future<Output = Result<(), Unreachable>> + Send;
+    /// Whether the transport's failure detector suspects `to` now (then it
+    /// is not waited for).
+    fn suspected(&self, _to: &NodeRef) -> bool {
+        false
+    }
 }
 
 /// One step of a ring merge (Shafaat, Ghodsi and Haridi, "Dealing with
@@ -387,7 +392,8 @@ impl<T: Transport> ChordNode<T> {
     }
 
     async fn alive(&self, node: &NodeRef) -> bool {
-        node.id == self.table().me().id || self.transport.ping(node).await.is_ok()
+        let me = self.table().me().id;
+        node.id == me || (!self.transport.suspected(node) && self.transport.ping(node).await.is_ok())
     }
 
     /// The node responsible for `key` and the number of remote hops taken.

@@ -27,7 +27,7 @@ use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
 use super::index::{Announcer, FileChange, NetworkEntry};
 use super::known::Known;
 use super::local::{Expected, Local, LocalWrite, whole};
-use super::network::{CopySink, Deleted, Peers, StoreOrder};
+use super::network::{BodyStream, CopySink, Deleted, Peers, StoreOrder};
 use super::placement::{Placement, write_quorum};
 use crate::chord::NodeRef;
 use crate::plugins::{FileEntry, UploadHandle};
@@ -63,6 +63,12 @@ pub enum StoreHow {
         expected: Expected,
     },
 }
+
+/// Uploads up to this size are held whole while they are forwarded, so
+/// that they can be tried again on another node.
+const RETRY_MAX: usize = 256 << 10;
+/// Tries of a held upload whose responsible node is lost meanwhile.
+const PUT_ATTEMPTS: usize = 3;
 
 /// Writes and deletions of files across the ring.
 pub struct Writer {
@@ -159,16 +165,88 @@ impl Writer {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let holders = self.placement.holders(name).await?;
-        let replicas = self.placement.replicas() - 1;
-        let responsible = &holders[0];
-        if self.placement.is_me(responsible) {
-            return self.store_here(name, StoreHow::New { overwrite, replicas }, body).await;
+        let mut body = body.map(|item| item.map_err(|e| e.to_string())).boxed();
+        // A small upload is held whole, so that a responsible node lost
+        // while it is being sent (cut off by the network, found dead by the
+        // failure detector) costs a second try on the next live node rather
+        // than the upload.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut size = 0;
+        let whole = loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    size += chunk.len();
+                    held.push(chunk);
+                    if size > RETRY_MAX {
+                        break false;
+                    }
+                }
+                Some(Err(e)) => return Err(FileError::Body(e)),
+                None => break true,
+            }
+        };
+        // Streamed past the held part, an upload is tried once.
+        let mut rest = (!whole).then_some(body);
+        let mut attempt = 1;
+        loop {
+            let held_again = futures_util::stream::iter(held.clone().into_iter().map(Ok::<_, String>));
+            let body: BodyStream = match rest.take() {
+                Some(rest) => held_again.chain(rest).boxed(),
+                None => held_again.boxed(),
+            };
+            let tried = async {
+                let holders = self.placement.holders(name).await?;
+                let replicas = self.placement.replicas() - 1;
+                let responsible = &holders[0];
+                if self.placement.is_me(responsible) {
+                    return self.store_here(name, StoreHow::New { overwrite, replicas }, body).await;
+                }
+                let order = StoreOrder { name: name.clone(), new: Some((overwrite, replicas)), copy_of: None };
+                let reply = self.peers.store(&responsible.addr, order, body, self.max_upload_bytes).await?;
+                Ok(Stored { entry: reply.entry, holders: reply.holders, copies_wanted: reply.copies_wanted })
+            };
+            match tried.await {
+                // An earlier try stored it after all (only its answer was
+                // lost): the same bytes under that name are this upload.
+                Err(e) if attempt > 1 && e.kind() == ErrorKind::AlreadyExists => {
+                    let mut hasher = blake3::Hasher::new();
+                    for chunk in &held {
+                        hasher.update(chunk);
+                    }
+                    let ours = crate::integrity::Digest(*hasher.finalize().as_bytes());
+                    return match self.stored_as(name, ours).await {
+                        Some(stored) => Ok(stored),
+                        None => Err(e),
+                    };
+                }
+                Err(e)
+                    if whole
+                        && attempt < PUT_ATTEMPTS
+                        && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable) =>
+                {
+                    tracing::warn!(file = %name, "a node was lost while the upload was placed, trying again: {e}");
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
         }
-        let order = StoreOrder { name: name.clone(), new: Some((overwrite, replicas)), copy_of: None };
-        let body = body.map(|item| item.map_err(|e| e.to_string())).boxed();
-        let reply = self.peers.store(&responsible.addr, order, body, self.max_upload_bytes).await?;
-        Ok(Stored { entry: reply.entry, holders: reply.holders, copies_wanted: reply.copies_wanted })
+    }
+
+    /// `name` as a holder has it, if its bytes hash to `digest`.
+    async fn stored_as(&self, name: &FileName, digest: crate::integrity::Digest) -> Option<Stored> {
+        for holder in self.placement.holders(name).await.ok()? {
+            let known = if self.placement.is_me(&holder) {
+                self.local.known(name).await
+            } else {
+                self.peers.stat(&holder.addr, name).await
+            };
+            if let Ok(Known::File(entry)) = known
+                && entry.blake3 == Some(digest)
+            {
+                return Some(Stored { entry, holders: vec![holder.addr], copies_wanted: 1 });
+            }
+        }
+        None
     }
 
     /// Stores `body` here as `how` says: a new upload is written here and

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::health::Health;
+
 /// Bytes a peer may have in flight to this node per stream.
 const STREAM_WINDOW: u32 = 4 << 20;
 /// Bytes a peer may have in flight to this node over all streams.
@@ -23,12 +25,14 @@ pub struct Channels {
     /// With credentials: mutual TLS, the peer's certificate checked against
     /// the cluster's CA and the host it is called at.
     tls: Arc<RwLock<Option<ClientTlsConfig>>>,
+    /// Which peers answer (every call consults it).
+    health: Arc<Health>,
 }
 
 impl Channels {
     /// Channels that give up connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { by_addr: Arc::default(), connect_timeout, tls: Arc::default() }
+        Self { by_addr: Arc::default(), connect_timeout, tls: Arc::default(), health: Arc::default() }
     }
 
     /// The same channels, over mutual TLS with `tls`.
@@ -44,13 +48,26 @@ impl Channels {
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// The failure detector of these channels' peers.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// How long connecting may take.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
-    /// The channel to `addr` (`host:port`), made on first use.
+    /// The channel to `addr` (`host:port`), made on first use; `addr` is
+    /// watched by the failure detector from now on.
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        self.health.used(addr);
+        self.channel(addr)
+    }
+
+    /// The channel to `addr`, made on first use, without watching `addr`
+    /// (the failure detector's own heartbeats, probes of lost nodes).
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut by_addr = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());

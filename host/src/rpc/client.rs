@@ -28,9 +28,31 @@ impl GrpcTransport {
     /// being served.
     fn client(&self, addr: &str) -> Result<ChordClient<Tagged>, Unreachable> {
         let channel = self.channels.get(addr).map_err(|_| Unreachable(addr.to_owned()))?;
-        Ok(ChordClient::new(tagging(channel))
+        Ok(Self::chord(channel))
+    }
+
+    /// A client to `addr` whose calls do not make the failure detector
+    /// watch it.
+    fn quiet_client(&self, addr: &str) -> Result<ChordClient<Tagged>, Unreachable> {
+        let channel = self.channels.channel(addr).map_err(|_| Unreachable(addr.to_owned()))?;
+        Ok(Self::chord(channel))
+    }
+
+    fn chord(channel: tonic::transport::Channel) -> ChordClient<Tagged> {
+        ChordClient::new(tagging(channel))
             .max_decoding_message_size(CHORD_MESSAGE_MAX)
-            .max_encoding_message_size(CHORD_MESSAGE_MAX))
+            .max_encoding_message_size(CHORD_MESSAGE_MAX)
+    }
+
+    /// Pings every peer called lately every heartbeat, for the failure
+    /// detector, until `stop`.
+    pub fn watch_peers(&self, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+        let transport = self.clone();
+        let ping = move |addr: String| {
+            let transport = transport.clone();
+            async move { transport.heartbeat(&addr).await }
+        };
+        self.channels.health().clone().spawn_watch(ping, stop)
     }
 
     /// A request that tells the peer the transport's timeout (the channel
@@ -52,15 +74,40 @@ impl GrpcTransport {
     /// answers at all, and a call on its open connection would wait for the
     /// connection's keep-alive to fail (seconds), holding up stabilize and
     /// every lookup behind it.
+    ///
+    /// A peer the failure detector suspects is not waited for at all, and a
+    /// call gives up as soon as its peer becomes suspected.
     async fn within<R>(
         &self,
         to: &NodeRef,
         call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, Unreachable> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
+        let health = self.channels.health();
+        let lost = health.suspected(&to.addr);
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(self.timeout, call) => answer,
+            () = lost => return Err(Unreachable(to.addr.clone())),
+        };
+        match answer {
+            Ok(Ok(reply)) => {
+                health.heard(&to.addr);
+                Ok(reply.into_inner())
+            }
             _ => Err(Unreachable(to.addr.clone())),
         }
+    }
+
+    /// Pings `addr` (any node there): whether it answered within the
+    /// timeout. What the failure detector's heartbeats send; the ring's
+    /// probe of lost nodes, too, so never refused for suspicion.
+    pub async fn heartbeat(&self, addr: &str) -> bool {
+        let Ok(mut client) = self.quiet_client(addr) else { return false };
+        let answered = tokio::time::timeout(self.timeout, client.ping(self.timed(pb::Empty {}))).await;
+        let up = matches!(answered, Ok(Ok(_)));
+        if up {
+            self.channels.health().heard(addr);
+        }
+        up
     }
 }
 
@@ -82,8 +129,15 @@ impl Transport for GrpcTransport {
     }
 
     async fn ping(&self, to: &NodeRef) -> Result<(), Unreachable> {
-        let mut client = self.client(&to.addr)?;
-        let reply = self.within(to, client.ping(self.timed(pb::Empty {}))).await?;
+        // Not refused for suspicion: the probe of lost nodes pings to find
+        // out whether they are back.
+        let mut client = self.quiet_client(&to.addr)?;
+        let reply = tokio::time::timeout(self.timeout, client.ping(self.timed(pb::Empty {}))).await;
+        let reply = match reply {
+            Ok(Ok(reply)) => reply.into_inner(),
+            _ => return Err(Unreachable(to.addr.clone())),
+        };
+        self.channels.health().heard(&to.addr);
         // Another node now answering on that address is not the node asked for.
         if reply.id != to.id.0 {
             return Err(Unreachable(to.addr.clone()));
@@ -96,6 +150,10 @@ impl Transport for GrpcTransport {
             pb::LeaveRequest { leaver: Some(node_to_pb(leaver)), neighbours: Some(neighbours_to_pb(&neighbours)) };
         let mut client = self.client(&to.addr)?;
         self.within(to, client.leave(self.timed(request))).await.map(drop)
+    }
+
+    fn suspected(&self, to: &NodeRef) -> bool {
+        self.channels.health().is_suspected(&to.addr)
     }
 
     async fn merge(&self, to: &NodeRef, hint: Merge) -> Result<(), Unreachable> {

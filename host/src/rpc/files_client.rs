@@ -42,6 +42,11 @@ fn status_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
     move |s| from_status(node, &s)
 }
 
+/// `node` is suspected by the failure detector: not waited for.
+fn suspected(node: &str) -> FileError {
+    FileError::remote(node, ErrorKind::PeerUnavailable, "suspected: it has not answered for a second")
+}
+
 fn message(part: pb::store_request::Part) -> pb::StoreRequest {
     pb::StoreRequest { part: Some(part) }
 }
@@ -73,13 +78,23 @@ impl GrpcPeers {
     /// Waits for `call`'s first answer at most the call timeout: tonic only
     /// tells the peer the deadline, and a peer the network cut off never
     /// answers (the connection's keep-alive would take seconds to notice).
+    /// A peer the failure detector suspects is not waited for.
     async fn answered<R>(
         &self,
         node: &str,
         call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, FileError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(reply) => Ok(reply.map_err(status_error(node))?.into_inner()),
+        let health = self.channels.health();
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(self.call_timeout, call) => answer,
+            () = health.suspected(node) => return Err(suspected(node)),
+        };
+        match answer {
+            Ok(reply) => {
+                let reply = reply.map_err(status_error(node))?.into_inner();
+                health.heard(node);
+                Ok(reply)
+            }
             Err(_) => Err(FileError::remote(
                 node,
                 ErrorKind::PeerUnavailable,
@@ -126,7 +141,11 @@ impl GrpcPeers {
         let call = async { client.store(outgoing).await.map(|r| r.into_inner()).map_err(status_error(node)) };
         // If the body fails, the call is dropped mid-stream: the node sees a
         // reset, not an end, and discards the partial file.
-        let ((), reply) = tokio::try_join!(pump, call)?;
+        let lost = self.channels.health().suspected(node);
+        let ((), reply) = tokio::select! {
+            both = async { tokio::try_join!(pump, call) } => both?,
+            () = lost => return Err(suspected(node)),
+        };
         let entry = reply.entry.ok_or_else(|| malformed(node, "store reply without entry"))?;
         let entry = entry_from_pb(entry).map_err(|why| malformed(node, why))?;
         if entry.name != order.name.as_str() || entry.blake3.is_none() {
@@ -205,9 +224,14 @@ impl Peers for GrpcPeers {
         let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
         let client = self.client(node);
         let addr = node.to_owned();
+        let lost = self.channels.health().suspected(node);
         let reply = tokio::spawn(crate::trace::carried(async move {
-            let reply = client?.store(outgoing).await.map_err(status_error(&addr))?.into_inner();
-            Ok(reply)
+            // A holder suspected while the copy streams is given up on: the
+            // stream's sender sees it closed, and a stand-in takes the copy.
+            tokio::select! {
+                reply = async { client?.store(outgoing).await.map_err(status_error(&addr)) } => Ok(reply?.into_inner()),
+                () = lost => Err(suspected(&addr)),
+            }
         }));
         let stall = self.channels.connect_timeout() * 5;
         Box::new(GrpcCopy { node: node.to_owned(), tx: Some(tx), reply, stall })

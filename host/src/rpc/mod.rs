@@ -5,6 +5,7 @@
 //! - `server`: the `Chord` service over a [`ChordNode`](crate::chord::ChordNode);
 //! - `client`: [`GrpcTransport`], the ring's transport between processes;
 //! - `channels`: one HTTP/2 channel per peer, shared by both services;
+//! - `health`: the failure detector every call to a peer consults;
 //! - `files_server`: the `Files` service (store, fetch, list) over this
 //!   node's file service;
 //! - `files_client`: [`GrpcPeers`], the file service's view of other nodes;
@@ -16,6 +17,7 @@ mod client;
 mod convert;
 mod files_client;
 mod files_server;
+pub mod health;
 mod server;
 mod status;
 #[cfg(test)]
