@@ -97,12 +97,12 @@ impl GrpcTransport {
         }
     }
 
-    /// Pings `addr` (any node there): whether it answered within the
-    /// timeout. What the failure detector's heartbeats send; the ring's
-    /// probe of lost nodes, too, so never refused for suspicion.
+    /// Asks `addr` (any node there, joined or not) the time: whether it
+    /// answered within the timeout. The failure detector's heartbeat: it
+    /// asks whether the node is reachable, not whether it is in the ring.
     pub async fn heartbeat(&self, addr: &str) -> bool {
         let Ok(mut client) = self.quiet_client(addr) else { return false };
-        let answered = tokio::time::timeout(self.timeout, client.ping(self.timed(pb::Empty {}))).await;
+        let answered = tokio::time::timeout(self.timeout, client.time(self.timed(pb::Empty {}))).await;
         let up = matches!(answered, Ok(Ok(_)));
         if up {
             self.channels.health().heard(addr);

@@ -101,8 +101,9 @@ impl pb::chord_server::Chord for ChordService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    /// Answered in every state (joining, leaving): it is also the failure
+    /// detector's heartbeat, which asks whether the node is reachable.
     async fn time(&self, _: Request<pb::Empty>) -> Result<Response<pb::TimeReply>, Status> {
-        self.serving()?;
         Ok(Response::new(pb::TimeReply { wall_ns: crate::clock::wall_ns() }))
     }
 
