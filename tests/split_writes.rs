@@ -82,6 +82,7 @@ async fn main() {
         (cut, cut + 1.0, "started in its first second"),
         (cut + 1.0, cut + 5.0, "started in seconds 1-5"),
         (cut + 5.0, f64::MAX, "started after 5 s"),
+        (cut, f64::MAX, "started during the split"),
     ] {
         let during: Vec<&Write> = writes.iter().filter(|(s, _, _)| *s >= from && *s < to).collect();
         let failed = during.iter().filter(|(_, _, ok)| !ok).count();

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// How long a peer may go unheard before it is suspected.
 pub const SUSPECT_AFTER: Duration = Duration::from_secs(1);
+/// How often the peers are judged.
+const JUDGE_EVERY: Duration = Duration::from_millis(50);
 /// How long after its last call a peer is still watched.
 pub const WATCH_FOR: Duration = Duration::from_secs(30);
 
@@ -128,13 +130,21 @@ impl Health {
     {
         let ping = Arc::new(ping);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(HEARTBEAT);
+            // Judged every JUDGE_EVERY, so a peer is suspected right at its
+            // deadline; pinged every HEARTBEAT.
+            let mut every = tokio::time::interval(JUDGE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pinged = Instant::now() - HEARTBEAT;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = every.tick() => {}
                 }
+                self.judge();
+                if pinged.elapsed() < HEARTBEAT {
+                    continue;
+                }
+                pinged = Instant::now();
                 for addr in self.watched() {
                     // Each on its own: a peer that does not answer holds up nobody.
                     let (health, ping) = (self.clone(), ping.clone());
@@ -144,7 +154,6 @@ impl Health {
                         }
                     });
                 }
-                self.judge();
             }
         })
     }
