@@ -415,12 +415,16 @@ impl Bridge {
                     Confirmation::NotRequested => return Err(LinkError::Refused("confirms are off".into())),
                 }
             }
+            // Counted before the removal: this future may be dropped (the
+            // connection failed) while the removal, which cannot be
+            // cancelled, runs on, and what the broker confirmed is published
+            // either way (an entry not yet removed is sent again: at least once).
             let published = done.len() as u64;
+            self.count(|s| s.published += published);
             let outbox = self.outbox.clone();
             tokio::task::spawn_blocking(move || outbox.remove(&done))
                 .await
                 .map_err(|e| OutboxError::from_task(&e))??;
-            self.count(|s| s.published += published);
         }
     }
 
