@@ -5,38 +5,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use ringshare_tests::hosts::{Hosts, PORT};
-use ringshare_tests::{
-    Cluster, NodeSetup, TestNode, client, eventually_within, pattern, placement, wait_converged_within,
-};
+use ringshare_tests::hosts::{Hosts, ring_on, write_token};
+use ringshare_tests::{NodeSetup, TestNode, client, eventually_within, pattern, placement, wait_converged_within};
 
 /// The write token of the test's nodes: the test's requests do not come
 /// from loopback, so without one they could only read.
 const TOKEN: &str = "partition-test-token";
-
-/// The ring of `hosts.len()` nodes, one per host, each joined through the
-/// first; their write token's file lives in `tokens`.
-async fn ring_on(hosts: &Hosts, tokens: &tempfile::TempDir) -> Vec<TestNode> {
-    let token = tokens.path().join("write-token");
-    std::fs::write(&token, TOKEN).unwrap();
-    // A node refuses a token file every user may read.
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let first = format!("{}:{PORT}", hosts.host(0).ip);
-    let mut nodes = Vec::new();
-    for i in 0..hosts.len() {
-        let host = hosts.host(i);
-        let setup = NodeSetup {
-            tls_dir: Some(Cluster::shared().node(&host.ip)),
-            join: (i > 0).then(|| first.clone()),
-            host: Some(host),
-            write_token: Some(token.clone()),
-            ..NodeSetup::default()
-        };
-        nodes.push(setup.start().await);
-    }
-    wait_converged_within(Duration::from_secs(60), &nodes).await;
-    nodes
-}
 
 /// Uploads `data` as `name` through `via`: whether it was acknowledged.
 async fn upload(via: &TestNode, name: &str, data: &[u8]) -> bool {
@@ -91,7 +65,7 @@ enum Sides {
 /// everywhere, and the overwrite's winner the same everywhere.
 async fn split_and_heal(split: Duration, sides: Sides) {
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
-    let nodes = ring_on(&hosts, &tokens).await;
+    let nodes = ring_on(&hosts, &write_token(tokens.path(), TOKEN), NodeSetup::default).await;
     // The hosts to cut off, and the nodes reordered: near side first.
     let mut by_id: Vec<usize> = (0..nodes.len()).collect();
     by_id.sort_by_key(|&i| ringshare::chord::Id::hash(&nodes[i].addr));

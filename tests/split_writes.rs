@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use ringshare_tests::hosts::{Hosts, PORT};
-use ringshare_tests::{Cluster, NodeSetup, TestNode, client, wait_converged_within};
+use ringshare_tests::hosts::{Hosts, ring_on, write_token};
+use ringshare_tests::{NodeSetup, client, wait_converged_within};
 
 const CLIENTS: usize = 8;
 const TOKEN: &str = "split-bench-token";
@@ -22,26 +22,13 @@ type Write = (f64, f64, bool);
 async fn main() {
     let split_for = Duration::from_secs(std::env::args().nth(1).map_or(20, |s| s.parse().expect("seconds")));
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
-    let token = tokens.path().join("write-token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let first = format!("{}:{PORT}", hosts.host(0).ip);
-    let mut nodes: Vec<TestNode> = Vec::new();
-    for i in 0..hosts.len() {
-        let host = hosts.host(i);
-        let setup = NodeSetup {
-            tls_dir: Some(Cluster::shared().node(&host.ip)),
-            join: (i > 0).then(|| first.clone()),
-            host: Some(host),
-            write_token: Some(token.clone()),
-            // The shipped ring timings and call timeout, not the tests'.
-            chord: ringshare::chord::ChordConfig::default(),
-            rpc_timeout: ringshare::NodeConfig::new("", "").rpc_timeout,
-            ..NodeSetup::default()
-        };
-        nodes.push(setup.start().await);
-    }
-    wait_converged_within(Duration::from_secs(60), &nodes).await;
+    // The shipped ring timings and call timeout, not the tests'.
+    let shipped = || NodeSetup {
+        chord: ringshare::chord::ChordConfig::default(),
+        rpc_timeout: ringshare::NodeConfig::new("", "").rpc_timeout,
+        ..NodeSetup::default()
+    };
+    let nodes = ring_on(&hosts, &write_token(tokens.path(), TOKEN), shipped).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let began = Instant::now();
     let run_for = Duration::from_secs(5) + split_for;

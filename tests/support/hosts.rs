@@ -191,3 +191,37 @@ pub fn enter(namespace: &str) {
     )
     .unwrap_or_else(|e| panic!("setns into {namespace}: {e}"));
 }
+
+/// Writes `token` as the write-token file `dir/write-token`, readable by its
+/// owner only (a node refuses a token file every user may read).
+pub fn write_token(dir: &std::path::Path, token: &str) -> std::path::PathBuf {
+    let file = dir.join("write-token");
+    std::fs::write(&file, token).expect("write the token file");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
+    file
+}
+
+/// Starts one node per host of `hosts`, each joined through the first, set
+/// up by `setup` with its host, a certificate naming it and the write token
+/// `token` filled in; waits (at most 60 s) until they form one ring.
+pub async fn ring_on(
+    hosts: &Hosts,
+    token: &std::path::Path,
+    setup: impl Fn() -> super::NodeSetup,
+) -> Vec<super::TestNode> {
+    let first = format!("{}:{PORT}", hosts.host(0).ip);
+    let mut nodes = Vec::new();
+    for i in 0..hosts.len() {
+        let host = hosts.host(i);
+        let node = super::NodeSetup {
+            tls_dir: Some(super::Cluster::shared().node(&host.ip)),
+            join: (i > 0).then(|| first.clone()),
+            host: Some(host),
+            write_token: Some(token.to_owned()),
+            ..setup()
+        };
+        nodes.push(node.start().await);
+    }
+    super::wait_converged_within(std::time::Duration::from_secs(60), &nodes).await;
+    nodes
+}

@@ -573,7 +573,14 @@ impl<T: Transport> ChordNode<T> {
                 self.found(&node);
                 continue;
             }
-            let Some((pred, succ)) = self.bracket(node.id).await else { continue };
+            // The lookup just made found the node after it: no second one.
+            let successor = self.table().successor().clone();
+            let around = if node.id.in_half_open(self.me().id, successor.id) {
+                Some((self.me(), successor))
+            } else {
+                self.preceding(responsible).await
+            };
+            let Some((pred, succ)) = around else { continue };
             if node.id == pred.id || node.id == succ.id {
                 continue;
             }
@@ -592,6 +599,13 @@ impl<T: Transport> ChordNode<T> {
             return Some((me, successor));
         }
         let (succ, _) = self.lookup(key).await.ok()?;
+        self.preceding(succ).await
+    }
+
+    /// `(pred, succ)`: `succ` (the node a lookup found responsible for
+    /// a key) and the node before it.
+    async fn preceding(&self, succ: NodeRef) -> Option<(NodeRef, NodeRef)> {
+        let me = self.me();
         let pred = if succ.id == me.id {
             self.table().predecessor.clone()?
         } else {
