@@ -48,4 +48,5 @@ bench: plugins broker
 	@scripts/bench-bridge.sh
 	@scripts/bench-plugin-swap.sh
 	@scripts/bench-split.sh
+	@scripts/bench-multi-source.sh
 	$(CARGO) bench -p ringshare --bench chord_sim

@@ -524,9 +524,28 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     let status = rpc.stat(pb::StatRequest { name: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
-    let past_end = pb::FetchRequest { name: "v.txt".into(), offset: 99, length: 0 };
+    let past_end = pb::FetchRequest { name: "v.txt".into(), offset: 99, length: 0, ..Default::default() };
     let status = rpc.fetch(past_end).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+
+    // A fetch sends the outboard unless the caller has it already.
+    let blocks = pattern(3, 600 << 10); // three blocks of 256 KiB
+    http.put(nodes[0].at("/files/blocks.bin")).body(blocks.clone()).send().await.unwrap().error_for_status().unwrap();
+    for without_outboard in [false, true] {
+        let fetch = pb::FetchRequest { name: "blocks.bin".into(), offset: 300 << 10, length: 10, without_outboard };
+        let mut parts = rpc.fetch(fetch).await.unwrap().into_inner();
+        let (mut entry, mut outboard, mut chunks) = (0, 0, Vec::new());
+        while let Some(reply) = parts.message().await.unwrap() {
+            match reply.part.unwrap() {
+                pb::fetch_reply::Part::Entry(_) => entry += 1,
+                pb::fetch_reply::Part::Outboard(bytes) => outboard += bytes.len(),
+                pb::fetch_reply::Part::Chunk(bytes) => chunks.extend_from_slice(&bytes),
+            }
+        }
+        assert_eq!((entry, outboard), (1, if without_outboard { 0 } else { 3 * 32 }), "{without_outboard}");
+        assert_eq!(chunks, blocks[256 << 10..512 << 10], "the whole block holding the range");
+    }
+    http.delete(nodes[0].at("/files/blocks.bin")).send().await.unwrap().error_for_status().unwrap();
     let listing: Vec<Value> = http.get(nodes[0].at("/files")).send().await.unwrap().json().await.unwrap();
     let names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gone.txt", "v.txt"]);

@@ -261,8 +261,10 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
     let addr = prop_oneof!["\\PC{0,24}", Just("127.0.0.1:1".to_owned())];
     match method.rsplit('/').next().unwrap_or_default() {
         "Stat" => name.prop_map(|name| files::StatRequest { name }.encode_to_vec()).boxed(),
-        "Fetch" => (name, any::<u64>(), any::<u64>())
-            .prop_map(|(name, offset, length)| files::FetchRequest { name, offset, length }.encode_to_vec())
+        "Fetch" => (name, any::<u64>(), any::<u64>(), any::<bool>())
+            .prop_map(|(name, offset, length, without_outboard)| {
+                files::FetchRequest { name, offset, length, without_outboard }.encode_to_vec()
+            })
             .boxed(),
         "Delete" => (name, any::<u64>(), any::<u32>())
             .prop_map(|(name, deleted_ns, replicas)| {

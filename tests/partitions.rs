@@ -65,7 +65,7 @@ enum Sides {
 /// everywhere, and the overwrite's winner the same everywhere.
 async fn split_and_heal(split: Duration, sides: Sides) {
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
-    let nodes = ring_on(&hosts, &write_token(tokens.path(), TOKEN), NodeSetup::default).await;
+    let nodes = ring_on(&hosts, &write_token(tokens.path(), TOKEN), |_| NodeSetup::default()).await;
     // The hosts to cut off, and the nodes reordered: near side first.
     let mut by_id: Vec<usize> = (0..nodes.len()).collect();
     by_id.sort_by_key(|&i| ringshare::chord::Id::hash(&nodes[i].addr));

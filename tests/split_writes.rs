@@ -23,7 +23,7 @@ async fn main() {
     let split_for = Duration::from_secs(std::env::args().nth(1).map_or(20, |s| s.parse().expect("seconds")));
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
     // The shipped ring timings and call timeout, not the tests'.
-    let shipped = || NodeSetup {
+    let shipped = |_| NodeSetup {
         chord: ringshare::chord::ChordConfig::default(),
         rpc_timeout: ringshare::NodeConfig::new("", "").rpc_timeout,
         ..NodeSetup::default()

@@ -4,8 +4,23 @@
 //! then measures hops over 10,000 random lookups, and lookup correctness
 //! after half the nodes crash at once with no repair time.
 //!
+//! Then the Chord paper's churn experiment (Stoica et al., ToN 2003, §V-E,
+//! Table III), in simulated time: 1,024 nodes with successor lists of 20,
+//! each stabilizing at intervals uniform in [15, 45] s (its successor list,
+//! its predecessor, and one finger entry per round, the fingers taken in
+//! turn), nodes joining and leaving as Poisson processes of rate R each
+//! (R = 0.05 to 0.40 per second), lookups of random keys from random live
+//! nodes as a Poisson process of one per second. A lookup fails if it
+//! answers anything but the live node that is responsible for the key
+//! right then. "Timeouts" are calls to a node that is gone. Each rate
+//! runs 600 s to settle, then 10,000 lookups, once with graceful leaves
+//! (the paper's experiment) and once with crashes; the paper's row is
+//! printed beside ours.
+//!
 //! Run: `cargo bench -p ringshare --bench chord_sim`
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use ringshare::chord::sim::{SimNet, oracle_successor};
-use ringshare::chord::{ChordConfig, ChordNode, Id};
+use ringshare::chord::{BITS, ChordConfig, ChordNode, Id};
 
 const LOOKUPS: usize = 10_000;
 
@@ -148,4 +163,166 @@ async fn main() {
         s.failed,
         s.mean
     );
+
+    println!();
+    println!(
+        "Churn (ToN 2003 Table III setup, N = 1,024, r = 20, stabilize every U[15, 45] s, 1 lookup/s, 10,000 lookups per row):"
+    );
+    println!();
+    println!(
+        "| R /s | departures | path length mean (1st, 99th) | paper | timeouts mean (1st, 99th) | paper | failures per 10,000 | paper |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, rate) in [0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40].into_iter().enumerate() {
+        for crash in [false, true] {
+            let started = Instant::now();
+            let row = churn(rate, crash, &mut rng).await;
+            let (hops, timeouts, failures) = PAPER[i];
+            println!(
+                "| {rate:.2} | {} | {:.2} ({}, {}) | {hops} | {:.2} ({}, {}) | {timeouts} | {} | {failures} | <!-- {:.0} s -->",
+                if crash { "crashes" } else { "leaves" },
+                row.hops.0,
+                row.hops.1,
+                row.hops.2,
+                row.timeouts.0,
+                row.timeouts.1,
+                row.timeouts.2,
+                row.failures,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Table III of the Chord paper (ToN 2003), by rate: path length mean
+/// (1st, 99th percentiles), timeouts per lookup likewise, failures per
+/// 10,000 lookups (joins and graceful leaves).
+const PAPER: [(&str, &str, u32); 8] = [
+    ("3.90 (1, 9)", "0.05 (0, 2)", 0),
+    ("3.83 (1, 9)", "0.11 (0, 2)", 0),
+    ("3.84 (1, 9)", "0.16 (0, 2)", 2),
+    ("3.81 (1, 9)", "0.23 (0, 3)", 5),
+    ("3.83 (1, 9)", "0.30 (0, 3)", 6),
+    ("3.91 (1, 9)", "0.34 (0, 4)", 8),
+    ("3.94 (1, 10)", "0.42 (0, 4)", 16),
+    ("4.06 (1, 10)", "0.46 (0, 5)", 15),
+];
+
+/// What one churn run measured: path length and timeouts per lookup, each
+/// (mean, 1st percentile, 99th percentile), and failed lookups.
+struct Churned {
+    hops: (f64, usize, usize),
+    timeouts: (f64, usize, usize),
+    failures: usize,
+}
+
+/// A simulated event, at a time in µs.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Stabilize(usize),
+    Join,
+    Depart,
+    Lookup,
+}
+
+/// Settling time before lookups count, and lookups counted.
+const SETTLE_S: f64 = 600.0;
+const CHURN_LOOKUPS: usize = 10_000;
+
+/// The churn experiment at join and departure rate `rate` per second each;
+/// departures crash if `crash`, else leave gracefully.
+async fn churn(rate: f64, crash: bool, rng: &mut StdRng) -> Churned {
+    const N: usize = 1024;
+    let r = 20;
+    let ring = build(N, r).await;
+    let (net, mut nodes) = (ring.net, ring.nodes);
+    let config = ChordConfig { successors: r, ..ChordConfig::default() };
+    // The fingers worth refreshing: those reaching past a node's own arc
+    // (2·log2 N of them); the rest point at the successor anyway.
+    let fingers = 2 * N.ilog2();
+    let mut next_finger = vec![0u32; N];
+    let mut live: Vec<usize> = (0..N).collect();
+    let mut queue: BinaryHeap<Reverse<(u64, u64, Event)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut at = |queue: &mut BinaryHeap<Reverse<(u64, u64, Event)>>, t: f64, event: Event| {
+        seq += 1;
+        queue.push(Reverse(((t * 1e6) as u64, seq, event)));
+    };
+    let exp = |rng: &mut StdRng, rate: f64| -(1.0 - rng.random::<f64>()).ln() / rate;
+    for i in 0..N {
+        at(&mut queue, rng.random_range(0.0..45.0), Event::Stabilize(i));
+    }
+    at(&mut queue, exp(rng, rate), Event::Join);
+    at(&mut queue, exp(rng, rate), Event::Depart);
+    at(&mut queue, SETTLE_S, Event::Lookup);
+    let (mut hops, mut timeouts, mut failures) = (Vec::new(), Vec::new(), 0);
+    while let Some(Reverse((micros, _, event))) = queue.pop() {
+        let t = micros as f64 / 1e6;
+        match event {
+            Event::Stabilize(i) => {
+                if !net.is_up(&nodes[i].me().addr) || nodes[i].is_leaving() {
+                    continue;
+                }
+                let node = &nodes[i];
+                node.stabilize().await;
+                node.check_predecessor().await;
+                node.fix_finger(BITS - 1 - next_finger[i] % fingers).await;
+                next_finger[i] += 1;
+                at(&mut queue, t + rng.random_range(15.0..45.0), Event::Stabilize(i));
+            }
+            Event::Join => {
+                let node = net.add(&format!("10.{}.0.1:7000", nodes.len()), config);
+                let via = nodes[live[rng.random_range(0..live.len())]].me().addr;
+                if node.join(&via).await.is_ok() {
+                    node.stabilize().await;
+                    live.push(nodes.len());
+                    at(&mut queue, t + rng.random_range(15.0..45.0), Event::Stabilize(nodes.len()));
+                    next_finger.push(0);
+                } else {
+                    next_finger.push(0);
+                }
+                nodes.push(node);
+                at(&mut queue, t + exp(rng, rate), Event::Join);
+            }
+            Event::Depart => {
+                let gone = live.swap_remove(rng.random_range(0..live.len()));
+                if crash {
+                    net.kill(&nodes[gone].me().addr);
+                } else {
+                    nodes[gone].leave().await;
+                }
+                at(&mut queue, t + exp(rng, rate), Event::Depart);
+            }
+            Event::Lookup => {
+                let from = &nodes[live[rng.random_range(0..live.len())]];
+                let key = Id(rng.random());
+                let before = net.unanswered();
+                let answer = from.lookup(key).await;
+                timeouts.push((net.unanswered() - before) as usize);
+                let ids: Vec<Id> = {
+                    let mut ids: Vec<Id> = live.iter().map(|&i| nodes[i].me().id).collect();
+                    ids.sort_unstable();
+                    ids
+                };
+                match answer {
+                    Ok((node, h)) if node.id == oracle_successor(&ids, key) => hops.push(h),
+                    Ok((_, h)) => {
+                        hops.push(h);
+                        failures += 1;
+                    }
+                    Err(_) => failures += 1,
+                }
+                if timeouts.len() == CHURN_LOOKUPS {
+                    break;
+                }
+                at(&mut queue, t + exp(rng, 1.0), Event::Lookup);
+            }
+        }
+    }
+    let spread = |mut v: Vec<usize>| {
+        v.sort_unstable();
+        let mean = v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
+        (mean, v[v.len() / 100], v[v.len() * 99 / 100])
+    };
+    Churned { hops: spread(hops), timeouts: spread(timeouts), failures }
 }

@@ -44,6 +44,10 @@ pub struct NodeConfig {
     /// to `replicas`; the others are made in the background. Default (none):
     /// all `replicas`.
     pub write_quorum: Option<usize>,
+    /// Holders a download that only other nodes hold reads from at once,
+    /// each a share of the file in pieces (1: one holder at a time).
+    /// Default: 8 (every holder, with up to 8 copies).
+    pub download_sources: usize,
     /// Bytes of this node's copies read back and checked against their
     /// hashes on each repair pass (0: never). Default: 256 MiB.
     pub scrub_bytes_per_pass: u64,
@@ -162,6 +166,7 @@ impl NodeConfig {
             max_clock_offset: crate::clock::DEFAULT_MAX_OFFSET,
             replicas: 3,
             write_quorum: None,
+            download_sources: 8,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,

@@ -87,6 +87,7 @@ impl Node {
             max_upload_bytes: config.max_upload_bytes,
             chunk_bytes: config.limits.chunk_bytes,
             scrub_bytes: config.scrub_bytes_per_pass,
+            download_sources: config.download_sources,
             repair_on_departure: config.repair_on_departure,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));

@@ -57,6 +57,10 @@ fn default_max_connections() -> usize {
     defaults().max_connections
 }
 
+fn default_download_sources() -> usize {
+    defaults().download_sources
+}
+
 fn default_max_clock_offset_ms() -> u64 {
     ms(defaults().max_clock_offset)
 }
@@ -92,6 +96,11 @@ pub struct NodeSettings {
     /// --replicas (default: all of them); the rest are made in the background.
     #[arg(long, env = "RINGSHARE_WRITE_QUORUM")]
     pub write_quorum: Option<usize>,
+    /// Holders a large download reads from at once (1 to 16; 1: one at a
+    /// time), when this node has no copy of its own.
+    #[arg(long, env = "RINGSHARE_DOWNLOAD_SOURCES", default_value_t = defaults().download_sources)]
+    #[serde(default = "default_download_sources")]
+    pub download_sources: usize,
     /// MiB of this node's copies read back and checked on each repair pass (0: never).
     #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = defaults().scrub_bytes_per_pass >> 20)]
     pub scrub_mib: u64,
@@ -196,6 +205,7 @@ impl NodeSettings {
         }
         within("repair_ms", self.repair_ms, 100, None)?;
         within("scrub_mib", self.scrub_mib, 0, Some(1 << 30))?;
+        within("download_sources", self.download_sources, 1, Some(crate::config::MAX_REPLICAS))?;
         within("max_upload_bytes", self.max_upload_bytes, 1, None)?;
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
@@ -221,6 +231,7 @@ impl NodeSettings {
         config.amqp = (self.amqp != "none").then(|| self.amqp.clone());
         config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
+        config.download_sources = self.download_sources;
         if !self.listen.ip().is_loopback() && self.tls_dir.is_none() && !self.insecure {
             return Err(format!(
                 "refusing to listen on {} without --tls-dir: anyone who reaches it could join the ring, \

@@ -136,16 +136,30 @@ impl Hosts {
         }
     }
 
-    /// Limits host `i`'s data link to `mbit` Mbit/s each way (`tc tbf` on
-    /// both ends: each shapes what it sends).
+    /// Limits what host `i` sends on its data link to `mbit` Mbit/s (`tc
+    /// tbf` on its end of the link): its upload, the scarce direction of
+    /// most links. What it receives is not limited.
     pub fn limit(&self, i: usize, mbit: u32) {
         let rate = format!("{mbit}mbit");
         // At least rate / HZ (250 here) in the bucket, or packets drop.
         let burst = format!("{}kb", (mbit as usize * 1000 / 8 / 250).max(32));
         let tbf = ["root", "tbf", "rate", &rate, "burst", &burst, "latency", "400ms"];
-        run("tc", &[&["qdisc", "replace", "dev", &self.data_link(i)][..], &tbf[..]].concat());
         let ns = self.hosts[i].namespace.as_str();
         run("ip", &[&["netns", "exec", ns, "tc", "qdisc", "replace", "dev", "data0"][..], &tbf[..]].concat());
+    }
+
+    /// Lifts [`Hosts::limit`] from host `i`.
+    pub fn unlimit(&self, i: usize) {
+        let ns = self.hosts[i].namespace.as_str();
+        run("ip", &["netns", "exec", ns, "tc", "qdisc", "del", "dev", "data0", "root"]);
+    }
+
+    /// Bytes host `i` has sent on its data link so far (what the bridge's
+    /// end of its link received).
+    pub fn sent(&self, i: usize) -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/rx_bytes", self.data_link(i));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.trim().parse().unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     /// Removes every namespace and link of this network (quietly: some may
@@ -202,12 +216,13 @@ pub fn write_token(dir: &std::path::Path, token: &str) -> std::path::PathBuf {
 }
 
 /// Starts one node per host of `hosts`, each joined through the first, set
-/// up by `setup` with its host, a certificate naming it and the write token
-/// `token` filled in; waits (at most 60 s) until they form one ring.
+/// up by `setup` (given the host's number) with its host, a certificate
+/// naming it and the write token `token` filled in; waits (at most 60 s)
+/// until they form one ring.
 pub async fn ring_on(
     hosts: &Hosts,
     token: &std::path::Path,
-    setup: impl Fn() -> super::NodeSetup,
+    setup: impl Fn(usize) -> super::NodeSetup,
 ) -> Vec<super::TestNode> {
     let first = format!("{}:{PORT}", hosts.host(0).ip);
     let mut nodes = Vec::new();
@@ -218,7 +233,7 @@ pub async fn ring_on(
             join: (i > 0).then(|| first.clone()),
             host: Some(host),
             write_token: Some(token.to_owned()),
-            ..setup()
+            ..setup(i)
         };
         nodes.push(node.start().await);
     }

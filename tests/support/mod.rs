@@ -162,6 +162,8 @@ pub struct NodeSetup {
     pub write_token: Option<PathBuf>,
     /// How long a call to another node may take (tests: 500 ms).
     pub rpc_timeout: Duration,
+    /// Holders a large download reads at once (default: the node's, 8).
+    pub download_sources: usize,
 }
 
 impl Default for NodeSetup {
@@ -203,6 +205,7 @@ impl Default for NodeSetup {
             host: None,
             write_token: None,
             rpc_timeout: Duration::from_millis(500),
+            download_sources: ringshare::NodeConfig::new("", "").download_sources,
         }
     }
 }
@@ -249,6 +252,7 @@ impl NodeSetup {
         config.embedded_plugins = self.embedded_plugins;
         config.write_token = self.write_token;
         config.rpc_timeout = self.rpc_timeout;
+        config.download_sources = self.download_sources;
         let (runtime, listener, url) = match &self.host {
             Some(host) => {
                 let runtime = runtime::NodeRuntime::in_namespace(host.namespace.clone());
@@ -520,6 +524,18 @@ pub async fn start_ring_with(n: usize, setup: impl Fn() -> NodeSetup) -> Vec<Tes
 pub async fn placement(node: &TestNode, name: &str) -> Vec<String> {
     let answer: Value = client().get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
     answer["holders"].as_array().unwrap().iter().map(|h| h["addr"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A name, `{prefix}-{n}` for the first `n` found, that none of the nodes
+/// at `away` would hold (as `via` places it now).
+pub async fn name_held_away_from(via: &TestNode, away: &[&str], prefix: &str) -> String {
+    for n in 0..10_000 {
+        let name = format!("{prefix}-{n}");
+        if placement(via, &name).await.iter().all(|holder| !away.contains(&holder.as_str())) {
+            return name;
+        }
+    }
+    panic!("no name with a holder other than {away:?} in 10,000 tries");
 }
 
 /// Uploads `data` as `name` through `via`; it must be created.

@@ -672,6 +672,15 @@ impl<T: Transport> ChordNode<T> {
         }
     }
 
+    /// Refreshes finger `i` alone, by a lookup of its target: fix-fingers
+    /// one entry at a time, as the Chord paper's simulations run it (the
+    /// churn benchmark compares with them).
+    pub async fn fix_finger(&self, i: u32) {
+        let target = self.me().id.finger_target(i);
+        let finger = self.lookup(target).await.ok().map(|(n, _)| n);
+        self.table().set_finger(i as usize, finger);
+    }
+
     /// Graceful leave: the successor learns its new predecessor, the
     /// predecessor its new successor list.
     pub async fn leave(&self) {

@@ -3,6 +3,7 @@
 //! by the scale benchmark (`cargo bench --bench chord_sim`) and tests.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::id::Id;
@@ -25,6 +26,9 @@ struct Inner {
     down: RwLock<HashSet<String>>,
     /// Nodes on the far side of a split: they reach only each other.
     cut_off: RwLock<HashSet<String>>,
+    /// Calls that found their node down, leaving or cut off: what a real
+    /// network would spend a timeout on.
+    unanswered: AtomicU64,
 }
 
 impl SimNet {
@@ -61,7 +65,20 @@ impl SimNet {
         !self.inner.down.read().unwrap().contains(addr) && self.inner.nodes.read().unwrap().contains_key(addr)
     }
 
+    /// Calls so far that no node answered (see [`Inner::unanswered`]).
+    pub fn unanswered(&self) -> u64 {
+        self.inner.unanswered.load(Ordering::Relaxed)
+    }
+
     fn reach(&self, to: &NodeRef) -> Result<Arc<ChordNode<SimNet>>, Unreachable> {
+        let reached = self.try_reach(to);
+        if reached.is_err() {
+            self.inner.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+        reached
+    }
+
+    fn try_reach(&self, to: &NodeRef) -> Result<Arc<ChordNode<SimNet>>, Unreachable> {
         let down = self.inner.down.read().unwrap();
         // A crashed node reaches nobody either (its tasks may still run here).
         if down.contains(&to.addr) || self.from.as_ref().is_some_and(|from| down.contains(from)) {

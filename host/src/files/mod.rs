@@ -32,6 +32,7 @@ mod read;
 mod receive;
 mod repair;
 mod service;
+mod striped;
 mod tombstones;
 mod write;
 
@@ -41,7 +42,9 @@ pub use handoff::{Change, HandOff, Hints, Taken, plausible_addr};
 pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
 pub use local::{Expected, Local, LocalWrite};
-pub use network::{BodyStream, ByteStream, CopySink, Deleted, Fut, NodeListing, Peers, Ring, StoreAnswer, StoreOrder};
+pub use network::{
+    BodyStream, ByteStream, CopySink, Deleted, Fetched, Fut, NodeListing, Peers, Ring, StoreAnswer, StoreOrder,
+};
 pub use placement::Placement;
 pub use read::{Reader, Source};
 pub use repair::{Repairer, spawn_repair};

@@ -3,6 +3,9 @@
 //! The RPC layer implements [`Peers`] over gRPC (`rpc::files_client`) and
 //! the ring is any [`ChordNode`]; `files` never names a wire type.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -12,7 +15,7 @@ use serde::Serialize;
 use super::error::FileError;
 use super::known::Known;
 use crate::chord::{ChordNode, Id, NodeRef, RingError, Transport};
-use crate::integrity::Digest;
+use crate::integrity::{Digest, Outboard};
 use crate::plugins::FileEntry;
 use crate::store::FileName;
 
@@ -73,6 +76,17 @@ pub trait CopySink: Send {
     fn commit(self: Box<Self>, blake3: Digest) -> BoxFuture<'static, Result<String, FileError>>;
 }
 
+/// A range of a file fetched from another node.
+pub struct Fetched {
+    /// The node's entry for the file: which version it sent.
+    pub entry: FileEntry,
+    /// The outboard the bytes were checked against (shared by every fetch
+    /// of that version).
+    pub outboard: Arc<Outboard>,
+    /// The bytes, checked block by block.
+    pub bytes: ByteStream,
+}
+
 /// A node's own files, and its tombstones (name, deleted at).
 pub type NodeListing = (Vec<FileEntry>, Vec<(String, u64)>);
 
@@ -84,10 +98,12 @@ pub trait Peers: Send + Sync {
     /// Starts streaming a copy of a new upload of `name`, version time
     /// `version_ns`, to `node`.
     fn open_copy(&self, node: &str, name: &FileName, version_ns: u64) -> Box<dyn CopySink>;
-    /// `name` on `node`, bytes `offset..end`: its entry and exactly those
-    /// bytes, every block checked against the node's outboard, itself
-    /// checked against the entry's hash.
-    fn fetch(&self, node: &str, name: &FileName, offset: u64, end: u64) -> Fut<'_, (FileEntry, ByteStream)>;
+    /// `name` on `node`, bytes `range`: its entry and exactly those bytes,
+    /// every block checked against an outboard checked against the entry's
+    /// hash: `known` if given (the node is asked to send none), else the
+    /// node's. A node that has another version than `known`'s answers its
+    /// entry and no bytes.
+    fn fetch(&self, node: &str, name: &FileName, range: Range<u64>, known: Option<Arc<Outboard>>) -> Fut<'_, Fetched>;
     /// What `node` knows of `name`.
     fn stat(&self, node: &str, name: &FileName) -> Fut<'_, Known>;
     /// Asks `node` to delete `name` as of `deleted_ns` (none: now) and pass

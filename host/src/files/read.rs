@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 use super::error::{ErrorKind, FileError};
 use super::known::Known;
 use super::local::Local;
-use super::network::Peers;
+use super::network::{Fetched, Peers};
 use super::placement::Placement;
 use crate::chord::{Id, NodeRef, RingError};
+use crate::integrity::Outboard;
 use crate::plugins::{DownloadHandle, FileEntry, PluginError};
 use crate::store::FileName;
 
@@ -34,12 +35,21 @@ pub struct Reader {
     local: Arc<Local>,
     peers: Arc<dyn Peers>,
     tasks: TaskTracker,
+    /// Holders read at once by a large read (1: one at a time).
+    sources: usize,
 }
 
 impl Reader {
-    /// A reader of the placement's holders; stream pumps go to `tasks`.
-    pub fn new(placement: Arc<Placement>, local: Arc<Local>, peers: Arc<dyn Peers>, tasks: TaskTracker) -> Self {
-        Self { placement, local, peers, tasks }
+    /// A reader of the placement's holders that reads a large range from
+    /// up to `sources` of them at once; stream pumps go to `tasks`.
+    pub fn new(
+        placement: Arc<Placement>,
+        local: Arc<Local>,
+        peers: Arc<dyn Peers>,
+        tasks: TaskTracker,
+        sources: usize,
+    ) -> Self {
+        Self { placement, local, peers, tasks, sources: sources.max(1) }
     }
 
     /// Opens the newest version of `name`: asks every holder what it knows,
@@ -75,7 +85,8 @@ impl Reader {
         if local.is_none() && having.is_empty() {
             return Err(last);
         }
-        Ok(Source { reader: self.clone(), name: name.clone(), entry: wanted, local, having })
+        let version = Version { reader: self.clone(), name: name.clone(), entry: wanted, having };
+        Ok(Source { version, local })
     }
 
     /// Asks the other holders of `name` what they know of it: the newest
@@ -164,26 +175,38 @@ impl Reader {
 }
 
 /// A holder being read (`None`: this node) and its stream of checked bytes.
-type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
+pub(super) type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
+
+/// Where a read's checked bytes go, in order; an error ends the read.
+pub(super) type Sink = mpsc::Sender<Result<Bytes, FileError>>;
 
 /// An open file somewhere in the network.
 pub struct Source {
-    reader: Arc<Reader>,
-    name: FileName,
-    entry: FileEntry,
+    version: Version,
     local: Option<DownloadHandle>,
-    having: Vec<NodeRef>,
+}
+
+/// The version of a file being read, and the other holders that had it
+/// when it was opened.
+#[derive(Clone)]
+pub(super) struct Version {
+    pub(super) reader: Arc<Reader>,
+    pub(super) name: FileName,
+    pub(super) entry: FileEntry,
+    pub(super) having: Vec<NodeRef>,
 }
 
 impl Source {
     /// The file's entry (size and hash of what is served).
     pub fn entry(&self) -> &FileEntry {
-        &self.entry
+        &self.version.entry
     }
 
-    /// Streams `range` of the file, checked block by block. If the holder
-    /// being read dies or sends a block that does not match, reading goes on
-    /// from the next holder of the same version at the same offset.
+    /// Streams `range` of the file, checked block by block. A range of more
+    /// than a few blocks that only other nodes hold is read from several of
+    /// them at once (see [`super::striped`]); else from one holder at a
+    /// time. If the holder being read dies or sends a block that does not
+    /// match, reading goes on from another holder of the same version.
     ///
     /// The first holder is opened before this returns, so that a file no
     /// holder can serve fails with that holder's own error (a status the
@@ -192,73 +215,108 @@ impl Source {
         self,
         range: RangeInclusive<u64>,
     ) -> Result<impl Stream<Item = Result<Bytes, FileError>> + Send + 'static, FileError> {
-        let (start, end) = (*range.start(), *range.end() + 1);
-        let Source { reader, name, entry, local, having } = self;
-        let me = reader.placement.me().id;
-        let mut failed: HashSet<Id> = HashSet::new();
-        let first: Reading = match local {
-            Some(handle) => (None, handle.stream(start..=end - 1).map(|r| r.map_err(FileError::from)).boxed()),
-            None => reader.reopen(&name, &entry, &having, start..end, &failed).await?,
-        };
+        let range = *range.start()..*range.end() + 1;
+        let Source { version, local } = self;
         let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
-        reader.tasks.clone().spawn(crate::trace::carried(async move {
-            let mut offset = start;
-            let mut current = Some(first);
-            while offset < end {
-                let (holder, mut stream) = match current.take() {
-                    Some(open) => open,
-                    None => match reader.reopen(&name, &entry, &having, offset..end, &failed).await {
-                        Ok(open) => open,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    },
-                };
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(bytes) => {
-                            let bytes = bytes.slice(..bytes.len().min((end - offset) as usize));
-                            offset += bytes.len() as u64;
-                            if tx.send(Ok(bytes)).await.is_err() {
-                                return; // the client went away
-                            }
-                            if offset >= end {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %name, offset, "holder failed mid-stream, trying the next: {e}");
-                            if holder.is_none() && matches!(e, FileError::Plugin(PluginError::Corrupt(_))) {
-                                reader.damaged(&name, entry.clone());
-                            }
-                            failed.insert(holder.unwrap_or(me));
-                            break;
+        let tasks = version.reader.tasks.clone();
+        let sources = version.reader.sources.min(version.having.len());
+        let mut failed = HashSet::new();
+        let first: Reading = match local {
+            Some(handle) => {
+                (None, handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from)).boxed())
+            }
+            None if super::striped::worth(sources, &range) => {
+                match super::striped::Stripes::open(&version, range.clone(), sources).await {
+                    Ok(stripes) => {
+                        tasks.spawn(crate::trace::carried(stripes.run(version, tx)));
+                        return Ok(tokio_stream::wrappers::ReceiverStream::new(rx));
+                    }
+                    // None of the holders it had served: the ring is asked
+                    // for others, and the first one's error stands if none.
+                    Err((error, tried)) => {
+                        failed = tried;
+                        match version.reader.reopen(&version, range.clone(), &failed).await {
+                            Ok(first) => first,
+                            Err(FileError::NoHolder(_)) => return Err(error),
+                            Err(e) => return Err(e),
                         }
                     }
                 }
-                if holder.is_none() && offset < end {
-                    // The local copy failed or ended early: only remote holders are left.
-                    failed.insert(me);
-                }
             }
-        }));
+            None => version.reader.reopen(&version, range.clone(), &failed).await?,
+        };
+        tasks.spawn(crate::trace::carried(version.follow(range, Some(first), failed, tx)));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
 
+impl Version {
+    /// Sends `range` to `tx` from one holder at a time: `first` if open,
+    /// then the next holder not `failed` from where the last one stopped.
+    pub(super) async fn follow(
+        self,
+        range: std::ops::Range<u64>,
+        first: Option<Reading>,
+        mut failed: HashSet<Id>,
+        tx: Sink,
+    ) {
+        let Version { reader, name, entry, .. } = &self;
+        let me = reader.placement.me().id;
+        let (mut offset, end) = (range.start, range.end);
+        let mut current = first;
+        while offset < end {
+            let (holder, mut stream) = match current.take() {
+                Some(open) => open,
+                None => match reader.reopen(&self, offset..end, &failed).await {
+                    Ok(open) => open,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+            };
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(bytes) => {
+                        let bytes = bytes.slice(..bytes.len().min((end - offset) as usize));
+                        offset += bytes.len() as u64;
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return; // the client went away
+                        }
+                        if offset >= end {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %name, offset, "holder failed mid-stream, trying the next: {e}");
+                        if holder.is_none() && matches!(e, FileError::Plugin(PluginError::Corrupt(_))) {
+                            reader.damaged(name, entry.clone());
+                        }
+                        failed.insert(holder.unwrap_or(me));
+                        break;
+                    }
+                }
+            }
+            if offset < end {
+                // The holder failed or ended early: it is not asked again
+                // (the local copy included: only remote holders are left).
+                failed.insert(holder.unwrap_or(me));
+            }
+        }
+    }
+}
+
 impl Reader {
-    /// Opens `range` of `name` on the next holder of the version `entry`
-    /// not yet `failed`: the holders that had it when the file was opened,
-    /// then any holder the ring names now. None left: the last one's error.
+    /// Opens `range` of the version on the next of its holders not yet
+    /// `failed`: the holders that had it when the file was opened, then any
+    /// holder the ring names now. None left: the last one's error.
     async fn reopen(
         &self,
-        name: &FileName,
-        entry: &FileEntry,
-        having: &[NodeRef],
+        version: &Version,
         range: std::ops::Range<u64>,
         failed: &HashSet<Id>,
     ) -> Result<Reading, FileError> {
+        let Version { name, entry, having, .. } = version;
         let mut last = FileError::NoHolder(name.to_string());
         let mut tried: HashSet<Id> = failed.clone();
         // The holders that had the version when it was opened; only when
@@ -286,20 +344,35 @@ impl Reader {
         entry: &FileEntry,
         range: std::ops::Range<u64>,
     ) -> Result<Reading, FileError> {
-        let changed = || FileError::NoHolder(name.to_string());
         if self.placement.is_me(holder) {
             match self.local.open(name).await? {
                 Some(handle) if handle.entry().blake3 == entry.blake3 => {
                     let stream = handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from));
                     Ok((None, stream.boxed()))
                 }
-                _ => Err(changed()),
+                _ => Err(FileError::NoHolder(name.to_string())),
             }
         } else {
-            match self.peers.fetch(&holder.addr, name, range.start, range.end).await? {
-                (theirs, stream) if theirs.blake3 == entry.blake3 => Ok((Some(holder.id), stream)),
-                _ => Err(changed()), // changed since it was asked
-            }
+            let fetched = self.fetch_from(holder, name, entry, range, None).await?;
+            Ok((Some(holder.id), fetched.bytes))
         }
+    }
+
+    /// Fetches `range` of the version `entry` of `name` from `holder`,
+    /// checked against `known` (the version's outboard) or the one the
+    /// holder sends. A holder that has another version by now is an error.
+    pub(super) async fn fetch_from(
+        &self,
+        holder: &NodeRef,
+        name: &FileName,
+        entry: &FileEntry,
+        range: std::ops::Range<u64>,
+        known: Option<Arc<Outboard>>,
+    ) -> Result<Fetched, FileError> {
+        let fetched = self.peers.fetch(&holder.addr, name, range, known).await?;
+        if fetched.entry.blake3 != entry.blake3 {
+            return Err(FileError::NoHolder(name.to_string())); // changed since it was asked
+        }
+        Ok(fetched)
     }
 }

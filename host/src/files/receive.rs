@@ -51,8 +51,8 @@ impl Receiver {
         };
         let mut last = FileError::NoHolder(name.to_string());
         for source in sources {
-            let (entry, body) = match self.peers.fetch(source, &name, 0, size).await {
-                Ok(found) => found,
+            let (entry, body) = match self.peers.fetch(source, &name, 0..size, None).await {
+                Ok(found) => (found.entry, found.bytes),
                 Err(e) => {
                     last = e;
                     continue;

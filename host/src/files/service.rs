@@ -59,6 +59,8 @@ pub struct FilesSettings {
     pub scrub_bytes: u64,
     /// Whether a node gone starts a repair pass at once.
     pub repair_on_departure: bool,
+    /// Holders a large download reads from at once.
+    pub download_sources: usize,
 }
 
 /// What became of a file meant for a node that did not answer it.
@@ -84,8 +86,15 @@ impl Files {
         tombstones: Tombstones,
         settings: FilesSettings,
     ) -> Self {
-        let FilesSettings { replicas, write_quorum, max_upload_bytes, chunk_bytes, scrub_bytes, repair_on_departure } =
-            settings;
+        let FilesSettings {
+            replicas,
+            write_quorum,
+            max_upload_bytes,
+            chunk_bytes,
+            scrub_bytes,
+            repair_on_departure,
+            download_sources,
+        } = settings;
         let tasks = TaskTracker::new();
         let index = Arc::new(NetworkIndex::new());
         let announcer = Announcer::new(index.clone());
@@ -98,7 +107,8 @@ impl Files {
             (write_quorum, max_upload_bytes, chunk_bytes),
             (tasks.clone(), announcer.clone()),
         ));
-        let reader = Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone()));
+        let reader =
+            Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone(), download_sources));
         let parts = (writer.clone(), reader.clone());
         let repair = (scrub_bytes, repair_on_departure);
         let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, repair));

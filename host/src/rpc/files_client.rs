@@ -1,12 +1,14 @@
 //! [`GrpcPeers`]: the file service's view of other nodes ([`Peers`]) over
 //! their `Files` gRPC service, on the channels the ring uses too.
 
+use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::channels::Channels;
@@ -15,11 +17,10 @@ use super::files_pb::{self as pb, files_client::FilesClient};
 use super::status::from_status;
 use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
 use crate::files::{
-    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, FileError, Fut, Gather, Known, NodeListing, Peers,
+    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, Fetched, FileError, Fut, Gather, Known, NodeListing, Peers,
     StoreAnswer, StoreOrder,
 };
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
-use crate::plugins::FileEntry;
 use crate::store::FileName;
 use crate::trace::{Tagged, tagging};
 
@@ -158,11 +159,16 @@ impl GrpcPeers {
         &self,
         node: &str,
         name: &FileName,
-        offset: u64,
-        end: u64,
-    ) -> Result<(FileEntry, ByteStream), FileError> {
+        range: Range<u64>,
+        known: Option<Arc<Outboard>>,
+    ) -> Result<Fetched, FileError> {
         let mut client = self.client(node)?;
-        let request = pb::FetchRequest { name: name.as_str().to_owned(), offset, length: end.saturating_sub(offset) };
+        let request = pb::FetchRequest {
+            name: name.as_str().to_owned(),
+            offset: range.start,
+            length: range.end.saturating_sub(range.start),
+            without_outboard: known.is_some(),
+        };
         let mut stream = self.answered(node, client.fetch(request)).await?;
         let first = tokio::time::timeout(self.call_timeout, stream.message()).await;
         let first = first.map_err(|_| FileError::remote(node, ErrorKind::PeerUnavailable, "no answer in time"))?;
@@ -174,34 +180,75 @@ impl GrpcPeers {
             return Err(malformed(node, format!("asked for {name}, sent {}", entry.name)));
         }
         let root = entry.blake3.ok_or_else(|| malformed(node, format!("{name} has no hash")))?;
-        // The outboard, in as many pieces as it took.
-        let mut outboard_bytes = BytesMut::new();
-        while (outboard_bytes.len() as u64) < outboard_len(entry.size) {
-            match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
-                Some(pb::fetch_reply::Part::Outboard(bytes)) if !bytes.is_empty() => {
-                    outboard_bytes.extend_from_slice(&bytes)
+        let outboard = match known {
+            Some(known) if known.root() == root && known.size() == entry.size => known,
+            // Another version than the caller's: its entry says so, no bytes.
+            Some(known) => return Ok(Fetched { entry, outboard: known, bytes: futures_util::stream::empty().boxed() }),
+            None => {
+                // The outboard, in as many pieces as it took.
+                let mut outboard_bytes = BytesMut::new();
+                while (outboard_bytes.len() as u64) < outboard_len(entry.size) {
+                    match stream.message().await.map_err(status_error(node))?.and_then(|m| m.part) {
+                        Some(pb::fetch_reply::Part::Outboard(bytes)) if !bytes.is_empty() => {
+                            outboard_bytes.extend_from_slice(&bytes)
+                        }
+                        _ => return Err(malformed(node, "fetch sent less outboard than the file needs")),
+                    }
                 }
-                _ => return Err(malformed(node, "fetch sent less outboard than the file needs")),
+                let outboard = Outboard::verified(root, entry.size, &outboard_bytes)
+                    .map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
+                Arc::new(outboard)
             }
-        }
-        let outboard = Outboard::verified(root, entry.size, &outboard_bytes)
-            .map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
-        let end = end.min(entry.size);
-        let mut verifier = Verifier::new(Arc::new(outboard), offset / BLOCK);
-        let (node, name) = (node.to_owned(), name.clone());
-        let chunks = stream.map(move |m| {
-            let bytes = match m {
-                Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => bytes,
-                Ok(_) => return Err(malformed(&node, "unexpected message in fetch")),
-                Err(s) => return Err(from_status(&node, &s)),
+        };
+        let (offset, end) = (range.start, range.end.min(entry.size));
+        let mut verifier = Verifier::new(outboard.clone(), offset / BLOCK);
+        let (addr, name) = (node.to_owned(), name.clone());
+        let mut started = false;
+        let chunks = stream.filter_map(move |m| {
+            let checked = match m {
+                Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => {
+                    started = true;
+                    let at = verifier.checked();
+                    match verifier.push(bytes) {
+                        Ok(checked) => Ok(trim(checked, at, offset, end)),
+                        Err(e) => Err(FileError::Mismatch(format!("{name} from {addr}: {e}"))),
+                    }
+                }
+                // Sent by a node that predates `without_outboard`: not needed.
+                Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Outboard(_)) }) if !started => {
+                    return std::future::ready(None);
+                }
+                Ok(_) => Err(malformed(&addr, "unexpected message in fetch")),
+                Err(s) => Err(from_status(&addr, &s)),
             };
-            let at = verifier.checked();
-            let checked = verifier.push(bytes).map_err(|e| FileError::Mismatch(format!("{name} from {node}: {e}")))?;
-            Ok(trim(checked, at, offset, end))
+            std::future::ready(Some(checked))
         });
         let bytes = chunks.map_ok(|pieces| futures_util::stream::iter(pieces.into_iter().map(Ok))).try_flatten();
-        Ok((entry, bytes.boxed()))
+        let bytes = cut_when(bytes, self.channels.health().suspected(node), node.to_owned());
+        Ok(Fetched { entry, outboard, bytes })
     }
+}
+
+/// `bytes`, ended by an error as soon as `lost` resolves (the failure
+/// detector suspects `node`): a holder that went silent mid-stream is not
+/// waited for, its reader moves on to another.
+fn cut_when(
+    bytes: impl Stream<Item = Result<Bytes, FileError>> + Send + 'static,
+    lost: impl Future<Output = ()> + Send + 'static,
+    node: String,
+) -> ByteStream {
+    let state = (bytes.boxed(), Some(Box::pin(lost)));
+    futures_util::stream::unfold(state, move |(mut bytes, lost)| {
+        let node = node.clone();
+        async move {
+            let mut lost = lost?;
+            tokio::select! {
+                item = bytes.next() => item.map(|item| (item, (bytes, Some(lost)))),
+                () = &mut lost => Some((Err(suspected(&node)), (bytes, None))),
+            }
+        }
+    })
+    .boxed()
 }
 
 impl Peers for GrpcPeers {
@@ -237,9 +284,9 @@ impl Peers for GrpcPeers {
         Box::new(GrpcCopy { node: node.to_owned(), tx: Some(tx), reply, stall })
     }
 
-    fn fetch(&self, node: &str, name: &FileName, offset: u64, end: u64) -> Fut<'_, (FileEntry, ByteStream)> {
+    fn fetch(&self, node: &str, name: &FileName, range: Range<u64>, known: Option<Arc<Outboard>>) -> Fut<'_, Fetched> {
         let (node, name) = (node.to_owned(), name.clone());
-        async move { self.fetch_range(&node, &name, offset, end).await }.boxed()
+        async move { self.fetch_range(&node, &name, range, known).await }.boxed()
     }
 
     fn stat(&self, node: &str, name: &FileName) -> Fut<'_, Known> {

@@ -136,6 +136,7 @@ impl pb::files_server::Files for FilesService {
         }
         let end = if request.length == 0 { size } else { size.min(request.offset.saturating_add(request.length)) };
         let outboard = handle.outboard().map(|o| Bytes::from(o.to_bytes())).filter(|o| !o.is_empty());
+        let outboard = outboard.filter(|_| !request.without_outboard);
         let mut head = vec![Ok(pb::FetchReply { part: Some(fetch_reply::Part::Entry(entry_to_pb(&entry))) })];
         let entry = entry.clone();
         for piece in outboard.into_iter().flat_map(|o| pieces(o, OUTBOARD_PIECE)) {
