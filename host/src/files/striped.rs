@@ -1,22 +1,33 @@
 //! A large read from several holders at once: the range is cut into
 //! pieces of [`PIECE`] bytes (whole blocks, so each piece is checked on
-//! its own against the version's outboard, fetched once), and every holder
-//! read takes the next piece as soon as it has room for one, so a fast
-//! holder serves more pieces than a slow one. Pieces are handed on in
+//! its own against the version's outboard, fetched once). A holder read
+//! asks for a run of consecutive pieces in one fetch and hands each on as
+//! it completes; the next run is asked as soon as it has room for one, so
+//! a fast holder serves more than a slow one. Pieces go to the client in
 //! order; at most [`WINDOW`] pieces past the one being handed on are asked
 //! for, which bounds what a read holds in memory.
 //!
+//! How many holders are read at once adapts ([`Pace`]): one at first, one
+//! more every [`EPOCH`] while each added holder makes the read at least
+//! [`GAIN`] faster, one less when it does not (tried again after [`REST`]
+//! epochs). Where links are the limit, every holder ends up read at once;
+//! where this machine's processors are (loopback, a busy node), the read
+//! stays on one holder, in runs as long as the window allows, as fast as
+//! a single stream.
+//!
 //! A holder that fails is read no more, and its pieces go to the others.
-//! A holder that lags holds up the pieces after its own: once nothing else
+//! A holder that lags holds up the pieces after its own: once nothing new
 //! is left to ask for (the window is full, or the range is all asked for),
-//! an idle holder is asked for the oldest piece still on its way from one
-//! other holder, and the first copy to arrive is kept (BitTorrent's
-//! endgame). If every holder read fails, the rest is read one holder at a
-//! time ([`Version::follow`]), which asks the ring for holders again.
+//! an idle holder read also fetches the oldest piece still on its way from
+//! one other holder alone, and the first copy to arrive is kept
+//! (BitTorrent's endgame). If every holder read fails, the rest is read
+//! one holder at a time ([`Version::follow`]), which asks the ring for
+//! holders again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -37,9 +48,18 @@ pub const PIECE: u64 = 4 * BLOCK;
 /// pieces on their way, what one read holds in memory.
 const WINDOW: u64 = 12;
 
-/// Pieces asked of one holder at a time: the next is on its way while
-/// the last arrives.
+/// Runs asked of one holder at a time: the next is on its way while the
+/// last arrives.
 const DEPTH: usize = 2;
+
+/// How often the number of holders read at once is reconsidered.
+const EPOCH: Duration = Duration::from_millis(100);
+
+/// How much faster an epoch with one more holder must be to keep it.
+const GAIN: f64 = 1.1;
+
+/// Epochs before a holder that did not help is tried again.
+const REST: u32 = 20;
 
 /// Whether a read of `range` is worth spreading over `sources` holders.
 pub fn worth(sources: usize, range: &Range<u64>) -> bool {
@@ -62,8 +82,16 @@ struct Pieces {
     flying: BTreeMap<u64, Vec<usize>>,
     /// Pieces arrived, checked, waiting for their turn.
     ready: BTreeMap<u64, Vec<Bytes>>,
-    /// Holder reads still going.
-    working: usize,
+    /// Which holder reads are still going.
+    live: Vec<bool>,
+    /// When each holder read last brought a piece (or started asking).
+    done_at: Vec<Instant>,
+    /// How long a holder read usually takes per piece (a moving average).
+    typical: Option<Duration>,
+    /// Bytes arrived so far, from every holder.
+    arrived: u64,
+    /// How many holders are read at once.
+    pace: Pace,
 }
 
 /// What the pump of a read is to do next.
@@ -80,12 +108,35 @@ enum Step {
 
 /// What a holder read is to do next.
 enum Claim {
-    Piece(u64),
+    /// Fetch pieces `.0 .. .0 + .1`.
+    Run(u64, u64),
     Wait,
     Done,
 }
 
 impl Pieces {
+    /// The pieces of `range`, the first asked of holder read 0, with
+    /// `holders` holder reads.
+    fn new(range: Range<u64>, holders: usize, now: Instant) -> Pieces {
+        let (first, last) = (range.start / PIECE, (range.end - 1) / PIECE);
+        let mut pieces = Pieces {
+            range,
+            handed: first,
+            last,
+            next: first + 1,
+            returned: BTreeSet::new(),
+            flying: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            live: vec![true; holders],
+            done_at: vec![now; holders],
+            typical: None,
+            arrived: 0,
+            pace: Pace::new(now),
+        };
+        pieces.flying.insert(first, vec![0]);
+        pieces
+    }
+
     /// The bytes piece `p` covers.
     fn span(&self, p: u64) -> Range<u64> {
         (p * PIECE).max(self.range.start)..((p + 1) * PIECE).min(self.range.end)
@@ -96,36 +147,65 @@ impl Pieces {
         p < self.handed || self.ready.contains_key(&p)
     }
 
-    fn claim(&mut self, w: usize) -> Claim {
-        if let Some(p) = self.returned.pop_first() {
-            self.flying.entry(p).or_default().push(w);
-            return Claim::Piece(p);
-        }
-        if self.next <= self.last && self.next < self.handed + WINDOW {
-            let p = self.next;
-            self.next += 1;
-            self.flying.insert(p, vec![w]);
-            return Claim::Piece(p);
-        }
-        // Nothing new to ask for: race another holder for a piece it alone
-        // is fetching. While the window is full, only the piece holding it
-        // up; once the range is all asked for, the oldest (endgame).
+    /// Holder reads still going.
+    fn working(&self) -> usize {
+        self.live.iter().filter(|&&l| l).count()
+    }
+
+    /// Whether holder read `w` is among those read at once now: the first
+    /// `pace.active` of those still going.
+    fn active(&self, w: usize) -> bool {
+        self.live[..w].iter().filter(|&&l| l).count() < self.pace.active
+    }
+
+    fn claim(&mut self, w: usize, now: Instant) -> Claim {
         let all_asked = self.next > self.last;
-        let racing = self
-            .flying
-            .iter_mut()
-            .find(|(p, ws)| ws.len() == 1 && !ws.contains(&w) && (all_asked || **p == self.handed));
-        if let Some((&p, fetching)) = racing {
-            fetching.push(w);
-            return Claim::Piece(p);
-        }
         if all_asked && self.returned.is_empty() && self.flying.is_empty() {
             return Claim::Done;
+        }
+        if !self.active(w) {
+            return Claim::Wait;
+        }
+        if !self.flying.values().any(|ws| ws.contains(&w)) {
+            self.done_at[w] = now; // time idle is not time lagging
+        }
+        if let Some(p) = self.returned.pop_first() {
+            self.flying.entry(p).or_default().push(w);
+            return Claim::Run(p, 1);
+        }
+        let room = (self.handed + WINDOW).saturating_sub(self.next).min(self.last + 1 - self.next.min(self.last + 1));
+        if room > 0 {
+            // Runs as long as the window allows when one holder is read,
+            // shorter as more share it.
+            let run = (WINDOW / (self.pace.active as u64 * DEPTH as u64)).clamp(1, room);
+            let p = self.next;
+            self.next += run;
+            for q in p..p + run {
+                self.flying.insert(q, vec![w]);
+            }
+            return Claim::Run(p, run);
+        }
+        // Nothing new to ask for: race a lagging holder for the oldest piece
+        // it alone is fetching.
+        let lagging: Vec<bool> = (0..self.live.len()).map(|x| self.lagging(x, now)).collect();
+        let race = self.flying.iter_mut().find(|(_, ws)| ws.len() == 1 && ws[0] != w && lagging[ws[0]]);
+        if let Some((&p, fetching)) = race {
+            fetching.push(w);
+            return Claim::Run(p, 1);
         }
         Claim::Wait
     }
 
-    fn arrived(&mut self, p: u64, bytes: Vec<Bytes>) {
+    /// Whether holder read `w` has gone three typical piece times without
+    /// bringing one.
+    fn lagging(&self, w: usize, now: Instant) -> bool {
+        self.typical.is_some_and(|t| now.duration_since(self.done_at[w]) > 3 * t)
+    }
+
+    /// Piece `p` arrived from holder read `w`.
+    fn arrived(&mut self, w: usize, p: u64, bytes: Vec<Bytes>, now: Instant) {
+        let took = now.duration_since(std::mem::replace(&mut self.done_at[w], now));
+        self.typical = Some(self.typical.map_or(took, |t| (t * 4 + took) / 5));
         self.flying.remove(&p);
         if !self.settled(p) {
             self.ready.insert(p, bytes);
@@ -143,6 +223,62 @@ impl Pieces {
                     self.returned.insert(p);
                 }
             }
+        }
+    }
+
+    /// Holder read `w` has stopped: its pieces go back.
+    fn retire(&mut self, w: usize) {
+        let mine: Vec<u64> = self.flying.iter().filter(|(_, ws)| ws.contains(&w)).map(|(p, _)| *p).collect();
+        for p in mine {
+            self.dropped(w, p);
+        }
+        self.live[w] = false;
+    }
+}
+
+/// How many holders a read reads at once: a hill climb on the bytes that
+/// arrive per [`EPOCH`] (see the module's doc).
+struct Pace {
+    /// Holder reads read at once.
+    active: usize,
+    /// When the epoch began, and the bytes arrived by then.
+    since: Instant,
+    bytes_then: u64,
+    /// The rate of the last epoch before the one on trial.
+    base: f64,
+    /// Whether this epoch tries one more holder than the last.
+    trial: bool,
+    /// Epochs to wait before trying one more again.
+    rest: u32,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Pace {
+        Pace { active: 1, since: now, bytes_then: 0, base: 0.0, trial: false, rest: 0 }
+    }
+
+    /// Ends the epoch if it has run its time: `arrived` bytes so far,
+    /// `working` holder reads still going.
+    fn tick(&mut self, now: Instant, arrived: u64, working: usize) {
+        self.active = self.active.min(working.max(1));
+        let elapsed = now.duration_since(self.since);
+        if elapsed < EPOCH {
+            return;
+        }
+        let rate = (arrived - self.bytes_then) as f64 / elapsed.as_secs_f64();
+        (self.since, self.bytes_then) = (now, arrived);
+        if std::mem::take(&mut self.trial) && rate < self.base * GAIN {
+            // The holder added did not help: back to the last number.
+            self.active -= 1;
+            self.rest = REST;
+            return;
+        }
+        self.base = rate;
+        if self.rest > 0 {
+            self.rest -= 1;
+        } else if self.active < working {
+            self.active += 1;
+            self.trial = true;
         }
     }
 }
@@ -165,15 +301,15 @@ impl Board {
         out
     }
 
-    /// The next piece for holder read `w`, waiting while there is none;
-    /// `None` once the range is all fetched. (A claim wakes nobody: no one
-    /// waits for a piece to be asked for.)
-    async fn next_for(&self, w: usize) -> Option<u64> {
+    /// The next run for holder read `w` (first piece, pieces), waiting
+    /// while there is none; `None` once the range is all fetched. (A claim
+    /// wakes nobody: no one waits for a piece to be asked for.)
+    async fn next_for(&self, w: usize) -> Option<(u64, u64)> {
         loop {
             let changed = self.changed.notified();
-            let claim = self.lock().claim(w);
+            let claim = self.lock().claim(w, Instant::now());
             match claim {
-                Claim::Piece(p) => return Some(p),
+                Claim::Run(p, n) => return Some((p, n)),
                 Claim::Done => return None,
                 Claim::Wait => changed.await,
             }
@@ -186,6 +322,13 @@ impl Board {
     /// wakes the holder reads.
     fn hand_on(&self) -> Step {
         let mut pieces = self.lock();
+        let (arrived, working) = (pieces.arrived, pieces.working());
+        let active = pieces.pace.active;
+        pieces.pace.tick(Instant::now(), arrived, working);
+        if pieces.pace.active != active {
+            // One more holder read may claim, or one fewer.
+            self.changed.notify_waiters();
+        }
         if pieces.handed > pieces.last {
             return Step::Done;
         }
@@ -197,7 +340,7 @@ impl Board {
                 self.changed.notify_waiters();
                 Step::Hand(bytes)
             }
-            None if pieces.working == 0 => Step::Stuck,
+            None if pieces.working() == 0 => Step::Stuck,
             None => Step::Wait,
         }
     }
@@ -225,18 +368,8 @@ impl Stripes {
         range: Range<u64>,
         sources: usize,
     ) -> Result<Stripes, (FileError, HashSet<Id>)> {
-        let (first, last) = (range.start / PIECE, (range.end - 1) / PIECE);
-        let pieces = Pieces {
-            handed: first,
-            last,
-            next: first + 1,
-            returned: BTreeSet::new(),
-            flying: BTreeMap::new(),
-            ready: BTreeMap::new(),
-            working: 0,
-            range,
-        };
-        let span = pieces.span(first);
+        let first = range.start / PIECE;
+        let span = (first * PIECE).max(range.start)..((first + 1) * PIECE).min(range.end);
         let Version { reader, name, entry, having } = version;
         let mut failed = HashSet::new();
         let mut error = FileError::NoHolder(name.to_string());
@@ -244,9 +377,7 @@ impl Stripes {
             match reader.fetch_from(holder, name, entry, span.clone(), None).await {
                 Ok(fetched) => {
                     let holders: Vec<NodeRef> = having[i..].iter().take(sources).cloned().collect();
-                    let mut pieces = pieces;
-                    pieces.flying.insert(first, vec![0]);
-                    pieces.working = holders.len();
+                    let pieces = Pieces::new(range, holders.len(), Instant::now());
                     let board = Arc::new(Board { pieces: Mutex::new(pieces), changed: Notify::new() });
                     let first = Some((first, fetched.bytes));
                     return Ok(Stripes { board, outboard: fetched.outboard, holders, first, failed });
@@ -265,7 +396,7 @@ impl Stripes {
     /// order; if every holder read fails, the rest comes from one holder
     /// at a time.
     pub async fn run(self, version: Version, tx: Sink) {
-        let Stripes { board, outboard, holders, mut first, mut failed } = self;
+        let Stripes { board, outboard, holders, mut first, failed } = self;
         let version = Arc::new(version);
         let reads = holders.iter().enumerate().map(|(w, holder)| {
             let read = HolderRead { board: board.clone(), version: version.clone(), holder: holder.clone(), w };
@@ -284,17 +415,26 @@ impl Stripes {
                     }
                 }
                 Step::Done => return,
-                Step::Wait => changed.await,
+                // Woken by a piece, or at the next epoch to reconsider the
+                // pace (a holder read may have stalled).
+                Step::Wait => {
+                    if tokio::time::timeout(EPOCH, changed).await.is_err() {
+                        // Nothing for an epoch: the holder reads look again
+                        // for a lagging holder to race.
+                        board.changed.notify_waiters();
+                    }
+                }
                 Step::Stuck => break,
             }
         }
-        // Every holder read failed: one holder at a time from here, the ring
-        // asked again for holders.
+        // Every holder read failed: one holder at a time from here, each
+        // holder asked again (a read can fail on a holder that is only
+        // slow to answer; the dead fail fast, the suspected at once), then
+        // the ring for others.
         let from = {
             let pieces = board.lock();
             pieces.span(pieces.handed).start..pieces.range.end
         };
-        failed.extend(holders.iter().map(|h| h.id));
         tracing::warn!(file = %version.name, offset = from.start, "every holder read failed; reading one at a time");
         Version::clone(&version).follow(from, None, failed, tx).await;
     }
@@ -311,10 +451,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A piece fetched: its bytes, none if another holder's copy came first,
-/// or why the holder failed.
-type Got = (u64, Result<Option<Vec<Bytes>>, FileError>);
-
 /// One holder's part of a read: number `w`.
 struct HolderRead {
     board: Arc<Board>,
@@ -324,27 +460,26 @@ struct HolderRead {
 }
 
 impl HolderRead {
-    /// Fetches pieces from the holder, [`DEPTH`] at a time, until the range
-    /// is all fetched or the holder fails; `first` is a piece already open.
+    /// Fetches runs of pieces from the holder, [`DEPTH`] at a time, until
+    /// the range is all fetched or the holder fails; `first` is a piece
+    /// already open.
     async fn run(self, outboard: Arc<Outboard>, first: Option<(u64, ByteStream)>) {
         let mut arriving = FuturesUnordered::new();
         if let Some((p, bytes)) = first {
-            arriving.push(self.collect(p, bytes).boxed());
+            arriving.push(self.collect(p, 1, bytes).boxed());
         }
         let mut all_asked = false;
         loop {
             let room = !all_asked && arriving.len() < DEPTH;
             tokio::select! {
-                // (Cancel-safe: a piece is claimed only as `next_for` returns.)
+                // (Cancel-safe: a run is claimed only as `next_for` returns.)
                 claim = self.board.next_for(self.w), if room => match claim {
-                    Some(p) => arriving.push(self.fetch(p, outboard.clone())),
+                    Some((p, n)) => arriving.push(self.fetch(p, n, outboard.clone())),
                     None => all_asked = true,
                 },
-                Some((p, result)) = arriving.next(), if !arriving.is_empty() => match result {
-                    Ok(Some(bytes)) => self.board.update(|pieces| pieces.arrived(p, bytes)),
-                    Ok(None) => {} // another holder's copy came first
-                    Err(e) => {
-                        tracing::warn!(file = %self.version.name, holder = %self.holder.addr, piece = p,
+                Some(result) = arriving.next(), if !arriving.is_empty() => {
+                    if let Err(e) = result {
+                        tracing::warn!(file = %self.version.name, holder = %self.holder.addr,
                             "holder read failed, its pieces go to the others: {e}");
                         break;
                     }
@@ -353,49 +488,63 @@ impl HolderRead {
             }
         }
         drop(arriving);
-        self.board.update(|pieces| {
-            let mine: Vec<u64> = pieces.flying.iter().filter(|(_, ws)| ws.contains(&self.w)).map(|(p, _)| *p).collect();
-            for p in mine {
-                pieces.dropped(self.w, p);
-            }
-            pieces.working -= 1;
-        });
+        self.board.update(|pieces| pieces.retire(self.w));
     }
 
-    fn fetch(&self, p: u64, outboard: Arc<Outboard>) -> BoxFuture<'_, Got> {
+    fn fetch(&self, p: u64, n: u64, outboard: Arc<Outboard>) -> BoxFuture<'_, Result<(), FileError>> {
         async move {
-            let span = self.board.lock().span(p);
+            let span = {
+                let pieces = self.board.lock();
+                pieces.span(p).start..pieces.span(p + n - 1).end
+            };
             let Version { reader, name, entry, .. } = &*self.version;
-            match reader.fetch_from(&self.holder, name, entry, span, Some(outboard)).await {
-                Ok(fetched) => self.collect(p, fetched.bytes).await,
-                Err(e) => (p, Err(e)),
-            }
+            let fetched = reader.fetch_from(&self.holder, name, entry, span, Some(outboard)).await?;
+            self.collect(p, n, fetched.bytes).await
         }
         .boxed()
     }
 
-    /// Gathers piece `p` from `bytes`; `None` if another holder's copy
-    /// arrived meanwhile (this one is dropped unfinished).
-    async fn collect(&self, p: u64, mut bytes: ByteStream) -> Got {
-        let span = self.board.lock().span(p);
-        let (mut got, mut len) = (Vec::new(), 0u64);
-        while let Some(chunk) = bytes.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    len += chunk.len() as u64;
-                    got.push(chunk);
+    /// Gathers pieces `p..p + n` from `bytes`, handing each to the board as
+    /// it completes. Once another holder's copy of the piece being gathered
+    /// arrives first, the fetch is dropped and the rest of the run goes
+    /// back to be asked again.
+    async fn collect(&self, p: u64, n: u64, mut bytes: ByteStream) -> Result<(), FileError> {
+        for piece in p..p + n {
+            let want = {
+                let span = self.board.lock().span(piece);
+                span.end - span.start
+            };
+            let (mut got, mut len) = (Vec::new(), 0u64);
+            while len < want {
+                let Some(chunk) = bytes.next().await else {
+                    let why = format!("piece {piece} ended after {len} of {want} bytes");
+                    return Err(FileError::remote(&self.holder.addr, super::ErrorKind::PeerFailed, why));
+                };
+                let mut chunk = chunk?;
+                // A chunk may run on into the next piece.
+                let rest = chunk.split_off((want - len).min(chunk.len() as u64) as usize);
+                len += chunk.len() as u64;
+                got.push(chunk);
+                let mut pieces = self.board.lock();
+                pieces.arrived += got.last().map_or(0, |c| c.len() as u64);
+                if pieces.settled(piece) {
+                    // Another holder's copy came first: this one is the
+                    // slower, and the rest of its run goes back.
+                    for q in piece..p + n {
+                        pieces.dropped(self.w, q);
+                    }
+                    drop(pieces);
+                    self.board.changed.notify_waiters();
+                    return Ok(());
                 }
-                Err(e) => return (p, Err(e)),
+                drop(pieces);
+                if !rest.is_empty() {
+                    bytes = futures_util::stream::once(std::future::ready(Ok(rest))).chain(bytes).boxed();
+                }
             }
-            if self.board.lock().settled(p) {
-                return (p, Ok(None));
-            }
+            self.board.update(|pieces| pieces.arrived(self.w, piece, got, Instant::now()));
         }
-        if len != span.end - span.start {
-            let why = format!("piece {p} ended after {len} of {} bytes", span.end - span.start);
-            return (p, Err(FileError::remote(&self.holder.addr, super::ErrorKind::PeerFailed, why)));
-        }
-        (p, Ok(Some(got)))
+        Ok(())
     }
 }
 
@@ -403,33 +552,16 @@ impl HolderRead {
 mod tests {
     use super::*;
 
-    /// The pieces of a read of `len` bytes from offset 0, the first asked
-    /// of holder read 0 (as [`Stripes::open`] leaves them).
-    fn pieces(len: u64) -> Pieces {
-        let mut pieces = Pieces {
-            range: 0..len,
-            handed: 0,
-            last: (len - 1) / PIECE,
-            next: 1,
-            returned: BTreeSet::new(),
-            flying: BTreeMap::new(),
-            ready: BTreeMap::new(),
-            working: 2,
-        };
-        pieces.flying.insert(0, vec![0]);
-        pieces
-    }
-
-    fn claimed(claim: Claim) -> Option<u64> {
+    fn run(claim: Claim) -> Option<(u64, u64)> {
         match claim {
-            Claim::Piece(p) => Some(p),
+            Claim::Run(p, n) => Some((p, n)),
             Claim::Wait | Claim::Done => None,
         }
     }
 
     #[test]
     fn spans_are_whole_blocks_within_the_range() {
-        let pieces = Pieces { range: 100..3 * PIECE + 5, ..pieces(1) };
+        let pieces = Pieces::new(100..3 * PIECE + 5, 1, Instant::now());
         assert_eq!(pieces.span(0), 100..PIECE);
         assert_eq!(pieces.span(1), PIECE..2 * PIECE);
         assert_eq!(pieces.span(3), 3 * PIECE..3 * PIECE + 5);
@@ -437,50 +569,84 @@ mod tests {
     }
 
     #[test]
-    fn pieces_are_asked_in_order_and_no_further_than_the_window() {
-        let mut pieces = pieces(100 * PIECE);
-        let asked: Vec<u64> = (0..WINDOW + 3).filter_map(|i| claimed(pieces.claim(i as usize % 2))).collect();
-        // Pieces 1..WINDOW, then the piece holding the window up (piece 0,
-        // from read 0) is raced by read 1; then nothing.
-        let mut expected: Vec<u64> = (1..WINDOW).collect();
-        expected.push(0);
-        assert_eq!(asked, expected);
-        assert!(matches!(pieces.claim(0), Claim::Wait) && matches!(pieces.claim(1), Claim::Wait));
-        // Piece 0 arrives and is handed on: the window moves by one.
-        pieces.arrived(0, vec![Bytes::from_static(b"x")]);
+    fn one_holder_reads_runs_as_long_as_the_window_and_more_holders_share_it() {
+        let now = Instant::now();
+        let mut pieces = Pieces::new(0..100 * PIECE, 2, now);
+        // One holder read at once: runs of half the window (two on their way).
+        assert_eq!(run(pieces.claim(0, now)), Some((1, WINDOW / 2)));
+        assert_eq!(run(pieces.claim(0, now)), Some((1 + WINDOW / 2, WINDOW / 2 - 1)));
+        assert_eq!(run(pieces.claim(0, now)), None, "the window is full and every piece its own");
+        assert_eq!(run(pieces.claim(1, now)), None, "holder read 1 is not read yet");
+        // Two at once: the second races the first for the oldest piece it
+        // has alone, once the first lags (three typical piece times).
+        pieces.pace.active = 2;
+        pieces.typical = Some(Duration::from_millis(10));
+        assert_eq!(run(pieces.claim(1, now + Duration::from_millis(20))), None, "not lagging yet");
+        let later = now + Duration::from_millis(40);
+        assert_eq!(run(pieces.claim(1, later)), Some((0, 1)));
+        assert_eq!(run(pieces.claim(1, later)), Some((1, 1)));
+        // Piece 0 arrives and is handed on: the window moves by one, and new
+        // runs are as long as a quarter of the window would be, within it.
+        pieces.arrived(0, 0, vec![Bytes::from_static(b"x")], now);
         assert!(!pieces.flying.contains_key(&0) && pieces.ready.contains_key(&0));
         pieces.ready.remove(&0);
         pieces.handed = 1;
-        assert_eq!(claimed(pieces.claim(0)), Some(WINDOW));
+        assert_eq!(run(pieces.claim(1, later)), Some((WINDOW, 1)));
         // A copy arriving late is dropped: the piece was handed on.
-        pieces.arrived(0, vec![Bytes::from_static(b"late")]);
+        pieces.arrived(0, 0, vec![Bytes::from_static(b"late")], now);
         assert!(pieces.ready.is_empty());
     }
 
     #[test]
     fn a_failed_holders_pieces_go_to_another_unless_someone_has_them() {
-        let mut pieces = pieces(10 * PIECE);
-        assert_eq!(claimed(pieces.claim(0)), Some(1));
-        assert_eq!(claimed(pieces.claim(1)), Some(2));
-        pieces.arrived(1, vec![Bytes::from_static(b"one")]);
-        // Read 0 fails with pieces 0 and 1: 1 has arrived, 0 goes back.
-        pieces.dropped(0, 0);
-        pieces.dropped(0, 1);
-        assert_eq!(pieces.returned.iter().copied().collect::<Vec<_>>(), vec![0]);
-        assert_eq!(claimed(pieces.claim(1)), Some(0), "the returned piece first");
-        assert_eq!(claimed(pieces.claim(1)), Some(3));
+        let now = Instant::now();
+        let mut pieces = Pieces::new(0..10 * PIECE, 2, now);
+        assert_eq!(run(pieces.claim(0, now)), Some((1, 6)));
+        pieces.arrived(0, 1, vec![Bytes::from_static(b"one")], now);
+        // Read 0 fails: what it had not brought goes back, and read 1, now
+        // the first still going, is read in its place.
+        pieces.retire(0);
+        assert_eq!(pieces.returned.iter().copied().collect::<Vec<_>>(), vec![0, 2, 3, 4, 5, 6]);
+        assert_eq!(run(pieces.claim(1, now)), Some((0, 1)), "the returned pieces first");
+        assert_eq!(run(pieces.claim(1, now)), Some((2, 1)));
+        assert_eq!(pieces.working(), 1);
     }
 
     #[test]
     fn the_read_is_done_once_every_piece_has_arrived() {
-        let mut pieces = pieces(3 * PIECE);
-        assert_eq!(claimed(pieces.claim(0)), Some(1));
-        assert_eq!(claimed(pieces.claim(1)), Some(2));
-        // All asked for: read 1 races read 0 for its oldest piece.
-        assert_eq!(claimed(pieces.claim(1)), Some(0));
+        let now = Instant::now();
+        let mut pieces = Pieces::new(0..3 * PIECE, 2, now);
+        assert_eq!(run(pieces.claim(0, now)), Some((1, 2)));
+        pieces.pace.active = 2;
+        // All asked for: read 1 races read 0, lagging, for its oldest piece.
+        pieces.typical = Some(Duration::from_millis(10));
+        assert_eq!(run(pieces.claim(1, now + Duration::from_millis(40))), Some((0, 1)));
         for p in 0..3 {
-            pieces.arrived(p, Vec::new());
+            pieces.arrived(0, p, Vec::new(), now);
         }
-        assert!(matches!(pieces.claim(0), Claim::Done));
+        assert!(matches!(pieces.claim(0, now), Claim::Done));
+    }
+
+    #[test]
+    fn the_pace_adds_holders_while_each_helps_and_backs_off_when_one_does_not() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut pace = Pace::new(start);
+        pace.tick(at(50), 500, 3);
+        assert_eq!(pace.active, 1, "an epoch is not over");
+        pace.tick(at(100), 1_000, 3);
+        assert_eq!((pace.active, pace.trial), (2, true), "one more is tried");
+        pace.tick(at(200), 3_000, 3); // twice as fast: kept
+        assert_eq!((pace.active, pace.trial), (3, true));
+        pace.tick(at(300), 5_000, 3); // no faster: back to two
+        assert_eq!((pace.active, pace.trial), (2, false));
+        for epoch in 0..REST as u64 {
+            pace.tick(at(400 + 100 * epoch), 7_000 + 2_000 * epoch, 3);
+            assert_eq!(pace.active, 2, "resting");
+        }
+        pace.tick(at(400 + 100 * REST as u64), 7_000 + 2_000 * REST as u64, 3);
+        assert_eq!((pace.active, pace.trial), (3, true), "tried again after its rest");
+        pace.tick(at(500 + 100 * REST as u64), 10_000 + 2_000 * REST as u64, 2);
+        assert_eq!(pace.active, 2, "never more than the holder reads still going");
     }
 }

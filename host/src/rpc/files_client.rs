@@ -204,9 +204,14 @@ impl GrpcPeers {
         let mut verifier = Verifier::new(outboard.clone(), offset / BLOCK);
         let (addr, name) = (node.to_owned(), name.clone());
         let mut started = false;
+        // Bytes arriving are news of the node: a holder whose link is full
+        // of this very stream answers its heartbeats late, and is not to be
+        // suspected for it.
+        let health = self.channels.health().clone();
         let chunks = stream.filter_map(move |m| {
             let checked = match m {
                 Ok(pb::FetchReply { part: Some(pb::fetch_reply::Part::Chunk(bytes)) }) => {
+                    health.heard(&addr);
                     started = true;
                     let at = verifier.checked();
                     match verifier.push(bytes) {
