@@ -126,6 +126,38 @@ async fn joining_an_unreachable_node_fails_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_something_that_is_not_a_ringshare_node_fails_clearly() {
+    // A web server that answers every request with a page.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let page = axum::Router::new().fallback(|| async { "a web page, not a ring" });
+    let server = tokio::spawn(async move { axum::serve(listener, page).await });
+    let setup = NodeSetup { join: Some(addr.clone()), join_timeout: Duration::from_millis(500), ..ring_member() };
+    let error = setup.start().await.outcome().await.expect_err("joining a web server must fail");
+    let error = format!("{error:#}");
+    assert!(error.contains(&addr) && error.contains("not a ringshare node"), "{error}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_ring_of_another_cluster_fails_clearly() {
+    let theirs = NodeSetup::default().start().await; // the shared test cluster's CA
+    let other = ringshare_tests::Cluster::new();
+    let setup = NodeSetup {
+        join: Some(theirs.addr.clone()),
+        join_timeout: Duration::from_millis(500),
+        tls_dir: Some(other.node("127.0.0.1")),
+        ..ring_member()
+    };
+    let error = setup.start().await.outcome().await.expect_err("joining another cluster must fail");
+    let error = format!("{error:#}");
+    assert!(error.contains(&theirs.addr) && error.contains("certificate"), "{error}");
+    // The ring it tried to join has not heard of it.
+    let view = ring_view(&theirs).await.unwrap();
+    assert!(view["successors"].as_array().unwrap().iter().all(|s| s["addr"] == theirs.addr.as_str()), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_ring_messages_are_refused() {
     let nodes = start_ring(2).await;
     wait_converged(&nodes).await;

@@ -298,6 +298,10 @@ async fn join_with_retries(
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(1));
             }
+            Err(crate::chord::RingError::JoinUnreachable(_)) => {
+                let why = ring.transport().diagnose(via).await;
+                return Err(crate::chord::RingError::JoinRefused(via.to_owned(), why));
+            }
             outcome => return outcome,
         }
     }

@@ -83,6 +83,10 @@ pub enum RingError {
     /// The node to join through did not answer.
     #[error("cannot join through {0}: it did not answer")]
     JoinUnreachable(String),
+    /// The node to join through did not answer as a member of this
+    /// node's cluster would, and why (see `GrpcTransport::diagnose`).
+    #[error("cannot join through {0}: {1}")]
+    JoinRefused(String, String),
 }
 
 /// A node's predecessor and successor list, as another node asks for them.

@@ -97,6 +97,34 @@ impl GrpcTransport {
         }
     }
 
+    /// Why `addr` cannot be called, in words, from one call made now: for a
+    /// join that failed, whether nothing answers there, something that is
+    /// not a ringshare node, or a node of another cluster (its TLS refused).
+    pub async fn diagnose(&self, addr: &str) -> String {
+        let Ok(mut client) = self.quiet_client(addr) else {
+            return format!("{addr} is not an address this node can call");
+        };
+        // A one-off question, given time: a busy machine's handshake is slow.
+        let patience = self.timeout.max(std::time::Duration::from_secs(5));
+        match tokio::time::timeout(patience, client.time(tonic::Request::new(pb::Empty {}))).await {
+            Err(_) => format!("it did not answer within {} ms", patience.as_millis()),
+            Ok(Ok(_)) => "it answers now, but did not while this node tried to join".to_owned(),
+            Ok(Err(status)) => {
+                let mut why = format!("it is not a ringshare node of this cluster ({}", status.message());
+                let mut source = std::error::Error::source(&status);
+                while let Some(cause) = source {
+                    let cause_text = cause.to_string();
+                    if !why.contains(&cause_text) {
+                        why.push_str(&format!(": {cause_text}"));
+                    }
+                    source = cause.source();
+                }
+                why.push(')');
+                why
+            }
+        }
+    }
+
     /// Asks `addr` (any node there, joined or not) the time: whether it
     /// answered within the timeout. The failure detector's heartbeat: it
     /// asks whether the node is reachable, not whether it is in the ring.
