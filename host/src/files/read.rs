@@ -9,12 +9,12 @@
 //! a good one back.
 
 use std::collections::HashSet;
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
@@ -22,8 +22,9 @@ use tokio_util::task::TaskTracker;
 use super::error::{ErrorKind, FileError};
 use super::known::Known;
 use super::local::Local;
-use super::network::{Fetched, Peers};
+use super::network::{Fetched, Fut, Peers};
 use super::placement::Placement;
+use super::striped::{self, Pieceable, Sink, Stripes};
 use crate::chord::{Id, NodeRef, RingError};
 use crate::integrity::Outboard;
 use crate::plugins::{DownloadHandle, FileEntry, PluginError};
@@ -177,9 +178,6 @@ impl Reader {
 /// A holder being read (`None`: this node) and its stream of checked bytes.
 pub(super) type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
 
-/// Where a read's checked bytes go, in order; an error ends the read.
-pub(super) type Sink = mpsc::Sender<Result<Bytes, FileError>>;
-
 /// An open file somewhere in the network.
 pub struct Source {
     version: Version,
@@ -225,10 +223,16 @@ impl Source {
             Some(handle) => {
                 (None, handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from)).boxed())
             }
-            None if super::striped::worth(sources, &range) => {
-                match super::striped::Stripes::open(&version, range.clone(), sources).await {
+            None if striped::worth(sources, &range) => {
+                match Stripes::open(&version, &version.having, range.clone(), sources).await {
                     Ok(stripes) => {
-                        tasks.spawn(crate::trace::carried(stripes.run(version, tx)));
+                        let failed = stripes.failed();
+                        tasks.spawn(crate::trace::carried(async move {
+                            let version = Arc::new(version);
+                            if let Some(rest) = stripes.run(version.clone(), &tx).await {
+                                Version::clone(&version).follow(rest, None, failed, tx).await;
+                            }
+                        }));
                         return Ok(tokio_stream::wrappers::ReceiverStream::new(rx));
                     }
                     // None of the holders it had served: the ring is asked
@@ -247,6 +251,16 @@ impl Source {
         };
         tasks.spawn(crate::trace::carried(version.follow(range, Some(first), failed, tx)));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+impl Pieceable for Version {
+    fn file(&self) -> &str {
+        self.name.as_str()
+    }
+
+    fn fetch<'a>(&'a self, holder: &'a NodeRef, range: Range<u64>, known: Option<Arc<Outboard>>) -> Fut<'a, Fetched> {
+        self.reader.fetch_from(holder, &self.name, &self.entry, range, known).boxed()
     }
 }
 

@@ -20,9 +20,8 @@
 //! is left to ask for (the window is full, or the range is all asked for),
 //! an idle holder read also fetches the oldest piece still on its way from
 //! one other holder alone, and the first copy to arrive is kept
-//! (BitTorrent's endgame). If every holder read fails, the rest is read
-//! one holder at a time ([`Version::follow`]), which asks the ring for
-//! holders again.
+//! (BitTorrent's endgame). If every holder read fails, [`Stripes::run`]
+//! says from where, and the caller reads the rest one holder at a time.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Range;
@@ -37,7 +36,7 @@ use tokio::sync::Notify;
 
 use super::error::FileError;
 use super::network::ByteStream;
-use super::read::{Sink, Version};
+use super::network::{Fetched, Fut};
 use crate::chord::{Id, NodeRef};
 use crate::integrity::{BLOCK, Outboard};
 
@@ -60,6 +59,19 @@ const GAIN: f64 = 1.1;
 
 /// Epochs before a holder that did not help is tried again.
 const REST: u32 = 20;
+
+/// Where a read's checked bytes go, in order; an error ends the read.
+pub type Sink = tokio::sync::mpsc::Sender<Result<Bytes, FileError>>;
+
+/// The version being read, as the holder reads need it: which file, and a
+/// fetch of a range of that version from a holder (checked against `known`,
+/// the version's outboard, if given; an error if the holder has another).
+pub trait Pieceable: Send + Sync + 'static {
+    /// The file's name, for the log.
+    fn file(&self) -> &str;
+    /// Fetches `range` of the version from `holder`.
+    fn fetch<'a>(&'a self, holder: &'a NodeRef, range: Range<u64>, known: Option<Arc<Outboard>>) -> Fut<'a, Fetched>;
+}
 
 /// Whether a read of `range` is worth spreading over `sources` holders.
 pub fn worth(sources: usize, range: &Range<u64>) -> bool {
@@ -358,23 +370,22 @@ pub struct Stripes {
 }
 
 impl Stripes {
-    /// Opens the first piece of `range` on the first of the version's
-    /// holders that serves it (this also brings the outboard, which every
-    /// later piece is checked against); up to `sources` holders from it on
-    /// are read. No holder serves: the last one's error, and the holders
-    /// tried.
+    /// Opens the first piece of `range` on the first of `having` that
+    /// serves it (this also brings the outboard, which every later piece
+    /// is checked against); up to `sources` holders from it on are read.
+    /// No holder serves: the last one's error, and the holders tried.
     pub async fn open(
-        version: &Version,
+        version: &impl Pieceable,
+        having: &[NodeRef],
         range: Range<u64>,
         sources: usize,
     ) -> Result<Stripes, (FileError, HashSet<Id>)> {
         let first = range.start / PIECE;
         let span = (first * PIECE).max(range.start)..((first + 1) * PIECE).min(range.end);
-        let Version { reader, name, entry, having } = version;
         let mut failed = HashSet::new();
-        let mut error = FileError::NoHolder(name.to_string());
+        let mut error = FileError::NoHolder(version.file().to_owned());
         for (i, holder) in having.iter().enumerate() {
-            match reader.fetch_from(holder, name, entry, span.clone(), None).await {
+            match version.fetch(holder, span.clone(), None).await {
                 Ok(fetched) => {
                     let holders: Vec<NodeRef> = having[i..].iter().take(sources).cloned().collect();
                     let pieces = Pieces::new(range, holders.len(), Instant::now());
@@ -383,7 +394,7 @@ impl Stripes {
                     return Ok(Stripes { board, outboard: fetched.outboard, holders, first, failed });
                 }
                 Err(e) => {
-                    tracing::debug!(file = %name, holder = %holder.addr, "cannot serve the first piece: {e}");
+                    tracing::debug!(file = version.file(), holder = %holder.addr, "cannot serve the first piece: {e}");
                     failed.insert(holder.id);
                     error = e;
                 }
@@ -392,12 +403,17 @@ impl Stripes {
         Err((error, failed))
     }
 
-    /// Reads the range from every holder at once and sends it to `tx` in
-    /// order; if every holder read fails, the rest comes from one holder
-    /// at a time.
-    pub async fn run(self, version: Version, tx: Sink) {
-        let Stripes { board, outboard, holders, mut first, failed } = self;
-        let version = Arc::new(version);
+    /// The holders that could not serve the first piece.
+    pub fn failed(&self) -> HashSet<Id> {
+        self.failed.clone()
+    }
+
+    /// Reads the range from the holders and sends it to `tx` in order. If
+    /// every holder read fails first, answers the rest of the range, for
+    /// the caller to read one holder at a time (each holder asked again: a
+    /// read can fail on a holder that is only slow to answer).
+    pub async fn run<V: Pieceable>(self, version: Arc<V>, tx: &Sink) -> Option<Range<u64>> {
+        let Stripes { board, outboard, holders, mut first, .. } = self;
         let reads = holders.iter().enumerate().map(|(w, holder)| {
             let read = HolderRead { board: board.clone(), version: version.clone(), holder: holder.clone(), w };
             tokio::spawn(crate::trace::carried(read.run(outboard.clone(), first.take())))
@@ -410,11 +426,11 @@ impl Stripes {
                 Step::Hand(bytes) => {
                     for chunk in bytes {
                         if tx.send(Ok(chunk)).await.is_err() {
-                            return; // the client went away
+                            return None; // the client went away
                         }
                     }
                 }
-                Step::Done => return,
+                Step::Done => return None,
                 // Woken by a piece, or at the next epoch to reconsider the
                 // pace (a holder read may have stalled).
                 Step::Wait => {
@@ -427,16 +443,10 @@ impl Stripes {
                 Step::Stuck => break,
             }
         }
-        // Every holder read failed: one holder at a time from here, each
-        // holder asked again (a read can fail on a holder that is only
-        // slow to answer; the dead fail fast, the suspected at once), then
-        // the ring for others.
-        let from = {
-            let pieces = board.lock();
-            pieces.span(pieces.handed).start..pieces.range.end
-        };
-        tracing::warn!(file = %version.name, offset = from.start, "every holder read failed; reading one at a time");
-        Version::clone(&version).follow(from, None, failed, tx).await;
+        let pieces = board.lock();
+        let from = pieces.span(pieces.handed).start..pieces.range.end;
+        tracing::warn!(file = version.file(), offset = from.start, "every holder read failed; reading one at a time");
+        Some(from)
     }
 }
 
@@ -452,14 +462,14 @@ impl Drop for AbortOnDrop {
 }
 
 /// One holder's part of a read: number `w`.
-struct HolderRead {
+struct HolderRead<V> {
     board: Arc<Board>,
-    version: Arc<Version>,
+    version: Arc<V>,
     holder: NodeRef,
     w: usize,
 }
 
-impl HolderRead {
+impl<V: Pieceable> HolderRead<V> {
     /// Fetches runs of pieces from the holder, [`DEPTH`] at a time, until
     /// the range is all fetched or the holder fails; `first` is a piece
     /// already open.
@@ -479,7 +489,7 @@ impl HolderRead {
                 },
                 Some(result) = arriving.next(), if !arriving.is_empty() => {
                     if let Err(e) = result {
-                        tracing::warn!(file = %self.version.name, holder = %self.holder.addr,
+                        tracing::warn!(file = self.version.file(), holder = %self.holder.addr,
                             "holder read failed, its pieces go to the others: {e}");
                         break;
                     }
@@ -497,8 +507,7 @@ impl HolderRead {
                 let pieces = self.board.lock();
                 pieces.span(p).start..pieces.span(p + n - 1).end
             };
-            let Version { reader, name, entry, .. } = &*self.version;
-            let fetched = reader.fetch_from(&self.holder, name, entry, span, Some(outboard)).await?;
+            let fetched = self.version.fetch(&self.holder, span, Some(outboard)).await?;
             self.collect(p, n, fetched.bytes).await
         }
         .boxed()
