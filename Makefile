@@ -49,4 +49,5 @@ bench: plugins broker
 	@scripts/bench-plugin-swap.sh
 	@scripts/bench-split.sh
 	@scripts/bench-multi-source.sh
+	@scripts/bench-large-ring.sh
 	$(CARGO) bench -p ringshare --bench chord_sim
