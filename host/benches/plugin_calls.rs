@@ -8,15 +8,20 @@
 use std::path::Path;
 use std::time::Instant;
 
-use ringshare::{FileName, PluginHost, PluginLimits};
+use ringshare::{FileName, GroupSync, PluginHost, PluginLimits};
 
 const CALLS: usize = 2_000;
+
+/// The group commit of a store.
+fn synced(store: &Path) -> std::sync::Arc<GroupSync> {
+    std::sync::Arc::new(GroupSync::open(&[store]).expect("open the store"))
+}
 
 async fn per_call_micros(pooling: bool, store: &Path) -> (f64, f64) {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/default");
     assert!(plugins.join("index.wasm").is_file(), "build the plugins first (scripts/build-plugins.sh)");
     let limits = PluginLimits { pooling, ..PluginLimits::default() };
-    let host = PluginHost::load(&plugins, store, limits, false).expect("plugins load");
+    let host = PluginHost::load(&plugins, store, limits, false, synced(store)).expect("plugins load");
     let name = FileName::parse("sample.bin").unwrap();
     let missing = FileName::parse("missing.bin").unwrap();
 
@@ -46,7 +51,7 @@ const LISTED: usize = 1_000;
 /// `sample.bin`; and a host on it.
 async fn fill(store: &Path, count: usize, size: usize) -> std::sync::Arc<PluginHost> {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/default");
-    let host = PluginHost::load(&plugins, store, PluginLimits::default(), false).expect("plugins load");
+    let host = PluginHost::load(&plugins, store, PluginLimits::default(), false, synced(store)).expect("plugins load");
     for i in 0..count {
         let name = if i == 0 { "sample.bin".to_owned() } else { format!("file-{i:04}") };
         let mut upload = host.upload(&FileName::parse(&name).unwrap(), false, None).await.expect("upload");

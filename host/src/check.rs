@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
 use crate::plugins::{PluginHost, PluginKind, describe};
+use crate::store::sync::GroupSync;
 use crate::store::{FileName, StoreDir};
 
 /// The deadline each plugin call gets during a check.
@@ -213,7 +214,8 @@ async fn load(
     let root = store.root().to_path_buf();
     // The plugins built into the binary stand in for companions missing
     // beside it, so that a check runs from any folder.
-    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, true))
+    let synced = Arc::new(GroupSync::open(&[&root]).map_err(|e| format!("a temporary store: {e}"))?);
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, true, synced))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;

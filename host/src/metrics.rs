@@ -27,6 +27,9 @@
 //!   another CA; `claim`: a member speaking for an address not its own);
 //! - `ringshare_tls_reloads_total{outcome}`: certificates read again after
 //!   their files changed (`taken`, `refused`);
+//! - `ringshare_store_syncs_total`, `ringshare_store_synced_writes_total`:
+//!   syncs of the store (group commit) and the writes they made durable
+//!   (uploads count twice: their content, then their commit; deletions once);
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
 //!   offset of the peers' clocks from this node's, and whether it agrees
 //!   with most of them (0: the node takes no writes).
@@ -149,6 +152,10 @@ pub struct Metrics {
     /// Whether this node's clock agrees with its peers' (0: it takes no
     /// writes); set when scraped.
     pub clock_in_step: Gauge,
+    /// Syncs of the store (group commit).
+    pub store_syncs: Counter,
+    /// Writes those syncs made durable.
+    pub store_synced_writes: Counter,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -190,6 +197,10 @@ impl Metrics {
         registry.register("clock_offset_ms", offset_help, clock_offset_ms.clone());
         let in_step_help = "Whether this node's clock agrees with its peers' (0: it takes no writes)";
         registry.register("clock_in_step", in_step_help, clock_in_step.clone());
+        let (store_syncs, store_synced_writes) = (Counter::default(), Counter::default());
+        registry.register("store_syncs", "Syncs of the store (group commit)", store_syncs.clone());
+        let synced_help = "Writes made durable by syncs of the store (an upload counts twice: content, commit)";
+        registry.register("store_synced_writes", synced_help, store_synced_writes.clone());
         Arc::new(Self {
             registry,
             http,
@@ -209,6 +220,8 @@ impl Metrics {
             tls_reloads,
             clock_offset_ms,
             clock_in_step,
+            store_syncs,
+            store_synced_writes,
             scraping: std::sync::Mutex::new(()),
         })
     }

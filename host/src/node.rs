@@ -17,6 +17,7 @@ use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
+use crate::store::sync::GroupSync;
 use crate::tls::{Credentials, Gate, Rotating, members_only};
 
 /// A node built and ready to serve: its routes (REST and both gRPC
@@ -46,8 +47,14 @@ impl Node {
             .with_context(|| format!("preparing the store at {}", config.data_dir.display()))?;
         let (plugins_dir, limits, embedded) = (config.plugins_dir.clone(), config.limits, config.embedded_plugins);
         let store_root = store.root().to_path_buf();
+        // One group commit for the store and the host's own records.
+        let synced = Arc::new(
+            GroupSync::open(&[store.root(), store.state()])
+                .with_context(|| format!("opening {} to sync it", config.data_dir.display()))?,
+        );
+        let loading = synced.clone();
         let plugins =
-            tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits, embedded))
+            tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits, embedded, loading))
                 .await
                 .context("loading plugins")??;
         // The host's index of the store is filled from disk now, not by the
@@ -79,7 +86,7 @@ impl Node {
         // A stat or listing is one plugin call on the other node, plus the trip.
         let call_timeout = config.limits.call_timeout + config.rpc_timeout;
         let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
-        let tombstones = Tombstones::open(store.state())
+        let tombstones = Tombstones::open(store.state(), synced.clone())
             .with_context(|| format!("loading tombstones from {}", store.state().display()))?;
         let settings = FilesSettings {
             replicas: config.replicas,
@@ -106,6 +113,7 @@ impl Node {
         };
         let metrics = crate::metrics::Metrics::new();
         gate.count_in(metrics.clone());
+        synced.count_in(metrics.store_syncs.clone(), metrics.store_synced_writes.clone());
         if let Some(tls) = &tls {
             tls.count_in(metrics.clone());
         }

@@ -1,7 +1,8 @@
 //! Tombstones: when each deleted file was deleted, so that a copy on a node
 //! that was away during the delete is removed when it comes back instead of
 //! being copied out again. One small file per name under `<data>/deleted/`,
-//! written atomically (temp file + rename) and loaded at start.
+//! written atomically (temp file + rename), on disk (the store's group
+//! commit) before a deletion counts as recorded, and loaded at start.
 //!
 //! A version of a file is deleted when its modification time is not after
 //! the tombstone's; a later upload of the same name is a new file.
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::store::FileName;
+use crate::store::sync::GroupSync;
 
 /// This node's tombstones.
 #[derive(Clone)]
@@ -19,13 +21,14 @@ pub struct Tombstones {
     dir: PathBuf,
     tmp: PathBuf,
     deleted: Arc<Mutex<HashMap<String, u64>>>,
+    synced: Arc<GroupSync>,
 }
 
 impl Tombstones {
     /// Loads the tombstones under `<root>/deleted/`, creating the folder;
     /// temp files go to `<root>/tmp/`. Unreadable entries are skipped with a
-    /// warning.
-    pub fn open(root: &Path) -> io::Result<Self> {
+    /// warning. A tombstone is made durable through `synced`.
+    pub fn open(root: &Path, synced: Arc<GroupSync>) -> io::Result<Self> {
         let dir = root.join("deleted");
         std::fs::create_dir_all(&dir)?;
         let mut deleted = HashMap::new();
@@ -40,7 +43,7 @@ impl Tombstones {
                 _ => tracing::warn!(path = %path.display(), "ignoring an unreadable tombstone"),
             }
         }
-        Ok(Self { dir, tmp: root.join("tmp"), deleted: Arc::new(Mutex::new(deleted)) })
+        Ok(Self { dir, tmp: root.join("tmp"), deleted: Arc::new(Mutex::new(deleted)), synced })
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
@@ -74,6 +77,8 @@ impl Tombstones {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(e);
         }
+        let synced = self.synced.clone();
+        tokio::task::spawn_blocking(move || synced.sync()).await.map_err(io::Error::other)??;
         let mut map = self.map();
         let slot = map.entry(name.as_str().to_owned()).or_insert(at);
         *slot = (*slot).max(at);
@@ -107,11 +112,15 @@ mod tests {
         FileName::parse(s).unwrap()
     }
 
+    fn open(root: &Path) -> Tombstones {
+        Tombstones::open(root, Arc::new(GroupSync::open(&[root]).unwrap())).unwrap()
+    }
+
     /// An empty store root (with its `tmp/`) and its tombstones.
     fn fresh() -> (tempfile::TempDir, Tombstones) {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-        let stones = Tombstones::open(root.path()).unwrap();
+        let stones = open(root.path());
         (root, stones)
     }
 
@@ -121,7 +130,7 @@ mod tests {
         stones.record(&name("a"), 10).await.unwrap();
         stones.record(&name("a"), 5).await.unwrap();
         stones.record(&name("b"), 7).await.unwrap();
-        let reopened = Tombstones::open(root.path()).unwrap();
+        let reopened = open(root.path());
         assert_eq!(reopened.get(&name("a")), Some(10));
         assert_eq!(reopened.get(&name("b")), Some(7));
         assert_eq!(reopened.get(&name("c")), None);
@@ -135,7 +144,7 @@ mod tests {
         assert_eq!(stones.get(&name("a")), Some(10), "a version from the deletion's instant stays deleted");
         stones.clear_before(&name("a"), 11).await.unwrap();
         assert_eq!(stones.get(&name("a")), None);
-        assert_eq!(Tombstones::open(root.path()).unwrap().get(&name("a")), None);
+        assert_eq!(open(root.path()).get(&name("a")), None);
     }
 
     #[test]
@@ -144,7 +153,7 @@ mod tests {
         std::fs::create_dir_all(root.path().join("deleted")).unwrap();
         std::fs::write(root.path().join("deleted/x"), "not a number").unwrap();
         std::fs::write(root.path().join("deleted/y"), "42\n").unwrap();
-        let stones = Tombstones::open(root.path()).unwrap();
+        let stones = open(root.path());
         assert_eq!(stones.all(), vec![("y".to_owned(), 42)]);
     }
 }

@@ -41,6 +41,7 @@ use wasmtime::component::Linker;
 
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
+use crate::store::sync::GroupSync;
 use bindings::download::DownloadPluginPre;
 use bindings::index::IndexPluginPre;
 use bindings::upload::UploadPluginPre;
@@ -161,6 +162,9 @@ pub struct PluginHost {
     /// Held while the folder is read, so that reloads do not interleave.
     reloading: Mutex<()>,
     index: store_index::StoreIndex,
+    /// The store's group commit: every upload's content and commit are
+    /// made durable by syncs shared with the uploads finishing with it.
+    synced: Arc<GroupSync>,
     watcher: Mutex<Option<watch::FolderWatch>>,
     /// Where calls are counted, once a node's metrics are set up.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -172,13 +176,15 @@ impl PluginHost {
     /// a second. Files that are not usable plugins are refused with a log
     /// line and left out; only a failure to build the engine itself is an
     /// error. With `embedded`, the default plugins built into the binary
-    /// serve each kind the folder has none of. This blocks (it compiles
-    /// code): call it off the async runtime.
+    /// serve each kind the folder has none of. Uploads are made durable
+    /// through `synced`. This blocks (it compiles code): call it off the
+    /// async runtime.
     pub fn load(
         plugins_dir: &Path,
         store_root: &Path,
         limits: PluginLimits,
         embedded: bool,
+        synced: Arc<GroupSync>,
     ) -> anyhow::Result<Arc<Self>> {
         // A folder that is not there yet (the default, in a new place) is
         // made, so that plugins dropped into it later are followed.
@@ -203,6 +209,7 @@ impl PluginHost {
             registry: RwLock::new(Registry::default()),
             reloading: Mutex::new(()),
             index: store_index::StoreIndex::watching(&store_root.join("files")),
+            synced,
             watcher: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
         });

@@ -244,23 +244,20 @@ impl PluginHost {
             let api = instance.ringshare_plugin_upload();
             let writer =
                 self.guarded(&mut store, plugin, |s| api.call_create(s, name, request.overwrite, request.modified_ns))?;
-            let streams = (|| -> Result<_, PluginError> {
+            let content = (|| -> Result<_, PluginError> {
                 let content = self.guarded(&mut store, plugin, |s| api.writer().call_content(s, writer))?;
                 let content = take_resource(&mut store, &plugin.file, content)?;
-                let content = ContentFile::from_descriptor(content).map_err(|why| broken(&plugin.file, why))?;
-                let outboard = self.guarded(&mut store, plugin, |s| api.writer().call_outboard(s, writer))?;
-                let outboard = take_resource(&mut store, &plugin.file, outboard)?;
-                Ok((content, outboard))
+                ContentFile::from_descriptor(content).map_err(|why| broken(&plugin.file, why))
             })();
-            match streams {
-                Ok(streams) => Ok((store, instance, writer, streams)),
+            match content {
+                Ok(content) => Ok((store, instance, writer, content)),
                 Err(e) => {
                     self.release(&mut store, plugin, writer, &Err::<(), _>(e.clone()));
                     Err(e)
                 }
             }
         };
-        let (mut store, instance, writer, (mut content, mut outboard)) = match start() {
+        let (mut store, instance, writer, mut content) = match start() {
             Ok(started) => {
                 let _ = opened.send(Ok(()));
                 started
@@ -277,6 +274,22 @@ impl PluginHost {
             refusal: Refusal::Io,
             message: format!("writing {name}: {e}"),
         };
+        // The outboard is asked for when there is some to write: a file of
+        // one block has none, and its upload makes no outboard file.
+        let mut outboard = None;
+        let mut write_outboard = |store: &mut Store<Sandbox>, cvs: Bytes| -> Result<(), PluginError> {
+            if cvs.is_empty() {
+                return Ok(());
+            }
+            let stream = match &mut outboard {
+                Some(stream) => stream,
+                None => {
+                    let stream = self.guarded(store, plugin, |s| api.call_outboard(s, writer))?;
+                    outboard.insert(take_resource(store, &plugin.file, stream)?)
+                }
+            };
+            rt.block_on(stream.blocking_write_and_flush(cvs)).map_err(|e| io(&e))
+        };
         let result = loop {
             match rx.blocking_recv() {
                 Some(UploadMsg::Chunk { pieces, cvs }) => {
@@ -288,21 +301,27 @@ impl PluginHost {
                         break Err(if space::is_full(&e) { PluginError::NoRoom(e.to_string()) } else { io(&e) });
                     }
                     if let Some(cvs) = cvs
-                        && let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs))
+                        && let Err(e) = write_outboard(&mut store, cvs)
                     {
-                        break Err(io(&e));
+                        break Err(e);
                     }
                 }
                 Some(UploadMsg::Finish { size, root, cvs, expected }) => {
-                    if let Err(e) = rt.block_on(outboard.blocking_write_and_flush(cvs)) {
-                        break Err(io(&e));
+                    if let Err(e) = write_outboard(&mut store, cvs) {
+                        break Err(e);
                     }
                     if let Some(expected) = expected.filter(|e| *e != root) {
                         break Err(PluginError::Corrupt(format!(
                             "the copy of {name} received hashes to {root}, not {expected}"
                         )));
                     }
-                    drop((content, outboard));
+                    drop((content, outboard.take()));
+                    // The content and its outboard are on disk before the
+                    // plugin makes them visible: a crash never leaves a
+                    // visible file whose bytes did not reach the disk.
+                    if let Err(e) = self.synced.sync() {
+                        break Err(io(&e));
+                    }
                     let finished =
                         self.guarded(&mut store, plugin, |s| api.call_finish(s, writer, size, &root.to_hex()));
                     break finished.and_then(|e| {
@@ -322,10 +341,13 @@ impl PluginHost {
         let result = result.map_err(|e| self.for_want_of_room(e));
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, plugin, writer, &result);
-        if let Ok(entry) = &result {
-            self.index.stored(entry);
-        }
-        result
+        let entry = result?;
+        self.index.stored(&entry);
+        // The commit (renames, the record) is on disk before the upload is
+        // acknowledged; the sync is shared with every upload finishing now.
+        // A failed sync fails the upload: what reached the disk is unknown.
+        self.synced.sync().map_err(|e| io(&e))?;
+        Ok(entry)
     }
 
     /// A plugin whose own writes failed (its temp file, its record, its
@@ -444,6 +466,13 @@ impl PluginHost {
         let Some(root) = entry.blake3 else {
             return Ok((entry, None));
         };
+        if integrity::outboard_len(entry.size) == 0 {
+            // One block: the hash is the whole check, there is no outboard
+            // to read.
+            let outboard =
+                Outboard::verified(root, entry.size, &[]).map_err(|e| PluginError::Corrupt(format!("{name}: {e}")))?;
+            return Ok((entry, Some(Arc::new(outboard))));
+        }
         let stream = self.guarded(store, plugin, |s| api.call_outboard(s, reader))?;
         let mut stream = take_resource(store, &plugin.file, stream)?;
         // Read one byte more than it should have, to tell a longer one.
@@ -588,8 +617,9 @@ impl UploadHandle {
         }
     }
 
-    /// Commits the upload (durably: the plugin syncs before it renames)
-    /// and returns the stored file's entry. With `expected`, a content whose
+    /// Commits the upload (durably: the content is synced before the plugin
+    /// makes it visible, and the commit before this answers; both syncs are
+    /// shared with the uploads finishing at the same time) and returns the stored file's entry. With `expected`, a content whose
     /// hash differs is discarded instead ([`PluginError::Corrupt`]).
     pub async fn finish(mut self, expected: Option<Digest>) -> Result<FileEntry, PluginError> {
         if let Some(chunks) = self.chunks.take() {

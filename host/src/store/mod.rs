@@ -19,6 +19,7 @@
 
 mod name;
 pub mod space;
+pub mod sync;
 
 use std::io;
 use std::path::{Path, PathBuf};

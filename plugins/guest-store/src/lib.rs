@@ -103,11 +103,14 @@ fn recorded_blake3(name: &str, size: u64, modified_ns: u64) -> Option<String> {
     valid.then(|| blake3.to_owned())
 }
 
-/// Records `entry` in `meta/`, atomically (temp file + rename).
+/// Records `entry` in `meta/`, in place with one write. A record cut short
+/// (a crash, a full disk) does not parse or does not match the file, which
+/// is then hashed again: the record only saves reading the file, it never
+/// decides what the file holds.
 pub fn record(name: &str, size: u64, modified_ns: u64, blake3: &str) -> io::Result<()> {
-    let (mut file, path) = create_temp("meta")?;
-    let written = writeln!(file, "{size} {modified_ns} {blake3}")
-        .and_then(|()| fs::rename(&path, PathBuf::from(META).join(name)));
+    let line = format!("{size} {modified_ns} {blake3}\n");
+    let path = PathBuf::from(META).join(name);
+    let written = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?.write_all(line.as_bytes());
     if written.is_err() {
         let _ = fs::remove_file(&path);
     }

@@ -1,9 +1,12 @@
-//! The default upload plugin: opens a temp file for the content and one for
-//! its outboard, hands the host the first (the host writes it natively) and
-//! a stream into the second, and on `finish` commits
-//! them: the outboard first, then the content with one rename (or a
-//! no-clobber hard link), then the record, so a half-written file is never
-//! visible. A writer dropped before `finish` removes its temp files.
+//! The default upload plugin: opens a temp file for the content, and one
+//! for its outboard when the host asks for it (a file of one block has
+//! none), hands the host the first (the host writes it natively) and a
+//! stream into the second, and on `finish` commits them: the outboard
+//! first, then the content with one rename (or a no-clobber hard link),
+//! then the record, so a half-written file is never visible. The host has
+//! synced the temp files before `finish` and syncs the commit after it
+//! (group commit), so the plugin does not sync. A writer dropped before
+//! `finish` removes its temp files.
 //! `remove` deletes a file, its outboard and its record. It is granted
 //! `/store` read-write.
 
@@ -32,7 +35,8 @@ struct InFlight {
     overwrite: bool,
     modified: Option<u64>,
     content: (File, PathBuf),
-    outboard: (File, PathBuf),
+    /// Made when the host asks for it.
+    outboard: RefCell<Option<PathBuf>>,
 }
 
 fn io_error(e: io::Error) -> Error {
@@ -71,14 +75,7 @@ impl Guest for Plugin {
             return Err(Error::AlreadyExists(name));
         }
         let content = guest_store::create_temp("upload").map_err(io_error)?;
-        let outboard = match guest_store::create_temp("outboard") {
-            Ok(outboard) => outboard,
-            Err(e) => {
-                let _ = fs::remove_file(&content.1);
-                return Err(io_error(e));
-            }
-        };
-        let state = InFlight { name, overwrite, modified, content, outboard };
+        let state = InFlight { name, overwrite, modified, content, outboard: RefCell::new(None) };
         Ok(Writer::new(Upload { state: RefCell::new(Some(state)) }))
     }
 
@@ -104,13 +101,31 @@ impl Upload {
     }
 }
 
+impl InFlight {
+    fn remove_temps(&self) {
+        let _ = fs::remove_file(&self.content.1);
+        if let Some(outboard) = &*self.outboard.borrow() {
+            let _ = fs::remove_file(outboard);
+        }
+    }
+}
+
 impl GuestWriter for Upload {
     fn content(&self) -> Result<Descriptor, Error> {
         self.with(|upload| open_for_writing(&upload.content.1))
     }
 
     fn outboard(&self) -> Result<OutputStream, Error> {
-        self.with(|upload| write_stream(&upload.outboard.1))
+        self.with(|upload| {
+            let mut outboard = upload.outboard.borrow_mut();
+            if outboard.is_some() {
+                return Err(Error::Other("the outboard was already asked for".into()));
+            }
+            let (_, path) = guest_store::create_temp("outboard").map_err(io_error)?;
+            let stream = write_stream(&path);
+            *outboard = Some(path);
+            stream
+        })
     }
 
     fn finish(&self, size: u64, blake3: String) -> Result<FileEntry, Error> {
@@ -118,8 +133,7 @@ impl GuestWriter for Upload {
         let result = commit(&upload, size, &blake3);
         // After a rename the temp paths are gone; after a link or a failure
         // they must go.
-        let _ = fs::remove_file(&upload.content.1);
-        let _ = fs::remove_file(&upload.outboard.1);
+        upload.remove_temps();
         result
     }
 }
@@ -136,19 +150,26 @@ fn commit(upload: &InFlight, size: u64, blake3: &str) -> Result<FileEntry, Error
     if let Some(ns) = upload.modified {
         file.set_modified(UNIX_EPOCH + Duration::from_nanos(ns)).map_err(io_error)?;
     }
-    file.sync_all().map_err(io_error)?;
-    upload.outboard.0.sync_all().map_err(io_error)?;
     let modified_ns = guest_store::modified_ns(&file.metadata().map_err(io_error)?);
     let target = guest_store::file_path(&upload.name);
+    // The outboard of a file of one block is none; one left by an earlier
+    // version of the name goes.
+    let place_outboard = || match &*upload.outboard.borrow() {
+        Some(outboard) => fs::rename(outboard, guest_store::outboard_path(&upload.name)),
+        None => match fs::remove_file(guest_store::outboard_path(&upload.name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
     if upload.overwrite {
-        fs::rename(&upload.outboard.1, guest_store::outboard_path(&upload.name)).map_err(io_error)?;
+        place_outboard().map_err(io_error)?;
         fs::rename(temp, &target).map_err(io_error)?;
     } else {
         fs::hard_link(temp, &target).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => Error::AlreadyExists(upload.name.clone()),
             _ => io_error(e),
         })?;
-        fs::rename(&upload.outboard.1, guest_store::outboard_path(&upload.name)).map_err(io_error)?;
+        place_outboard().map_err(io_error)?;
     }
     // The file is committed; without its record it is hashed again by the
     // host, so a failure here is logged, not returned.
@@ -161,8 +182,7 @@ fn commit(upload: &InFlight, size: u64, blake3: &str) -> Result<FileEntry, Error
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(upload) = self.state.get_mut().take() {
-            let _ = fs::remove_file(&upload.content.1);
-            let _ = fs::remove_file(&upload.outboard.1);
+            upload.remove_temps();
             log(Level::Info, &format!("upload of {:?} aborted", upload.name));
         }
     }
