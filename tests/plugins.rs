@@ -213,7 +213,7 @@ async fn a_plugin_of_the_old_contract_is_refused_with_the_reason() {
     let old = statuses.iter().find(|s| s["file"] == "old-contract.wasm").expect("listed");
     assert_eq!(old["loaded"], false, "{old}");
     let reason = old["reason"].as_str().unwrap();
-    assert!(reason.contains("another version of the plugin contract") && reason.contains("@0.3.0 only"), "{reason}");
+    assert!(reason.contains("another version of the plugin contract") && reason.contains("@0.4.0 only"), "{reason}");
     let (status, code, _) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
     assert_still_serves(&node, "still.bin").await;
@@ -323,7 +323,7 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         let report = ringshare::check::check_plugin(&defaults.join(format!("{kind}.wasm")), &defaults).await;
         assert!(report.passed(), "{report}");
         let text = report.to_string();
-        assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.3.0")), "{text}");
+        assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.4.0")), "{text}");
         assert!(text.contains("reads it back whole, every block verified"), "{text}");
     }
     for template in ["index", "upload", "download", "http"] {

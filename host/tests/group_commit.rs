@@ -53,9 +53,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The content of version `version` of file `file`: 1 KiB to 1.2 MiB.
+/// The content of version `version` of file `file`: 1 KiB to 1.2 MiB, so
+/// that overwrites go from one block to several and back.
 fn content(file: usize, version: usize) -> Vec<u8> {
-    let len = match file % 4 {
+    let len = match (file + version) % 4 {
         0 => 1 << 10,
         1 => 3 << 10,
         2 => 300 << 10,
@@ -87,17 +88,21 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
     let acked: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let http = reqwest::Client::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uploads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
         let (sent, acked, http, stop, url) = (sent.clone(), acked.clone(), http.clone(), stop.clone(), url.clone());
+        let uploads = uploads.clone();
         clients.push(tokio::spawn(async move {
             // Bounded: at most 200 uploads per client.
             for round in 0..200 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
-                // A third of the uploads overwrite a name this client wrote.
-                let file = client * 1_000 + if round % 3 == 2 { round / 3 } else { round };
+                // A third of the uploads overwrite a name this client wrote;
+                // the others add a name (no overwrite: the plugin links).
+                let overwrite = round % 3 == 2;
+                let file = client * 1_000 + if overwrite { round / 3 } else { round };
                 let name = format!("f{file}");
                 let body = content(file, round);
                 let hash = blake3::hash(&body).to_hex().to_string();
@@ -107,10 +112,11 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
                     versions.push(hash);
                     versions.len()
                 };
-                let answer = http.put(format!("{url}/files/{name}?overwrite=true")).body(body).send().await;
+                let answer = http.put(format!("{url}/files/{name}?overwrite={overwrite}")).body(body).send().await;
                 match answer {
                     Ok(answer) if answer.status().is_success() => {
                         acked.lock().unwrap().insert(name, count);
+                        uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     // The node died under this request: not acknowledged.
                     _ => return,
@@ -118,9 +124,10 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acked.lock().unwrap().len() < BEFORE_KILL {
-        assert!(Instant::now() < deadline, "{} uploads acknowledged in 120 s", acked.lock().unwrap().len());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while uploads.load(std::sync::atomic::Ordering::Relaxed) < BEFORE_KILL {
+        let done = uploads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(Instant::now() < deadline, "{done} uploads acknowledged in 300 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
@@ -145,8 +152,9 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
     // the kill; never an older one.
     for (name, count) in &acked {
         let answer = http.get(format!("{url}/files/{name}")).send().await.unwrap();
-        assert_eq!(answer.status(), StatusCode::OK, "{name} was acknowledged");
+        let status = answer.status();
         let body = answer.bytes().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{name} was acknowledged: {}", String::from_utf8_lossy(&body));
         let got = blake3::hash(&body).to_hex().to_string();
         let allowed = &sent[name][count - 1..];
         assert!(allowed.contains(&got), "{name}: {got} is not the acknowledged version or a later one");

@@ -74,7 +74,7 @@ pub enum PluginKind {
 /// speaks (`wit/plugin.wit`): the one place that version is written.
 macro_rules! contract {
     ($name:literal) => {
-        concat!("ringshare:plugin/", $name, "@0.3.0")
+        concat!("ringshare:plugin/", $name, "@0.4.0")
     };
 }
 pub(crate) use contract;

@@ -117,6 +117,15 @@ pub fn record(name: &str, size: u64, modified_ns: u64, blake3: &str) -> io::Resu
     written
 }
 
+/// Removes the record of `name`, if any: the file is then hashed again by
+/// the host before it is served.
+pub fn unrecord(name: &str) -> io::Result<()> {
+    match fs::remove_file(PathBuf::from(META).join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Removes the record and the outboard of `name`.
 pub fn forget(name: &str) -> io::Result<()> {
     let _ = fs::remove_file(outboard_path(name));

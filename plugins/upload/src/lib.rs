@@ -152,24 +152,38 @@ fn commit(upload: &InFlight, size: u64, blake3: &str) -> Result<FileEntry, Error
     }
     let modified_ns = guest_store::modified_ns(&file.metadata().map_err(io_error)?);
     let target = guest_store::file_path(&upload.name);
-    // The outboard of a file of one block is none; one left by an earlier
-    // version of the name goes.
+    // A file of more than one block brings its outboard. Replacing, the
+    // outboard goes first, so that the content is never read without it;
+    // adding, the content's link must win first, so that a name taken
+    // meanwhile keeps its own outboard.
     let place_outboard = || match &*upload.outboard.borrow() {
-        Some(outboard) => fs::rename(outboard, guest_store::outboard_path(&upload.name)),
-        None => match fs::remove_file(guest_store::outboard_path(&upload.name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        },
+        Some(outboard) => fs::rename(outboard, guest_store::outboard_path(&upload.name)).map_err(io_error),
+        None => Ok(()),
     };
     if upload.overwrite {
-        place_outboard().map_err(io_error)?;
+        // Until the content is replaced too, the old content would be read
+        // with the new outboard: without its record, the old content is
+        // hashed again (and given its outboard back) if a crash falls
+        // between the two.
+        if upload.outboard.borrow().is_some() {
+            guest_store::unrecord(&upload.name).map_err(io_error)?;
+        }
+        place_outboard()?;
         fs::rename(temp, &target).map_err(io_error)?;
     } else {
         fs::hard_link(temp, &target).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => Error::AlreadyExists(upload.name.clone()),
             _ => io_error(e),
         })?;
-        place_outboard().map_err(io_error)?;
+        place_outboard()?;
+    }
+    // A file of one block has no outboard: one left by an earlier version
+    // of the name goes, once the content it belonged to is replaced.
+    if upload.outboard.borrow().is_none()
+        && let Err(e) = fs::remove_file(guest_store::outboard_path(&upload.name))
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        log(Level::Warn, &format!("could not remove the old outboard of {:?}: {e}", upload.name));
     }
     // The file is committed; without its record it is hashed again by the
     // host, so a failure here is logged, not returned.
