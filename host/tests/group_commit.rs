@@ -30,7 +30,24 @@ fn plugins() -> PathBuf {
     dir
 }
 
-fn start(data: &Path, port: u16) -> Child {
+/// A node process, killed when dropped (also when the test fails).
+struct Node(Child);
+
+impl Node {
+    /// Kills the node at once (SIGKILL) and waits for it to end.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(data: &Path, port: u16) -> Node {
     let listen = format!("127.0.0.1:{port}");
     let mut command = Command::new(BIN);
     command.args(["node", "--amqp", "none", "--replicas", "1", "--listen", &listen, "--data"]).arg(data);
@@ -38,7 +55,7 @@ fn start(data: &Path, port: u16) -> Child {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGSHARE_")) {
         command.env_remove(key);
     }
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the node")
+    Node(command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start the node"))
 }
 
 async fn ready(url: &str) {
@@ -131,8 +148,7 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
-    node.kill().expect("SIGKILL");
-    node.wait().unwrap();
+    node.kill();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for client in clients {
         client.await.unwrap();
@@ -175,6 +191,5 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
     }
     let temps = std::fs::read_dir(data.join("store/tmp")).unwrap().count();
     assert_eq!(temps, 0, "the temp files of uploads cut short are gone after the restart");
-    node.kill().unwrap();
-    node.wait().unwrap();
+    node.kill();
 }
