@@ -59,6 +59,10 @@ const SUSPECTED_AGAIN: Duration = Duration::from_secs(10);
 /// Pauses between connection attempts.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
+/// How long connecting to the broker, or closing a connection, may take.
+const BROKER_WAIT: Duration = Duration::from_secs(10);
+/// How often a session checks that its connection is still open.
+const CONNECTION_CHECK: Duration = Duration::from_millis(250);
 
 /// Why a connection to the broker ended.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,8 @@ enum LinkError {
     Outbox(#[from] OutboxError),
     #[error("broker refused a message: {0}")]
     Refused(String),
+    #[error("broker connection: {0}")]
+    Lost(String),
 }
 
 /// What the bridge has done, for `GET /bridge`.
@@ -285,8 +291,16 @@ impl Bridge {
     /// One connection: declares the topology, then publishes and consumes
     /// until it fails (an error) or `stop` (closed cleanly).
     async fn session(self: &Arc<Self>, url: &str, stop: &CancellationToken) -> Result<(), LinkError> {
-        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-        let result = async {
+        let connecting = Connection::connect(url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(BROKER_WAIT, connecting)
+            .await
+            .map_err(|_| LinkError::Lost(format!("no answer to connecting within {BROKER_WAIT:?}")))??;
+        // lapin does not always fail what waits on a connection the broker
+        // closed (a publish or a confirm may wait forever: amqp-rs/lapin
+        // #409), so the session also ends when the connection reports an
+        // error or is seen closed.
+        let events = connection.events_listener();
+        let working = async {
             let publishing = connection.create_channel().await?;
             topology::declare(&publishing).await?;
             publishing.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -321,10 +335,14 @@ impl Bridge {
                 listened = listening => listened,
                 _ = stop.cancelled() => Ok(()),
             }
-        }
-        .await;
-        let _ = connection.close(200, "node stopping".into()).await;
+        };
+        let result = tokio::select! {
+            result = working => result,
+            gone = gone(&connection, events) => Err(gone),
+        };
         self.count(|s| s.connected = false);
+        // Bounded for the same reason: a close may wait for a broker gone.
+        let _ = tokio::time::timeout(BROKER_WAIT, connection.close(200, "node stopping".into())).await;
         result
     }
 
@@ -507,6 +525,27 @@ impl OutboxError {
 }
 
 /// Publishes one message: persistent, with its id and kind.
+/// Ends when `connection` is lost: an error reported by lapin, or a state
+/// other than connected seen by a check every [`CONNECTION_CHECK`].
+async fn gone(connection: &Connection, events: impl futures_util::Stream<Item = lapin::Event>) -> LinkError {
+    let mut events = std::pin::pin!(events);
+    let mut check = tokio::time::interval(CONNECTION_CHECK);
+    loop {
+        tokio::select! {
+            Some(event) = events.next() => {
+                if let lapin::Event::Error(error) = event {
+                    return LinkError::Amqp(error);
+                }
+            }
+            _ = check.tick() => {
+                if !connection.status().connected() {
+                    return LinkError::Lost("no longer open".into());
+                }
+            }
+        }
+    }
+}
+
 async fn publish(channel: &Channel, message: &Message) -> Result<PublisherConfirm, LinkError> {
     let payload = serde_json::to_vec(&message.body).map_err(|e| LinkError::Refused(e.to_string()))?;
     let properties = BasicProperties::default()
