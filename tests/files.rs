@@ -4,9 +4,11 @@
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
+use std::time::Duration;
+
 use ringshare_tests::{
-    NodeSetup, TestNode, blake3_hex, client, eventually, pattern, placement, put, start_ring, wait_converged,
-    wait_placed,
+    NodeSetup, TestNode, blake3_hex, client, eventually, metric, pattern, placement, put, start_ring, start_ring_with,
+    wait_converged, wait_placed,
 };
 use serde_json::Value;
 
@@ -365,6 +367,102 @@ async fn a_deleted_file_stays_deleted_when_a_former_holder_returns() {
         let body = http.get(node.at("/files/kept.bin")).send().await.unwrap().bytes().await.unwrap();
         assert!(body == kept, "kept.bin from {}", node.addr);
     }
+}
+
+/// Whether any of `nodes` still keeps a tombstone of `name`.
+fn tombstone_kept(nodes: &[TestNode], name: &str) -> Vec<String> {
+    nodes.iter().filter(|n| n.state().join("deleted").join(name).exists()).map(|n| n.addr.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_end_after_the_grace_and_a_node_away_longer_brings_nothing_back() {
+    const GRACE: Duration = Duration::from_secs(3);
+    let setup = || NodeSetup { tombstone_grace: GRACE, ..NodeSetup::default() };
+    let mut nodes = start_ring_with(4, setup).await;
+    wait_converged(&nodes).await;
+    let http = client();
+    let gone = pattern(31, 200_000);
+    let gone_holders = put_placed(&nodes, "gone.bin", &gone).await;
+    // A file the node going away holds too, kept by the others meanwhile.
+    let away_addr = gone_holders[1].clone();
+    let mut kept_name = None;
+    for n in 0..1000 {
+        let name = format!("kept-{n}");
+        if placement(&nodes[0], &name).await.contains(&away_addr) {
+            kept_name = Some(name);
+            break;
+        }
+    }
+    let kept_name = kept_name.expect("a name the node going away holds");
+    let kept = pattern(32, 5000);
+    let kept_holders = put_placed(&nodes, &kept_name, &kept).await;
+    assert!(kept_holders.contains(&away_addr));
+
+    // A holder goes away with both copies; gone.bin is deleted meanwhile.
+    let away = nodes.iter().position(|n| n.addr == away_addr).unwrap();
+    let folder = nodes.remove(away).stop().await;
+    assert!(folder.path().join("data/store/files/gone.bin").exists());
+    wait_converged(&nodes).await;
+    let deleted_at = std::time::Instant::now();
+    let deleted = http.delete(nodes[0].at("/files/gone.bin")).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert!(tombstone_kept(&nodes, "gone.bin").len() >= 2, "the delete was acknowledged by a quorum of tombstones");
+
+    // Every holder has the tombstone; past the grace, each drops its own.
+    eventually("tombstones past the grace were kept", || async {
+        let kept = tombstone_kept(&nodes, "gone.bin");
+        if kept.is_empty() { Ok(()) } else { Err(format!("kept by {kept:?}")) }
+    })
+    .await;
+    assert!(deleted_at.elapsed() >= GRACE, "a tombstone ended before the grace: {:?}", deleted_at.elapsed());
+    let mut expired = 0.0;
+    for node in &nodes {
+        expired += metric(node, "ringshare_tombstones_expired_total").await;
+    }
+    assert!(expired >= 2.0, "{expired} tombstones counted as expired");
+
+    // The node comes back, away longer than the grace, with its old copies:
+    // the deleted one is never served, listed or copied out again, and goes
+    // to its quarantine; the one its holders still have is confirmed.
+    let (join, listen) = (Some(nodes[0].addr.clone()), Some(away_addr.clone()));
+    let back = NodeSetup { join, listen, ..setup() }.start_in(folder).await;
+    nodes.push(back);
+    wait_converged(&nodes).await;
+    let back = nodes.last().unwrap();
+    eventually("the returning node settled its copies", || async {
+        for node in &nodes {
+            let (status, body) = get_json(node, "/files/gone.bin").await;
+            assert_ne!(status, StatusCode::OK, "gone.bin served again by {}: {body}", node.addr);
+            if status != StatusCode::NOT_FOUND {
+                return Err(format!("gone.bin from {}: {status} {body}", node.addr));
+            }
+            let (_, listing) = get_json(node, "/files?scope=network").await;
+            let names: Vec<&str> = listing.as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+            assert!(!names.contains(&"gone.bin"), "gone.bin listed again by {}", node.addr);
+        }
+        if metric(back, "ringshare_copies_quarantined_total").await < 1.0 {
+            return Err("gone.bin not quarantined yet".to_owned());
+        }
+        none_has("files/gone.bin", &nodes)?;
+        match metric(back, "ringshare_copies_unconfirmed").await {
+            0.0 => Ok(()),
+            waiting => Err(format!("{waiting} copies unconfirmed")),
+        }
+    })
+    .await;
+    let moved = quarantined(back, "gone.bin").expect("gone.bin in the returning node's quarantine");
+    assert!(std::fs::read(&moved).unwrap() == gone, "the quarantined copy is whole");
+    assert!(back.data().join("files").join(&kept_name).exists(), "the confirmed copy stayed");
+    for node in &nodes {
+        let body = http.get(node.at(&format!("/files/{kept_name}"))).send().await.unwrap().bytes().await.unwrap();
+        assert!(body == kept, "{kept_name} from {}", node.addr);
+    }
+}
+
+/// Where `name` is in `node`'s quarantine folder, if it is.
+fn quarantined(node: &TestNode, name: &str) -> Option<std::path::PathBuf> {
+    let versions = std::fs::read_dir(node.state().join("quarantine")).ok()?;
+    versions.filter_map(|v| v.ok()).map(|v| v.path().join(name)).find(|p| p.exists())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

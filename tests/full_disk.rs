@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use ringshare_tests::{NodeSetup, TestNode, Vhost, client, pattern, placement, start_ring_with, wait_converged};
+use ringshare_tests::{
+    NodeSetup, TestNode, Vhost, client, metric, pattern, placement, start_ring_with, wait_converged,
+};
 use serde_json::Value;
 
 /// A tmpfs of `mib` MiB mounted on a fresh folder; unmounted on drop, even
@@ -74,11 +76,6 @@ fn on_disk(node: &TestNode) -> (Vec<String>, Vec<String>) {
         .collect();
     files.sort();
     (files, node.temp_files())
-}
-
-async fn metric(node: &TestNode, series: &str) -> f64 {
-    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{series} "))).map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,10 @@ pub struct NodeConfig {
     /// Whether a node seen to leave or stop answering (by this node, or
     /// announced by another) starts a repair pass at once. Default: yes.
     pub repair_on_departure: bool,
+    /// How long a tombstone is kept once every holder has it, and the
+    /// longest a node may be away and still have its copies taken back
+    /// unchecked (Cassandra's `gc_grace_seconds`). Default: 7 days.
+    pub tombstone_grace: Duration,
     /// The RabbitMQ broker that carries hand-offs and events, or none to
     /// run without one. Default: [`DEFAULT_AMQP`].
     pub amqp: Option<String>,
@@ -107,6 +111,8 @@ pub const DEFAULT_PLUGINS: &str = "plugins";
 
 /// Most copies of a file a node keeps or is asked to make (k).
 pub const MAX_REPLICAS: usize = 16;
+/// How long a tombstone is kept once every holder has it: 7 days.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Limits on each plugin call.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +176,7 @@ impl NodeConfig {
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,
+            tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
             amqp: Some(DEFAULT_AMQP.to_owned()),
             tls_dir: None,
             write_token: None,

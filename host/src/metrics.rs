@@ -15,6 +15,12 @@
 //!   this node as the responsible one; gRPC bytes, framing included);
 //! - `ringshare_repair_backlog`, `ringshare_repair_passed_on_total`: files
 //!   left to check in the running repair pass, copies and deletions passed on;
+//! - `ringshare_tombstones_expired_total`: tombstones dropped past the
+//!   grace period once every holder had them;
+//! - `ringshare_copies_unconfirmed`, `ringshare_copies_quarantined_total`:
+//!   after an absence longer than the grace, copies still waiting for a
+//!   holder to confirm them (as of the last repair pass), and copies no
+//!   holder had, moved to quarantine;
 //! - `ringshare_full_holders_skipped_total`: copies of uploads made on the
 //!   next live successor because a holder's disk was full;
 //! - `ringshare_broker_connected`, `ringshare_outbox_messages`,
@@ -131,6 +137,12 @@ pub struct Metrics {
     pub repair_backlog: Gauge,
     /// Copies and deletions passed on by repair passes.
     pub repair_passed_on: Counter,
+    /// Tombstones dropped past the grace period.
+    pub tombstones_expired: Counter,
+    /// Copies kept through a long absence still waiting to be confirmed.
+    pub copies_unconfirmed: Gauge,
+    /// Copies kept through a long absence that no holder had, moved out.
+    pub copies_quarantined: Counter,
     /// Copies not made on a holder whose disk was full (made on the next
     /// live successor instead).
     pub full_holders_skipped: Counter,
@@ -185,6 +197,13 @@ impl Metrics {
         registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
         registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        let (tombstones_expired, copies_unconfirmed, copies_quarantined) = Default::default();
+        let expired_help = "Tombstones dropped past the grace period once every holder had them";
+        registry.register("tombstones_expired", expired_help, Counter::clone(&tombstones_expired));
+        let unconfirmed_help = "Copies kept through an absence longer than the grace, not yet confirmed by a holder";
+        registry.register("copies_unconfirmed", unconfirmed_help, Gauge::clone(&copies_unconfirmed));
+        let quarantined_help = "Copies kept through a long absence that no holder had, moved to quarantine";
+        registry.register("copies_quarantined", quarantined_help, Counter::clone(&copies_quarantined));
         let full_holders_skipped = Counter::default();
         let skipped_help = "Copies made on the next live successor because a holder's disk was full";
         registry.register("full_holders_skipped", skipped_help, full_holders_skipped.clone());
@@ -211,6 +230,9 @@ impl Metrics {
             directions,
             repair_backlog,
             repair_passed_on,
+            tombstones_expired,
+            copies_unconfirmed,
+            copies_quarantined,
             full_holders_skipped,
             broker_connected,
             outbox,

@@ -86,7 +86,7 @@ impl Node {
         // A stat or listing is one plugin call on the other node, plus the trip.
         let call_timeout = config.limits.call_timeout + config.rpc_timeout;
         let peers = Arc::new(GrpcPeers::new(channels, call_timeout, config.limits.chunk_bytes));
-        let tombstones = Tombstones::open(store.state(), synced.clone())
+        let tombstones = Tombstones::open(store.state(), synced.clone(), config.tombstone_grace)
             .with_context(|| format!("loading tombstones from {}", store.state().display()))?;
         let settings = FilesSettings {
             replicas: config.replicas,

@@ -49,6 +49,10 @@ fn default_reserve_free_mib() -> u64 {
     defaults().limits.reserve_free_bytes >> 20
 }
 
+fn default_tombstone_grace() -> String {
+    humantime::format_duration(defaults().tombstone_grace).to_string()
+}
+
 fn yes() -> bool {
     true
 }
@@ -111,6 +115,13 @@ pub struct NodeSettings {
     /// answering (else only every --repair-ms).
     #[arg(long, env = "RINGSHARE_REPAIR_ON_DEPARTURE", default_value_t = defaults().repair_on_departure, action = clap::ArgAction::Set)]
     pub repair_on_departure: bool,
+    /// How long a tombstone is kept once every holder has it, and the
+    /// longest a node may be away and have its copies taken back without
+    /// asking their holders: a duration such as `7d`, `12h` or `90s`
+    /// (at least 1s).
+    #[arg(long, env = "RINGSHARE_TOMBSTONE_GRACE", default_value = "7d")]
+    #[serde(default = "default_tombstone_grace")]
+    pub tombstone_grace: String,
     /// The node's store (created if missing).
     #[arg(long, env = "RINGSHARE_DATA", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
@@ -228,6 +239,7 @@ impl NodeSettings {
         config.write_quorum = self.write_quorum;
         config.repair_every = Duration::from_millis(self.repair_ms);
         config.repair_on_departure = self.repair_on_departure;
+        config.tombstone_grace = duration("tombstone_grace", &self.tombstone_grace, Duration::from_secs(1))?;
         config.amqp = (self.amqp != "none").then(|| self.amqp.clone());
         config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
@@ -264,6 +276,20 @@ impl NodeSettings {
         };
         Ok(config)
     }
+}
+
+/// `value` read as a duration (`7d`, `12h 30m`, `90s`) of at least `low`,
+/// or why not.
+fn duration(name: &str, value: &str, low: Duration) -> Result<Duration, String> {
+    let read = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{name} = {value:?} is not a duration such as 7d, 12h or 90s: {e}"))?;
+    if read < low {
+        return Err(format!(
+            "{name} = {value:?} is out of range: it must be at least {}",
+            humantime::format_duration(low)
+        ));
+    }
+    Ok(read)
 }
 
 /// `value` within `low..=high` (no upper bound: `None`), or why not.
@@ -398,5 +424,17 @@ mod tests {
         let error = parse(&["--repair-ms", "5"], "").unwrap().to_config().unwrap_err();
         assert_eq!(error, "repair_ms = 5 is out of range: it must be at least 100");
         assert!(parse(&[], "").unwrap().to_config().is_ok());
+    }
+
+    #[test]
+    fn the_tombstone_grace_is_a_duration_with_its_unit() {
+        let grace = |args: &[&str], file: &str| parse(args, file).unwrap().to_config().map(|c| c.tombstone_grace);
+        assert_eq!(grace(&[], ""), Ok(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(grace(&["--tombstone-grace", "90s"], ""), Ok(Duration::from_secs(90)));
+        assert_eq!(grace(&[], "[node]\ntombstone_grace = \"2d 12h\"\n"), Ok(Duration::from_secs(60 * 3600)));
+        let error = grace(&["--tombstone-grace", "forever"], "").unwrap_err();
+        assert!(error.starts_with("tombstone_grace = \"forever\" is not a duration such as 7d"), "{error}");
+        let error = grace(&["--tombstone-grace", "10ms"], "").unwrap_err();
+        assert_eq!(error, "tombstone_grace = \"10ms\" is out of range: it must be at least 1s");
     }
 }

@@ -164,6 +164,9 @@ pub struct NodeSetup {
     pub rpc_timeout: Duration,
     /// Holders a large download reads at once (default: the node's, 8).
     pub download_sources: usize,
+    /// How long a tombstone is kept once every holder has it (default: the
+    /// node's, 7 days).
+    pub tombstone_grace: Duration,
 }
 
 impl Default for NodeSetup {
@@ -206,6 +209,7 @@ impl Default for NodeSetup {
             write_token: None,
             rpc_timeout: Duration::from_millis(500),
             download_sources: ringshare::NodeConfig::new("", "").download_sources,
+            tombstone_grace: ringshare::config::DEFAULT_TOMBSTONE_GRACE,
         }
     }
 }
@@ -253,6 +257,7 @@ impl NodeSetup {
         config.write_token = self.write_token;
         config.rpc_timeout = self.rpc_timeout;
         config.download_sources = self.download_sources;
+        config.tombstone_grace = self.tombstone_grace;
         let (runtime, listener, url) = match &self.host {
             Some(host) => {
                 let runtime = runtime::NodeRuntime::in_namespace(host.namespace.clone());
@@ -518,6 +523,12 @@ pub async fn start_ring_with(n: usize, setup: impl Fn() -> NodeSetup) -> Vec<Tes
         nodes.push(NodeSetup { join, ..setup() }.start().await);
     }
     nodes
+}
+
+/// The value of one series of `node`'s `/metrics` (0 when absent).
+pub async fn metric(node: &TestNode, series: &str) -> f64 {
+    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{series} "))).map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// Placement holders of `name` (responsible node first), as `/lookup` says.

@@ -67,9 +67,27 @@ impl Local {
         &self.tombstones
     }
 
-    /// Every file of this node's store, from the host's index of it.
+    /// Every file of this node's store that it serves, from the host's
+    /// index of it: a copy kept through a long absence is left out until a
+    /// holder confirms it.
     pub async fn list(&self) -> Result<Listing, FileError> {
+        let listing = self.list_all().await?;
+        if self.tombstones.away_from().is_none() {
+            return Ok(listing);
+        }
+        let entries = listing.entries.iter().filter(|e| !self.unconfirmed(e)).cloned().collect();
+        Ok(Listing { generation: listing.generation, entries: Arc::new(entries) })
+    }
+
+    /// Every file of this node's store, confirmed or not.
+    pub async fn list_all(&self) -> Result<Listing, FileError> {
         Ok(self.plugins.list().await?)
+    }
+
+    /// Whether this copy is from before a long absence and not confirmed
+    /// by a holder yet (see `tombstones`).
+    pub fn unconfirmed(&self, entry: &FileEntry) -> bool {
+        self.tombstones.unconfirmed(&entry.name, entry.modified_ns)
     }
 
     /// Opens this node's copy of `name`, if it has one, with its hash and
@@ -123,9 +141,39 @@ impl Local {
         Ok(self.open(name).await?.map(|handle| handle.entry().clone()))
     }
 
-    /// What this node knows of `name`: its copy and its tombstone.
+    /// What this node knows of `name`: its copy (unless it waits for a
+    /// holder to confirm it) and its tombstone.
     pub async fn known(&self, name: &FileName) -> Result<Known, FileError> {
-        Ok(Known::from_parts(self.entry(name).await?, self.tombstones.get(name)))
+        let copy = self.entry(name).await?.filter(|e| !self.unconfirmed(e));
+        Ok(Known::from_parts(copy, self.tombstones.get(name)))
+    }
+
+    /// Moves this node's copy of `name` out of the store into the
+    /// quarantine folder (`<node>/quarantine/<version>/<name>`), durably,
+    /// then removes it from the store; answers where it went.
+    pub async fn quarantine(&self, name: &FileName) -> Result<Option<std::path::PathBuf>, FileError> {
+        let Some(handle) = self.open(name).await? else { return Ok(None) };
+        let folder = self.tombstones.quarantine().join(handle.entry().modified_ns.to_string());
+        let target = folder.join(name.as_str());
+        let temp = self.tombstones.quarantine().join(format!(".partial-{:016x}", rand::random::<u64>()));
+        let kept = async {
+            tokio::fs::create_dir_all(&folder).await?;
+            let mut file = tokio::fs::File::create(&temp).await?;
+            let mut content = whole(handle);
+            while let Some(chunk) = content.next().await {
+                tokio::io::AsyncWriteExt::write_all(&mut file, &chunk.map_err(std::io::Error::other)?).await?;
+            }
+            file.sync_all().await?;
+            tokio::fs::rename(&temp, &target).await?;
+            self.tombstones.sync().await
+        }
+        .await;
+        if let Err(e) = kept {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(FileError::Store(format!("cannot move {name} to quarantine: {e}")));
+        }
+        self.remove(name).await?;
+        Ok(Some(target))
     }
 
     /// Records the deletion of `name` at `at` here and removes this node's
@@ -183,8 +231,10 @@ impl Local {
         Ok(entry)
     }
 
-    /// A version of `name` is stored here: older tombstones go.
+    /// A version of `name` is stored here: older tombstones go, and it
+    /// needs no confirming.
     pub async fn stored(&self, name: &FileName, entry: &FileEntry) {
+        self.tombstones.confirm(name.as_str());
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");
         }

@@ -71,12 +71,19 @@ impl Reader {
             }
             Err(e) => return Err(e),
         };
-        let here = Known::from_parts(local.as_ref().map(|h| h.entry().clone()), self.local.tombstones().get(name));
+        // A copy kept through a long absence counts only once a holder has
+        // the same version (it is then served from here).
+        let copy = local.as_ref().map(|h| h.entry().clone()).filter(|e| !self.local.unconfirmed(e));
+        let here = Known::from_parts(copy, self.local.tombstones().get(name));
         let (newest, having) = match self.survey(name, &here).await {
             Ok(found) => found,
             // Without the ring, this node's own copy is all there is; but a
             // node that has not joined its ring cannot tell what is current.
-            Err(e) if local.is_none() || matches!(e, FileError::Ring(RingError::NotJoined)) => return Err(e),
+            Err(e)
+                if local.is_none() || here == Known::Nothing || matches!(e, FileError::Ring(RingError::NotJoined)) =>
+            {
+                return Err(e);
+            }
             Err(_) => (here.clone(), Vec::new()),
         };
         let Known::File(wanted) = newest else {

@@ -128,11 +128,12 @@ impl Repairer {
     }
 
     /// What this node holds: each of its files (as deleted, if a tombstone
-    /// is newer) and each tombstone without a file. `None` if the index
-    /// plugin cannot list.
-    async fn states(&self) -> Option<Vec<(FileName, Known)>> {
-        let listing = self.local.list().await.ok()?;
-        let mut states: Vec<(FileName, Known)> = Vec::with_capacity(listing.entries.len());
+    /// is newer) and each tombstone without a file, and whether each file
+    /// waits to be confirmed (kept through a long absence). `None` if the
+    /// index plugin cannot list.
+    async fn states(&self) -> Option<Vec<(FileName, Known, bool)>> {
+        let listing = self.local.list_all().await.ok()?;
+        let mut states: Vec<(FileName, Known, bool)> = Vec::with_capacity(listing.entries.len());
         for entry in listing.entries.iter() {
             let Ok(name) = FileName::parse(&entry.name) else { continue };
             // A file copied in by hand is hashed and recorded first.
@@ -148,14 +149,15 @@ impl Repairer {
                 },
             };
             let deleted = self.local.tombstones().get(&name);
-            states.push((name, Known::from_parts(Some(entry), deleted)));
+            let unconfirmed = self.local.unconfirmed(&entry);
+            states.push((name, Known::from_parts(Some(entry), deleted), unconfirmed));
         }
-        let with_files: HashSet<String> = states.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+        let with_files: HashSet<String> = states.iter().map(|(n, ..)| n.as_str().to_owned()).collect();
         for (name, at) in self.local.tombstones().all() {
             if !with_files.contains(&name)
                 && let Ok(name) = FileName::parse(&name)
             {
-                states.push((name, Known::Deleted(at)));
+                states.push((name, Known::Deleted(at), false));
             }
         }
         Some(states)
@@ -174,15 +176,22 @@ impl Repairer {
         if let Some(m) = metrics {
             m.repair_backlog.set(states.len() as i64);
         }
-        let mut passed = 0;
-        for (name, mine) in states {
+        let (mut passed, mut unsettled) = (0, 0);
+        for (name, mine, unconfirmed) in states {
             if shutdown.is_cancelled() {
                 break;
             }
             if let Some(m) = metrics {
                 m.repair_backlog.dec();
             }
-            let Ok(holders) = self.placement.holders(&name).await else { continue };
+            let Ok(holders) = self.placement.holders(&name).await else {
+                unsettled += usize::from(unconfirmed);
+                continue;
+            };
+            if unconfirmed {
+                unsettled += usize::from(self.settle(&name, &mine, &holders).await);
+                continue;
+            }
             let now = self.pass_on(&name, &mine, &holders, true).await;
             if let Some(m) = metrics {
                 m.repair_passed_on.inc_by(now as u64);
@@ -191,11 +200,78 @@ impl Repairer {
         }
         if let Some(m) = metrics {
             m.repair_backlog.set(0);
+            m.copies_unconfirmed.set(unsettled as i64);
         }
         if !shutdown.is_cancelled() {
+            // A whole pass: this node has met its holders, so a later start
+            // counts its absence from now; back from a long one, only once
+            // every old copy is settled.
+            let kept = if unsettled == 0 { self.local.tombstones().settled() } else { Ok(()) };
+            if let Err(e) = kept {
+                tracing::warn!("cannot keep the time of this repair pass: {e}");
+            }
             self.scrub().await;
         }
         passed
+    }
+
+    /// A copy this node kept through an absence longer than the grace (see
+    /// `tombstones`): confirmed when another holder has the same version,
+    /// removed when a holder has a deletion or (this node not holding it) a
+    /// newer version, and moved to quarantine when every other holder
+    /// answered and none has it, since its deletion may have been
+    /// forgotten. Answers whether it still waits (a holder did not answer).
+    async fn settle(&self, name: &FileName, mine: &Known, holders: &[NodeRef]) -> bool {
+        let me = self.placement.me();
+        let stones = self.local.tombstones();
+        let others: Vec<&NodeRef> = holders.iter().filter(|h| h.id != me.id).collect();
+        let mut all_answered = true;
+        for holder in &others {
+            let theirs = match self.peers.stat(&holder.addr, name).await {
+                Ok(theirs) => theirs,
+                Err(_) => {
+                    all_answered = false;
+                    continue;
+                }
+            };
+            if theirs.same(mine) {
+                stones.confirm(name.as_str());
+                return false;
+            }
+            if theirs.newer_than(mine) {
+                match theirs {
+                    Known::Deleted(at) => self.apply_deletion(name, at).await,
+                    // Superseded: a holder gets the newer version pushed.
+                    _ if holders.iter().any(|h| h.id == me.id) => stones.confirm(name.as_str()),
+                    _ => self.drop_extra(name, mine).await,
+                }
+                return false;
+            }
+        }
+        if !all_answered {
+            return true;
+        }
+        if others.is_empty() {
+            // No other holder to ask (a ring of one): nothing was deleted
+            // behind this node's back.
+            stones.confirm(name.as_str());
+            return false;
+        }
+        match self.local.quarantine(name).await {
+            Ok(Some(to)) => {
+                tracing::warn!(file = %name, to = %to.display(), "no holder has this copy kept through a long absence: \
+                    it may have been deleted meanwhile, so it is moved to quarantine rather than brought back");
+                if let Some(m) = self.metrics.get() {
+                    m.copies_quarantined.inc();
+                }
+                false
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(file = %name, "cannot move a copy to quarantine: {e}");
+                true
+            }
+        }
     }
 
     /// Checks up to the scrub budget of this node's copies, in name order
@@ -247,7 +323,8 @@ impl Repairer {
         let Some(states) = self.states().await else { return 0 };
         let me = self.placement.me();
         let mut passed = 0;
-        for (name, mine) in states {
+        // A copy not confirmed since a long absence is not handed on.
+        for (name, mine, _) in states.into_iter().filter(|(.., unconfirmed)| !unconfirmed) {
             let Ok(holders) = self.placement.holders_without(&name, &me).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, false).await;
         }
@@ -267,6 +344,9 @@ impl Repairer {
         let mut lacking = Vec::new();
         let mut first_having: Option<&NodeRef> = None;
         let mut all_answered = true;
+        // A deletion past the grace needs no tombstone where there is no
+        // copy to delete.
+        let expired = matches!(mine, Known::Deleted(at) if self.local.tombstones().past_grace(*at));
         for holder in holders {
             let theirs = if holder.id == me.id {
                 mine.clone()
@@ -290,9 +370,19 @@ impl Repairer {
                     self.drop_extra(name, mine).await;
                 }
                 return 0;
-            } else {
+            } else if !(expired && theirs == Known::Nothing) {
                 lacking.push(holder.clone());
             }
+        }
+        if let Known::Deleted(at) = mine
+            && expired
+            && one_pusher
+            && all_answered
+            && lacking.is_empty()
+            && !holders.is_empty()
+        {
+            self.expire(name, *at).await;
+            return 0;
         }
         if one_pusher && !holding && lacking.is_empty() && all_answered && !holders.is_empty() {
             self.drop_extra(name, mine).await;
@@ -314,6 +404,20 @@ impl Repairer {
             }
         }
         passed
+    }
+
+    /// Drops this node's tombstone of `name` (deleted at `at`): past the
+    /// grace, and every holder has it or has no copy.
+    async fn expire(&self, name: &FileName, at: u64) {
+        match self.local.tombstones().clear_before(name, at.saturating_add(1)).await {
+            Ok(()) => {
+                tracing::debug!(file = %name, "tombstone past the grace dropped; every holder has it");
+                if let Some(m) = self.metrics.get() {
+                    m.tombstones_expired.inc();
+                }
+            }
+            Err(e) => tracing::warn!(file = %name, "could not drop a tombstone past the grace: {e}"),
+        }
     }
 
     /// Removes this node's copy of `name`, deleted at `at` elsewhere.

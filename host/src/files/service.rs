@@ -26,7 +26,7 @@ use super::repair::Repairer;
 use super::tombstones::Tombstones;
 use super::write::{StoreHow, Stored, Writer};
 use crate::chord::NodeRef;
-use crate::plugins::{DownloadHandle, FileEntry, PluginHost};
+use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginHost};
 use crate::store::FileName;
 
 /// The node's file service.
@@ -129,6 +129,12 @@ impl Files {
     /// This node's record of deletions.
     pub fn tombstones(&self) -> &Tombstones {
         self.local.tombstones()
+    }
+
+    /// This node's own files, as it serves them (without copies kept
+    /// through a long absence that no holder has confirmed yet).
+    pub async fn list_here(&self) -> Result<Listing, FileError> {
+        self.local.list().await
     }
 
     /// Counts repair passes and holders skipped for a full disk in `metrics`.

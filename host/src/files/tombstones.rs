@@ -6,11 +6,23 @@
 //!
 //! A version of a file is deleted when its modification time is not after
 //! the tombstone's; a later upload of the same name is a new file.
+//!
+//! **Tombstones end** (Cassandra's `gc_grace_seconds`): a tombstone older
+//! than the grace period is dropped once every holder of its name has it
+//! or has no copy (see `repair`). What keeps a deleted file from coming
+//! back afterwards is the same grace: a node keeps, in `<root>/alive`, when
+//! it last finished a repair pass, and a node that starts more than the
+//! grace after that was **away too long**: a tombstone it missed may be
+//! gone everywhere. It says so (log, `/metrics`), and every copy it had
+//! from before waits, unserved and unannounced, until a holder confirms
+//! that version; a copy no holder has is moved out of the store to
+//! `<root>/quarantine/`, not brought back and not lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::store::FileName;
 use crate::store::sync::GroupSync;
@@ -18,19 +30,37 @@ use crate::store::sync::GroupSync;
 /// This node's tombstones.
 #[derive(Clone)]
 pub struct Tombstones {
+    root: PathBuf,
     dir: PathBuf,
     tmp: PathBuf,
     deleted: Arc<Mutex<HashMap<String, u64>>>,
     synced: Arc<GroupSync>,
+    grace: Duration,
+    returned: Arc<Mutex<Returned>>,
 }
+
+/// After an absence longer than the grace: which old copies are confirmed.
+#[derive(Default)]
+struct Returned {
+    /// When the node was last known to run (ns), if it was away too long.
+    away_from: Option<u64>,
+    /// Names whose copy here a holder has confirmed since.
+    confirmed: HashSet<String>,
+}
+
+/// Where a node keeps when it last finished a repair pass.
+const ALIVE: &str = "alive";
 
 impl Tombstones {
     /// Loads the tombstones under `<root>/deleted/`, creating the folder;
     /// temp files go to `<root>/tmp/`. Unreadable entries are skipped with a
-    /// warning. A tombstone is made durable through `synced`.
-    pub fn open(root: &Path, synced: Arc<GroupSync>) -> io::Result<Self> {
+    /// warning. A tombstone is made durable through `synced`. A tombstone
+    /// may end `grace` after its deletion, and a node away longer than
+    /// `grace` has its old copies confirmed before it serves them.
+    pub fn open(root: &Path, synced: Arc<GroupSync>, grace: Duration) -> io::Result<Self> {
         let dir = root.join("deleted");
         std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(root.join("tmp"))?;
         let mut deleted = HashMap::new();
         for dirent in std::fs::read_dir(&dir)? {
             let path = dirent?.path();
@@ -43,7 +73,97 @@ impl Tombstones {
                 _ => tracing::warn!(path = %path.display(), "ignoring an unreadable tombstone"),
             }
         }
-        Ok(Self { dir, tmp: root.join("tmp"), deleted: Arc::new(Mutex::new(deleted)), synced })
+        let mut returned = Returned::default();
+        let alive = std::fs::read_to_string(root.join(ALIVE)).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(alive) = alive {
+            let away = Duration::from_nanos(crate::clock::wall_ns().saturating_sub(alive));
+            if away > grace {
+                tracing::warn!(
+                    away = %humantime::format_duration(Duration::from_secs(away.as_secs())),
+                    grace = %humantime::format_duration(grace),
+                    "this node was away longer than the tombstone grace: deletions made meanwhile may be \
+                     forgotten elsewhere, so each copy kept here is served again only once a holder \
+                     confirms it, and one nobody has is moved to quarantine/"
+                );
+                returned.away_from = Some(alive);
+            }
+        }
+        let stones = Self {
+            root: root.to_owned(),
+            dir,
+            tmp: root.join("tmp"),
+            deleted: Arc::new(Mutex::new(deleted)),
+            synced,
+            grace,
+            returned: Arc::new(Mutex::new(returned)),
+        };
+        if alive.is_none() {
+            stones.mark_alive()?;
+        }
+        Ok(stones)
+    }
+
+    fn returned(&self) -> std::sync::MutexGuard<'_, Returned> {
+        self.returned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a tombstone of time `at` is past the grace period.
+    pub fn past_grace(&self, at: u64) -> bool {
+        Duration::from_nanos(crate::clock::wall_ns().saturating_sub(at)) > self.grace
+    }
+
+    /// When this node was last known to run, if it came back after longer
+    /// than the grace and not every old copy is settled yet.
+    pub fn away_from(&self) -> Option<u64> {
+        self.returned().away_from
+    }
+
+    /// Whether this node's copy of `name`, modified at `modified_ns`, is
+    /// from before an absence longer than the grace and not confirmed by a
+    /// holder yet: such a copy is neither served nor announced.
+    pub fn unconfirmed(&self, name: &str, modified_ns: u64) -> bool {
+        let returned = self.returned();
+        returned.away_from.is_some_and(|from| modified_ns <= from) && !returned.confirmed.contains(name)
+    }
+
+    /// A holder has this node's version of `name` (or it was just written
+    /// here): the copy is served again.
+    pub fn confirm(&self, name: &str) {
+        let mut returned = self.returned();
+        if returned.away_from.is_some() {
+            returned.confirmed.insert(name.to_owned());
+        }
+    }
+
+    /// A repair pass found no unconfirmed copy left: this node is no
+    /// longer back from an absence, and its time alive is kept again.
+    pub fn settled(&self) -> io::Result<()> {
+        let was = std::mem::take(&mut *self.returned());
+        if was.away_from.is_some() {
+            tracing::info!(confirmed = was.confirmed.len(), "every copy kept through the absence is settled");
+        }
+        self.mark_alive()
+    }
+
+    /// Keeps now as the last time this node was known to run (unless it
+    /// came back from a long absence and is not settled yet). Not synced:
+    /// a stamp lost in a crash only makes the next start more careful.
+    pub fn mark_alive(&self) -> io::Result<()> {
+        if self.away_from().is_some() {
+            return Ok(());
+        }
+        let temp = self.tmp.join(format!("alive-{:016x}", rand::random::<u64>()));
+        let written = std::fs::write(&temp, format!("{}\n", crate::clock::wall_ns()))
+            .and_then(|()| std::fs::rename(&temp, self.root.join(ALIVE)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// Where copies no holder confirmed are moved.
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
@@ -77,12 +197,17 @@ impl Tombstones {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(e);
         }
-        let synced = self.synced.clone();
-        tokio::task::spawn_blocking(move || synced.sync()).await.map_err(io::Error::other)??;
+        self.sync().await?;
         let mut map = self.map();
         let slot = map.entry(name.as_str().to_owned()).or_insert(at);
         *slot = (*slot).max(at);
         Ok(())
+    }
+
+    /// Makes what was written to the node's folders durable (group commit).
+    pub async fn sync(&self) -> io::Result<()> {
+        let synced = self.synced.clone();
+        tokio::task::spawn_blocking(move || synced.sync()).await.map_err(io::Error::other)?
     }
 
     /// Forgets the tombstone of `name` when a version modified at
@@ -112,8 +237,10 @@ mod tests {
         FileName::parse(s).unwrap()
     }
 
+    const GRACE: Duration = Duration::from_secs(3600);
+
     fn open(root: &Path) -> Tombstones {
-        Tombstones::open(root, Arc::new(GroupSync::open(&[root]).unwrap())).unwrap()
+        Tombstones::open(root, Arc::new(GroupSync::open(&[root]).unwrap()), GRACE).unwrap()
     }
 
     /// An empty store root (with its `tmp/`) and its tombstones.
@@ -145,6 +272,38 @@ mod tests {
         stones.clear_before(&name("a"), 11).await.unwrap();
         assert_eq!(stones.get(&name("a")), None);
         assert_eq!(open(root.path()).get(&name("a")), None);
+    }
+
+    #[test]
+    fn a_tombstone_is_past_grace_only_after_it() {
+        let (_root, stones) = fresh();
+        let now = crate::clock::wall_ns();
+        assert!(!stones.past_grace(now));
+        assert!(!stones.past_grace(now - (GRACE.as_nanos() as u64) / 2));
+        assert!(stones.past_grace(now - 2 * GRACE.as_nanos() as u64));
+    }
+
+    #[test]
+    fn a_node_back_after_the_grace_waits_for_its_old_copies_to_be_confirmed() {
+        let (root, stones) = fresh();
+        assert_eq!(stones.away_from(), None, "a first start is not a return");
+        assert!(!stones.unconfirmed("a", 1));
+        // Last alive two graces ago.
+        let alive = crate::clock::wall_ns() - 2 * GRACE.as_nanos() as u64;
+        std::fs::write(root.path().join(ALIVE), format!("{alive}\n")).unwrap();
+        let back = open(root.path());
+        assert_eq!(back.away_from(), Some(alive));
+        assert!(back.unconfirmed("a", alive), "a copy from before the absence");
+        assert!(!back.unconfirmed("a", alive + 1), "a version written since");
+        back.confirm("a");
+        assert!(!back.unconfirmed("a", alive));
+        assert!(back.unconfirmed("b", alive));
+        back.mark_alive().unwrap();
+        assert_eq!(open(root.path()).away_from(), Some(alive), "unsettled, the absence is kept across a restart");
+        back.settled().unwrap();
+        assert_eq!(back.away_from(), None);
+        assert!(!back.unconfirmed("b", alive));
+        assert_eq!(open(root.path()).away_from(), None, "settled, the stamp is fresh");
     }
 
     #[test]

@@ -98,12 +98,18 @@ pub async fn list(
         }
         return Ok(response);
     }
-    let listing = app.plugins.list().await?;
-    let json = app.listing_json.get_or_render(listing.generation, || {
+    let listing = app.files.list_here().await?;
+    let render = || {
         let mut entries: Vec<EntryJson> = listing.entries.iter().cloned().map(EntryJson::from).collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         serde_json::to_vec(&entries).expect("entries serialise")
-    });
+    };
+    // Back from a long absence, copies are confirmed without a change of
+    // the store's generation: no cached answer then.
+    let json = match app.files.tombstones().away_from() {
+        Some(_) => bytes::Bytes::from(render()),
+        None => app.listing_json.get_or_render(listing.generation, render),
+    };
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 

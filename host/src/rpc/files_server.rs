@@ -192,7 +192,7 @@ impl pb::files_server::Files for FilesService {
     type ListStream = BoxStream<'static, Result<pb::ListReply, Status>>;
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
-        let listing = self.files.plugins().list().await.map_err(|e| to_status(&FileError::from(e)))?;
+        let listing = self.files.list_here().await.map_err(|e| to_status(&e))?;
         let deleted = self.files.tombstones().all();
         Ok(Response::new(futures_util::stream::iter(list_batches(&listing.entries, deleted).map(Ok)).boxed()))
     }

@@ -8,6 +8,9 @@
 //!         tmp/                   uploads in progress; emptied at start
 //! <data>/node/                   the host's own state, never granted:
 //!         deleted/<name>         when the file was deleted (tombstones)
+//!         alive                  when the node last finished a repair pass
+//!         quarantine/<v>/<name>  copies kept through a long absence that
+//!                                no holder confirmed (`files::tombstones`)
 //!         tmp/                   tombstones being written; emptied at start
 //!         outbox.redb            messages waiting for the broker (`crate::mom`)
 //! ```
