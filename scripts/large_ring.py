@@ -202,4 +202,5 @@ def main():
             p.wait()
 
 
-main()
+if __name__ == "__main__":
+    main()

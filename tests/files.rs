@@ -234,6 +234,104 @@ async fn wait_exact(nodes: &[TestNode], files: &[(String, String)]) {
     .await
 }
 
+/// Stat calls answered by `nodes`, in all.
+async fn stats_answered(nodes: &[TestNode]) -> f64 {
+    let mut total = 0.0;
+    for node in nodes {
+        total +=
+            metric(node, r#"ringshare_rpc_seconds_count{method="/ringshare.files.v1.Files/Stat",status="200"}"#).await;
+    }
+    total
+}
+
+/// Waits until every one of `nodes` has finished `more` repair passes
+/// after the ones counted now.
+async fn more_passes(nodes: &[TestNode], more: f64) {
+    let mut wanted = Vec::new();
+    for node in nodes {
+        wanted.push(metric(node, "ringshare_repair_passes_total").await + more);
+    }
+    eventually("repair passes stopped", || async {
+        for (node, want) in nodes.iter().zip(&wanted) {
+            let done = metric(node, "ringshare_repair_passes_total").await;
+            if done < *want {
+                return Err(format!("{} at {done} passes, want {want}", node.addr));
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_writes_gets_just_those_and_an_unchanged_store_costs_no_stat() {
+    const SIZE: usize = 2048;
+    let mut nodes = start_ring(4).await;
+    let mut files = Vec::new();
+    for i in 0..200 {
+        let (name, data) = (format!("base-{i}"), pattern(i, SIZE));
+        put(&nodes[0], &name, &data).await;
+        files.push((name, blake3_hex(&data)));
+    }
+    wait_placed(&nodes, &files).await;
+    wait_exact(&nodes, &files).await;
+    // Unchanged, a store costs its replicas no per-file call: repair
+    // passes compare digests of ranges.
+    let before = stats_answered(&nodes).await;
+    more_passes(&nodes, 3.0).await;
+    assert_eq!(stats_answered(&nodes).await, before, "Stat calls while nothing changed");
+
+    // A node crashes; meanwhile 60 files are added, 10 replaced, 10 deleted.
+    let away_addr = nodes[2].addr.clone();
+    let folder = nodes.remove(2).crash();
+    wait_converged(&nodes).await;
+    let http = client();
+    let mut missed = Vec::new();
+    for i in 0..60 {
+        let (name, data) = (format!("new-{i}"), pattern(1000 + i, SIZE));
+        put(&nodes[1], &name, &data).await;
+        missed.push((name, blake3_hex(&data)));
+    }
+    for i in 0..10 {
+        let (name, data) = (format!("base-{i}"), pattern(2000 + i, SIZE));
+        let replaced = http.put(nodes[1].at(&format!("/files/{name}?overwrite=true"))).body(data.clone()).send();
+        assert_eq!(replaced.await.unwrap().status(), StatusCode::CREATED);
+        missed.push((name, blake3_hex(&data)));
+        let gone = http.delete(nodes[0].at(&format!("/files/base-{}", 100 + i))).send().await.unwrap();
+        assert_eq!(gone.status(), StatusCode::OK);
+    }
+    let deleted: Vec<String> = (100..110).map(|i| format!("base-{i}")).collect();
+    files.retain(|(name, _)| !deleted.contains(name) && !missed.iter().any(|(m, _)| m == name));
+    files.extend(missed.iter().cloned());
+
+    // It comes back on its address with its old store, and gets what it missed.
+    let back = NodeSetup { join: Some(nodes[0].addr.clone()), listen: Some(away_addr.clone()), ..NodeSetup::default() };
+    nodes.push(back.start_in(folder).await);
+    wait_converged(&nodes).await;
+    wait_placed(&nodes, &files).await;
+    wait_exact(&nodes, &files).await;
+    eventually("a deleted file stayed on the node that came back", || async {
+        let kept: Vec<&String> = deleted.iter().filter(|n| nodes[3].data().join("files").join(n).exists()).collect();
+        if kept.is_empty() { Ok(()) } else { Err(format!("{kept:?}")) }
+    })
+    .await;
+    let back = &nodes[3];
+    let mut held_missed = 0;
+    for (name, _) in &missed {
+        held_missed += usize::from(placement(&nodes[0], name).await.contains(&back.addr));
+    }
+    let received = metric(back, r#"ringshare_bytes_total{direction="replicated"}"#).await;
+    // What it missed and holds, and gRPC's framing: not the 200 files it had.
+    let most = (held_missed * SIZE) as f64 * 1.5 + 16_384.0;
+    assert!(received > 0.0 && received <= most, "received {received} bytes for {held_missed} missed files of {SIZE}");
+
+    // In step again, passes go back to digests only.
+    more_passes(&nodes, 2.0).await;
+    let before = stats_answered(&nodes).await;
+    more_passes(&nodes, 3.0).await;
+    assert_eq!(stats_answered(&nodes).await, before, "Stat calls once in step");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_two_crashes_every_file_has_three_holders_again() {
     let mut nodes = start_ring(6).await;
@@ -622,6 +720,29 @@ async fn stale_copies_and_malformed_file_calls_are_refused() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     let status = rpc.stat(pb::StatRequest { name: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    let whole = pb::KeyRange { from: 9, to: 9 };
+    for (ranges, parts) in
+        [(vec![], 16), (vec![whole; 4097], 1), (vec![whole], 0), (vec![whole], 257), (vec![whole; 300], 256)]
+    {
+        let status = rpc.digests(pb::DigestsRequest { ranges, parts }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    }
+    let status = rpc.entries(pb::EntriesRequest { ranges: vec![] }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    // Well formed, they answer: the whole ring in 4 parts holds the two
+    // files stored above, and so do its entries.
+    let parts = rpc.digests(pb::DigestsRequest { ranges: vec![whole], parts: 4 }).await.unwrap().into_inner().parts;
+    assert_eq!(parts.len(), 4);
+    assert!(parts.iter().all(|p| p.digest.len() == 16));
+    assert_eq!(parts.iter().map(|p| p.count).sum::<u64>(), 2, "{parts:?}");
+    let mut listed = rpc.entries(pb::EntriesRequest { ranges: vec![whole] }).await.unwrap().into_inner();
+    let (mut entries, mut deleted) = (Vec::new(), Vec::new());
+    while let Some(reply) = listed.message().await.unwrap() {
+        entries.extend(reply.entries.into_iter().map(|e| e.name));
+        deleted.extend(reply.deleted.into_keys());
+    }
+    entries.sort();
+    assert_eq!((entries, deleted), (vec!["gone.txt".to_owned(), "v.txt".to_owned()], vec![]));
     let past_end = pb::FetchRequest { name: "v.txt".into(), offset: 99, length: 0, ..Default::default() };
     let status = rpc.fetch(past_end).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");

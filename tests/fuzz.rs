@@ -277,6 +277,18 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
                 files::StoreRequest { part: Some(files::store_request::Part::Header(header)) }.encode_to_vec()
             })
             .boxed(),
+        "Digests" => (proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5), 0u32..300)
+            .prop_map(|(ranges, parts)| {
+                let ranges = ranges.into_iter().map(|(from, to)| files::KeyRange { from, to }).collect();
+                files::DigestsRequest { ranges, parts }.encode_to_vec()
+            })
+            .boxed(),
+        "Entries" => proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5)
+            .prop_map(|ranges| {
+                let ranges = ranges.into_iter().map(|(from, to)| files::KeyRange { from, to }).collect();
+                files::EntriesRequest { ranges }.encode_to_vec()
+            })
+            .boxed(),
         "FindSuccessor" => any::<u64>().prop_map(|key| chord::FindSuccessorRequest { key }.encode_to_vec()).boxed(),
         "Notify" => (any::<u64>(), addr).prop_map(|(id, addr)| chord::Node { id, addr }.encode_to_vec()).boxed(),
         "Leave" => (any::<u64>(), addr)
@@ -298,7 +310,7 @@ fn well_formed(method: &str) -> BoxedStrategy<Vec<u8>> {
 #[test]
 fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
     let node = Node::new();
-    const METHODS: [&str; 14] = [
+    const METHODS: [&str; 16] = [
         "/ringshare.chord.v1.Chord/FindSuccessor",
         "/ringshare.chord.v1.Chord/GetPredecessor",
         "/ringshare.chord.v1.Chord/GetSuccessorList",
@@ -313,6 +325,8 @@ fn fuzzed_rpc_messages_get_a_grpc_answer_and_the_node_serves_on() {
         "/ringshare.files.v1.Files/List",
         "/ringshare.files.v1.Files/Stat",
         "/ringshare.files.v1.Files/Delete",
+        "/ringshare.files.v1.Files/Digests",
+        "/ringshare.files.v1.Files/Entries",
     ];
     // Each method gets messages of its own type three times in four, and
     // any bytes otherwise.

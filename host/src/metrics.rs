@@ -15,6 +15,7 @@
 //!   this node as the responsible one; gRPC bytes, framing included);
 //! - `ringshare_repair_backlog`, `ringshare_repair_passed_on_total`: files
 //!   left to check in the running repair pass, copies and deletions passed on;
+//! - `ringshare_repair_passes_total`: repair passes done;
 //! - `ringshare_tombstones_expired_total`: tombstones dropped past the
 //!   grace period once every holder had them;
 //! - `ringshare_copies_unconfirmed`, `ringshare_copies_quarantined_total`:
@@ -137,6 +138,8 @@ pub struct Metrics {
     pub repair_backlog: Gauge,
     /// Copies and deletions passed on by repair passes.
     pub repair_passed_on: Counter,
+    /// Repair passes done.
+    pub repair_passes: Counter,
     /// Tombstones dropped past the grace period.
     pub tombstones_expired: Counter,
     /// Copies kept through a long absence still waiting to be confirmed.
@@ -197,6 +200,8 @@ impl Metrics {
         registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
         registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        let repair_passes = Counter::default();
+        registry.register("repair_passes", "Repair passes done", repair_passes.clone());
         let (tombstones_expired, copies_unconfirmed, copies_quarantined) = Default::default();
         let expired_help = "Tombstones dropped past the grace period once every holder had them";
         registry.register("tombstones_expired", expired_help, Counter::clone(&tombstones_expired));
@@ -230,6 +235,7 @@ impl Metrics {
             directions,
             repair_backlog,
             repair_passed_on,
+            repair_passes,
             tombstones_expired,
             copies_unconfirmed,
             copies_quarantined,

@@ -150,6 +150,10 @@ struct Lost {
     /// A member of this ring that stopped answering (a join address may
     /// never have been one).
     member: bool,
+    /// Only dropped out of the successor list, and did not answer a ping
+    /// (see [`ChordNode::check_vanished`]): counted for reads, but still
+    /// learned again from other nodes' lists.
+    vanished: bool,
 }
 
 /// A change of the ring this node witnessed.
@@ -235,6 +239,7 @@ impl<T: Transport> ChordNode<T> {
             known.since = Instant::now();
             known.seed |= seed;
             known.member |= !seed;
+            known.vanished &= seed;
             return;
         }
         if !seed && lost.iter().filter(|l| !l.seed).count() >= LOST_LIMIT {
@@ -244,7 +249,7 @@ impl<T: Transport> ChordNode<T> {
                 lost.remove(oldest);
             }
         }
-        lost.push(Lost { node: node.clone(), since: Instant::now(), seed, member: !seed });
+        lost.push(Lost { node: node.clone(), since: Instant::now(), seed, member: !seed, vanished: false });
     }
 
     /// The nodes probed for a lost ring: members that stopped answering
@@ -264,7 +269,8 @@ impl<T: Transport> ChordNode<T> {
     /// it is not learned again from other nodes' lists (which may still
     /// name it), only from its own answer.
     fn is_lost_member(&self, node: &NodeRef) -> bool {
-        self.lost.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l.member && l.node.id == node.id)
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.iter().any(|l| l.member && !l.vanished && l.node.id == node.id)
     }
 
     /// `node` answered: it is no longer lost (a join address stays probed).
@@ -504,8 +510,8 @@ impl<T: Transport> ChordNode<T> {
     pub async fn stabilize(&self) {
         let me = self.me();
         let mut theirs = None;
-        let successors = self.table().successors().to_vec();
-        for successor in successors {
+        let before = self.table().successors().to_vec();
+        for successor in before.iter().cloned() {
             if successor.id == me.id {
                 theirs = Some((successor, self.handle_neighbours()));
                 break;
@@ -536,9 +542,35 @@ impl<T: Transport> ChordNode<T> {
             self.found(answered);
         }
         self.table().set_successors(head, &tail);
+        self.check_vanished(&before).await;
         let first = self.table().successor().clone();
         if first.id != me.id && self.transport.notify(&first, &me).await.is_err() {
             self.suspect(&first);
+        }
+    }
+
+    /// Nodes of the successor list `before` that dropped out of it without
+    /// leaving: a node further along found them gone (a crash, or a split).
+    /// Each that does not answer here either is remembered as lost (and
+    /// probed), so that a read that finds no copy knows one may be there;
+    /// unlike a node this one found gone itself, it is still learned again
+    /// from other nodes' lists. One that answers was only pushed down the
+    /// list by a node that joined.
+    async fn check_vanished(&self, before: &[NodeRef]) {
+        let me = self.me().id;
+        let now = self.table().successors().to_vec();
+        let vanished: Vec<&NodeRef> = before
+            .iter()
+            .filter(|n| n.id != me && !now.iter().any(|k| k.id == n.id))
+            .filter(|n| !self.has_departed(n) && !self.is_lost_member(n))
+            .collect();
+        let answers = futures_util::future::join_all(vanished.iter().map(|n| self.alive(n))).await;
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, alive) in vanished.into_iter().zip(answers) {
+            if !alive && !lost.iter().any(|l| l.node.id == node.id) && lost.len() < LOST_LIMIT {
+                let since = Instant::now();
+                lost.push(Lost { node: node.clone(), since, seed: false, member: true, vanished: true });
+            }
         }
     }
 

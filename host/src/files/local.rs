@@ -12,10 +12,12 @@ use tokio::sync::oneshot;
 use super::error::FileError;
 use super::gather::Gather;
 use super::known::Known;
+use super::network::NodeListing;
 use super::tombstones::Tombstones;
 use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginError, PluginHost, PluginKind, Refusal};
 use crate::store::FileName;
+use crate::store::digest::{KeyRange, Plan, Sum};
 
 /// The hash a written content must have.
 pub enum Expected {
@@ -82,6 +84,25 @@ impl Local {
     /// Every file of this node's store, confirmed or not.
     pub async fn list_all(&self) -> Result<Listing, FileError> {
         Ok(self.plugins.list().await?)
+    }
+
+    /// The sums of this node's files and tombstones over `ranges` (see
+    /// `store::digest`).
+    pub async fn sums(&self, ranges: Vec<KeyRange>) -> Result<Vec<Sum>, FileError> {
+        let plan = Plan::new(ranges);
+        let mut sums = self.plugins.file_sums(&plan).await?;
+        for (sum, deleted) in sums.iter_mut().zip(self.tombstones.sums(&plan)) {
+            sum.merge(deleted);
+        }
+        Ok(sums)
+    }
+
+    /// This node's files (those it serves, hashed) and tombstones whose
+    /// names' keys fall in one of `ranges`.
+    pub async fn entries_in(&self, ranges: &[KeyRange]) -> Result<NodeListing, FileError> {
+        let mut files = self.plugins.files_in(ranges).await?;
+        files.retain(|e| e.blake3.is_some() && !self.unconfirmed(e));
+        Ok((files, self.tombstones.in_ranges(ranges)))
     }
 
     /// Whether this copy is from before a long absence and not confirmed

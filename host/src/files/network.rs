@@ -18,6 +18,7 @@ use crate::chord::{ChordNode, Id, NodeRef, RingError, Transport};
 use crate::integrity::{Digest, Outboard};
 use crate::plugins::FileEntry;
 use crate::store::FileName;
+use crate::store::digest::{KeyRange, Sum};
 
 /// A future of the file service's.
 pub type Fut<'a, T> = BoxFuture<'a, Result<T, FileError>>;
@@ -111,6 +112,11 @@ pub trait Peers: Send + Sync {
     fn delete(&self, node: &str, name: &FileName, deleted_ns: Option<u64>, replicas: usize) -> Fut<'_, Deleted>;
     /// `node`'s own files, and its tombstones.
     fn list(&self, node: &str) -> Fut<'_, NodeListing>;
+    /// The sums of `node`'s files and tombstones over each of `ranges` cut
+    /// into up to `parts` parts (see `store::digest`): every part and its sum.
+    fn digests(&self, node: &str, ranges: &[KeyRange], parts: u32) -> Fut<'_, Vec<(KeyRange, Sum)>>;
+    /// `node`'s files and tombstones in `ranges`.
+    fn entries(&self, node: &str, ranges: &[KeyRange]) -> Fut<'_, NodeListing>;
 }
 
 /// What the file service asks of the ring.
@@ -123,6 +129,10 @@ pub trait Ring: Send + Sync {
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>>;
     /// `node`'s successor list; an error if it does not answer.
     fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>>;
+    /// This node's predecessor, if it knows one.
+    fn predecessor(&self) -> Option<NodeRef>;
+    /// `node`'s predecessor, if it knows one; an error if it does not answer.
+    fn predecessor_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Option<NodeRef>, RingError>>;
     /// The nodes met walking the ring, and whether each answered.
     fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>>;
     /// Members that stopped answering and are not back: crashed, or cut
@@ -147,6 +157,18 @@ impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
 
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>> {
         ChordNode::lookup(self, key).boxed()
+    }
+
+    fn predecessor(&self) -> Option<NodeRef> {
+        self.snapshot().predecessor.clone()
+    }
+
+    fn predecessor_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Option<NodeRef>, RingError>> {
+        async move {
+            let neighbours = self.transport().neighbours(node).await.map_err(|e| RingError::Unanswered(e.0))?;
+            Ok(neighbours.predecessor)
+        }
+        .boxed()
     }
 
     fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>> {

@@ -8,6 +8,16 @@ use super::error::FileError;
 use super::network::Ring;
 use crate::chord::{Id, NodeRef, WALK_LIMIT};
 use crate::store::FileName;
+use crate::store::digest::KeyRange;
+
+/// The keys a node holds copies of (see [`Placement::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Its own range: the keys it is responsible for.
+    pub own: KeyRange,
+    /// Every key it holds a copy of.
+    pub all: KeyRange,
+}
 
 /// This node's view of where files belong.
 pub struct Placement {
@@ -55,6 +65,39 @@ impl Placement {
         let placed = holders(&responsible, &successors, self.replicas);
         let beyond = successors.into_iter().filter(|n| !placed.iter().any(|p| p.id == n.id)).collect();
         Ok((placed, beyond))
+    }
+
+    /// The keys this node holds copies of, as its view of the ring places
+    /// them: its own range (after its predecessor), and every range it
+    /// holds (after its k-th predecessor; the whole ring in a ring of k
+    /// nodes or fewer). None while it knows no predecessor, or one of them
+    /// does not answer.
+    pub async fn held(&self) -> Option<Held> {
+        let me = self.me();
+        let Some(first) = self.ring.predecessor() else {
+            // Alone in its ring: every key is its own.
+            let alone = self.ring.successors().iter().all(|s| s.id == me.id);
+            let ring = KeyRange { from: me.id.0, to: me.id.0 };
+            return alone.then_some(Held { own: ring, all: ring });
+        };
+        let whole = KeyRange { from: me.id.0, to: me.id.0 };
+        if first.id == me.id {
+            return Some(Held { own: whole, all: whole });
+        }
+        let own = KeyRange { from: first.id.0, to: me.id.0 };
+        let mut seen = vec![me.id, first.id];
+        let mut last = first;
+        for _ in 1..self.replicas {
+            match self.ring.predecessor_of(&last).await.ok()? {
+                Some(p) if !seen.contains(&p.id) => {
+                    seen.push(p.id);
+                    last = p;
+                }
+                // Back at a node already met: fewer nodes than copies.
+                _ => return Some(Held { own, all: whole }),
+            }
+        }
+        Some(Held { own, all: KeyRange { from: last.id.0, to: me.id.0 } })
     }
 
     /// The placement of `name` once `leaver` is gone: k holders besides it.

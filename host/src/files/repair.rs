@@ -2,16 +2,28 @@
 //! join, leave and crash; spreading deletions the same way; and picking up
 //! files copied into a store by hand.
 //!
-//! Every node periodically walks its own files and tombstones. For each it
-//! asks the placement holders what they know of the name (see `known`). Of
-//! the holders that have this node's state, only the first in placement
-//! order passes it to the holders that lack it; a node outside the
-//! placement passes it on only when no holder has it at all, and drops its
-//! own copy once every holder does. So each missing copy is made once, not
-//! by every holder at the same moment, and one pass copies one file at a
-//! time (bounded bandwidth). A holder with a newer state is left alone; a
-//! copy older than a holder's deletion is removed, so a node that was away
-//! during a delete does not bring the file back.
+//! **Anti-entropy by digests** (Dynamo's and Cassandra's Merkle trees of key
+//! ranges; `store::digest`). Every node periodically compares its own range
+//! of keys (after its predecessor) with each of its k-1 successors, the
+//! other holders of every name in it: first the digests of the range cut
+//! into 256 parts, then, in the parts that differ, their parts again, down
+//! to parts of few files; then the entries of those parts only. What this
+//! node has newer goes to the successor, what the successor has newer comes
+//! here (a copy pulled like a hand-off, a deletion applied). A pass over a
+//! store where nothing changed sends a few KiB per successor, whatever the
+//! number of files, and a node that missed writes gets just those.
+//!
+//! **Name by name** go only what ranges do not cover: what this node keeps
+//! outside the keys it holds (after its k-th predecessor), files copied in
+//! by hand (hashed first), tombstones past the grace, and copies kept
+//! through a long absence. For each, it asks the placement holders what they
+//! know of the name (see `known`). Of the holders that have this node's
+//! state, only the first in placement order passes it to the holders that
+//! lack it; a node outside the placement passes it on only when no holder
+//! has it at all, and drops its own copy once every holder does. A holder
+//! with a newer state is left alone; a copy older than a holder's deletion
+//! is removed, so a node that was away during a delete does not bring the
+//! file back.
 //!
 //! Each pass also **scrubs** this node's copies, as HDFS's block scanner
 //! does: it reads up to a byte budget of them through the download plugin,
@@ -28,16 +40,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::FileError;
+use super::handoff::{Change, HandOff};
 use super::known::Known;
 use super::local::Local;
 use super::local::whole;
+use super::network::NodeListing;
 use super::network::Peers;
-use super::placement::Placement;
+use super::placement::{Held, Placement};
 use super::read::Reader;
+use super::receive::Receiver;
 use super::write::Writer;
 use crate::chord::NodeRef;
-use crate::plugins::PluginError;
+use crate::plugins::{FileEntry, PluginError};
 use crate::store::FileName;
+use crate::store::digest::KeyRange;
 use futures_util::StreamExt;
 
 /// Keeps this node's files and tombstones where the ring says.
@@ -47,6 +63,7 @@ pub struct Repairer {
     peers: Arc<dyn Peers>,
     writer: Arc<Writer>,
     reader: Arc<Reader>,
+    receiver: Arc<Receiver>,
     /// Bytes of copies checked per pass.
     scrub_budget: u64,
     /// The name the last scrub stopped after.
@@ -57,6 +74,31 @@ pub struct Repairer {
     wakeable: bool,
     /// Where passes are counted, once a node's metrics are set up.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+}
+
+/// Parts a range is cut into per comparison of digests.
+const PARTS: u32 = 256;
+/// Ranges and parts a `Digests` call may ask about (the server's limits).
+const MAX_RANGES: usize = 4096;
+const MAX_PARTS: usize = 65_536;
+/// Differing parts with at most this many entries in all are listed
+/// rather than cut again.
+const LIST_AT_MOST: u64 = 4096;
+/// Levels of cutting at most (256 parts each: leaves after two).
+const MAX_LEVELS: usize = 4;
+
+/// Each name's state in a listing of files and tombstones.
+fn states_by_name((files, deleted): NodeListing) -> std::collections::HashMap<String, Known> {
+    let mut deleted: std::collections::HashMap<String, u64> = deleted.into_iter().collect();
+    let mut states: std::collections::HashMap<String, Known> = files
+        .into_iter()
+        .map(|entry| {
+            let at = deleted.remove(&entry.name);
+            (entry.name.clone(), Known::from_parts(Some(entry), at))
+        })
+        .collect();
+    states.extend(deleted.into_iter().map(|(name, at)| (name, Known::Deleted(at))));
+    states
 }
 
 /// After a wake-up, the ring is given this long to settle (its successor
@@ -101,7 +143,7 @@ impl Repairer {
         placement: Arc<Placement>,
         local: Arc<Local>,
         peers: Arc<dyn Peers>,
-        (writer, reader): (Arc<Writer>, Arc<Reader>),
+        (writer, reader, receiver): (Arc<Writer>, Arc<Reader>, Arc<Receiver>),
         (scrub_budget, wakeable): (u64, bool),
     ) -> Self {
         let (scrubbed_to, woken) = Default::default();
@@ -111,6 +153,7 @@ impl Repairer {
             peers,
             writer,
             reader,
+            receiver,
             scrub_budget,
             scrubbed_to,
             woken,
@@ -136,18 +179,7 @@ impl Repairer {
         let mut states: Vec<(FileName, Known, bool)> = Vec::with_capacity(listing.entries.len());
         for entry in listing.entries.iter() {
             let Ok(name) = FileName::parse(&entry.name) else { continue };
-            // A file copied in by hand is hashed and recorded first.
-            let entry = match entry.blake3 {
-                Some(_) => entry.clone(),
-                None => match self.local.entry(&name).await {
-                    Ok(Some(entry)) => entry,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(file = %name, "cannot hash a file copied in by hand: {e}");
-                        continue;
-                    }
-                },
-            };
+            let Some(entry) = self.hashed(&name, entry).await else { continue };
             let deleted = self.local.tombstones().get(&name);
             let unconfirmed = self.local.unconfirmed(&entry);
             states.push((name, Known::from_parts(Some(entry), deleted), unconfirmed));
@@ -163,15 +195,72 @@ impl Repairer {
         Some(states)
     }
 
+    /// `entry` with its hash: a file copied in by hand is hashed and
+    /// recorded first (none if it is gone, or cannot be read).
+    async fn hashed(&self, name: &FileName, entry: &FileEntry) -> Option<FileEntry> {
+        if entry.blake3.is_some() {
+            return Some(entry.clone());
+        }
+        match self.local.entry(name).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(file = %name, "cannot hash a file copied in by hand: {e}");
+                None
+            }
+        }
+    }
+
     /// Counts passes in `metrics` from now on.
     pub fn count_passes(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
     }
 
-    /// One repair pass over this node's files and tombstones; returns the
-    /// copies and deletions passed on.
+    /// What a pass looks at name by name (see the module's doc): each
+    /// with this node's state and whether it waits to be confirmed.
+    async fn singles(&self, held: Held) -> Option<Vec<(FileName, Known, bool)>> {
+        let listing = self.local.list_all().await.ok()?;
+        let stones = self.local.tombstones();
+        let away = stones.away_from().is_some();
+        let mut singles: Vec<(FileName, Known, bool)> = Vec::new();
+        for entry in listing.entries.iter() {
+            let unconfirmed = away && self.local.unconfirmed(entry);
+            if entry.blake3.is_some() && !unconfirmed {
+                continue;
+            }
+            let Ok(name) = FileName::parse(&entry.name) else { continue };
+            let Some(entry) = self.hashed(&name, entry).await else { continue };
+            let known = Known::from_parts(Some(entry), stones.get(&name));
+            singles.push((name, known, unconfirmed));
+        }
+        if held.all.from != held.all.to {
+            let beyond = KeyRange { from: held.all.to, to: held.all.from };
+            let (files, deleted) = self.local.entries_in(&[beyond]).await.ok()?;
+            let deleted_at = |name: &FileName| stones.get(name);
+            for entry in files {
+                let Ok(name) = FileName::parse(&entry.name) else { continue };
+                let known = Known::from_parts(Some(entry), deleted_at(&name));
+                singles.push((name, known, false));
+            }
+            for (name, at) in deleted {
+                singles.extend(FileName::parse(&name).ok().map(|name| (name, Known::Deleted(at), false)));
+            }
+        }
+        for (name, at) in stones.all() {
+            if stones.past_grace(at) {
+                singles.extend(FileName::parse(&name).ok().map(|name| (name, Known::Deleted(at), false)));
+            }
+        }
+        let mut seen = HashSet::new();
+        singles.retain(|(name, ..)| seen.insert(name.as_str().to_owned()));
+        Some(singles)
+    }
+
+    /// One repair pass: this node's own range compared with each successor
+    /// by digests, then what goes name by name; returns the copies and
+    /// deletions passed on.
     pub async fn repair_pass(self: &Arc<Self>, shutdown: &CancellationToken) -> usize {
-        let Some(states) = self.states().await else { return 0 };
+        let Some(held) = self.placement.held().await else { return 0 };
+        let Some(states) = self.singles(held).await else { return 0 };
         let metrics = self.metrics.get();
         if let Some(m) = metrics {
             m.repair_backlog.set(states.len() as i64);
@@ -198,9 +287,19 @@ impl Repairer {
             }
             passed += now;
         }
+        for peer in self.placement.successors(self.placement.replicas().saturating_sub(1)) {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.reconcile(held.own, &peer).await {
+                Ok(moved) => passed += moved,
+                Err(e) => tracing::debug!(node = %peer.addr, "could not compare ranges with it: {e}"),
+            }
+        }
         if let Some(m) = metrics {
             m.repair_backlog.set(0);
             m.copies_unconfirmed.set(unsettled as i64);
+            m.repair_passes.inc();
         }
         if !shutdown.is_cancelled() {
             // A whole pass: this node has met its holders, so a later start
@@ -213,6 +312,99 @@ impl Repairer {
             self.scrub().await;
         }
         passed
+    }
+
+    /// Compares `range` (this node's own) with `peer`, a holder of every
+    /// name in it, by digests, walking down only the parts that differ,
+    /// then exchanges the entries of the parts that still differ: what this
+    /// node has newer goes to `peer`, what `peer` has newer comes here.
+    /// Answers the copies and deletions moved.
+    async fn reconcile(self: &Arc<Self>, range: KeyRange, peer: &NodeRef) -> Result<usize, FileError> {
+        let differing = self.differing(range, peer).await?;
+        if differing.is_empty() {
+            return Ok(0);
+        }
+        let mut theirs = (Vec::new(), Vec::new());
+        for ranges in differing.chunks(MAX_RANGES) {
+            let (files, deleted) = self.peers.entries(&peer.addr, ranges).await?;
+            theirs.0.extend(files);
+            theirs.1.extend(deleted);
+        }
+        let mine = self.local.entries_in(&differing).await?;
+        let (mine, theirs) = (states_by_name(mine), states_by_name(theirs));
+        let names: std::collections::BTreeSet<&String> = mine.keys().chain(theirs.keys()).collect();
+        let stones = self.local.tombstones();
+        let mut moved = 0;
+        for name in names {
+            let Ok(file) = FileName::parse(name) else { continue };
+            let (mine, theirs) =
+                (mine.get(name).unwrap_or(&Known::Nothing), theirs.get(name).unwrap_or(&Known::Nothing));
+            let expired = |k: &Known| matches!(k, Known::Deleted(at) if stones.past_grace(*at));
+            if mine.same(theirs)
+                || (expired(mine) && *theirs == Known::Nothing)
+                || (expired(theirs) && *mine == Known::Nothing)
+            {
+                continue;
+            }
+            let done = if mine.newer_than(theirs) {
+                match mine {
+                    Known::File(_) => self.writer.replicate(peer, &file).await.map(drop),
+                    Known::Deleted(at) => self.peers.delete(&peer.addr, &file, Some(*at), 0).await.map(drop),
+                    Known::Nothing => Ok(()),
+                }
+            } else {
+                let change = match theirs {
+                    Known::File(e) => match e.blake3 {
+                        Some(blake3) => {
+                            Change::Stored { blake3, size: e.size, sources: vec![peer.addr.clone()], inline: None }
+                        }
+                        None => continue,
+                    },
+                    Known::Deleted(_) => Change::Deleted,
+                    Known::Nothing => continue,
+                };
+                let version_ns = match theirs {
+                    Known::File(e) => e.modified_ns,
+                    Known::Deleted(at) => *at,
+                    Known::Nothing => continue,
+                };
+                let hint = HandOff { name: name.clone(), version_ns, change };
+                self.receiver.take(&file, &hint).await.map(drop)
+            };
+            match done {
+                Ok(()) => moved += 1,
+                Err(e) => tracing::warn!(file = %name, node = %peer.addr, "repair could not bring it in step: {e}"),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The parts of `range` where this node's digests and `peer`'s differ,
+    /// cut down until they hold few entries (or are single leaves).
+    async fn differing(&self, range: KeyRange, peer: &NodeRef) -> Result<Vec<KeyRange>, FileError> {
+        let (mut asked, mut parts) = (vec![range], PARTS);
+        for _ in 0..MAX_LEVELS {
+            let mut differing = Vec::new();
+            let mut entries = 0;
+            let per_call = (MAX_PARTS / parts as usize).min(MAX_RANGES);
+            for ranges in asked.chunks(per_call) {
+                let theirs = self.peers.digests(&peer.addr, ranges, parts).await?;
+                let mine = self.local.sums(theirs.iter().map(|(r, _)| *r).collect()).await?;
+                for ((part, theirs), mine) in theirs.iter().zip(mine) {
+                    if *theirs != mine {
+                        differing.push(*part);
+                        entries += theirs.count.max(mine.count);
+                    }
+                }
+            }
+            let leaves = differing.iter().all(|r| r.run().count <= 1);
+            if differing.is_empty() || entries <= LIST_AT_MOST || leaves {
+                return Ok(differing);
+            }
+            parts = (MAX_PARTS / differing.len()).clamp(2, PARTS as usize) as u32;
+            asked = differing;
+        }
+        Ok(asked)
     }
 
     /// A copy this node kept through an absence longer than the grace (see

@@ -17,7 +17,7 @@ use super::handoff::{Change, HandOff, Hints, Taken};
 use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 use super::known::Known;
 use super::local::Local;
-use super::network::Deleted;
+use super::network::{Deleted, NodeListing};
 use super::network::{Peers, Ring};
 use super::placement::Placement;
 use super::read::{Reader, Source};
@@ -28,6 +28,7 @@ use super::write::{StoreHow, Stored, Writer};
 use crate::chord::NodeRef;
 use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginHost};
 use crate::store::FileName;
+use crate::store::digest::{KeyRange, Sum};
 
 /// The node's file service.
 pub struct Files {
@@ -37,7 +38,7 @@ pub struct Files {
     writer: Arc<Writer>,
     reader: Arc<Reader>,
     repairer: Arc<Repairer>,
-    receiver: Receiver,
+    receiver: Arc<Receiver>,
     index: Arc<NetworkIndex>,
     announcer: Announcer,
     tasks: TaskTracker,
@@ -109,10 +110,10 @@ impl Files {
         ));
         let reader =
             Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone(), download_sources));
-        let parts = (writer.clone(), reader.clone());
+        let receiver = Arc::new(Receiver::new(local.clone(), writer.clone(), peers.clone()));
+        let parts = (writer.clone(), reader.clone(), receiver.clone());
         let repair = (scrub_bytes, repair_on_departure);
         let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, repair));
-        let receiver = Receiver::new(local.clone(), writer.clone(), peers.clone());
         Self { placement, local, peers, writer, reader, repairer, receiver, index, announcer, tasks }
     }
 
@@ -129,6 +130,16 @@ impl Files {
     /// This node's record of deletions.
     pub fn tombstones(&self) -> &Tombstones {
         self.local.tombstones()
+    }
+
+    /// The sums of this node's files and tombstones over `ranges`.
+    pub async fn sums(&self, ranges: Vec<KeyRange>) -> Result<Vec<Sum>, FileError> {
+        self.local.sums(ranges).await
+    }
+
+    /// This node's files and tombstones in `ranges`.
+    pub async fn entries_in(&self, ranges: &[KeyRange]) -> Result<NodeListing, FileError> {
+        self.local.entries_in(ranges).await
     }
 
     /// This node's own files, as it serves them (without copies kept

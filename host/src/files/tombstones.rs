@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::store::FileName;
+use crate::store::digest::{self, KeyRange, Leaves, Plan, Sum};
 use crate::store::sync::GroupSync;
 
 /// This node's tombstones.
@@ -33,10 +34,36 @@ pub struct Tombstones {
     root: PathBuf,
     dir: PathBuf,
     tmp: PathBuf,
-    deleted: Arc<Mutex<HashMap<String, u64>>>,
+    deleted: Arc<Mutex<Deleted>>,
     synced: Arc<GroupSync>,
     grace: Duration,
     returned: Arc<Mutex<Returned>>,
+}
+
+/// The tombstones in memory: when each name was deleted, with its key in
+/// the ring, and their digests by leaves of the key space.
+#[derive(Default)]
+struct Deleted {
+    at: HashMap<String, (u64, u64)>,
+    leaves: Leaves,
+}
+
+impl Deleted {
+    /// Records `name` as deleted at `at` (replacing what was recorded).
+    fn set(&mut self, name: &str, at: u64) {
+        let key = crate::chord::Id::hash(name).0;
+        if let Some((old, _)) = self.at.insert(name.to_owned(), (at, key)) {
+            self.leaves.remove(key, digest::deletion_item(name, old));
+        }
+        self.leaves.add(key, digest::deletion_item(name, at));
+    }
+
+    /// Forgets the deletion of `name`.
+    fn remove(&mut self, name: &str) {
+        if let Some((at, key)) = self.at.remove(name) {
+            self.leaves.remove(key, digest::deletion_item(name, at));
+        }
+    }
 }
 
 /// After an absence longer than the grace: which old copies are confirmed.
@@ -61,15 +88,13 @@ impl Tombstones {
         let dir = root.join("deleted");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(root.join("tmp"))?;
-        let mut deleted = HashMap::new();
+        let mut deleted = Deleted::default();
         for dirent in std::fs::read_dir(&dir)? {
             let path = dirent?.path();
             let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| FileName::parse(n).ok());
             let at = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok());
             match (name, at) {
-                (Some(name), Some(at)) => {
-                    deleted.insert(name.as_str().to_owned(), at);
-                }
+                (Some(name), Some(at)) => deleted.set(name.as_str(), at),
                 _ => tracing::warn!(path = %path.display(), "ignoring an unreadable tombstone"),
             }
         }
@@ -166,18 +191,42 @@ impl Tombstones {
         self.root.join("quarantine")
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, Deleted> {
         self.deleted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// When `name` was deleted, if it was.
     pub fn get(&self, name: &FileName) -> Option<u64> {
-        self.map().get(name.as_str()).copied()
+        self.map().at.get(name.as_str()).map(|(at, _)| *at)
     }
 
     /// Every tombstone, as (name, deleted at).
     pub fn all(&self) -> Vec<(String, u64)> {
-        self.map().iter().map(|(n, at)| (n.clone(), *at)).collect()
+        self.map().at.iter().map(|(n, (at, _))| (n.clone(), *at)).collect()
+    }
+
+    /// The sums of the tombstones over the ranges of `plan` (see
+    /// `store::digest`).
+    pub fn sums(&self, plan: &Plan) -> Vec<Sum> {
+        let map = self.map();
+        plan.sums(
+            |leaf| map.leaves.leaf(leaf),
+            |scanned, found| {
+                for (name, (at, key)) in &map.at {
+                    if scanned.contains(digest::leaf_of(*key)) {
+                        found(*key, digest::deletion_item(name, *at));
+                    }
+                }
+            },
+        )
+    }
+
+    /// The tombstones whose names' keys fall in one of `ranges`, as (name,
+    /// deleted at).
+    pub fn in_ranges(&self, ranges: &[KeyRange]) -> Vec<(String, u64)> {
+        let map = self.map();
+        let within = |key: u64| ranges.iter().any(|r| r.contains(key));
+        map.at.iter().filter(|(_, (_, key))| within(*key)).map(|(n, (at, _))| (n.clone(), *at)).collect()
     }
 
     /// Records that `name` was deleted at `at` (ns since the Unix epoch),
@@ -199,8 +248,9 @@ impl Tombstones {
         }
         self.sync().await?;
         let mut map = self.map();
-        let slot = map.entry(name.as_str().to_owned()).or_insert(at);
-        *slot = (*slot).max(at);
+        if map.at.get(name.as_str()).is_none_or(|(known, _)| *known < at) {
+            map.set(name.as_str(), at);
+        }
         Ok(())
     }
 
@@ -222,7 +272,7 @@ impl Tombstones {
             Err(e) => return Err(e),
         }
         let mut map = self.map();
-        if map.get(name.as_str()).is_some_and(|at| *at < modified_ns) {
+        if map.at.get(name.as_str()).is_some_and(|(at, _)| *at < modified_ns) {
             map.remove(name.as_str());
         }
         Ok(())

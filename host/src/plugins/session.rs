@@ -26,6 +26,7 @@ use super::sandbox::Sandbox;
 use super::store_index::{self, Listing, Lookup};
 use super::{FileEntry, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
+use crate::store::digest::{KeyRange, Plan, Sum};
 use crate::store::{FileName, space};
 
 /// Chunks in flight between a session's plugin thread and its HTTP side.
@@ -102,6 +103,21 @@ impl PluginHost {
         self.call(PluginKind::Index)?;
         self.settle().await?;
         Ok(self.index.listing().expect("a settled index is filled"))
+    }
+
+    /// The sums of this node's files over the ranges of `plan` (see
+    /// `store::digest`), from the host's index, brought up to date first.
+    pub async fn file_sums(self: &Arc<Self>, plan: &Plan) -> Result<Vec<Sum>, PluginError> {
+        self.call(PluginKind::Index)?;
+        self.settle().await?;
+        Ok(self.index.sums(plan).expect("a settled index is filled"))
+    }
+
+    /// This node's files whose names' keys fall in one of `ranges`.
+    pub async fn files_in(self: &Arc<Self>, ranges: &[KeyRange]) -> Result<Vec<FileEntry>, PluginError> {
+        self.call(PluginKind::Index)?;
+        self.settle().await?;
+        Ok(self.index.entries_in(ranges).expect("a settled index is filled"))
     }
 
     /// This node's entry for `name`, if it has a complete file of that name:

@@ -29,6 +29,7 @@ use notify::{RecursiveMode, Watcher};
 
 use super::{FileEntry, PluginError};
 use crate::integrity::Digest;
+use crate::store::digest::{self, KeyRange, LeafSet, Leaves, Plan, Sum};
 
 /// More unsure names than this are settled by one listing of the store
 /// instead of reading each again.
@@ -55,17 +56,25 @@ pub enum Lookup {
     Unsure,
 }
 
-/// One file's entry without its name (the index's key).
+/// One file's entry without its name (the index's key), and the name's
+/// key in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Meta {
     size: u64,
     blake3: Option<Digest>,
     modified_ns: u64,
+    key: u64,
 }
 
 impl Meta {
     fn of(entry: &FileEntry) -> Self {
-        Self { size: entry.size, blake3: entry.blake3, modified_ns: entry.modified_ns }
+        let key = crate::chord::Id::hash(&entry.name).0;
+        Self { size: entry.size, blake3: entry.blake3, modified_ns: entry.modified_ns, key }
+    }
+
+    /// This version's item in the store's digests.
+    fn item(&self, name: &str) -> u128 {
+        digest::file_item(name, self.blake3.as_ref().map(|d| &d.0))
     }
 
     fn entry(self, name: &str) -> FileEntry {
@@ -88,6 +97,8 @@ struct State {
     generation: u64,
     /// The listing of the current generation, once asked for.
     snapshot: Option<Listing>,
+    /// The digests of `files` by leaves of the key space.
+    leaves: Leaves,
 }
 
 impl State {
@@ -109,10 +120,16 @@ impl State {
             changed.insert(name.to_owned(), meta);
         }
         if let Some(files) = &mut self.files {
-            match meta {
+            let old = match meta {
                 Some(meta) => files.insert(name.to_owned(), meta),
                 None => files.remove(name),
             };
+            if let Some(old) = old {
+                self.leaves.remove(old.key, old.item(name));
+            }
+            if let Some(meta) = meta {
+                self.leaves.add(meta.key, meta.item(name));
+            }
         }
         self.changed();
     }
@@ -297,9 +314,44 @@ impl StoreIndex {
                 None => files.remove(&name),
             };
         }
+        let mut leaves = Leaves::default();
+        for (name, meta) in &files {
+            leaves.add(meta.key, meta.item(name));
+        }
         state.files = Some(files);
+        state.leaves = leaves;
         state.stale = false;
         state.changed();
+    }
+
+    /// The sums of the files held over the ranges of `plan` (none before
+    /// the index is filled).
+    pub fn sums(&self, plan: &Plan) -> Option<Vec<Sum>> {
+        let state = self.state();
+        let files = state.files.as_ref()?;
+        Some(plan.sums(
+            |leaf| state.leaves.leaf(leaf),
+            |scanned, found| {
+                for (name, meta) in files {
+                    if scanned.contains(digest::leaf_of(meta.key)) {
+                        found(meta.key, meta.item(name));
+                    }
+                }
+            },
+        ))
+    }
+
+    /// The entries held whose names' keys fall in one of `ranges` (none
+    /// before the index is filled).
+    pub fn entries_in(&self, ranges: &[KeyRange]) -> Option<Vec<FileEntry>> {
+        let mut leaves = LeafSet::default();
+        for range in ranges {
+            range.run().leaves().for_each(|leaf| leaves.insert(leaf));
+        }
+        let state = self.state();
+        let files = state.files.as_ref()?;
+        let within = |key: u64| leaves.contains(digest::leaf_of(key)) && ranges.iter().any(|r| r.contains(key));
+        Some(files.iter().filter(|(_, meta)| within(meta.key)).map(|(name, meta)| meta.entry(name)).collect())
     }
 
     /// `entry` was stored through the upload plugin.
@@ -466,6 +518,29 @@ mod tests {
         assert!(index.failure_since(seen + 1).is_none());
         // A failed fill keeps what was held.
         assert_eq!(index.held("a"), Some(entry("a", 1, 30)));
+    }
+
+    #[test]
+    fn digests_follow_every_write_as_a_fresh_fill_would_have_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = filled(dir.path(), vec![entry("a", 1, 10), entry("b", 2, 10)]);
+        let ring = KeyRange { from: 7, to: 7 };
+        let whole = Plan::new(vec![ring]);
+        let before = index.sums(&whole).unwrap()[0];
+        index.stored(&entry("c", 3, 20));
+        index.removed("a");
+        index.stored(&entry("b", 5, 30));
+        let after = index.sums(&whole).unwrap()[0];
+        assert_ne!(after, before);
+        assert_eq!(after.count, 2);
+        let entries = index.listing().unwrap().entries.to_vec();
+        let fresh = filled(dir.path(), entries);
+        assert_eq!(fresh.sums(&whole).unwrap()[0], after);
+        let halves = Plan::new(ring.split(2));
+        assert_eq!(index.sums(&halves), fresh.sums(&halves));
+        let mut names: Vec<String> = index.entries_in(&[ring]).unwrap().into_iter().map(|e| e.name).collect();
+        names.sort();
+        assert_eq!(names, ["b", "c"]);
     }
 
     #[test]

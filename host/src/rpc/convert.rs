@@ -10,6 +10,7 @@ use crate::chord::{Id, Neighbours, NodeRef, Step};
 use crate::integrity::Digest;
 use crate::plugins::FileEntry;
 use crate::store::FileName;
+use crate::store::digest::KeyRange;
 
 pub fn node_to_pb(n: &NodeRef) -> pb::Node {
     pb::Node { id: n.id.0, addr: n.addr.clone() }
@@ -79,4 +80,8 @@ pub fn entry_from_pb(e: files_pb::Entry) -> Result<FileEntry, String> {
 pub fn entry_to_pb(e: &FileEntry) -> files_pb::Entry {
     let blake3 = e.blake3.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.0));
     files_pb::Entry { name: e.name.clone(), size: e.size, blake3, modified_ns: e.modified_ns }
+}
+
+pub fn range_to_pb(range: KeyRange) -> files_pb::KeyRange {
+    files_pb::KeyRange { from: range.from, to: range.to }
 }

@@ -12,7 +12,7 @@ use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::channels::Channels;
-use super::convert::entry_from_pb;
+use super::convert::{entry_from_pb, range_to_pb};
 use super::files_pb::{self as pb, files_client::FilesClient};
 use super::status::from_status;
 use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
@@ -22,6 +22,7 @@ use crate::files::{
 };
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
 use crate::store::FileName;
+use crate::store::digest::{KeyRange, Sum};
 use crate::trace::{Tagged, tagging};
 
 /// Chunks queued for one copy streamed with an upload.
@@ -80,6 +81,22 @@ impl GrpcPeers {
     /// tells the peer the deadline, and a peer the network cut off never
     /// answers (the connection's keep-alive would take seconds to notice).
     /// A peer the failure detector suspects is not waited for.
+    /// The entries and tombstones of a `List` or `Entries` stream; entries
+    /// that break the contract are left out with a warning.
+    async fn listing(
+        &self,
+        node: &str,
+        mut replies: tonic::Streaming<pb::ListReply>,
+    ) -> Result<NodeListing, FileError> {
+        let (mut entries, mut deleted) = (Vec::new(), Vec::new());
+        while let Some(reply) = replies.message().await.map_err(status_error(node))? {
+            let valid = |e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok();
+            entries.extend(reply.entries.into_iter().filter_map(valid));
+            deleted.extend(reply.deleted);
+        }
+        Ok((entries, deleted))
+    }
+
     async fn answered<R>(
         &self,
         node: &str,
@@ -332,14 +349,40 @@ impl Peers for GrpcPeers {
         let node = node.to_owned();
         async move {
             let mut client = self.client(&node)?;
-            let mut replies = self.answered(&node, client.list(self.timed(pb::ListRequest {}))).await?;
-            let (mut entries, mut deleted) = (Vec::new(), Vec::new());
-            while let Some(reply) = replies.message().await.map_err(status_error(&node))? {
-                let valid = |e| entry_from_pb(e).inspect_err(|why| tracing::warn!(node, "left out: {why}")).ok();
-                entries.extend(reply.entries.into_iter().filter_map(valid));
-                deleted.extend(reply.deleted);
-            }
-            Ok((entries, deleted))
+            let replies = self.answered(&node, client.list(self.timed(pb::ListRequest {}))).await?;
+            self.listing(&node, replies).await
+        }
+        .boxed()
+    }
+
+    fn digests(&self, node: &str, ranges: &[KeyRange], parts: u32) -> Fut<'_, Vec<(KeyRange, Sum)>> {
+        let node = node.to_owned();
+        let request = pb::DigestsRequest { ranges: ranges.iter().map(|r| range_to_pb(*r)).collect(), parts };
+        async move {
+            let mut client = self.client(&node)?;
+            let reply = self.answered(&node, client.digests(self.timed(request))).await?;
+            reply
+                .parts
+                .into_iter()
+                .map(|part| {
+                    let range = part.range.ok_or_else(|| malformed(&node, "a digest without its range"))?;
+                    let digest = <[u8; 16]>::try_from(&part.digest[..])
+                        .map_err(|_| malformed(&node, format!("a digest of {} bytes, not 16", part.digest.len())))?;
+                    let sum = Sum { digest: u128::from_le_bytes(digest), count: part.count };
+                    Ok((KeyRange { from: range.from, to: range.to }, sum))
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn entries(&self, node: &str, ranges: &[KeyRange]) -> Fut<'_, NodeListing> {
+        let node = node.to_owned();
+        let request = pb::EntriesRequest { ranges: ranges.iter().map(|r| range_to_pb(*r)).collect() };
+        async move {
+            let mut client = self.client(&node)?;
+            let replies = self.answered(&node, client.entries(self.timed(request))).await?;
+            self.listing(&node, replies).await
         }
         .boxed()
     }

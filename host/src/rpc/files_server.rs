@@ -9,7 +9,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::entry_to_pb;
+use super::convert::{entry_to_pb, range_to_pb};
 use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::status::to_status;
 use super::{FILES_MESSAGE_MAX, LIST_BATCH, OUTBOARD_PIECE, pieces};
@@ -18,6 +18,7 @@ use crate::files::{Expected, FileError, Files, Known, StoreHow};
 use crate::integrity::{BLOCK, Digest};
 use crate::plugins::{FileEntry, PluginError};
 use crate::store::FileName;
+use crate::store::digest::KeyRange;
 
 /// The chunks of a store's stream, up to its commit (whose hash goes to
 /// `commit`) or its end; anything else is an error that aborts the store.
@@ -196,4 +197,49 @@ impl pb::files_server::Files for FilesService {
         let deleted = self.files.tombstones().all();
         Ok(Response::new(futures_util::stream::iter(list_batches(&listing.entries, deleted).map(Ok)).boxed()))
     }
+
+    async fn digests(&self, request: Request<pb::DigestsRequest>) -> Result<Response<pb::DigestsReply>, Status> {
+        let request = request.into_inner();
+        let ranges = key_ranges(&request.ranges)?;
+        if !(1..=MAX_PARTS_EACH).contains(&request.parts) {
+            return Err(Status::invalid_argument(format!("parts must be 1 to {MAX_PARTS_EACH}")));
+        }
+        if ranges.len() * request.parts as usize > MAX_PARTS {
+            return Err(Status::invalid_argument(format!("at most {MAX_PARTS} parts in all")));
+        }
+        let parts: Vec<KeyRange> = ranges.iter().flat_map(|r| r.split(request.parts)).collect();
+        let sums = self.files.sums(parts.clone()).await.map_err(|e| to_status(&e))?;
+        let parts = parts
+            .iter()
+            .zip(sums)
+            .map(|(range, sum)| pb::RangeDigest {
+                range: Some(range_to_pb(*range)),
+                digest: Bytes::copy_from_slice(&sum.digest.to_le_bytes()),
+                count: sum.count,
+            })
+            .collect();
+        Ok(Response::new(pb::DigestsReply { parts }))
+    }
+
+    type EntriesStream = BoxStream<'static, Result<pb::ListReply, Status>>;
+
+    async fn entries(&self, request: Request<pb::EntriesRequest>) -> Result<Response<Self::EntriesStream>, Status> {
+        let ranges = key_ranges(&request.into_inner().ranges)?;
+        let (entries, deleted) = self.files.entries_in(&ranges).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(futures_util::stream::iter(list_batches(&entries, deleted).map(Ok)).boxed()))
+    }
+}
+
+/// Ranges a `Digests` or `Entries` call may ask about at once.
+const MAX_RANGES: usize = 4096;
+/// Parts a range may be cut into, and parts in all.
+const MAX_PARTS_EACH: u32 = 256;
+const MAX_PARTS: usize = 65_536;
+
+/// The ranges of a request: 1 to [`MAX_RANGES`].
+fn key_ranges(ranges: &[pb::KeyRange]) -> Result<Vec<KeyRange>, Status> {
+    if ranges.is_empty() || ranges.len() > MAX_RANGES {
+        return Err(Status::invalid_argument(format!("ask about 1 to {MAX_RANGES} ranges")));
+    }
+    Ok(ranges.iter().map(|r| KeyRange { from: r.from, to: r.to }).collect())
 }

@@ -20,6 +20,7 @@
 //! the outbox. A data folder in the layout of earlier versions (all of it
 //! at the top) is moved into this one at start.
 
+pub mod digest;
 mod name;
 pub mod space;
 pub mod sync;
