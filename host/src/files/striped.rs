@@ -10,7 +10,9 @@
 //! How many holders are read at once adapts ([`Pace`]): one at first, one
 //! more every [`EPOCH`] while each added holder makes the read at least
 //! [`GAIN`] faster, one less when it does not (tried again after [`REST`]
-//! epochs). Where links are the limit, every holder ends up read at once;
+//! epochs). An added holder is judged from its first bytes on (or after
+//! [`START`], if none come): until then it has had nothing to ask for, or
+//! its request is on its way, and the epoch says nothing about it. Where links are the limit, every holder ends up read at once;
 //! where this machine's processors are (loopback, a busy node), the read
 //! stays on one holder, in runs as long as the window allows, as fast as
 //! a single stream.
@@ -60,6 +62,10 @@ const GAIN: f64 = 1.1;
 /// Epochs before a holder that did not help is tried again.
 const REST: u32 = 20;
 
+/// How long an added holder may take to bring its first bytes before it
+/// is judged all the same.
+const START: Duration = Duration::from_secs(1);
+
 /// Where a read's checked bytes go, in order; an error ends the read.
 pub type Sink = tokio::sync::mpsc::Sender<Result<Bytes, FileError>>;
 
@@ -100,8 +106,9 @@ struct Pieces {
     done_at: Vec<Instant>,
     /// How long a holder read usually takes per piece (a moving average).
     typical: Option<Duration>,
-    /// Bytes arrived so far, from every holder.
+    /// Bytes arrived so far, from every holder, and from each.
     arrived: u64,
+    brought: Vec<u64>,
     /// How many holders are read at once.
     pace: Pace,
 }
@@ -143,6 +150,7 @@ impl Pieces {
             done_at: vec![now; holders],
             typical: None,
             arrived: 0,
+            brought: vec![0; holders],
             pace: Pace::new(now),
         };
         pieces.flying.insert(first, vec![0]);
@@ -208,6 +216,21 @@ impl Pieces {
         Claim::Wait
     }
 
+    /// Bytes `n` arrived from holder read `w`.
+    fn brought(&mut self, w: usize, n: u64) {
+        self.arrived += n;
+        self.brought[w] += n;
+    }
+
+    /// Reconsiders how many holders are read at once (see [`Pace`]).
+    fn pace(&mut self, now: Instant) {
+        let working = self.working();
+        // The last holder read of those read at once: the one on trial, if any.
+        let newest = self.live.iter().enumerate().filter(|(_, l)| **l).nth(self.pace.active.max(1) - 1);
+        let newest = newest.map_or(0, |(w, _)| self.brought[w]);
+        self.pace.tick(now, self.arrived, working, newest);
+    }
+
     /// Whether holder read `w` has gone three typical piece times without
     /// bringing one.
     fn lagging(&self, w: usize, now: Instant) -> bool {
@@ -258,28 +281,51 @@ struct Pace {
     bytes_then: u64,
     /// The rate of the last epoch before the one on trial.
     base: f64,
-    /// Whether this epoch tries one more holder than the last.
-    trial: bool,
+    /// The holder read added last, while it is on trial.
+    trial: Option<Trial>,
     /// Epochs to wait before trying one more again.
     rest: u32,
 }
 
+/// Where the trial of an added holder read is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Trial {
+    /// Added at `since`; `from`, the bytes it had brought by the first
+    /// tick after (`None` before that tick).
+    Starting { since: Instant, from: Option<u64> },
+    /// Bringing bytes: the epoch running judges it.
+    Judged,
+}
+
 impl Pace {
     fn new(now: Instant) -> Pace {
-        Pace { active: 1, since: now, bytes_then: 0, base: 0.0, trial: false, rest: 0 }
+        Pace { active: 1, since: now, bytes_then: 0, base: 0.0, trial: None, rest: 0 }
     }
 
     /// Ends the epoch if it has run its time: `arrived` bytes so far,
-    /// `working` holder reads still going.
-    fn tick(&mut self, now: Instant, arrived: u64, working: usize) {
+    /// `working` holder reads still going, `newest` the bytes brought by
+    /// the last of those read at once.
+    fn tick(&mut self, now: Instant, arrived: u64, working: usize, newest: u64) {
         self.active = self.active.min(working.max(1));
+        if let Some(Trial::Starting { since, from }) = &mut self.trial {
+            let from = *from.get_or_insert(newest);
+            if newest > from {
+                // Its first bytes: the epoch that judges it starts now.
+                (self.trial, self.since, self.bytes_then) = (Some(Trial::Judged), now, arrived);
+                return;
+            }
+            if now.duration_since(*since) < START {
+                return;
+            }
+            self.trial = Some(Trial::Judged); // judged on the time it took
+        }
         let elapsed = now.duration_since(self.since);
         if elapsed < EPOCH {
             return;
         }
         let rate = (arrived - self.bytes_then) as f64 / elapsed.as_secs_f64();
         (self.since, self.bytes_then) = (now, arrived);
-        if std::mem::take(&mut self.trial) && rate < self.base * GAIN {
+        if self.trial.take().is_some() && rate < self.base * GAIN {
             // The holder added did not help: back to the last number.
             self.active -= 1;
             self.rest = REST;
@@ -290,7 +336,7 @@ impl Pace {
             self.rest -= 1;
         } else if self.active < working {
             self.active += 1;
-            self.trial = true;
+            self.trial = Some(Trial::Starting { since: now, from: None });
         }
     }
 }
@@ -334,9 +380,8 @@ impl Board {
     /// wakes the holder reads.
     fn hand_on(&self) -> Step {
         let mut pieces = self.lock();
-        let (arrived, working) = (pieces.arrived, pieces.working());
         let active = pieces.pace.active;
-        pieces.pace.tick(Instant::now(), arrived, working);
+        pieces.pace(Instant::now());
         if pieces.pace.active != active {
             // One more holder read may claim, or one fewer.
             self.changed.notify_waiters();
@@ -535,7 +580,7 @@ impl<V: Pieceable> HolderRead<V> {
                 len += chunk.len() as u64;
                 got.push(chunk);
                 let mut pieces = self.board.lock();
-                pieces.arrived += got.last().map_or(0, |c| c.len() as u64);
+                pieces.brought(self.w, got.last().map_or(0, |c| c.len() as u64));
                 if pieces.settled(piece) {
                     // Another holder's copy came first: this one is the
                     // slower, and the rest of its run goes back.
@@ -640,22 +685,38 @@ mod tests {
     fn the_pace_adds_holders_while_each_helps_and_backs_off_when_one_does_not() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
+        let starting = |pace: &Pace| matches!(pace.trial, Some(Trial::Starting { .. }));
         let mut pace = Pace::new(start);
-        pace.tick(at(50), 500, 3);
+        pace.tick(at(50), 500, 3, 500);
         assert_eq!(pace.active, 1, "an epoch is not over");
-        pace.tick(at(100), 1_000, 3);
-        assert_eq!((pace.active, pace.trial), (2, true), "one more is tried");
-        pace.tick(at(200), 3_000, 3); // twice as fast: kept
-        assert_eq!((pace.active, pace.trial), (3, true));
-        pace.tick(at(300), 5_000, 3); // no faster: back to two
-        assert_eq!((pace.active, pace.trial), (2, false));
+        pace.tick(at(100), 1_000, 3, 1_000);
+        assert!(pace.active == 2 && starting(&pace), "one more is tried");
+        // The holder added brings nothing at first (nothing to ask for, or
+        // its request on its way): no epoch judges it yet.
+        pace.tick(at(110), 1_100, 3, 0);
+        pace.tick(at(400), 4_000, 3, 0);
+        assert!(pace.active == 2 && starting(&pace), "not judged before its first bytes");
+        pace.tick(at(410), 4_100, 3, 64);
+        assert_eq!((pace.active, pace.trial), (2, Some(Trial::Judged)), "judged from its first bytes");
+        pace.tick(at(510), 6_100, 3, 1_000); // twice as fast: kept
+        assert!(pace.active == 3 && starting(&pace));
+        pace.tick(at(520), 6_200, 3, 0);
+        pace.tick(at(530), 6_300, 3, 10);
+        pace.tick(at(630), 8_300, 3, 500); // no faster: back to two
+        assert_eq!((pace.active, pace.trial), (2, None));
         for epoch in 0..REST as u64 {
-            pace.tick(at(400 + 100 * epoch), 7_000 + 2_000 * epoch, 3);
+            pace.tick(at(730 + 100 * epoch), 10_300 + 2_000 * epoch, 3, 0);
             assert_eq!(pace.active, 2, "resting");
         }
-        pace.tick(at(400 + 100 * REST as u64), 7_000 + 2_000 * REST as u64, 3);
-        assert_eq!((pace.active, pace.trial), (3, true), "tried again after its rest");
-        pace.tick(at(500 + 100 * REST as u64), 10_000 + 2_000 * REST as u64, 2);
-        assert_eq!(pace.active, 2, "never more than the holder reads still going");
+        pace.tick(at(730 + 100 * REST as u64), 10_300 + 2_000 * REST as u64, 3, 0);
+        assert!(pace.active == 3 && starting(&pace), "tried again after its rest");
+        // One that never brings a byte is judged after START, on the time
+        // it took: no faster, so back to two.
+        let (after, bytes) = (730 + 100 * REST as u64, 10_300 + 2_000 * REST as u64);
+        pace.tick(at(after + 10), bytes + 200, 3, 0);
+        pace.tick(at(after + START.as_millis() as u64), bytes + 20_000, 3, 0);
+        assert_eq!((pace.active, pace.trial), (2, None), "judged after START all the same");
+        pace.tick(at(after + 2_000), bytes + 40_000, 1, 0);
+        assert_eq!(pace.active, 1, "never more than the holder reads still going");
     }
 }
