@@ -47,6 +47,7 @@ use bindings::index::IndexPluginPre;
 use bindings::upload::UploadPluginPre;
 use registry::{Call, Registry, Slot};
 use sandbox::Sandbox;
+use store_index::Filling;
 
 pub use error::{PluginError, Refusal};
 pub use http::CONCURRENT_REQUESTS as HTTP_REQUESTS_AT_ONCE;
@@ -74,7 +75,7 @@ pub enum PluginKind {
 /// speaks (`wit/plugin.wit`): the one place that version is written.
 macro_rules! contract {
     ($name:literal) => {
-        concat!("ringshare:plugin/", $name, "@0.4.0")
+        concat!("ringshare:plugin/", $name, "@0.5.0")
     };
 }
 pub(crate) use contract;
@@ -277,11 +278,11 @@ impl PluginHost {
     /// A new index version's listing of the store, taken before it serves,
     /// so that requests are answered from the old listing meanwhile
     /// instead of waiting for it.
-    fn list_before_serving(&self, new: &Arc<registry::Loaded>) -> Option<(Vec<FileEntry>, (Digest, u64))> {
+    fn list_before_serving(&self, new: &Arc<registry::Loaded>) -> Option<(Filling, (Digest, u64))> {
         self.index.begin_fill();
-        let call = Call::on(new.clone());
-        match self.list_on(&call) {
-            Ok(entries) => Some((entries, (new.version, new.loaded_at_ms))),
+        let (call, mut filling) = (Call::on(new.clone()), Filling::default());
+        match self.list_on(&call, |entry| filling.add(entry)) {
+            Ok(()) => Some((filling, (new.version, new.loaded_at_ms))),
             Err(e) => {
                 tracing::warn!(plugin = %new.file, "the new index version could not list the store: {e}");
                 self.index.end_fill(Err(None));

@@ -23,7 +23,7 @@ use super::content::ContentFile;
 use super::engine::ticks_for;
 use super::registry::{Call, Loaded};
 use super::sandbox::Sandbox;
-use super::store_index::{self, Listing, Lookup};
+use super::store_index::{self, Filling, Listing, Lookup};
 use super::{FileEntry, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::digest::{KeyRange, Plan, Sum};
@@ -40,6 +40,12 @@ const OUTBOARD_BATCH: usize = 64 << 10;
 fn no_room(e: space::NoRoom) -> PluginError {
     PluginError::NoRoom(e.to_string())
 }
+
+/// Entries asked of an index plugin per page of its listing.
+pub(crate) const LIST_PAGE: u32 = 1024;
+/// Most entries one listing may bring: a plugin whose listing goes on past
+/// this is taken for one that never ends it.
+const LIST_AT_MOST: usize = 1 << 25;
 
 /// A file opened for reading: its entry, and its outboard when it has one.
 type Opened = (FileEntry, Option<Arc<Outboard>>);
@@ -169,10 +175,15 @@ impl PluginHost {
     async fn fill(self: &Arc<Self>) -> Result<(), PluginError> {
         let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
         self.index.begin_fill();
-        let entries = blocking(move || host.list_on(&plugin)).await;
-        match entries {
-            Ok(entries) => {
-                self.index.end_fill(Ok(entries));
+        let listed = blocking(move || {
+            let mut filling = Filling::default();
+            host.list_on(&plugin, |entry| filling.add(entry)).map(|()| filling)
+        })
+        .await;
+        match listed {
+            Ok(filling) => {
+                tracing::debug!(files = filling.len(), "the store is listed");
+                self.index.end_fill(Ok(filling));
                 Ok(())
             }
             Err(e) => {
@@ -186,21 +197,46 @@ impl PluginHost {
     /// (for `plugin check`, which exercises the plugin itself).
     pub async fn list_by_plugin(self: &Arc<Self>) -> Result<Vec<FileEntry>, PluginError> {
         let (host, plugin) = (self.clone(), self.call(PluginKind::Index)?);
-        blocking(move || host.list_on(&plugin)).await
+        blocking(move || {
+            let mut entries = Vec::new();
+            host.list_on(&plugin, |entry| entries.push(entry)).map(|()| entries)
+        })
+        .await
     }
 
-    /// Lists the store through `plugin` (an index plugin), on this thread.
-    pub(super) fn list_on(&self, plugin: &Loaded) -> Result<Vec<FileEntry>, PluginError> {
+    /// Lists the store through `plugin` (an index plugin), on this thread,
+    /// handing each entry to `found`, page by page ([`LIST_PAGE`] entries
+    /// asked at a time, each page under the plugin's deadline). Entries
+    /// that break the contract are left out with a log line; a page longer
+    /// than asked, or a listing that never ends, fails it.
+    pub(super) fn list_on(&self, plugin: &Loaded, mut found: impl FnMut(FileEntry)) -> Result<(), PluginError> {
         let (mut store, instance) = self.instantiate(plugin, |pre, s| pre.index()?.instantiate(s))?;
-        let listed = self.guarded(&mut store, plugin, |s| instance.ringshare_plugin_index().call_list(s))?;
-        Ok(listed
-            .into_iter()
-            .filter_map(|e| {
-                FileEntry::from_wit(e)
-                    .inspect_err(|why| tracing::warn!(plugin = %plugin.file, "left out of the listing: {why}"))
-                    .ok()
-            })
-            .collect())
+        let api = instance.ringshare_plugin_index();
+        let listing = self.guarded(&mut store, plugin, |s| api.call_list(s))?;
+        let mut listed = 0usize;
+        let mut pages = || loop {
+            let page = self.guarded(&mut store, plugin, |s| api.listing().call_next(s, listing, LIST_PAGE))?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            if page.len() > LIST_PAGE as usize {
+                let why = format!("answered a page of {} entries where at most {LIST_PAGE} were asked", page.len());
+                return Err(broken(&plugin.file, why));
+            }
+            listed += page.len();
+            if listed > LIST_AT_MOST {
+                return Err(broken(&plugin.file, format!("listed more than {LIST_AT_MOST} entries without an end")));
+            }
+            for entry in page {
+                match FileEntry::from_wit(entry) {
+                    Ok(entry) => found(entry),
+                    Err(why) => tracing::warn!(plugin = %plugin.file, "left out of the listing: {why}"),
+                }
+            }
+        };
+        let result = pages();
+        self.release(&mut store, plugin, listing, &result);
+        result
     }
 
     /// Starts writing `name` through the upload plugin, with `modified_ns` as

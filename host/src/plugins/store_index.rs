@@ -46,6 +46,39 @@ pub struct Listing {
     pub entries: Arc<Vec<FileEntry>>,
 }
 
+/// A listing of the store on its way into the index, page by page: kept
+/// as the index keeps it, so that no copy of the whole listing is made.
+#[derive(Default)]
+pub struct Filling {
+    files: HashMap<String, Meta>,
+}
+
+impl Filling {
+    /// One listed entry; a name listed twice keeps its newer entry.
+    pub fn add(&mut self, entry: FileEntry) {
+        let meta = Meta::of(&entry);
+        match self.files.get(&entry.name) {
+            Some(held) if held.modified_ns > meta.modified_ns => {}
+            _ => {
+                self.files.insert(entry.name, meta);
+            }
+        }
+    }
+
+    /// Entries listed so far.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+}
+
+impl FromIterator<FileEntry> for Filling {
+    fn from_iter<I: IntoIterator<Item = FileEntry>>(entries: I) -> Self {
+        let mut filling = Filling::default();
+        entries.into_iter().for_each(|e| filling.add(e));
+        filling
+    }
+}
+
 /// What the index says of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -283,12 +316,12 @@ impl StoreIndex {
     /// the index holds what it listed, with the changes made since it
     /// began over it. A failure to share with the requests that waited for
     /// it comes with its error; one abandoned has none.
-    pub fn end_fill(&self, listed: Result<Vec<FileEntry>, Option<&PluginError>>) {
+    pub fn end_fill(&self, listed: Result<Filling, Option<&PluginError>>) {
         let number = self.fills.fetch_add(1, Ordering::SeqCst) + 1;
         let mut state = self.state();
         let changed = state.since_fill.take().unwrap_or_default();
-        let entries = match listed {
-            Ok(entries) => entries,
+        let mut files = match listed {
+            Ok(filling) => filling.files,
             Err(e) => {
                 drop(state);
                 if let Some(e) = e {
@@ -297,17 +330,6 @@ impl StoreIndex {
                 return;
             }
         };
-        let mut files: HashMap<String, Meta> = HashMap::with_capacity(entries.len());
-        for entry in &entries {
-            // A name listed twice: the newer entry.
-            let meta = Meta::of(entry);
-            match files.get(&entry.name) {
-                Some(held) if held.modified_ns > meta.modified_ns => {}
-                _ => {
-                    files.insert(entry.name.clone(), meta);
-                }
-            }
-        }
         for (name, meta) in changed {
             match meta {
                 Some(meta) => files.insert(name, meta),
@@ -442,7 +464,7 @@ mod tests {
     fn filled(dir: &Path, entries: Vec<FileEntry>) -> StoreIndex {
         let index = StoreIndex::watching(dir);
         index.begin_fill();
-        index.end_fill(Ok(entries));
+        index.end_fill(Ok(entries.into_iter().collect()));
         index
     }
 
@@ -500,7 +522,7 @@ mod tests {
         // Stored and removed while the listing ran, which saw neither change.
         index.stored(&entry("new", 5, 20));
         index.removed("old");
-        index.end_fill(Ok(vec![entry("old", 1, 10), entry("kept", 2, 10)]));
+        index.end_fill(Ok([entry("old", 1, 10), entry("kept", 2, 10)].into_iter().collect()));
         let mut names: Vec<String> = index.listing().unwrap().entries.iter().map(|e| e.name.clone()).collect();
         names.sort();
         assert_eq!(names, ["kept", "new"]);
@@ -551,7 +573,7 @@ mod tests {
         assert!(index.needs_fill());
         assert_eq!(index.lookup("a"), Lookup::Unsure);
         index.begin_fill();
-        index.end_fill(Ok(vec![]));
+        index.end_fill(Ok(Filling::default()));
         assert_eq!(index.lookup("a"), Lookup::Known(None));
     }
 }

@@ -48,21 +48,36 @@ pub fn file_path(name: &str) -> PathBuf {
     PathBuf::from(FILES).join(name)
 }
 
-/// The names in `files/`, regular files only.
-pub fn file_names() -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for dirent in fs::read_dir(FILES)? {
-        let dirent = dirent?;
-        if !dirent.file_type()?.is_file() {
-            continue;
-        }
-        if let Ok(name) = dirent.file_name().into_string() {
-            if check_name(&name).is_ok() {
-                names.push(name);
+/// The names in `files/`, regular files only, read from the directory as
+/// they are asked for (a store of any size is listed in bounded memory).
+pub fn file_names() -> io::Result<FileNames> {
+    Ok(FileNames(fs::read_dir(FILES)?))
+}
+
+/// The names of `files/` still to be read (see [`file_names`]).
+pub struct FileNames(fs::ReadDir);
+
+impl Iterator for FileNames {
+    type Item = io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let dirent = match self.0.next()? {
+                Ok(dirent) => dirent,
+                Err(e) => return Some(Err(e)),
+            };
+            match dirent.file_type() {
+                Ok(kind) if kind.is_file() => {}
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+            if let Ok(name) = dirent.file_name().into_string()
+                && check_name(&name).is_ok()
+            {
+                return Some(Ok(name));
             }
         }
     }
-    Ok(names)
 }
 
 /// Modification time in nanoseconds since the Unix epoch (0 when unknown).

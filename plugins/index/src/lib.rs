@@ -1,20 +1,38 @@
 //! The default index plugin: lists the complete files of the node's store
-//! with their recorded hashes (it never reads their content). It is granted
-//! `/store` read-only.
+//! with their recorded hashes (it never reads their content), a page at a
+//! time: the listing keeps the open directory between pages, so its memory
+//! does not grow with the store. It is granted `/store` read-only.
 
 wit_bindgen::generate!({ path: "../../wit", world: "index-plugin" });
 
-use exports::ringshare::plugin::index::Guest;
+use std::cell::RefCell;
+
+use exports::ringshare::plugin::index::{Guest, GuestListing, Listing};
+use guest_store::FileNames;
 use ringshare::plugin::log::{Level, log};
 use ringshare::plugin::types::{Error, FileEntry};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn list() -> Result<Vec<FileEntry>, Error> {
+    type Listing = Files;
+
+    fn list() -> Result<Listing, Error> {
         let names = guest_store::file_names().map_err(|e| Error::Io(e.to_string()))?;
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
+        Ok(Listing::new(Files(RefCell::new(names))))
+    }
+}
+
+/// A listing in progress: the names of the store not yet listed.
+struct Files(RefCell<FileNames>);
+
+impl GuestListing for Files {
+    fn next(&self, max: u32) -> Result<Vec<FileEntry>, Error> {
+        let mut names = self.0.borrow_mut();
+        let mut entries = Vec::with_capacity(max.min(4096) as usize);
+        while entries.len() < max as usize {
+            let Some(name) = names.next() else { break };
+            let name = name.map_err(|e| Error::Io(e.to_string()))?;
             // A file can vanish between the listing and the stat (overwrite,
             // delete): skip it rather than fail the whole listing.
             let metadata = match std::fs::metadata(guest_store::file_path(&name)) {

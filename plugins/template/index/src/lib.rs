@@ -1,7 +1,10 @@
 //! Template: an index plugin (world `index-plugin` of wit/plugin.wit). The
-//! host calls `list` to learn which files the node holds; it caches the
-//! answer until the store changes. The plugin is granted the node's store
-//! read-only at `/store` and reads it with plain `std::fs`.
+//! host calls `list` to learn which files the node holds, and reads the
+//! listing it answers in pages (`next(max)`, until an empty page); it
+//! caches the answer until the store changes. Keep only what one page
+//! needs in memory (here: the open directory), so that a store of any size
+//! lists within the plugin's memory cap. The plugin is granted the node's
+//! store read-only at `/store` and reads it with plain `std::fs`.
 //!
 //! The store layout is the one the default plugins use (plugins/guest-store),
 //! so that this plugin can be paired with them and with the other templates:
@@ -23,19 +26,34 @@
 // the repository's wit/ folder along and point this at it.
 wit_bindgen::generate!({ path: "../../../wit", world: "index-plugin" });
 
+use std::cell::RefCell;
 use std::fs;
 use std::time::UNIX_EPOCH;
 
-use exports::ringshare::plugin::index::Guest;
+use exports::ringshare::plugin::index::{Guest, GuestListing, Listing};
 use ringshare::plugin::types::{Error, FileEntry};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn list() -> Result<Vec<FileEntry>, Error> {
-        let io = |e: std::io::Error| Error::Io(e.to_string());
+    /// The type behind the `listing` resource.
+    type Listing = Files;
+
+    fn list() -> Result<Listing, Error> {
+        let dir = fs::read_dir("/store/files").map_err(io)?;
+        Ok(Listing::new(Files(RefCell::new(dir))))
+    }
+}
+
+/// A listing in progress: the directory, read as far as listed.
+struct Files(RefCell<fs::ReadDir>);
+
+impl GuestListing for Files {
+    fn next(&self, max: u32) -> Result<Vec<FileEntry>, Error> {
+        let mut dir = self.0.borrow_mut();
         let mut entries = Vec::new();
-        for dirent in fs::read_dir("/store/files").map_err(io)? {
+        while entries.len() < max as usize {
+            let Some(dirent) = dir.next() else { break };
             let dirent = dirent.map_err(io)?;
             // Names that are not UTF-8 or not one plain segment cannot be
             // reported (the host would leave them out, with a warning).
@@ -60,6 +78,10 @@ impl Guest for Plugin {
         }
         Ok(entries)
     }
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Io(e.to_string())
 }
 
 /// One path segment, as the host's own rule for file names.

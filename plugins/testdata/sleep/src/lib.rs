@@ -4,16 +4,27 @@
 
 wit_bindgen::generate!({ path: "../../../wit", world: "index-plugin" });
 
-use exports::ringshare::plugin::index::Guest;
+use exports::ringshare::plugin::index::{Guest, GuestListing, Listing};
 use ringshare::plugin::types::{Error, FileEntry};
 
 struct Plugin;
 
 impl Guest for Plugin {
-    fn list() -> Result<Vec<FileEntry>, Error> {
+    type Listing = Never;
+
+    fn list() -> Result<Listing, Error> {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
+    }
+}
+
+/// The listing it never answers.
+struct Never;
+
+impl GuestListing for Never {
+    fn next(&self, _max: u32) -> Result<Vec<FileEntry>, Error> {
+        Ok(Vec::new())
     }
 }
 
