@@ -724,15 +724,25 @@ impl<T: Transport> ChordNode<T> {
         let t = self.snapshot();
         let me = t.me().clone();
         let neighbours = Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec() };
-        let successor = t.successor().clone();
-        if successor.id != me.id {
-            let _ = self.transport.leaving(&successor, &me, neighbours.clone()).await;
+        // Its successors first (the first takes over its keys), then the
+        // nodes before it whose successor lists name it, each found by
+        // asking the last its predecessor. Any left untold would see it
+        // drop out of their lists or fingers, find it silent and take it
+        // for lost (reads of names it would hold then answer 503), until
+        // they forget it ([`ChordConfig::remember_for`]).
+        let mut told = HashSet::from([me.id]);
+        for successor in t.successors() {
+            if told.insert(successor.id) {
+                let _ = self.transport.leaving(successor, &me, neighbours.clone()).await;
+            }
         }
-        if let Some(p) = &t.predecessor
-            && p.id != me.id
-            && p.id != successor.id
-        {
-            let _ = self.transport.leaving(p, &me, neighbours).await;
+        let mut next = t.predecessor.clone();
+        for _ in 0..self.config.successors {
+            let Some(p) = next.take() else { break };
+            if told.insert(p.id) && self.transport.leaving(&p, &me, neighbours.clone()).await.is_err() {
+                break;
+            }
+            next = self.transport.neighbours(&p).await.ok().and_then(|n| n.predecessor).filter(|b| b.id != me.id);
         }
     }
 

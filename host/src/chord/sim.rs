@@ -249,6 +249,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_that_leaves_is_not_taken_for_lost_by_the_nodes_whose_lists_named_it() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let mut nodes = ring(&net, 8, &stop).await;
+        let leaver = nodes.pop().unwrap();
+        leaver.leave().await;
+        net.kill(&leaver.me().addr);
+        until(Duration::from_secs(30), "the ring closes over the leaver", || one_ring(&nodes)).await;
+        // Stabilize rounds after that (every 20 ms) would find it silent.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for node in &nodes {
+            let lost = node.lost_members();
+            assert!(!lost.iter().any(|l| l.id == leaver.me().id), "{} takes the leaver for lost", node.me().addr);
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn a_node_that_started_alone_is_merged_into_the_ring_it_knew() {
         let (net, stop) = (SimNet::new(), CancellationToken::new());
         let mut nodes = ring(&net, 5, &stop).await;
