@@ -64,7 +64,7 @@ put "$built/ringshare_gallery_plugin.wasm" "$out/extra/gallery.wasm"
 for kind in index upload download http; do
   put "$built/ringshare_template_${kind}.wasm" "$out/template/$kind.wasm"
 done
-for name in spin sleep hog escape crash liar-index liar-download liar-upload old-contract http-hostile; do
+for name in spin sleep slow-index hog escape crash liar-index liar-download liar-upload old-contract http-hostile; do
   put "$built/ringshare_test_${name//-/_}.wasm" "$out/testdata/$name.wasm"
 done
 put "$built/ringshare-test-not-a-plugin.wasm" "$out/testdata/not-a-plugin.wasm"

@@ -280,24 +280,76 @@ async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
     assert!(message.contains("contract") && message.contains("1025 entries where at most 1024"), "{message}");
 }
 
+/// Puts `data` (one block at most) into the store of a node to start in
+/// `dir` as `name`, with the record the default upload plugin would have
+/// made; its BLAKE3.
+fn seed(dir: &std::path::Path, name: &str, data: &[u8]) -> String {
+    let store = dir.join("data/store");
+    for folder in ["files", "meta"] {
+        std::fs::create_dir_all(store.join(folder)).unwrap();
+    }
+    let path = store.join("files").join(name);
+    std::fs::write(&path, data).unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH);
+    let hash = ringshare_tests::blake3_hex(data);
+    let record = format!("{} {} {hash}\n", data.len(), mtime.unwrap().as_nanos());
+    std::fs::write(store.join("meta").join(name), record).unwrap();
+    hash
+}
+
+#[tokio::test]
+async fn names_are_served_while_the_first_listing_of_the_store_runs() {
+    // The slow index lists for as long as `hold` is in the store: the
+    // node's first listing runs through all of what follows.
+    let dir = tempfile::tempdir().unwrap();
+    let kept = pattern(11, 200_000); // one block: no outboard to seed
+    seed(dir.path(), "kept", &kept);
+    seed(dir.path(), "hold", b"hold");
+    let node =
+        NodeSetup::with_plugins(&["testdata/slow-index", "default/upload", "default/download"]).start_in(dir).await;
+    let http = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build().unwrap();
+    let get = http.get(node.at("/files/kept")).send().await.expect("served during the first listing");
+    assert_eq!(get.status(), StatusCode::OK);
+    assert!(get.bytes().await.unwrap() == kept, "kept read back");
+    let head = http.head(node.at("/files/kept")).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], "200000");
+    assert_eq!(http.get(node.at("/files/missing")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let new = pattern(12, 300_000);
+    let put = http.put(node.at("/files/new")).body(new.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    assert!(http.get(node.at("/files/new")).send().await.unwrap().bytes().await.unwrap() == new);
+    // Other nodes ask what this one holds (Stat, for their reads and
+    // writes): answered from the store by name, not after the listing.
+    use ringshare::rpc::files_pb::{StatRequest, files_client::FilesClient};
+    let mut rpc = FilesClient::new(ringshare_tests::Cluster::shared().member_channel(&node).await);
+    let stat = |name: &str| StatRequest { name: name.into() };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), rpc.stat(stat("kept"))).await;
+    let entry = answer.expect("Stat answered during the first listing").unwrap().into_inner().entry;
+    assert_eq!(entry.map(|e| (e.size, e.blake3.len())), Some((200_000, 32)));
+    let missing = rpc.stat(stat("missing")).await.unwrap().into_inner();
+    assert!(missing.entry.is_none() && missing.deleted_ns.is_none(), "{missing:?}");
+    // A file removed by hand while the listing runs (here: after the
+    // listing saw it) is not in the index it fills.
+    std::fs::write(node.data().join("files/by-hand"), b"by hand").unwrap();
+    assert!(node.data().join("files/hold").exists(), "the first listing was running all along");
+    // Once the listing ends, the listing of the node has them all, and no
+    // more.
+    std::fs::remove_file(node.data().join("files/hold")).unwrap();
+    let listing: Vec<Value> = client().get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    let mut names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["by-hand", "kept", "new"]);
+}
+
 #[tokio::test]
 async fn a_store_of_many_pages_is_listed_whole_with_its_recorded_hashes() {
     // 2,500 files and their records, as the default upload plugin leaves
     // them: the listing takes three pages of 1,024.
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("data/store");
-    for folder in ["files", "meta"] {
-        std::fs::create_dir_all(store.join(folder)).unwrap();
-    }
     let mut expected = std::collections::BTreeMap::new();
     for i in 0..2_500u64 {
         let (name, data) = (format!("seeded-{i:04}"), pattern(i, 10 + i as usize % 50));
-        let path = store.join("files").join(&name);
-        std::fs::write(&path, &data).unwrap();
-        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH);
-        let hash = ringshare_tests::blake3_hex(&data);
-        let record = format!("{} {} {hash}\n", data.len(), mtime.unwrap().as_nanos());
-        std::fs::write(store.join("meta").join(&name), record).unwrap();
+        let hash = seed(dir.path(), &name, &data);
         expected.insert(name, (data.len() as u64, hash));
     }
     let node = NodeSetup::with_plugins(&["default/index", "default/upload", "default/download"]).start_in(dir).await;

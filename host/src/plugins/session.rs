@@ -128,12 +128,26 @@ impl PluginHost {
 
     /// This node's entry for `name`, if it has a complete file of that name:
     /// from the index, which reads the name again if it changed by hand.
+    /// Until the store has been listed once (a large store lists for a
+    /// while after the node starts), the name is read on its own instead
+    /// of after the whole listing.
     pub async fn entry(self: &Arc<Self>, name: &FileName) -> Result<Option<FileEntry>, PluginError> {
-        if let Lookup::Known(entry) = self.index.lookup(name.as_str()) {
-            return Ok(entry);
+        match self.index.lookup(name.as_str()) {
+            Lookup::Known(entry) => return Ok(entry),
+            Lookup::Unsure if !self.index.filled() => return self.read_entry(name).await,
+            Lookup::Unsure => {}
         }
         self.settle().await?;
         Ok(self.index.held(name.as_str()))
+    }
+
+    /// The entry of `name` as the download plugin opens it, past the index.
+    async fn read_entry(self: &Arc<Self>, name: &FileName) -> Result<Option<FileEntry>, PluginError> {
+        match self.download(name).await {
+            Ok(handle) => Ok(Some(handle.entry().clone())),
+            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Brings the index up to date: a listing of the store if it has none
@@ -161,9 +175,8 @@ impl PluginHost {
                 self.index.settled(&name, None);
                 continue;
             };
-            match self.download(&file).await {
-                Ok(handle) => self.index.settled(&name, Some(handle.entry())),
-                Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => self.index.settled(&name, None),
+            match self.read_entry(&file).await {
+                Ok(entry) => self.index.settled(&name, entry.as_ref()),
                 // The download plugin cannot say: the index plugin can.
                 Err(_) => return self.fill().await,
             }

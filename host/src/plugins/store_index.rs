@@ -169,7 +169,18 @@ impl State {
 
     /// Marks `name` unsure unless the file on disk matches what is held.
     fn check(&mut self, name: &str, on_disk: Option<(u64, u64)>) {
-        let Some(held) = self.current(name) else { return };
+        let held = match self.current(name) {
+            Some(held) => held,
+            // The first listing is on its way, and may have passed the
+            // name: it is read again once the listing is in.
+            None if self.since_fill.is_some() => {
+                if self.unsure.insert(name.to_owned()) {
+                    self.changed();
+                }
+                return;
+            }
+            None => return,
+        };
         let matches = match (held, on_disk) {
             (Some(meta), Some((size, modified_ns))) => meta.size == size && meta.modified_ns == modified_ns,
             (None, None) => true,
@@ -261,6 +272,11 @@ impl StoreIndex {
     /// What the index holds for `name`, sure or not (none before it is filled).
     pub fn held(&self, name: &str) -> Option<FileEntry> {
         self.state().current(name).flatten().map(|m| m.entry(name))
+    }
+
+    /// Whether the store has been listed once (the index holds every file).
+    pub fn filled(&self) -> bool {
+        self.state().files.is_some()
     }
 
     /// Whether the whole store must be listed before the index can answer.
@@ -512,6 +528,23 @@ mod tests {
         index.settled("by-hand", Some(&read));
         assert_eq!(index.lookup("by-hand"), Lookup::Known(Some(read)));
         assert!(index.unsure().is_empty());
+    }
+
+    #[test]
+    fn a_change_by_hand_during_the_first_fill_is_read_again_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gone"), b"x").unwrap();
+        let index = StoreIndex::watching(dir.path());
+        index.begin_fill();
+        assert!(!index.filled());
+        // The listing saw `gone`, which is then removed by hand.
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        until(|| index.unsure() == ["gone"]);
+        index.end_fill(Ok([entry("gone", 1, 10)].into_iter().collect()));
+        assert!(index.filled());
+        assert_eq!(index.lookup("gone"), Lookup::Unsure, "not taken from the listing");
+        index.settled("gone", None);
+        assert_eq!(index.lookup("gone"), Lookup::Known(None));
     }
 
     #[test]
