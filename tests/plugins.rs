@@ -332,6 +332,7 @@ async fn names_are_served_while_the_first_listing_of_the_store_runs() {
     // listing saw it) is not in the index it fills.
     std::fs::write(node.data().join("files/by-hand"), b"by hand").unwrap();
     assert!(node.data().join("files/hold").exists(), "the first listing was running all along");
+    assert_eq!(ringshare_tests::metric(&node, "ringshare_store_files").await, -1.0, "not listed yet");
     // Once the listing ends, the listing of the node has them all, and no
     // more.
     std::fs::remove_file(node.data().join("files/hold")).unwrap();
@@ -339,6 +340,7 @@ async fn names_are_served_while_the_first_listing_of_the_store_runs() {
     let mut names: Vec<&str> = listing.iter().map(|e| e["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["by-hand", "kept", "new"]);
+    assert_eq!(ringshare_tests::metric(&node, "ringshare_store_files").await, 3.0);
 }
 
 #[tokio::test]

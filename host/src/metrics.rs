@@ -28,6 +28,8 @@
 //!   `ringshare_handoffs_total{outcome}`: the RabbitMQ bridge;
 //! - `ringshare_ring_nodes`: distinct nodes in this node's routing table,
 //!   itself included;
+//! - `ringshare_store_files`: files in the host's index of its store, -1
+//!   until the store has been listed once after the node started;
 //! - `ringshare_refused_total{reason}`: callers refused as strangers
 //!   (`no_certificate`: a ring or file call without a member's certificate;
 //!   `handshake`: a TLS handshake that failed, such as a certificate of
@@ -157,6 +159,9 @@ pub struct Metrics {
     pub handoffs: Family<OutcomeLabels, Counter>,
     /// Distinct nodes in the routing table; set when scraped.
     pub ring_nodes: Gauge,
+    /// Files in the host's index of its store (-1 before the first
+    /// listing); set when scraped.
+    pub store_files: Gauge,
     /// Callers refused as strangers, by reason.
     pub refused: Family<ReasonLabels, Counter>,
     /// Certificates read again, by outcome.
@@ -200,6 +205,9 @@ impl Metrics {
         registry.register("outbox_messages", "Messages waiting in the outbox for the broker", outbox.clone());
         registry.register("handoffs", "Hand-offs to this node, by outcome", handoffs.clone());
         registry.register("ring_nodes", "Distinct nodes in this node's routing table", ring_nodes.clone());
+        let store_files = Gauge::default();
+        let files_help = "Files in the host's index of its store (-1 until the store has been listed once)";
+        registry.register("store_files", files_help, store_files.clone());
         let repair_passes = Counter::default();
         registry.register("repair_passes", "Repair passes done", repair_passes.clone());
         let (tombstones_expired, copies_unconfirmed, copies_quarantined) = Default::default();
@@ -244,6 +252,7 @@ impl Metrics {
             outbox,
             handoffs,
             ring_nodes,
+            store_files,
             refused,
             tls_reloads,
             clock_offset_ms,

@@ -312,6 +312,12 @@ impl PluginHost {
         self.read_registry().statuses()
     }
 
+    /// How many files the host's index of the store holds; none until the
+    /// store has been listed once.
+    pub fn indexed_files(&self) -> Option<usize> {
+        self.index.len()
+    }
+
     /// The file name of the plugin serving `kind`, if any.
     pub fn serving(&self, kind: PluginKind) -> Option<Arc<str>> {
         self.read_registry().serving_file(Slot::Kind(kind))

@@ -433,10 +433,9 @@ impl StoreIndex {
         state.changed();
     }
 
-    /// How many files the index holds.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.state().files.as_ref().map_or(0, HashMap::len)
+    /// How many files the index holds (none before it is filled).
+    pub fn len(&self) -> Option<usize> {
+        self.state().files.as_ref().map(HashMap::len)
     }
 }
 
@@ -513,7 +512,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("b")).unwrap();
         index.removed("b");
         assert_eq!(index.lookup("b"), Lookup::Known(None));
-        assert_eq!(index.len(), 1);
+        assert_eq!(index.len(), Some(1));
     }
 
     #[test]

@@ -193,6 +193,7 @@ async fn page() -> Response {
 async fn metrics(State(app): State<AppState>) -> Response {
     let m = &app.metrics;
     m.ring_nodes.set(app.ring.known_nodes() as i64);
+    m.store_files.set(app.plugins.indexed_files().map_or(-1, |n| n as i64));
     let clock = app.files.clock();
     m.clock_in_step.set(i64::from(clock.trusted()));
     m.clock_offset_ms.set(clock.verdict().map_or(0.0, |v| v.median_offset_ms));
