@@ -9,7 +9,10 @@ Usage: repair_pass.py BINARY PLUGINS WORK FILES
   record an upload (bytes, empty outboard, record "size modified_ns
   blake3"; hashes by `b3sum`), hard-linked so that the three stores share
   their inodes. Uploading them would measure small uploads, not repair.
-- The nodes start (the time until each lists every file is the start).
+- The nodes start: the time until each serves a GET of one of its files,
+  and until its index holds every file (`ringshare_store_files`); memory
+  per file is the RSS of a node then, less that of a node with an empty
+  store, over FILES.
 - Idle: five repair passes on every node (--repair-ms 2000): per pass, the
   bytes that crossed loopback (less what this script's own requests moved)
   and the nodes' CPU time. Against it, the same run's cost of the per-file
@@ -17,8 +20,9 @@ Usage: repair_pass.py BINARY PLUGINS WORK FILES
   from 2,000 `HEAD` requests through node 0, each of which makes that
   lookup and those two `Stat` calls (and opens the file: an upper bound).
 - Missed writes: node 2 is killed, MISSED files are added through node 0,
-  node 2 starts again; the time until it holds every one, and the bytes
-  replicated to it.
+  node 2 starts again; the time until it serves and until it holds every
+  one, the bytes replicated to it, and how many files it hashed again
+  (none: a crash costs no re-hash).
 """
 
 import hashlib
@@ -132,27 +136,52 @@ def main():
         except Exception:
             return False
 
-    def lists_all(addr):
+    def indexed(addr):
         try:
-            return len(get_json(f"http://{addr}/files", timeout=300)) >= files
+            return metric(addr, "ringshare_store_files")
+        except Exception:
+            return -2
+
+    def listed(addr):
+        return indexed(addr) >= files
+
+    def serves(addr, name):
+        try:
+            get(f"http://{addr}/files/{name}", timeout=5, method="HEAD")
+            return True
         except Exception:
             return False
+
+    def rss_mib(pid):
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+    def rehashed(addr):
+        with open(os.path.join(work, addr.replace(":", "_") + ".log"), errors="replace") as log:
+            return sum("copied in by hand" in line for line in log)
 
     stat = 'ringshare_rpc_seconds_count{method="/ringshare.files.v1.Files/Stat",status="200"}'
     passes = "ringshare_repair_passes_total"
     try:
+        # A node with an empty store, alone: the memory a node has anyway.
+        empty = f"127.0.0.1:{free_port()}"
+        start(empty, None)
+        wait("the empty node", lambda: indexed(empty) == 0)
+        time.sleep(2)
+        empty_rss = rss_mib(procs[empty].pid)
+        procs.pop(empty).kill()
+
         began = time.time()
         start(addrs[0], None)
         wait("node 0 joining", lambda: joined(addrs[0]))
         for addr in addrs[1:]:
             start(addr, addrs[0])
         wait("the ring", lambda: all(joined(a) for a in addrs))
-        wait("every node listing every file", lambda: all(lists_all(a) for a in addrs))
+        wait("every node serving", lambda: all(serves(a, names[-1]) for a in addrs))
+        serving_s = time.time() - began
+        wait("every node listing every file", lambda: all(listed(a) for a in addrs))
         started_s = time.time() - began
-        rss = []
-        for p in procs.values():
-            with open(f"/proc/{p.pid}/status") as status:
-                rss += [int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")]
+        rss = [rss_mib(p.pid) for p in procs.values()]
 
         # Idle passes once every node has passed twice (the first passes
         # after a start find the ring settling).
@@ -190,17 +219,25 @@ def main():
         for name in added:
             get(f"http://{addrs[0]}/files/{name}", method="PUT", body=f"missed {name}\n".encode())
         lo0, t0 = lo_bytes(), time.time()
+        hashed_before = rehashed(away)
         start(away, addrs[0])
+        wait("node 2 serving again", lambda: serves(away, names[0]))
+        back_s = time.time() - t0
         store = os.path.join(work, away.replace(":", "_"), "store", "files")
         wait("node 2 holding every missed file", lambda: all(os.path.exists(os.path.join(store, n)) for n in added))
         caught_s = time.time() - t0
+        wait("node 2 listing its store again", lambda: listed(away))
+        relisted_s = time.time() - t0
         replicated = metric(away, 'ringshare_bytes_total{direction="replicated"}')
+        hashed_again = rehashed(away) - hashed_before
 
         mib = 1 << 20
         print(f"| {files:,} files on each of 3 nodes (k = 3), release build, loopback | |")
         print("|---|---|")
-        print(f"| start: until every node lists every file | {started_s:.1f} s; RSS {min(rss):.0f}-{max(rss):.0f} MiB "
-              f"({max(rss) * mib / files:.0f} bytes per file at most) |")
+        print(f"| start: until every node serves a GET / holds every file in its index | {serving_s:.1f} s / "
+              f"{started_s:.1f} s |")
+        print(f"| memory: RSS then, against a node with an empty store ({empty_rss:.0f} MiB) | "
+              f"{min(rss):.0f}-{max(rss):.0f} MiB, {(max(rss) - empty_rss) * mib / files:.0f} bytes per file at most |")
         print(f"| idle repair pass (mean of {done:.0f} passes on 3 nodes) | {per_pass_bytes / 1024:.1f} KiB sent, "
               f"{per_pass_cpu * 1000:.0f} ms CPU, {stats:.0f} Stat calls |")
         old_bytes = files * head_bytes
@@ -208,8 +245,9 @@ def main():
         print(f"| the per-file pass it replaced, from this run's cost of a HEAD (a lookup here, two Stats) "
               f"| ~{old_bytes / mib:.0f} MiB, ~{old_cpu:.0f} s CPU per pass per node "
               f"({old_bytes / max(per_pass_bytes, 1):.0f}x the bytes) |")
-        print(f"| node 2 back after missing {missed:,} writes | every one in {caught_s:.1f} s, "
-              f"{replicated / 1024:.0f} KiB replicated to it ({missed * 30 / 1024:.0f} KiB of content) |")
+        print(f"| node 2 back after a crash and {missed:,} missed writes | serves in {back_s:.1f} s, every missed "
+              f"one in {caught_s:.1f} s, its index whole in {relisted_s:.1f} s; {replicated / 1024:.0f} KiB "
+              f"replicated to it ({missed * 30 / 1024:.0f} KiB of content); {hashed_again} files hashed again |")
     finally:
         for p in procs.values():
             p.kill()
