@@ -124,11 +124,13 @@ def main():
         return 0.0
 
     def wait(what, done, limit=1800):
-        deadline = time.time() + limit
+        began_waiting = time.time()
+        deadline = began_waiting + limit
         while not done():
             check_alive()
             assert time.time() < deadline, f"{what} did not happen in {limit} s"
             time.sleep(0.5)
+        print(f"{what}: {time.time() - began_waiting:.1f} s", file=sys.stderr, flush=True)
 
     def joined(addr):
         try:

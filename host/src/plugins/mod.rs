@@ -242,9 +242,14 @@ impl PluginHost {
         for file in files {
             let seen = self.read_registry().seen(&file);
             let outcome = load::read(self, &self.dir.join(&file), seen);
+            // Listed first only if the index holds a listing to answer
+            // from meanwhile: at start (the folder's index plugin taking
+            // over from the built-in one) the node's own first listing,
+            // taken in the background, fills it.
             if let registry::Outcome::Loaded(new, _) = &outcome
                 && new.kind == PluginKind::Index
                 && index_before.is_some()
+                && self.index.filled()
                 && self.read_registry().would_serve(new)
             {
                 listed = self.list_before_serving(new);
