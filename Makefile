@@ -46,6 +46,7 @@ bench: plugins broker
 	@scripts/bench-abuse.sh
 	@scripts/bench-tls.sh
 	@scripts/bench-bridge.sh
+	@scripts/bench-repair.sh 1000000
 	@scripts/bench-plugin-swap.sh
 	@scripts/bench-split.sh
 	@scripts/bench-multi-source.sh
