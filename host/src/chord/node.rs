@@ -737,12 +737,14 @@ impl<T: Transport> ChordNode<T> {
             }
         }
         let mut next = t.predecessor.clone();
-        for _ in 0..self.config.successors {
+        for step in 1..=self.config.successors {
             let Some(p) = next.take() else { break };
             if told.insert(p.id) && self.transport.leaving(&p, &me, neighbours.clone()).await.is_err() {
                 break;
             }
-            next = self.transport.neighbours(&p).await.ok().and_then(|n| n.predecessor).filter(|b| b.id != me.id);
+            if step < self.config.successors {
+                next = self.transport.neighbours(&p).await.ok().and_then(|n| n.predecessor).filter(|b| b.id != me.id);
+            }
         }
     }
 

@@ -42,7 +42,7 @@ fn no_room(e: space::NoRoom) -> PluginError {
 }
 
 /// Entries asked of an index plugin per page of its listing.
-pub(crate) const LIST_PAGE: u32 = 1024;
+const LIST_PAGE: u32 = 1024;
 /// Most entries one listing may bring: a plugin whose listing goes on past
 /// this is taken for one that never ends it.
 const LIST_AT_MOST: usize = 1 << 25;

@@ -276,7 +276,7 @@ impl StoreIndex {
 
     /// Whether the store has been listed once (the index holds every file).
     pub fn filled(&self) -> bool {
-        self.state().files.is_some()
+        self.len().is_some()
     }
 
     /// Whether the whole store must be listed before the index can answer.
