@@ -71,6 +71,13 @@ impl Deleted {
 struct Returned {
     /// When the node was last known to run (ns), if it was away too long.
     away_from: Option<u64>,
+    /// The newest version a copy kept through the absence can have: this
+    /// start's time, plus the most a peer's clock may run ahead (versions
+    /// are hybrid times). Not the time last known alive, since copies
+    /// written after the last stamp (a crash, a stop between passes) are
+    /// as old to the ring as those before it; whatever is written here
+    /// from the start on is confirmed as it is stored.
+    kept_until: u64,
     /// Names whose copy here a holder has confirmed since.
     confirmed: HashSet<String>,
 }
@@ -111,6 +118,7 @@ impl Tombstones {
                      confirms it, and one nobody has is moved to quarantine/"
                 );
                 returned.away_from = Some(alive);
+                returned.kept_until = crate::clock::wall_ns().saturating_add(crate::clock::max_offset().as_nanos() as u64);
             }
         }
         let stones = Self {
@@ -148,7 +156,7 @@ impl Tombstones {
     /// holder yet: such a copy is neither served nor announced.
     pub fn unconfirmed(&self, name: &str, modified_ns: u64) -> bool {
         let returned = self.returned();
-        returned.away_from.is_some_and(|from| modified_ns <= from) && !returned.confirmed.contains(name)
+        returned.away_from.is_some() && modified_ns <= returned.kept_until && !returned.confirmed.contains(name)
     }
 
     /// A holder has this node's version of `name` (or it was just written
@@ -344,7 +352,10 @@ mod tests {
         let back = open(root.path());
         assert_eq!(back.away_from(), Some(alive));
         assert!(back.unconfirmed("a", alive), "a copy from before the absence");
-        assert!(!back.unconfirmed("a", alive + 1), "a version written since");
+        let stopped = alive + GRACE.as_nanos() as u64;
+        assert!(back.unconfirmed("a", stopped), "a copy written after the last stamp, before a stop");
+        let offset = crate::clock::max_offset().as_nanos() as u64;
+        assert!(!back.unconfirmed("a", crate::clock::wall_ns() + 2 * offset), "a version written since the start");
         back.confirm("a");
         assert!(!back.unconfirmed("a", alive));
         assert!(back.unconfirmed("b", alive));
