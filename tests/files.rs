@@ -848,8 +848,9 @@ async fn a_201_means_k_durable_copies_even_if_two_holders_die_at_once() {
     let holders = placement(&nodes[0], "durable.bin").await;
     let via = nodes.iter().position(|n| !holders.contains(&n.addr)).expect("a node outside the placement");
     let put = http.put(nodes[via].at("/files/durable.bin")).body(data.clone()).send().await.unwrap();
-    assert_eq!(put.status(), StatusCode::CREATED);
+    let status = put.status();
     let reply: Value = put.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
     // The moment the answer arrives: two of the three holders die.
     for holder in &holders[..2] {
         let i = index_of(&nodes, holder);

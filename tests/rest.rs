@@ -104,16 +104,21 @@ async fn ranges_head_and_conditional_requests() {
         assert_eq!(response.bytes().await.unwrap(), expected, "{range}");
     }
 
-    let outside = http.get(&url).header(header::RANGE, "bytes=200000-").send().await.unwrap();
-    assert_eq!(outside.headers()[header::CONTENT_RANGE], "bytes */200000");
-    let (status, code, _) = error_code(outside).await;
-    assert_eq!((status, code.as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable"));
-
     // A stale If-Range gets the whole file.
     let stale =
         http.get(&url).header(header::RANGE, "bytes=0-9").header(header::IF_RANGE, "\"old\"").send().await.unwrap();
     assert_eq!(stale.status(), StatusCode::OK);
     assert_eq!(stale.bytes().await.unwrap().len(), data.len());
+
+    // What a HEAD, a 304 and a 416 answer is known before any byte is read:
+    // none of them opens the file through the download plugin.
+    let opened =
+        || async { sample(&metrics(&node).await, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]) };
+    let before = opened().await;
+    let outside = http.get(&url).header(header::RANGE, "bytes=200000-").send().await.unwrap();
+    assert_eq!(outside.headers()[header::CONTENT_RANGE], "bytes */200000");
+    let (status, code, _) = error_code(outside).await;
+    assert_eq!((status, code.as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, "range-not-satisfiable"));
 
     let head = http.head(&url).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
@@ -124,6 +129,10 @@ async fn ranges_head_and_conditional_requests() {
     let etag = format!("\"{}\"", blake3_hex(&data));
     let cached = http.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    let after = opened().await;
+    assert_eq!(after, before, "HEAD, 304 and 416 called the download plugin");
+    http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert!(opened().await > after, "a GET reads through the download plugin");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Plugin call cost (not a test): a fresh Store and instance per call, with
-//! wasmtime's on-demand instance allocator (the default) against its pooling
+//! wasmtime's on-demand instance allocator against its pooling (the default)
 //! allocator, in the same run. Uses the default plugins built by
 //! `scripts/build-plugins.sh`.
 //!

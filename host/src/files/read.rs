@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
@@ -27,7 +27,7 @@ use super::placement::Placement;
 use super::striped::{self, Pieceable, Sink, Stripes};
 use crate::chord::{Id, NodeRef, RingError};
 use crate::integrity::Outboard;
-use crate::plugins::{DownloadHandle, FileEntry, PluginError};
+use crate::plugins::{FileEntry, PluginError, PluginKind};
 use crate::store::FileName;
 
 /// Reads of files across the ring.
@@ -53,14 +53,19 @@ impl Reader {
         Self { placement, local, peers, tasks, sources: sources.max(1) }
     }
 
-    /// Opens the newest version of `name`: asks every holder what it knows,
-    /// and reads here if this node has that version, else from the holders
-    /// that have it. A deletion newer than every copy is not found.
+    /// Finds the newest version of `name`: asks every holder what it knows,
+    /// and notes whether this node has that version (read here, then) and
+    /// which holders do. A deletion newer than every copy is not found.
+    /// Nothing is opened yet: a `HEAD`, a `304` or a `416` is answered from
+    /// this alone.
     pub async fn open(self: &Arc<Self>, name: &FileName) -> Result<Source, FileError> {
         // Unless a holder elsewhere has it, a missing local plugin is the answer.
-        let mut last = FileError::NotFound(name.to_string());
-        let local = match self.local.open(name).await {
-            Ok(handle) => handle,
+        let mut last = match self.local.plugins().serving(PluginKind::Download) {
+            Some(_) => FileError::NotFound(name.to_string()),
+            None => PluginError::Unavailable(PluginKind::Download).into(),
+        };
+        let local = match self.local.entry(name).await {
+            Ok(entry) => entry,
             Err(FileError::Plugin(e @ PluginError::Unavailable(_))) => {
                 last = e.into();
                 None
@@ -73,7 +78,7 @@ impl Reader {
         };
         // A copy kept through a long absence counts only once a holder has
         // the same version (it is then served from here).
-        let copy = local.as_ref().map(|h| h.entry().clone()).filter(|e| !self.local.unconfirmed(e));
+        let copy = local.clone().filter(|e| !self.local.unconfirmed(e));
         let here = Known::from_parts(copy, self.local.tombstones().get(name));
         let (newest, having) = match self.survey(name, &here).await {
             Ok(found) => found,
@@ -89,12 +94,12 @@ impl Reader {
         let Known::File(wanted) = newest else {
             return Err(last);
         };
-        let local = local.filter(|h| h.entry().blake3 == wanted.blake3);
-        if local.is_none() && having.is_empty() {
+        let here = local.is_some_and(|e| e.blake3 == wanted.blake3);
+        if !here && having.is_empty() {
             return Err(last);
         }
         let version = Version { reader: self.clone(), name: name.clone(), entry: wanted, having };
-        Ok(Source { version, local })
+        Ok(Source { version, here })
     }
 
     /// Asks the other holders of `name` what they know of it: the newest
@@ -185,10 +190,11 @@ impl Reader {
 /// A holder being read (`None`: this node) and its stream of checked bytes.
 pub(super) type Reading = (Option<Id>, BoxStream<'static, Result<Bytes, FileError>>);
 
-/// An open file somewhere in the network.
+/// A file found somewhere in the network, ready to be read.
 pub struct Source {
     version: Version,
-    local: Option<DownloadHandle>,
+    /// This node has the version: it is read here first.
+    here: bool,
 }
 
 /// The version of a file being read, and the other holders that had it
@@ -215,51 +221,84 @@ impl Source {
     ///
     /// The first holder is opened before this returns, so that a file no
     /// holder can serve fails with that holder's own error (a status the
-    /// client sees) rather than a broken body.
+    /// client sees) rather than a broken body. A small range this node
+    /// holds is read whole before this returns, and so cannot break either.
     pub async fn start(
         self,
         range: RangeInclusive<u64>,
-    ) -> Result<impl Stream<Item = Result<Bytes, FileError>> + Send + 'static, FileError> {
+    ) -> Result<BoxStream<'static, Result<Bytes, FileError>>, FileError> {
         let range = *range.start()..*range.end() + 1;
-        let Source { version, local } = self;
-        let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
-        let tasks = version.reader.tasks.clone();
-        let sources = version.reader.sources.min(version.having.len());
+        let Source { version, here } = self;
+        let reader = version.reader.clone();
         let mut failed = HashSet::new();
-        let first: Reading = match local {
-            Some(handle) => {
-                (None, handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from)).boxed())
-            }
-            None if striped::worth(sources, &range) => {
-                match Stripes::open(&version, &version.having, range.clone(), sources).await {
-                    Ok(stripes) => {
-                        let failed = stripes.failed();
-                        tasks.spawn(crate::trace::carried(async move {
-                            let version = Arc::new(version);
-                            if let Some(rest) = stripes.run(version.clone(), &tx).await {
-                                Version::clone(&version).follow(rest, None, failed, tx).await;
-                            }
-                        }));
-                        return Ok(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut local_error = None;
+        if here {
+            match reader.read_here(&version, range.clone()).await {
+                Ok(Here::Whole(bytes)) => return Ok(futures_util::stream::iter([Ok(bytes)]).boxed()),
+                Ok(Here::Streaming(first)) => return Ok(version.followed(range, first, failed)),
+                Err(e) => {
+                    if let FileError::Plugin(PluginError::Corrupt(why)) = &e {
+                        tracing::warn!(file = %version.name, "this node's copy is damaged, reading another: {why}");
+                        reader.damaged(&version.name, version.entry.clone());
                     }
-                    // None of the holders it had served: the ring is asked
-                    // for others, and the first one's error stands if none.
-                    Err((error, tried)) => {
-                        failed = tried;
-                        match version.reader.reopen(&version, range.clone(), &failed).await {
-                            Ok(first) => first,
-                            Err(FileError::NoHolder(_)) => return Err(error),
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    failed.insert(reader.placement.me().id);
+                    local_error = Some(e);
                 }
             }
-            None => version.reader.reopen(&version, range.clone(), &failed).await?,
+        }
+        let remote = Self::start_remote(version, range, failed).await;
+        match (remote, local_error) {
+            (Err(FileError::NoHolder(_)), Some(e)) => Err(e),
+            (remote, _) => remote,
+        }
+    }
+
+    /// Streams `range` from the other holders (none of `failed`).
+    async fn start_remote(
+        version: Version,
+        range: Range<u64>,
+        mut failed: HashSet<Id>,
+    ) -> Result<BoxStream<'static, Result<Bytes, FileError>>, FileError> {
+        let sources = version.reader.sources.min(version.having.len());
+        if !striped::worth(sources, &range) {
+            let first = version.reader.reopen(&version, range.clone(), &failed).await?;
+            return Ok(version.followed(range, first, failed));
+        }
+        let stripes = match Stripes::open(&version, &version.having, range.clone(), sources).await {
+            Ok(stripes) => stripes,
+            // None of the holders it had served: the ring is asked for
+            // others, and the first one's error stands if none.
+            Err((error, tried)) => {
+                failed.extend(tried);
+                let first = match version.reader.reopen(&version, range.clone(), &failed).await {
+                    Ok(first) => first,
+                    Err(FileError::NoHolder(_)) => return Err(error),
+                    Err(e) => return Err(e),
+                };
+                return Ok(version.followed(range, first, failed));
+            }
         };
-        tasks.spawn(crate::trace::carried(version.follow(range, Some(first), failed, tx)));
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+        failed.extend(stripes.failed());
+        let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
+        version.reader.tasks.clone().spawn(crate::trace::carried(async move {
+            let version = Arc::new(version);
+            if let Some(rest) = stripes.run(version.clone(), &tx).await {
+                Version::clone(&version).follow(rest, None, failed, tx).await;
+            }
+        }));
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 }
+
+/// This node's copy being read: whole already, or streaming.
+enum Here {
+    Whole(Bytes),
+    Streaming(Reading),
+}
+
+/// Ranges up to this size that this node holds are read whole before the
+/// answer starts: one hand-off from the plugin's thread, no pump task.
+const READ_WHOLE_AT_MOST: u64 = 64 << 10;
 
 impl Pieceable for Version {
     fn file(&self) -> &str {
@@ -272,6 +311,20 @@ impl Pieceable for Version {
 }
 
 impl Version {
+    /// Streams `range` from `first` on, going on from the next holder not
+    /// `failed` if it fails (see [`Version::follow`]), through a pump task.
+    fn followed(
+        self,
+        range: Range<u64>,
+        first: Reading,
+        failed: HashSet<Id>,
+    ) -> BoxStream<'static, Result<Bytes, FileError>> {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, FileError>>(4);
+        let tasks = self.reader.tasks.clone();
+        tasks.spawn(crate::trace::carried(self.follow(range, Some(first), failed, tx)));
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+    }
+
     /// Sends `range` to `tx` from one holder at a time: `first` if open,
     /// then the next holder not `failed` from where the last one stopped.
     pub(super) async fn follow(
@@ -355,6 +408,31 @@ impl Reader {
             }
         }
         Err(last)
+    }
+
+    /// Reads `range` of the version from this node's copy: whole when it
+    /// is small, else the open stream.
+    async fn read_here(&self, version: &Version, range: Range<u64>) -> Result<Here, FileError> {
+        let small = range.end - range.start <= READ_WHOLE_AT_MOST;
+        let me = self.placement.me();
+        let (_, mut stream) = self.open_on(&me, &version.name, &version.entry, range.clone()).await?;
+        if !small {
+            return Ok(Here::Streaming((None, stream)));
+        }
+        let mut whole = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            if whole.is_empty() && piece.len() as u64 == range.end - range.start {
+                return Ok(Here::Whole(piece));
+            }
+            whole.extend_from_slice(&piece);
+        }
+        if whole.len() as u64 != range.end - range.start {
+            let why =
+                format!("{} ended {} bytes into a read of {}", version.name, whole.len(), range.end - range.start);
+            return Err(PluginError::Corrupt(why).into());
+        }
+        Ok(Here::Whole(whole.freeze()))
     }
 
     /// Opens `range` of the version `entry` of `name` on `holder`.

@@ -118,7 +118,8 @@ impl Tombstones {
                      confirms it, and one nobody has is moved to quarantine/"
                 );
                 returned.away_from = Some(alive);
-                returned.kept_until = crate::clock::wall_ns().saturating_add(crate::clock::max_offset().as_nanos() as u64);
+                returned.kept_until =
+                    crate::clock::wall_ns().saturating_add(crate::clock::max_offset().as_nanos() as u64);
             }
         }
         let stones = Self {

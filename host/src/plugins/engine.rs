@@ -10,6 +10,15 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the engine's epoch advances; deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Plugin instances (calls and sessions) a node runs at once from the pool;
+/// one more waits for a free slot, or is refused as busy. Each slot
+/// reserves address space, not memory: about 100 MiB of it.
+pub const INSTANCES_AT_ONCE: u32 = 4096;
+
+/// Bytes of a pooled instance's memory (and of its tables) zeroed in place
+/// when the instance ends, rather than returned to the kernel.
+const KEEP_RESIDENT: usize = 4 << 20;
+
 /// Builds the engine every plugin of the node is compiled and run with.
 /// With `pooling`, instances come from a pool sized for `memory_bytes`.
 pub fn new_engine(pooling: bool, memory_bytes: usize) -> wasmtime::Result<Engine> {
@@ -19,6 +28,14 @@ pub fn new_engine(pooling: bool, memory_bytes: usize) -> wasmtime::Result<Engine
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.max_memory_size(memory_bytes);
+        pool.linear_memory_keep_resident(KEEP_RESIDENT);
+        pool.table_keep_resident(KEEP_RESIDENT);
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
+        pool.total_component_instances(INSTANCES_AT_ONCE);
+        pool.total_core_instances(4 * INSTANCES_AT_ONCE);
+        pool.total_memories(INSTANCES_AT_ONCE);
+        pool.total_tables(4 * INSTANCES_AT_ONCE);
+        config.memory_reservation(memory_bytes as u64);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&config)

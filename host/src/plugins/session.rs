@@ -9,6 +9,7 @@
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -69,8 +70,16 @@ impl PluginHost {
                 }
             })?;
         // Instantiating is set-up, not a call: not counted in the metrics.
-        let instance = self.deadlined(&mut store, plugin, |s| instantiate(&plugin.pre, s).map(Ok))?;
-        Ok((store, instance))
+        let mut pool_full = false;
+        let instance = self.deadlined(&mut store, plugin, |s| {
+            let instance = instantiate(&plugin.pre, s);
+            pool_full = instance.as_ref().is_err_and(|e| e.is::<wasmtime::PoolConcurrencyLimitError>());
+            instance.map(Ok)
+        });
+        match instance {
+            Err(_) if pool_full => Err(PluginError::Busy { plugin: plugin.file.clone(), waited: Duration::ZERO }),
+            instance => Ok((store, instance?)),
+        }
     }
 
     /// One call into a plugin under its deadline, with its failure classified.
