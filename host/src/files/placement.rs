@@ -100,6 +100,30 @@ impl Placement {
         Some(Held { own, all: KeyRange { from: last.id.0, to: me.id.0 } })
     }
 
+    /// What changes hands when this node leaves: the keys it holds, cut at
+    /// its k nearest predecessors, each part with the node that becomes one
+    /// of its holders once this node is gone. The part after the i-th
+    /// predecessor (this node the 0-th) is held by that predecessor and its
+    /// k-1 successors, this node among them; without it, the (k-i)-th
+    /// successor of this node joins them. Empty in a ring of k nodes or
+    /// fewer (every node holds every key already); `None` while a
+    /// predecessor does not answer or too few successors are known.
+    pub async fn heirs(&self) -> Option<Vec<(KeyRange, NodeRef)>> {
+        let me = self.me();
+        let mut preds = vec![me.clone()];
+        let mut next = self.ring.predecessor()?;
+        while preds.len() <= self.replicas {
+            if preds.iter().any(|p| p.id == next.id) {
+                return Some(Vec::new()); // round the ring: k nodes or fewer
+            }
+            preds.push(next.clone());
+            if preds.len() <= self.replicas {
+                next = self.ring.predecessor_of(&next).await.ok()??;
+            }
+        }
+        heirs(&preds, &self.successors(self.replicas), self.replicas)
+    }
+
     /// The placement of `name` once `leaver` is gone: k holders besides it.
     pub async fn holders_without(&self, name: &FileName, leaver: &NodeRef) -> Result<Vec<NodeRef>, FileError> {
         let placed = self.holders(name).await?;
@@ -168,6 +192,18 @@ pub fn would_hold(key: Id, placed: &[NodeRef], k: usize, node: &NodeRef) -> bool
     node.id == key || node.id.in_half_open(key, placed[k - 1].id)
 }
 
+/// The parts of a node's keys and their heirs (see [`Placement::heirs`]),
+/// from `preds`, the node itself then its k nearest predecessors, and its
+/// k nearest successors; `None` with fewer of either.
+pub fn heirs(preds: &[NodeRef], successors: &[NodeRef], k: usize) -> Option<Vec<(KeyRange, NodeRef)>> {
+    if preds.len() <= k || successors.len() < k {
+        return None;
+    }
+    let parts =
+        (0..k).map(|i| (KeyRange { from: preds[i + 1].id.0, to: preds[i].id.0 }, successors[k - i - 1].clone()));
+    Some(parts.collect())
+}
+
 /// Copies (the responsible node's included) that must hold a file before an
 /// upload is acknowledged: a majority of the `holders` that exist.
 pub fn write_quorum(holders: usize) -> usize {
@@ -218,6 +254,39 @@ mod tests {
             let after_join = by_distance(ring.into_iter().chain([x.clone()]).collect());
             prop_assert_eq!(would_hold(key, &placed, k, &x), after_join.contains(&x));
             prop_assert!(would_hold(key, &placed, k, &placed[0]));
+        }
+
+        #[test]
+        fn the_heir_of_a_key_is_the_holder_its_placement_gains_when_the_node_leaves(
+            ports in prop::collection::btree_set(1u16..2000, 2..14), at: prop::sample::Index, key: u64, k in 1usize..5,
+        ) {
+            let mut ring: Vec<NodeRef> = ports.iter().map(|&p| node(p)).collect();
+            ring.sort_by_key(|n| n.id);
+            prop_assume!(ring.len() > k);
+            let n = ring.len();
+            let me = at.index(n);
+            let preds: Vec<NodeRef> = (0..=k).map(|i| ring[(me + n - i) % n].clone()).collect();
+            let successors: Vec<NodeRef> = (1..=k).map(|i| ring[(me + i) % n].clone()).collect();
+            let parts = heirs(&preds, &successors, k).expect("enough neighbours");
+            // Holders of a key: the first k nodes at or after it.
+            let holders_in = |ring: &[NodeRef]| {
+                let mut by = ring.to_vec();
+                by.sort_by_key(|h| Id(key).distance_to(h.id));
+                by.truncate(k);
+                by
+            };
+            let before = holders_in(&ring);
+            let without: Vec<NodeRef> = ring.iter().filter(|h| h.id != ring[me].id).cloned().collect();
+            let after = holders_in(&without);
+            let part = parts.iter().find(|(range, _)| Id(key).in_half_open(Id(range.from), Id(range.to)));
+            match part {
+                Some((_, heir)) => {
+                    prop_assert!(before.contains(&ring[me]));
+                    let gained: Vec<&NodeRef> = after.iter().filter(|h| !before.contains(h)).collect();
+                    prop_assert_eq!(gained, vec![heir]);
+                }
+                None => prop_assert!(!before.contains(&ring[me])),
+            }
         }
 
         #[test]

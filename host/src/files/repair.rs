@@ -291,7 +291,7 @@ impl Repairer {
             if shutdown.is_cancelled() {
                 break;
             }
-            match self.reconcile(held.own, &peer).await {
+            match self.reconcile(held.own, &peer, true).await {
                 Ok(moved) => passed += moved,
                 Err(e) => tracing::debug!(node = %peer.addr, "could not compare ranges with it: {e}"),
             }
@@ -314,12 +314,12 @@ impl Repairer {
         passed
     }
 
-    /// Compares `range` (this node's own) with `peer`, a holder of every
-    /// name in it, by digests, walking down only the parts that differ,
-    /// then exchanges the entries of the parts that still differ: what this
-    /// node has newer goes to `peer`, what `peer` has newer comes here.
-    /// Answers the copies and deletions moved.
-    async fn reconcile(self: &Arc<Self>, range: KeyRange, peer: &NodeRef) -> Result<usize, FileError> {
+    /// Compares `range` with `peer`, a holder of every name in it, by
+    /// digests, walking down only the parts that differ, then exchanges the
+    /// entries of the parts that still differ: what this node has newer
+    /// goes to `peer`, and with `both_ways`, what `peer` has newer comes
+    /// here. Answers the copies and deletions moved.
+    async fn reconcile(self: &Arc<Self>, range: KeyRange, peer: &NodeRef, both_ways: bool) -> Result<usize, FileError> {
         let differing = self.differing(range, peer).await?;
         if differing.is_empty() {
             return Ok(0);
@@ -344,6 +344,9 @@ impl Repairer {
                 || (expired(mine) && *theirs == Known::Nothing)
                 || (expired(theirs) && *mine == Known::Nothing)
             {
+                continue;
+            }
+            if !both_ways && !mine.newer_than(theirs) {
                 continue;
             }
             let done = if mine.newer_than(theirs) {
@@ -509,15 +512,38 @@ impl Repairer {
         Ok(read)
     }
 
-    /// Before this node leaves: passes each of its files and tombstones to
-    /// the holders it will have once this node is gone.
+    /// Before this node leaves: passes its files and tombstones to the
+    /// holders it will have once this node is gone. Each part of the keys it
+    /// holds is compared by digests with the node that gains it (see
+    /// [`Placement::heirs`]), and only what that node lacks or has older
+    /// goes, so a leave costs what moves, not what the store holds; what
+    /// ranges do not cover goes name by name. Without a view of its
+    /// neighbours, every file goes name by name.
     pub async fn hand_over(self: &Arc<Self>) -> usize {
-        let Some(states) = self.states().await else { return 0 };
         let me = self.placement.me();
+        let (Some(held), Some(heirs)) = (self.placement.held().await, self.placement.heirs().await) else {
+            let Some(states) = self.states().await else { return 0 };
+            return self.pass_each_on(states, &me).await;
+        };
         let mut passed = 0;
-        // A copy not confirmed since a long absence is not handed on.
+        for (range, heir) in heirs {
+            match self.reconcile(range, &heir, false).await {
+                Ok(moved) => passed += moved,
+                Err(e) => tracing::warn!(node = %heir.addr, "could not hand its keys over to it: {e}"),
+            }
+        }
+        match self.singles(held).await {
+            Some(singles) => passed + self.pass_each_on(singles, &me).await,
+            None => passed,
+        }
+    }
+
+    /// Passes each of `states` to the holders it will have once `me` is
+    /// gone; a copy not confirmed since a long absence is not handed on.
+    async fn pass_each_on(self: &Arc<Self>, states: Vec<(FileName, Known, bool)>, me: &NodeRef) -> usize {
+        let mut passed = 0;
         for (name, mine, _) in states.into_iter().filter(|(.., unconfirmed)| !unconfirmed) {
-            let Ok(holders) = self.placement.holders_without(&name, &me).await else { continue };
+            let Ok(holders) = self.placement.holders_without(&name, me).await else { continue };
             passed += self.pass_on(&name, &mine, &holders, false).await;
         }
         passed
