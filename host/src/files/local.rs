@@ -141,6 +141,22 @@ impl Local {
         }
     }
 
+    /// Opens this node's copy of `name` to read `range` of it at once (see
+    /// `PluginHost::download_range`); a file copied in by hand is hashed
+    /// first, as by [`Local::open`].
+    pub async fn open_range(
+        &self,
+        name: &FileName,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<DownloadHandle>, FileError> {
+        match self.plugins.download_range(name, range).await {
+            Ok(handle) if handle.entry().blake3.is_some() => Ok(Some(handle)),
+            Ok(_) => self.open(name).await,
+            Err(PluginError::Refused { refusal: Refusal::NotFound, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn open_as_is(&self, name: &FileName) -> Result<Option<DownloadHandle>, FileError> {
         match self.plugins.download(name).await {
             Ok(handle) => Ok(Some(handle)),

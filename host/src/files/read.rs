@@ -444,7 +444,7 @@ impl Reader {
         range: std::ops::Range<u64>,
     ) -> Result<Reading, FileError> {
         if self.placement.is_me(holder) {
-            match self.local.open(name).await? {
+            match self.local.open_range(name, range.start..=range.end - 1).await? {
                 Some(handle) if handle.entry().blake3 == entry.blake3 => {
                     let stream = handle.stream(range.start..=range.end - 1).map(|r| r.map_err(FileError::from));
                     Ok((None, stream.boxed()))

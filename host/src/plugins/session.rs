@@ -442,10 +442,37 @@ impl PluginHost {
     /// entry (size, hash) and its verified outboard, and streams any range
     /// of it, checked block by block.
     pub async fn download(self: &Arc<Self>, name: &FileName) -> Result<DownloadHandle, PluginError> {
+        self.download_with(name, None).await
+    }
+
+    /// Opens `name` to read `range` of it (inclusive, within the file): the
+    /// plugin's thread reads on as soon as the file is open and checked,
+    /// without waiting to be told the range. The handle streams that
+    /// range whatever [`DownloadHandle::stream`] is given.
+    pub async fn download_range(
+        self: &Arc<Self>,
+        name: &FileName,
+        range: RangeInclusive<u64>,
+    ) -> Result<DownloadHandle, PluginError> {
+        self.download_with(name, Some(range)).await
+    }
+
+    async fn download_with(
+        self: &Arc<Self>,
+        name: &FileName,
+        preset: Option<RangeInclusive<u64>>,
+    ) -> Result<DownloadHandle, PluginError> {
         let plugin = self.call(PluginKind::Download)?;
         let (tx, chunks) = mpsc::channel(CHANNEL_CHUNKS);
         let (opened_tx, opened) = oneshot::channel();
         let (range_tx, range_rx) = oneshot::channel();
+        let range_tx = match preset {
+            Some(range) => {
+                let _ = range_tx.send(range);
+                None
+            }
+            None => Some(range_tx),
+        };
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || host.download_session(&rt, &plugin, &name, opened_tx, range_rx, tx));
         let (entry, outboard) = match opened.await {
@@ -719,7 +746,8 @@ impl UploadHandle {
 pub struct DownloadHandle {
     entry: FileEntry,
     outboard: Option<Arc<Outboard>>,
-    range: oneshot::Sender<RangeInclusive<u64>>,
+    /// Where the range to read is sent; none when it was given at opening.
+    range: Option<oneshot::Sender<RangeInclusive<u64>>>,
     chunks: mpsc::Receiver<Result<Bytes, PluginError>>,
 }
 
@@ -738,9 +766,11 @@ impl DownloadHandle {
     /// Streams the bytes of `range` (inclusive, within the file), each block
     /// checked before it is handed over; a block that does not match ends
     /// the stream with [`PluginError::Corrupt`]. Dropping the stream stops
-    /// the reads.
+    /// the reads. A handle opened with its range streams that one.
     pub fn stream(self, range: RangeInclusive<u64>) -> impl Stream<Item = Result<Bytes, PluginError>> + Send {
-        let _ = self.range.send(range);
+        if let Some(tx) = self.range {
+            let _ = tx.send(range);
+        }
         futures_util::stream::unfold(
             self.chunks,
             |mut chunks| async move { chunks.recv().await.map(|item| (item, chunks)) },
