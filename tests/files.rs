@@ -421,6 +421,29 @@ async fn a_graceful_leave_hands_its_keys_over_by_digests_before_any_repair() {
     assert!(asked < 5.0, "the leave asked {asked} Stat calls for {} files", files.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaving_a_ring_of_k_or_fewer_hands_every_file_to_the_others() {
+    // No repair pass runs: the node that joins has none of the files the
+    // first one held alone until that one hands them over as it leaves.
+    let setup =
+        || NodeSetup { repair_every: Duration::from_secs(3600), repair_on_departure: false, ..NodeSetup::default() };
+    let first = setup().start().await;
+    let files = upload_some(std::slice::from_ref(&first), 12, "alone").await;
+    let second = NodeSetup { join: Some(first.addr.clone()), ..setup() }.start().await;
+    let nodes = vec![first, second];
+    wait_converged(&nodes).await;
+    assert!(!nodes[1].data().join("files").join(&files[0].0).exists(), "a repair pass ran");
+    let mut nodes = nodes;
+    nodes.remove(0).stop().await;
+    let http = client();
+    for (name, sha) in &files {
+        let copy = std::fs::read(nodes[0].data().join("files").join(name));
+        assert!(copy.is_ok_and(|b| &blake3_hex(&b) == sha), "{name} was not handed over");
+        let body = http.get(nodes[0].at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(&blake3_hex(&body), sha, "{name}");
+    }
+}
+
 /// The sum of `node`'s samples whose series starts with `prefix`.
 async fn served(node: &TestNode, prefix: &str) -> f64 {
     let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();

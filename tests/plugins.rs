@@ -466,3 +466,48 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
     let missing = ringshare::check::check_plugin(std::path::Path::new("/nonexistent/x.wasm"), &defaults).await;
     assert!(!missing.passed() && missing.to_string().contains("No such file"), "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_every_plugin_slot_in_use_answers_busy_and_serves_again_once_one_frees() {
+    let limits = ringshare::PluginLimits { instances_at_once: 2, ..Default::default() };
+    let node = NodeSetup { limits, ..NodeSetup::default() }.start().await;
+    let http = client();
+    let big = pattern(41, 16 << 20);
+    for name in ["held-1", "held-2"] {
+        http.put(node.at(&format!("/files/{name}")))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    http.put(node.at("/files/small")).body("small").send().await.unwrap().error_for_status().unwrap();
+    // Two downloads whose bodies nobody reads keep their plugin sessions open.
+    let mut held = Vec::new();
+    for name in ["held-1", "held-2"] {
+        let response = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        held.push(response);
+    }
+    let (status, code, error) = error_of(http.get(node.at("/files/small")).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"), "{error}");
+    assert!(error.contains("all 2 plugin instance slots"), "{error}");
+    // What needs no plugin still answers.
+    assert_eq!(http.head(node.at("/files/small")).send().await.unwrap().status(), StatusCode::OK);
+    // A download read to its end frees its slot.
+    let first = held.remove(0).bytes().await.unwrap();
+    assert!(first == big, "the held download is whole");
+    ringshare_tests::eventually("a freed slot serves again", || async {
+        let response = http.get(node.at("/files/small")).send().await.unwrap();
+        match response.status() {
+            StatusCode::OK => {
+                assert_eq!(response.text().await.unwrap(), "small");
+                Ok(())
+            }
+            other => Err(format!("{other}")),
+        }
+    })
+    .await;
+    drop(held);
+}

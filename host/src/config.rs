@@ -132,6 +132,10 @@ pub struct PluginLimits {
     /// about 4,400 to 5,900 a second on one node (docs/benchmarks.md), the
     /// unmapping's TLB shootdowns gone.
     pub pooling: bool,
+    /// With `pooling`: plugin instances (calls and open sessions) run at
+    /// once; one more is answered busy (`503`). Each slot reserves about
+    /// 100 MiB of address space, not memory. Default: 4,096.
+    pub instances_at_once: u32,
     /// Bytes an upload must leave free on the store's disk: past it an
     /// upload is refused (`507 insufficient-storage`), so that deletions,
     /// tombstones and the outbox keep room. Default: 256 MiB.
@@ -145,6 +149,7 @@ impl Default for PluginLimits {
             memory_bytes: 64 << 20,
             chunk_bytes: 256 << 10,
             pooling: true,
+            instances_at_once: 4096,
             reserve_free_bytes: 256 << 20,
         }
     }

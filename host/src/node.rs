@@ -170,8 +170,7 @@ pub async fn run(
             // Still serving: hand files over, then leave the ring.
             let copies = files.hand_over().await;
             tracing::info!(copies, "handed files over before leaving");
-            // Up to now this node heard every deletion: an absence counts from here.
-            if let Err(e) = files.tombstones().mark_alive() {
+            if let Err(e) = files.tombstones().mark_left() {
                 tracing::warn!("cannot keep the time this node left: {e}");
             }
             ring.leave().await;

@@ -145,6 +145,11 @@ pub struct NodeSettings {
     /// Linear-memory cap of one plugin instance, in MiB (1 to 4096).
     #[arg(long, env = "RINGSHARE_PLUGIN_MEMORY_MIB", default_value_t = defaults().limits.memory_bytes >> 20)]
     pub plugin_memory_mib: usize,
+    /// Plugin instances (calls and open sessions) run at once; one more is
+    /// answered busy (`503`). 1 to 65536; each reserves address space, not
+    /// memory.
+    #[arg(long, env = "RINGSHARE_PLUGIN_INSTANCES", default_value_t = defaults().limits.instances_at_once)]
+    pub plugin_instances: u32,
     /// The RabbitMQ broker for hand-offs and events (`amqp://…`; several,
     /// comma-separated, are tried in turn: the nodes of a cluster), or
     /// `none` to run without one.
@@ -220,6 +225,7 @@ impl NodeSettings {
         within("max_upload_bytes", self.max_upload_bytes, 1, None)?;
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
+        within("plugin_instances", self.plugin_instances as usize, 1, Some(65_536))?;
         within("index_refresh_ms", self.index_refresh_ms, 1000, None)?;
         within("max_connections", self.max_connections, 1, Some(1_000_000))?;
         within("body_timeout_ms", self.body_timeout_ms, 100, None)?;
@@ -271,6 +277,7 @@ impl NodeSettings {
         config.limits = PluginLimits {
             call_timeout: Duration::from_millis(self.plugin_timeout_ms),
             memory_bytes: self.plugin_memory_mib << 20,
+            instances_at_once: self.plugin_instances,
             reserve_free_bytes: self.reserve_free_mib << 20,
             ..PluginLimits::default()
         };

@@ -202,9 +202,10 @@ impl FileError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             FileError::Plugin(e) => match e {
-                PluginError::Unavailable(_) | PluginError::Busy { .. } | PluginError::Stopping => {
-                    ErrorKind::PluginUnavailable
-                }
+                PluginError::Unavailable(_)
+                | PluginError::Busy { .. }
+                | PluginError::Crowded { .. }
+                | PluginError::Stopping => ErrorKind::PluginUnavailable,
                 PluginError::Refused { refusal, .. } => match refusal {
                     Refusal::NotFound => ErrorKind::NotFound,
                     Refusal::InvalidName => ErrorKind::InvalidName,

@@ -174,9 +174,14 @@ impl Reader {
     pub fn damaged(self: &Arc<Self>, name: &FileName, version: FileEntry) {
         let (reader, name) = (self.clone(), name.clone());
         self.tasks.spawn(crate::trace::carried(async move {
+            let blake3 = version.blake3;
             let Ok((_, having)) = reader.survey(&name, &Known::File(version)).await else { return };
             if having.is_empty() {
                 tracing::error!(file = %name, "this node's copy is damaged and no other holder has it");
+                return;
+            }
+            // Replaced meanwhile: not the damaged copy.
+            if !matches!(reader.local.entry(&name).await, Ok(Some(e)) if e.blake3 == blake3) {
                 return;
             }
             match reader.local.remove(&name).await {
@@ -239,7 +244,6 @@ impl Source {
                 Err(e) => {
                     if let FileError::Plugin(PluginError::Corrupt(why)) = &e {
                         tracing::warn!(file = %version.name, "this node's copy is damaged, reading another: {why}");
-                        reader.damaged(&version.name, version.entry.clone());
                     }
                     failed.insert(reader.placement.me().id);
                     local_error = Some(e);
@@ -421,7 +425,13 @@ impl Reader {
         }
         let mut whole = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
         while let Some(piece) = stream.next().await {
-            let piece = piece?;
+            // Bytes that fail their check: the copy is damaged (a mismatch
+            // on opening may be an overwrite half done, and is only skipped).
+            let piece = piece.inspect_err(|e| {
+                if matches!(e, FileError::Plugin(PluginError::Corrupt(_))) {
+                    version.reader.damaged(&version.name, version.entry.clone());
+                }
+            })?;
             if whole.is_empty() && piece.len() as u64 == range.end - range.start {
                 return Ok(Here::Whole(piece));
             }

@@ -101,6 +101,13 @@ fn states_by_name((files, deleted): NodeListing) -> std::collections::HashMap<St
     states
 }
 
+/// A listing of files and tombstones as states to pass on, none of them
+/// waiting to be confirmed (listings leave those out).
+fn states_in(listing: NodeListing) -> Vec<(FileName, Known, bool)> {
+    let states = states_by_name(listing).into_iter();
+    states.filter_map(|(name, known)| Some((FileName::parse(&name).ok()?, known, false))).collect()
+}
+
 /// After a wake-up, the ring is given this long to settle (its successor
 /// lists to drop the node) before the pass; a second pass follows later,
 /// for what the ring had not settled on the first time.
@@ -525,11 +532,24 @@ impl Repairer {
             let Some(states) = self.states().await else { return 0 };
             return self.pass_each_on(states, &me).await;
         };
+        // A ring of k nodes or fewer: every other node holds every key, and
+        // may lack what repair has not copied to it yet.
+        let heirs = if heirs.is_empty() {
+            self.placement.successors(self.placement.replicas()).into_iter().map(|n| (held.all, n)).collect()
+        } else {
+            heirs
+        };
         let mut passed = 0;
         for (range, heir) in heirs {
             match self.reconcile(range, &heir, false).await {
                 Ok(moved) => passed += moved,
-                Err(e) => tracing::warn!(node = %heir.addr, "could not hand its keys over to it: {e}"),
+                Err(e) => {
+                    // Name by name instead, each to the holders it will have.
+                    tracing::warn!(node = %heir.addr, "could not compare its keys with it, passing them one by one: {e}");
+                    if let Ok(states) = self.local.entries_in(&[range]).await {
+                        passed += self.pass_each_on(states_in(states), &me).await;
+                    }
+                }
             }
         }
         match self.singles(held).await {

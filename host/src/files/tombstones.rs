@@ -38,6 +38,9 @@ pub struct Tombstones {
     synced: Arc<GroupSync>,
     grace: Duration,
     returned: Arc<Mutex<Returned>>,
+    /// A whole repair pass settled since this start: the node met its
+    /// holders, so a graceful stop may keep its time (see `mark_left`).
+    met_holders: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The tombstones in memory: when each name was deleted, with its key in
@@ -130,6 +133,7 @@ impl Tombstones {
             synced,
             grace,
             returned: Arc::new(Mutex::new(returned)),
+            met_holders: Arc::default(),
         };
         if alive.is_none() {
             stones.mark_alive()?;
@@ -176,7 +180,18 @@ impl Tombstones {
         if was.away_from.is_some() {
             tracing::info!(confirmed = was.confirmed.len(), "every copy kept through the absence is settled");
         }
-        self.mark_alive()
+        self.mark_alive()?;
+        self.met_holders.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The node stops gracefully, its keys handed over: it heard every
+    /// deletion until now, so its absence counts from now, provided a whole
+    /// repair pass settled since it started (a node that never joined, or
+    /// came back and stops before meeting its holders, keeps the stamp of
+    /// its last pass).
+    pub fn mark_left(&self) -> io::Result<()> {
+        if self.met_holders.load(std::sync::atomic::Ordering::Relaxed) { self.mark_alive() } else { Ok(()) }
     }
 
     /// Keeps now as the last time this node was known to run (unless it
@@ -362,8 +377,16 @@ mod tests {
         assert!(back.unconfirmed("b", alive));
         back.mark_alive().unwrap();
         assert_eq!(open(root.path()).away_from(), Some(alive), "unsettled, the absence is kept across a restart");
+        let stamp = || std::fs::read_to_string(root.path().join(ALIVE)).unwrap();
+        let before = stamp();
+        back.mark_left().unwrap();
+        assert_eq!(stamp(), before, "a stop before any settled pass keeps the last pass's time");
         back.settled().unwrap();
         assert_eq!(back.away_from(), None);
+        let settled = stamp();
+        std::thread::sleep(Duration::from_millis(2));
+        back.mark_left().unwrap();
+        assert_ne!(stamp(), settled, "a stop after a settled pass keeps its own time");
         assert!(!back.unconfirmed("b", alive));
         assert_eq!(open(root.path()).away_from(), None, "settled, the stamp is fresh");
     }

@@ -10,18 +10,14 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the engine's epoch advances; deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Plugin instances (calls and sessions) a node runs at once from the pool;
-/// one more waits for a free slot, or is refused as busy. Each slot
-/// reserves address space, not memory: about 100 MiB of it.
-pub const INSTANCES_AT_ONCE: u32 = 4096;
-
 /// Bytes of a pooled instance's memory (and of its tables) zeroed in place
 /// when the instance ends, rather than returned to the kernel.
-const KEEP_RESIDENT: usize = 4 << 20;
+const KEEP_RESIDENT: usize = 1 << 20;
 
 /// Builds the engine every plugin of the node is compiled and run with.
-/// With `pooling`, instances come from a pool sized for `memory_bytes`.
-pub fn new_engine(pooling: bool, memory_bytes: usize) -> wasmtime::Result<Engine> {
+/// With `pooling`, instances come from a pool of `instances` slots sized
+/// for `memory_bytes` each.
+pub fn new_engine(pooling: bool, memory_bytes: usize, instances: u32) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
@@ -31,10 +27,10 @@ pub fn new_engine(pooling: bool, memory_bytes: usize) -> wasmtime::Result<Engine
         pool.linear_memory_keep_resident(KEEP_RESIDENT);
         pool.table_keep_resident(KEEP_RESIDENT);
         pool.pagemap_scan(wasmtime::Enabled::Auto);
-        pool.total_component_instances(INSTANCES_AT_ONCE);
-        pool.total_core_instances(4 * INSTANCES_AT_ONCE);
-        pool.total_memories(INSTANCES_AT_ONCE);
-        pool.total_tables(4 * INSTANCES_AT_ONCE);
+        pool.total_component_instances(instances);
+        pool.total_core_instances(8 * instances);
+        pool.total_memories(instances);
+        pool.total_tables(8 * instances);
         config.memory_reservation(memory_bytes as u64);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

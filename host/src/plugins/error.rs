@@ -59,6 +59,15 @@ pub enum PluginError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// Every plugin instance slot of the node was in use
+    /// (`--plugin-instances`).
+    #[error("plugin {plugin} cannot run now: all {slots} plugin instance slots of this node are in use")]
+    Crowded {
+        /// The plugin's file name.
+        plugin: Arc<str>,
+        /// The node's slots.
+        slots: u32,
+    },
     /// The plugin answered with an error value.
     #[error("{refusal}: {message}")]
     Refused {

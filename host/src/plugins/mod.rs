@@ -194,8 +194,15 @@ impl PluginHost {
         {
             tracing::warn!(folder = %plugins_dir.display(), "cannot make the plugins folder: {e}");
         }
-        let engine = engine::new_engine(limits.pooling, limits.memory_bytes)
-            .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
+        let engine = match engine::new_engine(limits.pooling, limits.memory_bytes, limits.instances_at_once) {
+            Err(e) if limits.pooling => {
+                // Address space capped (`ulimit -v`): instances one by one.
+                tracing::warn!("cannot reserve the plugin instance pool, instantiating on demand instead: {e:#}");
+                engine::new_engine(false, limits.memory_bytes, limits.instances_at_once)
+            }
+            engine => engine,
+        }
+        .map_err(|e| anyhow::anyhow!("wasmtime engine: {e:#}"))?;
         let ticker = engine::EpochTicker::start(&engine)?;
         let host = Arc::new(PluginHost {
             linker: load::linker(&engine)?,
@@ -342,7 +349,7 @@ fn outcome_name<T>(outcome: &Result<T, PluginError>) -> &'static str {
         Err(PluginError::Timeout { .. }) => "timeout",
         Err(PluginError::OutOfMemory { .. }) => "out_of_memory",
         Err(PluginError::Trapped { .. } | PluginError::Corrupt(_)) => "trapped",
-        Err(PluginError::Busy { .. }) => "busy",
+        Err(PluginError::Busy { .. } | PluginError::Crowded { .. }) => "busy",
         Err(PluginError::Unavailable(_)) => "unavailable",
         Err(PluginError::Cancelled) => "cancelled",
         Err(PluginError::NoRoom(_)) => "no_room",

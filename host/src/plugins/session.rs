@@ -9,7 +9,6 @@
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -70,16 +69,16 @@ impl PluginHost {
                 }
             })?;
         // Instantiating is set-up, not a call: not counted in the metrics.
-        let mut pool_full = false;
-        let instance = self.deadlined(&mut store, plugin, |s| {
-            let instance = instantiate(&plugin.pre, s);
-            pool_full = instance.as_ref().is_err_and(|e| e.is::<wasmtime::PoolConcurrencyLimitError>());
-            instance.map(Ok)
-        });
-        match instance {
-            Err(_) if pool_full => Err(PluginError::Busy { plugin: plugin.file.clone(), waited: Duration::ZERO }),
-            instance => Ok((store, instance?)),
-        }
+        start_call(&mut store, plugin.grant.call_timeout);
+        let instance = match instantiate(&plugin.pre, &mut store) {
+            // Every slot in use is the node's state, not the plugin's fault.
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                return Err(PluginError::Crowded { plugin: plugin.file.clone(), slots: self.limits.instances_at_once });
+            }
+            instance => instance.map(Ok),
+        };
+        let instance = PluginError::from_call(&store, &plugin.file, plugin.grant.call_timeout, instance)?;
+        Ok((store, instance))
     }
 
     /// One call into a plugin under its deadline, with its failure classified.
