@@ -231,7 +231,8 @@ impl<T: Transport> ChordNode<T> {
     /// Probes `node` from now on ([`ChordNode::probe_lost`]): a member
     /// that stopped answering, or (`seed`) a join address.
     fn remember_lost(&self, node: &NodeRef, seed: bool) {
-        if node.id == self.me().id {
+        // A node that said goodbye is silent, not lost.
+        if node.id == self.me().id || (!seed && self.has_departed(node)) {
             return;
         }
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
@@ -378,6 +379,9 @@ impl<T: Transport> ChordNode<T> {
     pub fn handle_leaving(&self, leaver: &NodeRef, neighbours: Neighbours) {
         let until = Instant::now() + self.config.stabilize_every * 20;
         self.departed.lock().unwrap_or_else(|p| p.into_inner()).push((leaver.id, until));
+        // Found silent while it was leaving, before this notice came: it is
+        // not lost (reads of names it held would answer 503 meanwhile).
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.node.id != leaver.id || l.seed);
         let mut t = self.table();
         if t.successor().id == leaver.id {
             let rest: Vec<NodeRef> = t.successors()[1..].to_vec();

@@ -266,6 +266,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_leaver_found_silent_before_its_notice_came_is_not_lost_after_it() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let mut nodes = ring(&net, 4, &stop).await;
+        let leaver = nodes.pop().unwrap();
+        // Silent while it leaves (a leaving node answers no ring call): its
+        // neighbours' rounds find it gone before its notice arrives.
+        net.kill(&leaver.me().addr);
+        let named = |n: &Arc<ChordNode<SimNet>>| n.lost_members().iter().any(|l| l.id == leaver.me().id);
+        until(Duration::from_secs(30), "a node takes the silent leaver for lost", || {
+            if nodes.iter().any(named) { Ok(()) } else { Err("none yet".into()) }
+        })
+        .await;
+        let neighbours = leaver.handle_neighbours();
+        for node in &nodes {
+            node.handle_leaving(&leaver.me(), neighbours.clone());
+        }
+        // Rounds after the notice find it silent again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for node in &nodes {
+            assert!(!named(node), "{} takes the leaver for lost", node.me().addr);
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn a_node_that_started_alone_is_merged_into_the_ring_it_knew() {
         let (net, stop) = (SimNet::new(), CancellationToken::new());
         let mut nodes = ring(&net, 5, &stop).await;
