@@ -154,10 +154,14 @@ async fn ten_thousand_hand_offs_and_events_survive_a_broker_restart() {
     }
     // The node's consumer came back too: a hand-off sent now is applied.
     wait_for(&node, "reconnected", |s| s["connected"] == true).await;
-    let hint = br#"{"name":"after.txt","version_ns":7,"change":{"kind":"deleted"}}"#;
+    // A deletion of now: one dated long ago would be past the tombstone
+    // grace, and this node's next repair pass would rightly drop it.
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let hint = format!(r#"{{"name":"after.txt","version_ns":{now_ns},"change":{{"kind":"deleted"}}}}"#);
     let props = BasicProperties::default().with_delivery_mode(2);
     let options = BasicPublishOptions::default();
-    let confirm = channel.basic_publish(HANDOFF_EXCHANGE.into(), node.addr.as_str().into(), options, hint, props);
+    let confirm =
+        channel.basic_publish(HANDOFF_EXCHANGE.into(), node.addr.as_str().into(), options, hint.as_bytes(), props);
     confirm.await.unwrap().await.unwrap();
     wait_for(&node, "the hand-off applied", |s| s["applied"] == 1).await;
     assert!(node.state().join("deleted/after.txt").exists());
