@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use ringshare::mom::{DEAD, DELIVERY_LIMIT, HANDOFF_EXCHANGE, handoff_queue};
-use ringshare_tests::{NodeSetup, TestNode, Vhost, blake3_hex, client, eventually, pattern, placement, wait_converged};
+use ringshare_tests::{
+    NodeSetup, TestNode, Vhost, blake3_hex, client, deletion_now, eventually, pattern, placement, wait_converged,
+};
 
 /// `GET /bridge` of `node`.
 async fn bridge(node: &TestNode) -> Value {
@@ -162,8 +164,8 @@ async fn poison_messages_are_dead_lettered_and_the_consumer_goes_on() {
     .await;
     wait_count(&node, "rejected", 2).await;
     // A good one after them is applied: a deletion of a name never stored.
-    let good = br#"{"name":"never.txt","version_ns":5,"change":{"kind":"deleted"}}"#;
-    node_publishes(&vhost, &node.addr, &[good.as_slice()]).await;
+    let good = deletion_now("never.txt");
+    node_publishes(&vhost, &node.addr, &[good.as_bytes()]).await;
     wait_count(&node, "applied", 1).await;
     assert!(node.state().join("deleted/never.txt").exists(), "the deletion was recorded");
     wait_queues(&vhost, &[(DEAD, 2), (&handoff_queue(&node.addr), 0)]).await;

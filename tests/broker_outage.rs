@@ -15,7 +15,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use ringshare::mom::{Bridge, EVENTS_EXCHANGE, HANDOFF_EXCHANGE, Message, handoff_queue};
-use ringshare_tests::{NodeSetup, TestNode, Vhost, client, eventually};
+use ringshare_tests::{NodeSetup, TestNode, Vhost, client, deletion_now, eventually};
 
 const TOTAL: usize = 10_000;
 const BATCH: usize = 100;
@@ -154,10 +154,7 @@ async fn ten_thousand_hand_offs_and_events_survive_a_broker_restart() {
     }
     // The node's consumer came back too: a hand-off sent now is applied.
     wait_for(&node, "reconnected", |s| s["connected"] == true).await;
-    // A deletion of now: one dated long ago would be past the tombstone
-    // grace, and this node's next repair pass would rightly drop it.
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let hint = format!(r#"{{"name":"after.txt","version_ns":{now_ns},"change":{{"kind":"deleted"}}}}"#);
+    let hint = deletion_now("after.txt");
     let props = BasicProperties::default().with_delivery_mode(2);
     let options = BasicPublishOptions::default();
     let confirm =

@@ -396,6 +396,14 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A hand-off that deletes `name` now: a deletion dated long ago would be
+/// past the tombstone grace, and the node's next repair pass would rightly
+/// drop its tombstone.
+pub fn deletion_now(name: &str) -> String {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!(r#"{{"name":"{name}","version_ns":{now_ns},"change":{{"kind":"deleted"}}}}"#)
+}
+
 /// Lowercase hex BLAKE3 (what `b3sum` prints).
 pub fn blake3_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
