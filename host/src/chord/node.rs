@@ -26,6 +26,10 @@ pub const MERGE_HOPS: u32 = 2 * WALK_LIMIT as u32;
 /// Most lost nodes remembered and probed (the join addresses come on top).
 pub const LOST_LIMIT: usize = 64;
 
+/// How long, at least, a node that said goodbye is not taken back from
+/// other nodes' lists (hearsay); its own answer takes it back at once.
+pub(crate) const DEPARTED_AT_LEAST: Duration = Duration::from_secs(10);
+
 /// Ring settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ChordConfig {
@@ -96,6 +100,9 @@ pub struct Neighbours {
     pub predecessor: Option<NodeRef>,
     /// The successor list, nearest first.
     pub successors: Vec<NodeRef>,
+    /// Nodes that left gracefully lately, and for how much longer each
+    /// counts as departed (see [`ChordNode::heard_departed`]).
+    pub departed: Vec<(Id, Duration)>,
 }
 
 /// How nodes reach each other: gRPC between processes, direct calls in the
@@ -276,6 +283,8 @@ impl<T: Transport> ChordNode<T> {
 
     /// `node` answered: it is no longer lost (a join address stays probed).
     fn found(&self, node: &NodeRef) {
+        // A node that answers is not leaving: one that left came back.
+        self.departed.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != node.id);
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         lost.retain_mut(|l| {
             l.member &= l.node.id != node.id;
@@ -304,6 +313,50 @@ impl<T: Transport> ChordNode<T> {
     /// Whether this node is leaving (or has left) the ring.
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// How long a node that said goodbye counts as departed: long enough
+    /// that the lists of slow nodes naming it have moved on (on a busy
+    /// machine rounds run late); one that comes back is taken again as soon
+    /// as it answers ([`ChordNode::found`]).
+    fn departed_for(&self) -> Duration {
+        (self.config.stabilize_every * 20).max(DEPARTED_AT_LEAST)
+    }
+
+    /// The nodes that said goodbye lately, and for how much longer each
+    /// counts as departed: what [`ChordNode::handle_neighbours`] passes on.
+    fn departures(&self) -> Vec<(Id, Duration)> {
+        let now = Instant::now();
+        let departed = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+        let live = departed.iter().filter(|(_, until)| *until > now);
+        live.take(LOST_LIMIT).map(|(id, until)| (*id, *until - now)).collect()
+    }
+
+    /// Departures another node passed on: each counts here for what is left
+    /// of it (never longer than this node's own period), and a node taken
+    /// for lost here that in fact said goodbye is not lost. So the word of a
+    /// leave reaches, one stabilize round at a time, the nodes the leaver
+    /// could not tell (one cut off or suspected while it left, one whose
+    /// fingers named it).
+    pub fn heard_departed(&self, departed: &[(Id, Duration)]) {
+        let (me, now, longest) = (self.me().id, Instant::now(), self.departed_for());
+        let mut heard = Vec::new();
+        {
+            let mut known = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, left) in departed.iter().take(LOST_LIMIT) {
+                if *id == me || left.is_zero() {
+                    continue;
+                }
+                // Never extended: what is passed on shrinks as it travels.
+                if !known.iter().any(|(d, _)| d == id) {
+                    known.push((*id, now + (*left).min(longest)));
+                }
+                heard.push(*id);
+            }
+        }
+        if !heard.is_empty() {
+            self.lost.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.seed || !heard.contains(&l.node.id));
+        }
     }
 
     /// Whether `node` said goodbye recently.
@@ -347,8 +400,9 @@ impl<T: Transport> ChordNode<T> {
 
     /// Answers "who are your neighbours?".
     pub fn handle_neighbours(&self) -> Neighbours {
+        let departed = self.departures();
         let t = self.table();
-        Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec() }
+        Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec(), departed }
     }
 
     /// Rectify: `candidate` believes it is this node's predecessor.
@@ -377,7 +431,7 @@ impl<T: Transport> ChordNode<T> {
 
     /// `leaver` leaves the ring, handing over its neighbours.
     pub fn handle_leaving(&self, leaver: &NodeRef, neighbours: Neighbours) {
-        let until = Instant::now() + self.config.stabilize_every * 20;
+        let until = Instant::now() + self.departed_for();
         self.departed.lock().unwrap_or_else(|p| p.into_inner()).push((leaver.id, until));
         // Found silent while it was leaving, before this notice came: it is
         // not lost (reads of names it held would answer 503 meanwhile).
@@ -529,6 +583,7 @@ impl<T: Transport> ChordNode<T> {
             }
         }
         let Some((successor, neighbours)) = theirs else { return };
+        self.heard_departed(&neighbours.departed);
         let mut head = vec![successor.clone()];
         if let Some(p) = neighbours.predecessor.clone()
             && p.id.in_open(me.id, successor.id)
@@ -541,7 +596,8 @@ impl<T: Transport> ChordNode<T> {
         // answer brings it back, never hearsay.
         let tail: Vec<NodeRef> =
             neighbours.successors.into_iter().filter(|n| !self.has_departed(n) && !self.is_lost_member(n)).collect();
-        head.retain(|n| !self.has_departed(n));
+        // Each of these answered (a leaving node answers no ring call): one
+        // that left is back, and no longer counts as departed.
         for answered in &head {
             self.found(answered);
         }
@@ -727,7 +783,11 @@ impl<T: Transport> ChordNode<T> {
         self.leaving.store(true, Ordering::SeqCst);
         let t = self.snapshot();
         let me = t.me().clone();
-        let neighbours = Neighbours { predecessor: t.predecessor.clone(), successors: t.successors().to_vec() };
+        let neighbours = Neighbours {
+            predecessor: t.predecessor.clone(),
+            successors: t.successors().to_vec(),
+            departed: self.departures(),
+        };
         // Its successors first (the first takes over its keys), then the
         // nodes before it whose successor lists name it, each found by
         // asking the last its predecessor. Any left untold would see it

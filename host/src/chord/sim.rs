@@ -42,6 +42,8 @@ impl SimNet {
         let own = SimNet { inner: self.inner.clone(), from: Some(addr.to_owned()) };
         let node = Arc::new(ChordNode::new(NodeRef::new(addr), config, own));
         self.inner.nodes.write().unwrap().insert(addr.to_owned(), node.clone());
+        // A node started where one was killed is up.
+        self.inner.down.write().unwrap().remove(addr);
         node
     }
 
@@ -160,6 +162,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::chord::node::DEPARTED_AT_LEAST;
     use crate::chord::spawn_maintenance;
 
     fn fast() -> ChordConfig {
@@ -262,6 +265,62 @@ mod tests {
             let lost = node.lost_members();
             assert!(!lost.iter().any(|l| l.id == leaver.me().id), "{} takes the leaver for lost", node.me().addr);
         }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_node_that_left_and_comes_back_at_once_is_taken_back_as_soon_as_it_answers() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let mut nodes = ring(&net, 5, &stop).await;
+        let addr = "10.0.0.77:7000";
+        let (leaver, gone) = (net.add(addr, fast()), CancellationToken::new());
+        leaver.join(&nodes[0].me().addr).await.unwrap();
+        spawn_maintenance(leaver.clone(), gone.clone());
+        nodes.push(leaver.clone());
+        until(Duration::from_secs(30), "the ring takes the sixth node", || one_ring(&nodes)).await;
+        leaver.leave().await;
+        gone.cancel();
+        net.kill(addr);
+        nodes.pop();
+        until(Duration::from_secs(30), "the ring closes over the leaver", || one_ring(&nodes)).await;
+        // Restarted at once: back well before its departure stops keeping
+        // it out of what other nodes hear of it.
+        let back = net.add(addr, fast());
+        back.join(&nodes[0].me().addr).await.unwrap();
+        spawn_maintenance(back.clone(), stop.clone());
+        nodes.push(back);
+        until(DEPARTED_AT_LEAST * 4 / 5, "the node that came back is in the ring again", || one_ring(&nodes)).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_node_cut_off_while_another_left_hears_of_the_leave_from_its_neighbours() {
+        let (net, stop) = (SimNet::new(), CancellationToken::new());
+        let mut nodes = ring(&net, 8, &stop).await;
+        let leaver = nodes.pop().unwrap();
+        let mut by_id = nodes.clone();
+        by_id.sort_by_key(|n| n.me().id);
+        // The node two before the leaver: its successor list names it.
+        let after = by_id.iter().position(|n| n.me().id > leaver.me().id).unwrap_or(0);
+        let away = by_id[(after + by_id.len() - 2) % by_id.len()].clone();
+        // Cut off while the leaver says goodbye: it is not told, finds every
+        // other node silent, the leaver among them.
+        net.split(&[away.me().addr.clone()]);
+        let named = |n: &ChordNode<SimNet>| n.lost_members().iter().any(|l| l.id == leaver.me().id);
+        until(Duration::from_secs(30), "the cut-off node takes the leaver for lost", || {
+            if named(&away) { Ok(()) } else { Err("not yet".into()) }
+        })
+        .await;
+        leaver.leave().await;
+        net.kill(&leaver.me().addr);
+        net.heal();
+        until(Duration::from_secs(30), "the ring closes over the leaver", || one_ring(&nodes)).await;
+        // Back in the ring, it hears from its neighbours that the leaver left
+        // (before the word of it runs out).
+        until(DEPARTED_AT_LEAST * 4 / 5, "the cut-off node hears the leaver left", || {
+            if named(&away) { Err("still takes it for lost".into()) } else { Ok(()) }
+        })
+        .await;
         stop.cancel();
     }
 

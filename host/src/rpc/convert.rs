@@ -38,13 +38,22 @@ pub fn nodes_from_pb(nodes: Vec<pb::Node>) -> Vec<NodeRef> {
 }
 
 pub fn neighbours_to_pb(n: &Neighbours) -> pb::Neighbours {
-    pb::Neighbours { predecessor: n.predecessor.as_ref().map(node_to_pb), successors: nodes_to_pb(&n.successors) }
+    let departed = n.departed.iter().map(|(id, left)| pb::Departure { id: id.0, for_ms: left.as_millis() as u64 });
+    pb::Neighbours {
+        predecessor: n.predecessor.as_ref().map(node_to_pb),
+        successors: nodes_to_pb(&n.successors),
+        departed: departed.collect(),
+    }
 }
 
+/// Neighbours from a peer's answer: malformed nodes are dropped, and past
+/// [`crate::chord::LOST_LIMIT`] departures are not read.
 pub fn neighbours_from_pb(n: pb::Neighbours) -> Neighbours {
+    let departed = n.departed.into_iter().take(crate::chord::LOST_LIMIT);
     Neighbours {
         predecessor: n.predecessor.and_then(|p| node_from_pb(p).ok()),
         successors: nodes_from_pb(n.successors),
+        departed: departed.map(|d| (Id(d.id), std::time::Duration::from_millis(d.for_ms))).collect(),
     }
 }
 
