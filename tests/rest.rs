@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use reqwest::header;
-use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, pattern, raw_request};
+use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, raw_request};
 use serde_json::Value;
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -133,6 +133,58 @@ async fn ranges_head_and_conditional_requests() {
     assert_eq!(after, before, "HEAD, 304 and 416 called the download plugin");
     http.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert!(opened().await > after, "a GET reads through the download plugin");
+}
+
+/// A small file's reads are answered from memory once it was written or
+/// read here, and only ever with the version the store holds now: an
+/// overwrite, a change made by hand in the store and a deletion are each
+/// seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_read_from_memory_and_only_as_the_store_has_them() {
+    let node = TestNode::start().await;
+    let http = client();
+    let url = node.at("/files/small.txt");
+    let counts = || async {
+        let text = metrics(&node).await;
+        let calls = sample(&text, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]);
+        (calls, sample(&text, "ringshare_read_cache_hits_total", &[]))
+    };
+    let first = pattern(31, 3000);
+    http.put(&url).body(first.clone()).send().await.unwrap().error_for_status().unwrap();
+    let before = counts().await;
+    assert_eq!(http.get(&url).send().await.unwrap().bytes().await.unwrap(), first);
+    let ranged = http.get(&url).header(header::RANGE, "bytes=100-199").send().await.unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.bytes().await.unwrap(), &first[100..200]);
+    let after = counts().await;
+    assert_eq!(after.0, before.0, "a small file just written was read through the download plugin");
+    assert_eq!(after.1 - before.1, 2.0, "two reads answered from memory");
+
+    // Overwritten: the new version, never the one kept.
+    let second = pattern(32, 2000);
+    let put = http.put(node.at("/files/small.txt?overwrite=true")).body(second.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    assert_eq!(http.get(&url).send().await.unwrap().bytes().await.unwrap(), second);
+
+    // Replaced by hand in the store: what the store has now.
+    let by_hand = pattern(33, 1000);
+    let path = node.data().join("files/small.txt");
+    let temp = node.data().join("small.txt.partial");
+    std::fs::write(&temp, &by_hand).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    eventually("the change made by hand is served", || async {
+        let got = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+        if got == by_hand {
+            Ok(())
+        } else {
+            Err(format!("{} bytes, not the {} written by hand", got.len(), by_hand.len()))
+        }
+    })
+    .await;
+
+    // Deleted: gone, though its bytes may still be kept.
+    http.delete(&url).send().await.unwrap().error_for_status().unwrap();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// each a share of the file in pieces (1: one holder at a time).
     /// Default: 8 (every holder, with up to 8 copies).
     pub download_sources: usize,
+    /// Bytes of small files' content (64 KiB or less each) kept in memory,
+    /// so that reads of them call no plugin (0: none). Default: 32 MiB.
+    pub read_cache_bytes: u64,
     /// Bytes of this node's copies read back and checked against their
     /// hashes on each repair pass (0: never). Default: 256 MiB.
     pub scrub_bytes_per_pass: u64,
@@ -180,6 +183,7 @@ impl NodeConfig {
             replicas: 3,
             write_quorum: None,
             download_sources: 8,
+            read_cache_bytes: 32 << 20,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,

@@ -39,6 +39,8 @@
 //! - `ringshare_store_syncs_total`, `ringshare_store_synced_writes_total`:
 //!   syncs of the store (group commit) and the writes they made durable
 //!   (uploads count twice: their content, then their commit; deletions once);
+//! - `ringshare_read_cache_hits_total`, `ringshare_read_cache_misses_total`:
+//!   reads of small files this node holds answered from memory, and not;
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
 //!   offset of the peers' clocks from this node's, and whether it agrees
 //!   with most of them (0: the node takes no writes).
@@ -174,6 +176,10 @@ pub struct Metrics {
     pub clock_in_step: Gauge,
     /// Syncs of the store (group commit).
     pub store_syncs: Counter,
+    /// Reads of small files answered from memory.
+    pub read_cache_hits: Counter,
+    /// Reads of small files this node holds that were not in memory.
+    pub read_cache_misses: Counter,
     /// Writes those syncs made durable.
     pub store_synced_writes: Counter,
     /// Held while the hand-off counters are brought up to date.
@@ -230,6 +236,10 @@ impl Metrics {
         let in_step_help = "Whether this node's clock agrees with its peers' (0: it takes no writes)";
         registry.register("clock_in_step", in_step_help, clock_in_step.clone());
         let (store_syncs, store_synced_writes) = (Counter::default(), Counter::default());
+        let (read_cache_hits, read_cache_misses) = (Counter::default(), Counter::default());
+        registry.register("read_cache_hits", "Reads of small files answered from memory", read_cache_hits.clone());
+        let misses_help = "Reads of small files this node holds that were not in memory";
+        registry.register("read_cache_misses", misses_help, read_cache_misses.clone());
         registry.register("store_syncs", "Syncs of the store (group commit)", store_syncs.clone());
         let synced_help = "Writes made durable by syncs of the store (an upload counts twice: content, commit)";
         registry.register("store_synced_writes", synced_help, store_synced_writes.clone());
@@ -258,6 +268,8 @@ impl Metrics {
             clock_offset_ms,
             clock_in_step,
             store_syncs,
+            read_cache_hits,
+            read_cache_misses,
             store_synced_writes,
             scraping: std::sync::Mutex::new(()),
         })

@@ -95,6 +95,7 @@ impl Node {
             chunk_bytes: config.limits.chunk_bytes,
             scrub_bytes: config.scrub_bytes_per_pass,
             download_sources: config.download_sources,
+            read_cache_bytes: config.read_cache_bytes,
             repair_on_departure: config.repair_on_departure,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));

@@ -65,6 +65,10 @@ fn default_download_sources() -> usize {
     defaults().download_sources
 }
 
+fn default_read_cache_mib() -> u64 {
+    defaults().read_cache_bytes >> 20
+}
+
 fn default_max_clock_offset_ms() -> u64 {
     ms(defaults().max_clock_offset)
 }
@@ -105,6 +109,11 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_DOWNLOAD_SOURCES", default_value_t = defaults().download_sources)]
     #[serde(default = "default_download_sources")]
     pub download_sources: usize,
+    /// MiB of small files' content (64 KiB or less each) kept in memory, so
+    /// that reads of them call no plugin (0: none).
+    #[arg(long, env = "RINGSHARE_READ_CACHE_MIB", default_value_t = defaults().read_cache_bytes >> 20)]
+    #[serde(default = "default_read_cache_mib")]
+    pub read_cache_mib: u64,
     /// MiB of this node's copies read back and checked on each repair pass (0: never).
     #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = defaults().scrub_bytes_per_pass >> 20)]
     pub scrub_mib: u64,
@@ -222,6 +231,7 @@ impl NodeSettings {
         within("repair_ms", self.repair_ms, 100, None)?;
         within("scrub_mib", self.scrub_mib, 0, Some(1 << 30))?;
         within("download_sources", self.download_sources, 1, Some(crate::config::MAX_REPLICAS))?;
+        within("read_cache_mib", self.read_cache_mib, 0, Some(1 << 20))?;
         within("max_upload_bytes", self.max_upload_bytes, 1, None)?;
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
@@ -250,6 +260,7 @@ impl NodeSettings {
         config.index_refresh_every = Duration::from_millis(self.index_refresh_ms);
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
         config.download_sources = self.download_sources;
+        config.read_cache_bytes = self.read_cache_mib << 20;
         if !self.listen.ip().is_loopback() && self.tls_dir.is_none() && !self.insecure {
             return Err(format!(
                 "refusing to listen on {} without --tls-dir: anyone who reaches it could join the ring, \

@@ -9,6 +9,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 
+use super::cache::{Collected, ReadCache};
 use super::error::FileError;
 use super::gather::Gather;
 use super::known::Known;
@@ -50,13 +51,20 @@ pub struct Local {
     plugins: Arc<PluginHost>,
     tombstones: Tombstones,
     chunk_bytes: usize,
+    cache: ReadCache,
 }
 
 impl Local {
     /// The store behind `plugins`, with its `tombstones`; writes go to the
-    /// plugin in chunks of about `chunk_bytes`.
-    pub fn new(plugins: Arc<PluginHost>, tombstones: Tombstones, chunk_bytes: usize) -> Self {
-        Self { plugins, tombstones, chunk_bytes }
+    /// plugin in chunks of about `chunk_bytes`; small files' content is kept
+    /// in `cache` as they are written and read.
+    pub fn new(plugins: Arc<PluginHost>, tombstones: Tombstones, chunk_bytes: usize, cache: ReadCache) -> Self {
+        Self { plugins, tombstones, chunk_bytes, cache }
+    }
+
+    /// The content of small files kept in memory.
+    pub fn cache(&self) -> &ReadCache {
+        &self.cache
     }
 
     /// This node's plugins.
@@ -243,9 +251,14 @@ impl Local {
         let mut upload = self.plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
         let body = std::pin::pin!(body);
         let mut body = Gather::new(body, self.chunk_bytes, write.limit);
+        let mut collected = Collected::for_cache(&self.cache);
         while let Some(batch) = body.next().await {
             match batch {
-                Ok(batch) => upload.write(batch.into_pieces()).await?,
+                Ok(batch) => {
+                    let pieces = batch.into_pieces();
+                    collected.add(&pieces);
+                    upload.write(pieces).await?
+                }
                 Err(e) => {
                     upload.abort().await;
                     return Err(e);
@@ -264,13 +277,17 @@ impl Local {
             },
         };
         let entry = upload.finish(expected).await?;
-        self.stored(write.name, &entry).await;
+        self.stored(write.name, &entry, collected).await;
         Ok(entry)
     }
 
-    /// A version of `name` is stored here: older tombstones go, and it
-    /// needs no confirming.
-    pub async fn stored(&self, name: &FileName, entry: &FileEntry) {
+    /// A version of `name` is stored here: older tombstones go, it needs no
+    /// confirming, and its content is kept in memory if it is small (what
+    /// was `collected` as it was written, hashed to the entry's hash).
+    pub async fn stored(&self, name: &FileName, entry: &FileEntry, collected: Collected) {
+        if let (Some(digest), Some(content)) = (entry.blake3, collected.into_content()) {
+            self.cache.keep(digest, content);
+        }
         self.tombstones.confirm(name.as_str());
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");

@@ -20,6 +20,7 @@
 //! - `tombstones`: this node's record of deletions;
 //! - `error`: how file operations fail, with one typed kind for every edge.
 
+mod cache;
 mod error;
 mod gather;
 mod handoff;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use tokio_util::task::TaskTracker;
 
+use super::cache;
 use super::error::{ErrorKind, FileError};
 use super::known::Known;
 use super::local::Local;
@@ -418,6 +419,18 @@ impl Reader {
     /// is small, else the open stream.
     async fn read_here(&self, version: &Version, range: Range<u64>) -> Result<Here, FileError> {
         let small = range.end - range.start <= READ_WHOLE_AT_MOST;
+        // Kept in memory: the same bytes, checked when they went in. Only
+        // while a download plugin serves, so that a node without one
+        // answers the same whatever it keeps.
+        if let Some(digest) = version.entry.blake3
+            && version.entry.size <= cache::FILE_AT_MOST
+            && self.local.plugins().serving(PluginKind::Download).is_some()
+            && let Some(content) = self.local.cache().get(&digest)
+            && range.end <= content.len() as u64
+        {
+            return Ok(Here::Whole(content.slice(range.start as usize..range.end as usize)));
+        }
+        let whole_file = range.start == 0 && range.end == version.entry.size;
         let me = self.placement.me();
         let (_, mut stream) = self.open_on(&me, &version.name, &version.entry, range.clone()).await?;
         if !small {
@@ -433,7 +446,7 @@ impl Reader {
                 }
             })?;
             if whole.is_empty() && piece.len() as u64 == range.end - range.start {
-                return Ok(Here::Whole(piece));
+                return Ok(Here::Whole(self.checked_whole(version, whole_file, piece)));
             }
             whole.extend_from_slice(&piece);
         }
@@ -442,7 +455,16 @@ impl Reader {
                 format!("{} ended {} bytes into a read of {}", version.name, whole.len(), range.end - range.start);
             return Err(PluginError::Corrupt(why).into());
         }
-        Ok(Here::Whole(whole.freeze()))
+        Ok(Here::Whole(self.checked_whole(version, whole_file, whole.freeze())))
+    }
+
+    /// `content`, read here and checked; kept in memory when it is the
+    /// `whole_file` (see [`cache`]).
+    fn checked_whole(&self, version: &Version, whole_file: bool, content: Bytes) -> Bytes {
+        if whole_file && let Some(digest) = version.entry.blake3 {
+            self.local.cache().keep(digest, content.clone());
+        }
+        content
     }
 
     /// Opens `range` of the version `entry` of `name` on `holder`.

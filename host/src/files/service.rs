@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio_util::task::TaskTracker;
 
+use super::cache::ReadCache;
 use super::error::FileError;
 use super::handoff::{Change, HandOff, Hints, Taken};
 use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex, NetworkListing};
@@ -62,6 +63,8 @@ pub struct FilesSettings {
     pub repair_on_departure: bool,
     /// Holders a large download reads from at once.
     pub download_sources: usize,
+    /// Bytes of small files' content kept in memory.
+    pub read_cache_bytes: u64,
 }
 
 /// What became of a file meant for a node that did not answer it.
@@ -95,12 +98,13 @@ impl Files {
             scrub_bytes,
             repair_on_departure,
             download_sources,
+            read_cache_bytes,
         } = settings;
         let tasks = TaskTracker::new();
         let index = Arc::new(NetworkIndex::new());
         let announcer = Announcer::new(index.clone());
         let placement = Arc::new(Placement::new(ring, replicas));
-        let local = Arc::new(Local::new(plugins, tombstones, chunk_bytes));
+        let local = Arc::new(Local::new(plugins, tombstones, chunk_bytes, ReadCache::new(read_cache_bytes)));
         let writer = Arc::new(Writer::new(
             placement.clone(),
             local.clone(),
@@ -151,6 +155,7 @@ impl Files {
     /// Counts repair passes and holders skipped for a full disk in `metrics`.
     pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
         self.writer.count_in(metrics.clone());
+        self.local.cache().count_in(metrics.read_cache_hits.clone(), metrics.read_cache_misses.clone());
         self.repairer.count_passes(metrics);
     }
 

@@ -21,6 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
+use super::cache::Collected;
 use super::error::{ErrorKind, FileError};
 use super::gather::{Batch, Gather};
 use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
@@ -309,16 +310,17 @@ impl Writer {
 
         let body = std::pin::pin!(body);
         let mut body = Gather::new(body, self.chunk_bytes, self.max_upload_bytes);
+        let mut collected = Collected::for_cache(self.local.cache());
         while let Some(batch) = body.next().await {
             match batch {
-                Ok(batch) => fan_out(&mut local, &mut copies, batch).await?,
+                Ok(batch) => fan_out(&mut local, &mut copies, batch, &mut collected).await?,
                 Err(e) => return Err(abandon(local, e).await),
             }
         }
         // Dropped unfinished, the copies end without their commit and every
         // holder discards what it got.
         let entry = local.finish(None).await?;
-        self.local.stored(name, &entry).await;
+        self.local.stored(name, &entry, collected).await;
         let root = entry.blake3.expect("the host hashed what it wrote");
 
         let copies_wanted = 1 + replicas.min(candidates.len());
@@ -534,15 +536,23 @@ impl Writer {
     }
 }
 
-/// Writes `batch` here and sends it to every copy still streaming.
-async fn fan_out(local: &mut UploadHandle, copies: &mut [Box<dyn CopySink>], batch: Batch) -> Result<(), FileError> {
+/// Writes `batch` here (`collected` for the read cache) and sends it to
+/// every copy still streaming.
+async fn fan_out(
+    local: &mut UploadHandle,
+    copies: &mut [Box<dyn CopySink>],
+    batch: Batch,
+    collected: &mut Collected,
+) -> Result<(), FileError> {
     if !copies.is_empty() {
         let chunk = batch.to_bytes();
         for copy in copies.iter_mut() {
             copy.send(chunk.clone()).await;
         }
     }
-    local.write(batch.into_pieces()).await?;
+    let pieces = batch.into_pieces();
+    collected.add(&pieces);
+    local.write(pieces).await?;
     Ok(())
 }
 
