@@ -10,8 +10,9 @@
 //! [`HEADER_TIMEOUT`] to send a request's head (and an idle keep-alive
 //! connection is closed after it), [`HANDSHAKE_TIMEOUT`] to finish a TLS
 //! handshake or send its first byte. HTTP/2 connections carry at most
-//! [`HTTP2_STREAMS`] requests at once (h2 also caps streams a client resets,
-//! the "rapid reset" flood). At most `max_connections` are open at once: one
+//! [`HTTP2_STREAMS`] requests at once, and one whose client resets streams
+//! faster than they are taken up (the "rapid reset" flood) is closed
+//! ([`HTTP2_PENDING_RESETS`]). At most `max_connections` are open at once: one
 //! more is answered `503 overloaded` (plain HTTP) or closed (TLS) at once.
 //! After the shutdown signal the listener stops taking connections and
 //! waits for the open ones to finish their requests.
@@ -39,6 +40,14 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one HTTP/2 connection may have in flight at once.
 pub const HTTP2_STREAMS: u32 = 256;
+/// Streams a client may reset before this node took them up, on one HTTP/2
+/// connection, before the connection is closed (`GOAWAY`,
+/// `ENHANCE_YOUR_CALM`): the "rapid reset" flood (CVE-2023-44487) costs the
+/// node next to nothing. h2's own default, written here so that it stays.
+pub const HTTP2_PENDING_RESETS: usize = 20;
+/// Streams this node may reset for a client's errors on one HTTP/2
+/// connection before closing it (RUSTSEC-2024-0003); hyper's default.
+pub const HTTP2_ERROR_RESETS: usize = 1024;
 /// What a connection over the cap is told, in plain HTTP.
 const OVERLOADED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
@@ -151,7 +160,9 @@ where
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(HEADER_TIMEOUT))
-        .max_concurrent_streams(HTTP2_STREAMS);
+        .max_concurrent_streams(HTTP2_STREAMS)
+        .max_pending_accept_reset_streams(HTTP2_PENDING_RESETS)
+        .max_local_error_reset_streams(HTTP2_ERROR_RESETS);
     let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!("connection ended: {e}");
