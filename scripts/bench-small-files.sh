@@ -5,6 +5,8 @@
 #
 #   nginx WebDAV PUT / GET (sendfile; nginx does not sync what it takes)
 #   one ringshare node keeping one copy (k = 1)
+#   the same without its read cache (--read-cache-mib 0): what reads of a
+#   store larger than the cache get
 #   three ringshare nodes keeping three copies (k = 3), uploads spread over the three
 #
 # Prints each side's PUT rate, the rate of its last tenth of files against
@@ -52,15 +54,16 @@ http {
 }
 CONF
 
-start_node() { # name replicas [join]
+start_node() { # name replicas [join] [more options]
   local port; port=$(free_port)
   "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/$1" --replicas "$2" \
-    ${3:+--join "$3"} --plugins "$root/target/plugins/default" > "$work/$1.out" 2> "$work/$1.log" &
+    ${3:+--join "$3"} --plugins "$root/target/plugins/default" "${@:4}" > "$work/$1.out" 2> "$work/$1.log" &
   pids+=($!)
   for _ in $(seq 1 200); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
   eval "$1=127.0.0.1:$port"
 }
 start_node a 1
+start_node b 1 "" --read-cache-mib 0
 start_node c 3; start_node d 3 "$c"; start_node e 3 "$c"
 ring_of() { curl -sf "http://$1/nodes" | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["alive"]))'; }
 for _ in $(seq 1 100); do [ "$(ring_of "$c" 2>/dev/null || echo 0)" = 3 ] && break; sleep 0.1; done
@@ -72,17 +75,20 @@ measure() { # label base-urls
 }
 measure nginx "http://127.0.0.1:$nginx_port/small/"
 measure k1 "http://$a/files/"
+measure k1nocache "http://$b/files/"
 measure k3 "http://$c/files/,http://$d/files/,http://$e/files/"
 
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-r = {k: json.load(open(f"{work}/{k}.json")) for k in ("nginx", "k1", "k3")}
+r = {k: json.load(open(f"{work}/{k}.json")) for k in ("nginx", "k1", "k1nocache", "k3")}
 n = r["nginx"]
 print(f"{n['files']} files of {n['size']} bytes, {n['clients']} clients")
-print(f"{'':22} {'PUT/s':>9} {'vs nginx':>9} {'last/first tenth':>17} {'GET/s':>9} {'vs nginx':>9}")
-for k, label in (("nginx", "nginx WebDAV"), ("k1", "ringshare k = 1"), ("k3", "ringshare k = 3 (3 nodes)")):
+print(f"{'':26} {'PUT/s':>9} {'vs nginx':>9} {'last/first tenth':>17} {'GET/s':>9} {'vs nginx':>9}")
+rows = (("nginx", "nginx WebDAV"), ("k1", "ringshare k = 1"), ("k1nocache", "  the same, no read cache"),
+        ("k3", "ringshare k = 3 (3 nodes)"))
+for k, label in rows:
     x = r[k]
-    print(f"{label:22} {x['put_per_s']:9.0f} {x['put_per_s']/n['put_per_s']:8.2f}x "
+    print(f"{label:26} {x['put_per_s']:9.0f} {x['put_per_s']/n['put_per_s']:8.2f}x "
           f"{x['put_last_tenth_per_s']/x['put_first_tenth_per_s']:16.2f}x {x['get_per_s']:9.0f} {x['get_per_s']/n['get_per_s']:8.2f}x")
 PY
