@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use std::time::Duration;
 
 use ringshare_tests::{
-    NodeSetup, TestNode, blake3_hex, client, eventually, metric, pattern, placement, put, start_ring, start_ring_with,
-    wait_converged, wait_placed,
+    NodeSetup, TestNode, blake3_hex, client, eventually, metric, metric_sum, pattern, placement, put, start_ring,
+    start_ring_with, wait_converged, wait_placed,
 };
 use serde_json::Value;
 
@@ -402,7 +402,8 @@ async fn a_graceful_leave_hands_its_keys_over_by_digests_before_any_repair() {
     let stats = || async {
         let mut stats = 0.0;
         for node in &nodes {
-            stats += served(node, "ringshare_rpc_seconds_count{method=\"/ringshare.files.v1.Files/Stat\"").await;
+            let stat = ["method=\"/ringshare.files.v1.Files/Stat\""];
+            stats += metric_sum(node, "ringshare_rpc_seconds_count", &stat).await;
         }
         stats
     };
@@ -442,12 +443,6 @@ async fn a_node_leaving_a_ring_of_k_or_fewer_hands_every_file_to_the_others() {
         let body = http.get(nodes[0].at(&format!("/files/{name}"))).send().await.unwrap().bytes().await.unwrap();
         assert_eq!(&blake3_hex(&body), sha, "{name}");
     }
-}
-
-/// The sum of `node`'s samples whose series starts with `prefix`.
-async fn served(node: &TestNode, prefix: &str) -> f64 {
-    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

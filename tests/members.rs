@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use ringshare_tests::{Cluster, NodeSetup, client, eventually, pattern, start_ring_with, wait_converged};
+use ringshare_tests::{Cluster, NodeSetup, client, eventually, metric, pattern, start_ring_with, wait_converged};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 mod stranger {
@@ -196,12 +196,6 @@ async fn a_node_without_certificates_stays_open_and_rest_stays_plain_http_with_t
     assert!(tls.is_ok(), "a TLS client without a certificate completes the handshake: {tls:?}");
 }
 
-/// A metric sample of `node`'s, 0 when absent.
-async fn sample(node: &ringshare_tests::TestNode, series: &str) -> f64 {
-    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{series} "))).map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// Copies `from`'s certificate files over `to`'s, each by rename (as an
 /// operator's `install` or `mv` would), the key last.
 fn install(from: &std::path::Path, to: &std::path::Path) {
@@ -239,7 +233,7 @@ async fn certificates_replaced_in_place_take_over_without_a_restart() {
     std::fs::write(folders[0].path().join(".node.crt.new"), "not a certificate").unwrap();
     std::fs::rename(folders[0].path().join(".node.crt.new"), folders[0].path().join("node.crt")).unwrap();
     eventually("the broken certificate was not refused", || async {
-        let refused = sample(&nodes[0], "ringshare_tls_reloads_total{outcome=\"refused\"}").await;
+        let refused = metric(&nodes[0], "ringshare_tls_reloads_total{outcome=\"refused\"}").await;
         if refused >= 1.0 { Ok(()) } else { Err(format!("{refused}")) }
     })
     .await;
@@ -259,7 +253,7 @@ async fn certificates_replaced_in_place_take_over_without_a_restart() {
             }
         })
         .await;
-        assert!(sample(node, "ringshare_tls_reloads_total{outcome=\"taken\"}").await >= 1.0);
+        assert!(metric(node, "ringshare_tls_reloads_total{outcome=\"taken\"}").await >= 1.0);
     }
     // And the nodes still talk to each other with them.
     wait_converged(&nodes).await;

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use reqwest::header;
-use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, raw_request};
+use ringshare_tests::{NodeSetup, TestNode, blake3_hex, client, eventually, pattern, raw_request, sum_of};
 use serde_json::Value;
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -113,7 +113,7 @@ async fn ranges_head_and_conditional_requests() {
     // What a HEAD, a 304 and a 416 answer is known before any byte is read:
     // none of them opens the file through the download plugin.
     let opened =
-        || async { sample(&metrics(&node).await, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]) };
+        || async { sum_of(&metrics(&node).await, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]) };
     let before = opened().await;
     let outside = http.get(&url).header(header::RANGE, "bytes=200000-").send().await.unwrap();
     assert_eq!(outside.headers()[header::CONTENT_RANGE], "bytes */200000");
@@ -146,8 +146,8 @@ async fn small_files_are_read_from_memory_and_only_as_the_store_has_them() {
     let url = node.at("/files/small.txt");
     let counts = || async {
         let text = metrics(&node).await;
-        let calls = sample(&text, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]);
-        (calls, sample(&text, "ringshare_read_cache_hits_total", &[]))
+        let calls = sum_of(&text, "ringshare_plugin_call_seconds_count", &["kind=\"download\""]);
+        (calls, sum_of(&text, "ringshare_read_cache_hits_total", &[]))
     };
     let first = pattern(31, 3000);
     http.put(&url).body(first.clone()).send().await.unwrap().error_for_status().unwrap();
@@ -427,17 +427,6 @@ async fn metrics(node: &TestNode) -> String {
     text
 }
 
-/// The value of the sample named `name` whose labels include `labels`
-/// (`k="v"` each), 0 when there is none yet.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_requests_plugin_calls_lookups_and_copies() {
     let nodes = ringshare_tests::start_ring(2).await;
@@ -450,7 +439,7 @@ async fn metrics_move_with_requests_plugin_calls_lookups_and_copies() {
     client().get(a.at("/lookup/counted")).send().await.unwrap().error_for_status().unwrap();
     let after = [metrics(a).await, metrics(b).await];
 
-    let moved = |name: &str, labels: &[&str]| sample(&after[0], name, labels) - sample(&before[0], name, labels);
+    let moved = |name: &str, labels: &[&str]| sum_of(&after[0], name, labels) - sum_of(&before[0], name, labels);
     let put = ["method=\"PUT\"", "route=\"/files/{name}\"", "status=\"201\""];
     assert_eq!(moved("ringshare_http_request_seconds_count", &put), 1.0);
     assert_eq!(moved("ringshare_bytes_total", &["direction=\"uploaded\""]), 100_000.0);
@@ -458,17 +447,17 @@ async fn metrics_move_with_requests_plugin_calls_lookups_and_copies() {
     assert!(moved("ringshare_lookup_hops_count", &[]) >= 1.0);
     let upload = ["plugin=\"upload.wasm\"", "outcome=\"ok\""];
     assert!(
-        sample(&[&after[0], &after[1]].map(|t| t.as_str()).concat(), "ringshare_plugin_call_seconds_count", &upload)
+        sum_of(&[&after[0], &after[1]].map(|t| t.as_str()).concat(), "ringshare_plugin_call_seconds_count", &upload)
             >= 2.0
     );
     // A copy crossed over gRPC (and the upload too, if the other node is
     // the responsible one), framing included; and both nodes talk.
-    let replicated = |i: usize| sample(&after[i], "ringshare_bytes_total", &["direction=\"replicated\""]);
+    let replicated = |i: usize| sum_of(&after[i], "ringshare_bytes_total", &["direction=\"replicated\""]);
     let sent = replicated(0) + replicated(1);
     assert!((100_000.0..=201_024.0).contains(&sent), "one or two transfers of 100,000 bytes, not {sent}");
     for text in &after {
-        assert!(sample(text, "ringshare_rpc_seconds_count", &[]) >= 1.0, "{text}");
-        assert_eq!(sample(text, "ringshare_ring_nodes", &[]), 2.0, "{text}");
+        assert!(sum_of(text, "ringshare_rpc_seconds_count", &[]) >= 1.0, "{text}");
+        assert_eq!(sum_of(text, "ringshare_ring_nodes", &[]), 2.0, "{text}");
     }
 }
 
@@ -488,9 +477,9 @@ async fn requests_share_one_failed_listing_and_the_timeout_is_counted() {
     assert!(statuses.iter().all(|s| *s == StatusCode::INTERNAL_SERVER_ERROR), "{statuses:?}");
     let text = metrics(&node).await;
     let timeouts = ["plugin=\"spin.wasm\"", "outcome=\"timeout\""];
-    assert_eq!(sample(&text, "ringshare_plugin_call_seconds_count", &timeouts), 1.0, "{text}");
+    assert_eq!(sum_of(&text, "ringshare_plugin_call_seconds_count", &timeouts), 1.0, "{text}");
     let errors = ["route=\"/files\"", "status=\"500\""];
-    assert_eq!(sample(&text, "ringshare_http_request_seconds_count", &errors), 4.0, "{text}");
+    assert_eq!(sum_of(&text, "ringshare_http_request_seconds_count", &errors), 4.0, "{text}");
 }
 
 /// `GET /openapi.json` is an OpenAPI 3 document, and its operations are

@@ -533,6 +533,23 @@ pub async fn start_ring_with(n: usize, setup: impl Fn() -> NodeSetup) -> Vec<Tes
     nodes
 }
 
+/// The sum of the samples of `name` in a `/metrics` text whose labels
+/// include each of `labels` (`k="v"`), 0 when there is none yet.
+pub fn sum_of(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// The sum of `node`'s samples of `name` with `labels` (see [`sum_of`]).
+pub async fn metric_sum(node: &TestNode, name: &str, labels: &[&str]) -> f64 {
+    let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    sum_of(&text, name, labels)
+}
+
 /// The value of one series of `node`'s `/metrics` (0 when absent).
 pub async fn metric(node: &TestNode, series: &str) -> f64 {
     let text = client().get(node.at("/metrics")).send().await.unwrap().text().await.unwrap();
