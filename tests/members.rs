@@ -312,7 +312,8 @@ async fn abusive_clients_are_cut_off_and_a_stalled_upload_leaves_nothing() {
 
 /// A client that opens HTTP/2 streams and resets each at once (the "rapid
 /// reset" flood, CVE-2023-44487) has its connection closed long before it
-/// sent them all, and the node serves everyone else meanwhile.
+/// sent them all, and the node serves everyone else, during the flood and
+/// after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_reset_http2_streams_closes_that_connection_and_the_node_serves_on() {
     const FLOOD: usize = 10_000;
@@ -322,29 +323,37 @@ async fn a_flood_of_reset_http2_streams_closes_that_connection_and_the_node_serv
     let tcp = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
     let (mut flood, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 with prior knowledge");
     let driven = tokio::spawn(connection);
+    let during = tokio::spawn({
+        let url = node.at("/files/kept.bin");
+        async move { client().get(url).send().await.unwrap().bytes().await.unwrap() }
+    });
     let mut sent = 0;
-    let cut = loop {
-        if sent == FLOOD {
-            break None;
-        }
-        flood = match flood.ready().await {
-            Ok(ready) => ready,
-            Err(e) => break Some(e),
-        };
-        let request = http::Request::get(format!("http://{}/files/kept.bin", node.addr)).body(()).unwrap();
-        match flood.send_request(request, true) {
-            Ok((_answer, mut stream)) => {
-                stream.send_reset(h2::Reason::CANCEL);
-                sent += 1;
+    let flooding = async {
+        loop {
+            if sent == FLOOD {
+                break None;
             }
-            Err(e) => break Some(e),
+            flood = match flood.ready().await {
+                Ok(ready) => ready,
+                Err(e) => break Some(e),
+            };
+            let request = http::Request::get(format!("http://{}/files/kept.bin", node.addr)).body(()).unwrap();
+            match flood.send_request(request, true) {
+                Ok((_answer, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    sent += 1;
+                }
+                Err(e) => break Some(e),
+            }
         }
     };
+    let cut = tokio::time::timeout(Duration::from_secs(60), flooding).await.expect("the flood ends within 60 s");
     let cut = cut.unwrap_or_else(|| panic!("{FLOOD} streams opened and reset on one connection, none refused"));
     assert_eq!(cut.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "after {sent} streams: {cut:?}");
     let ended = tokio::time::timeout(Duration::from_secs(10), driven).await.expect("the connection ends");
     assert!(ended.unwrap().is_err(), "the node closed the flooding connection");
     // Everyone else is served.
+    assert_eq!(during.await.unwrap(), data, "a download during the flood");
     let got = client().get(node.at("/files/kept.bin")).send().await.unwrap();
     assert_eq!(got.status(), reqwest::StatusCode::OK);
     assert_eq!(got.bytes().await.unwrap(), data);

@@ -100,9 +100,80 @@ pub struct Neighbours {
     pub predecessor: Option<NodeRef>,
     /// The successor list, nearest first.
     pub successors: Vec<NodeRef>,
-    /// Nodes that left gracefully lately, and for how much longer each
-    /// counts as departed (see [`ChordNode::heard_departed`]).
+    /// Nodes that left gracefully lately, newest first, and for how much
+    /// longer each counts as departed (see [`ChordNode::heard_departed`]).
     pub departed: Vec<(Id, Duration)>,
+}
+
+/// Nodes that said goodbye lately, and nodes heard from since they did.
+#[derive(Default)]
+struct Departures {
+    /// Each: the node, when this node learned it left, and until when it
+    /// counts as gone. Oldest first.
+    gone: Vec<(Id, Instant, Instant)>,
+    /// Nodes that answered after they were known to have left, and until
+    /// when word of their departure from others is not taken.
+    back: Vec<(Id, Instant)>,
+}
+
+/// Departures kept at most (the newest [`LOST_LIMIT`] are passed on).
+const DEPARTURES_KEPT: usize = 4 * LOST_LIMIT;
+
+impl Departures {
+    fn prune(&mut self, now: Instant) {
+        self.gone.retain(|(.., until)| *until > now);
+        self.back.retain(|(_, until)| *until > now);
+    }
+
+    fn keep_newest(&mut self) {
+        let excess = self.gone.len().saturating_sub(DEPARTURES_KEPT);
+        self.gone.drain(..excess);
+        let excess = self.back.len().saturating_sub(DEPARTURES_KEPT);
+        self.back.drain(..excess);
+    }
+
+    /// `id` said goodbye to this node itself: gone for `period` from `now`
+    /// (one that came back before leaves again).
+    fn told(&mut self, id: Id, now: Instant, period: Duration) {
+        self.prune(now);
+        self.back.retain(|(b, _)| *b != id);
+        self.gone.retain(|(g, ..)| *g != id);
+        self.gone.push((id, now, now + period));
+        self.keep_newest();
+    }
+
+    /// Another node passed on that `id` left, gone for `left` more: taken
+    /// unless known already or heard from since. Answers whether it was.
+    fn heard(&mut self, id: Id, now: Instant, left: Duration) -> bool {
+        if self.gone.iter().any(|(g, ..)| *g == id) || self.back.iter().any(|(b, _)| *b == id) {
+            return false;
+        }
+        self.gone.push((id, now, now + left));
+        self.keep_newest();
+        true
+    }
+
+    /// `id` answered a call sent at `asked`: known gone since before that,
+    /// it is back, and word of its departure is not taken for `period`.
+    fn answered(&mut self, id: Id, asked: Instant, now: Instant, period: Duration) {
+        let before = self.gone.len();
+        self.gone.retain(|(g, since, _)| *g != id || *since >= asked);
+        if self.gone.len() < before {
+            self.back.retain(|(b, _)| *b != id);
+            self.back.push((id, now + period));
+            self.keep_newest();
+        }
+    }
+
+    fn contains(&self, id: Id, now: Instant) -> bool {
+        self.gone.iter().any(|(g, _, until)| *g == id && *until > now)
+    }
+
+    /// The newest `n` still gone, with how long each has left.
+    fn newest(&self, now: Instant, n: usize) -> Vec<(Id, Duration)> {
+        let live = self.gone.iter().rev().filter(|(.., until)| *until > now);
+        live.take(n).map(|(id, _, until)| (*id, *until - now)).collect()
+    }
 }
 
 /// How nodes reach each other: gRPC between processes, direct calls in the
@@ -189,7 +260,7 @@ pub struct ChordNode<T> {
     joined: AtomicBool,
     /// Nodes that said goodbye, and until when to ignore them: a stabilize
     /// that read a leaver's list just before its goodbye must not bring it back.
-    departed: Mutex<Vec<(Id, Instant)>>,
+    departed: Mutex<Departures>,
     /// Nodes that stopped answering, and the join addresses: probed until
     /// they answer, so that the two halves of a split ring find each other
     /// again when the network heals.
@@ -283,8 +354,6 @@ impl<T: Transport> ChordNode<T> {
 
     /// `node` answered: it is no longer lost (a join address stays probed).
     fn found(&self, node: &NodeRef) {
-        // A node that answers is not leaving: one that left came back.
-        self.departed.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != node.id);
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         lost.retain_mut(|l| {
             l.member &= l.node.id != node.id;
@@ -323,48 +392,48 @@ impl<T: Transport> ChordNode<T> {
         (self.config.stabilize_every * 20).max(DEPARTED_AT_LEAST)
     }
 
-    /// The nodes that said goodbye lately, and for how much longer each
-    /// counts as departed: what [`ChordNode::handle_neighbours`] passes on.
+    fn departures_lock(&self) -> std::sync::MutexGuard<'_, Departures> {
+        self.departed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes that said goodbye lately, newest first, and for how much
+    /// longer each counts as departed: what [`ChordNode::handle_neighbours`]
+    /// passes on.
     fn departures(&self) -> Vec<(Id, Duration)> {
-        let now = Instant::now();
-        let departed = self.departed.lock().unwrap_or_else(|p| p.into_inner());
-        let live = departed.iter().filter(|(_, until)| *until > now);
-        live.take(LOST_LIMIT).map(|(id, until)| (*id, *until - now)).collect()
+        self.departures_lock().newest(Instant::now(), LOST_LIMIT)
     }
 
     /// Departures another node passed on: each counts here for what is left
-    /// of it (never longer than this node's own period), and a node taken
-    /// for lost here that in fact said goodbye is not lost. So the word of a
+    /// of it (never longer than this node's own period), unless this node
+    /// knows it already or heard from the node since; and a node taken for
+    /// lost here that in fact said goodbye is not lost. So the word of a
     /// leave reaches, one stabilize round at a time, the nodes the leaver
-    /// could not tell (one cut off or suspected while it left, one whose
-    /// fingers named it).
+    /// could not tell (one cut off or suspected while it left).
     pub fn heard_departed(&self, departed: &[(Id, Duration)]) {
         let (me, now, longest) = (self.me().id, Instant::now(), self.departed_for());
-        let mut heard = Vec::new();
-        {
-            let mut known = self.departed.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, left) in departed.iter().take(LOST_LIMIT) {
-                if *id == me || left.is_zero() {
-                    continue;
-                }
-                // Never extended: what is passed on shrinks as it travels.
-                if !known.iter().any(|(d, _)| d == id) {
-                    known.push((*id, now + (*left).min(longest)));
-                }
-                heard.push(*id);
-            }
-        }
+        let heard: Vec<Id> = {
+            let mut known = self.departures_lock();
+            known.prune(now);
+            let fresh = departed.iter().take(LOST_LIMIT).filter(|(id, left)| *id != me && !left.is_zero());
+            fresh.filter(|(id, left)| known.heard(*id, now, (*left).min(longest))).map(|(id, _)| *id).collect()
+        };
         if !heard.is_empty() {
             self.lost.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.seed || !heard.contains(&l.node.id));
         }
     }
 
+    /// `node` answered a call sent at `asked`: if it was known to have left
+    /// before that, it is back (a leaving node answers no ring call), and
+    /// word of its departure is not taken from others for a period. An
+    /// answer to a call sent before its goodbye came brings nothing back.
+    fn answered_since(&self, node: &NodeRef, asked: Instant) {
+        let period = self.departed_for();
+        self.departures_lock().answered(node.id, asked, Instant::now(), period);
+    }
+
     /// Whether `node` said goodbye recently.
     fn has_departed(&self, node: &NodeRef) -> bool {
-        let mut departed = self.departed.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        departed.retain(|(_, until)| *until > now);
-        departed.iter().any(|(id, _)| *id == node.id)
+        self.departures_lock().contains(node.id, Instant::now())
     }
 
     /// The settings.
@@ -431,8 +500,8 @@ impl<T: Transport> ChordNode<T> {
 
     /// `leaver` leaves the ring, handing over its neighbours.
     pub fn handle_leaving(&self, leaver: &NodeRef, neighbours: Neighbours) {
-        let until = Instant::now() + self.departed_for();
-        self.departed.lock().unwrap_or_else(|p| p.into_inner()).push((leaver.id, until));
+        self.departures_lock().told(leaver.id, Instant::now(), self.departed_for());
+        self.heard_departed(&neighbours.departed);
         // Found silent while it was leaving, before this notice came: it is
         // not lost (reads of names it held would answer 503 meanwhile).
         self.lost.lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.node.id != leaver.id || l.seed);
@@ -571,24 +640,28 @@ impl<T: Transport> ChordNode<T> {
         let before = self.table().successors().to_vec();
         for successor in before.iter().cloned() {
             if successor.id == me.id {
-                theirs = Some((successor, self.handle_neighbours()));
+                theirs = Some((successor, self.handle_neighbours(), Instant::now()));
                 break;
             }
+            let asked = Instant::now();
             match self.transport.neighbours(&successor).await {
                 Ok(n) => {
-                    theirs = Some((successor, n));
+                    theirs = Some((successor, n, asked));
                     break;
                 }
                 Err(_) => self.suspect(&successor),
             }
         }
-        let Some((successor, neighbours)) = theirs else { return };
+        let Some((successor, neighbours, asked)) = theirs else { return };
         self.heard_departed(&neighbours.departed);
+        self.answered_since(&successor, asked);
         let mut head = vec![successor.clone()];
+        let pinged = Instant::now();
         if let Some(p) = neighbours.predecessor.clone()
             && p.id.in_open(me.id, successor.id)
             && self.alive(&p).await
         {
+            self.answered_since(&p, pinged);
             head.insert(0, p);
         }
         // Another node's list may still name a node this one found dead (a
@@ -596,8 +669,8 @@ impl<T: Transport> ChordNode<T> {
         // answer brings it back, never hearsay.
         let tail: Vec<NodeRef> =
             neighbours.successors.into_iter().filter(|n| !self.has_departed(n) && !self.is_lost_member(n)).collect();
-        // Each of these answered (a leaving node answers no ring call): one
-        // that left is back, and no longer counts as departed.
+        // One that answered before its goodbye came is not brought back.
+        head.retain(|n| !self.has_departed(n));
         for answered in &head {
             self.found(answered);
         }
@@ -846,5 +919,46 @@ impl<T: Transport> ChordNode<T> {
         nodes.extend(dead.into_iter().filter(|d| !seen.contains(&d.id)).map(|d| (d, false)));
         nodes.sort_by_key(|(n, _)| n.id);
         nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_departure_heard_of_stays_until_it_runs_out_and_an_answer_since_ends_it() {
+        let (mut departures, now) = (Departures::default(), Instant::now());
+        assert!(departures.heard(Id(1), now, Duration::from_secs(3)));
+        assert!(!departures.heard(Id(1), now, PERIOD), "known already: not taken again, nor extended");
+        assert!(departures.contains(Id(1), now + Duration::from_secs(2)));
+        assert!(!departures.contains(Id(1), now + Duration::from_secs(4)));
+        // An answer to a call sent before the word came brings nothing back.
+        departures.answered(Id(1), now - Duration::from_millis(1), now, PERIOD);
+        assert!(departures.contains(Id(1), now));
+        // One sent after it: back, and word of its departure is not taken.
+        departures.answered(Id(1), now + Duration::from_millis(1), now, PERIOD);
+        assert!(!departures.contains(Id(1), now));
+        assert!(!departures.heard(Id(1), now, PERIOD));
+        assert!(!departures.contains(Id(1), now));
+        // Until it says goodbye itself again.
+        departures.told(Id(1), now, PERIOD);
+        assert!(departures.contains(Id(1), now));
+    }
+
+    #[test]
+    fn the_newest_departures_are_passed_on_and_what_is_kept_is_bounded() {
+        let (mut departures, now) = (Departures::default(), Instant::now());
+        for i in 0..(DEPARTURES_KEPT as u64 + 10) {
+            departures.heard(Id(i), now, PERIOD);
+        }
+        assert_eq!(departures.gone.len(), DEPARTURES_KEPT);
+        let newest = departures.newest(now, 3);
+        let ids: Vec<u64> = newest.iter().map(|(id, _)| id.0).collect();
+        let last = DEPARTURES_KEPT as u64 + 9;
+        assert_eq!(ids, vec![last, last - 1, last - 2]);
+        assert!(newest.iter().all(|(_, left)| *left <= PERIOD));
     }
 }

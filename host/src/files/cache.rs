@@ -19,8 +19,9 @@ use std::sync::OnceLock;
 
 use crate::integrity::Digest;
 
-/// Files up to this size are kept.
-pub const FILE_AT_MOST: u64 = 64 << 10;
+/// Files up to this size are kept: those a read of this node's copy reads
+/// whole before it answers (so that such a read fills the cache).
+pub const FILE_AT_MOST: u64 = super::read::READ_WHOLE_AT_MOST;
 
 /// What an entry costs beyond its bytes (its key, the cache's slot, the
 /// `Bytes` header), so that many tiny files cannot overrun the budget.
@@ -84,7 +85,7 @@ impl ReadCache {
     pub fn keep(&self, digest: Digest, content: Bytes) {
         if let Some(entries) = &self.entries
             && content.len() as u64 <= FILE_AT_MOST
-            && entries.get(&digest).is_none()
+            && entries.peek(&digest).is_none()
         {
             entries.insert(digest, Bytes::copy_from_slice(&content));
         }
@@ -120,11 +121,12 @@ impl Collected {
         }
     }
 
-    /// The whole content, if it stayed small.
+    /// The whole content, if it stayed small (pieces of it joined: the
+    /// cache copies what it keeps anyway).
     pub fn into_content(self) -> Option<Bytes> {
         let mut pieces = self.pieces?;
-        if pieces.len() == 1 {
-            return pieces.pop();
+        if pieces.len() <= 1 {
+            return Some(pieces.pop().unwrap_or_default());
         }
         let mut whole = BytesMut::with_capacity(self.size as usize);
         for piece in pieces {

@@ -303,7 +303,7 @@ enum Here {
 
 /// Ranges up to this size that this node holds are read whole before the
 /// answer starts: one hand-off from the plugin's thread, no pump task.
-const READ_WHOLE_AT_MOST: u64 = 64 << 10;
+pub(super) const READ_WHOLE_AT_MOST: u64 = 64 << 10;
 
 impl Pieceable for Version {
     fn file(&self) -> &str {
