@@ -159,7 +159,9 @@ async fn a_memory_bomb_is_stopped_by_the_cap() {
 async fn a_trapping_plugin_is_reported_with_its_panic() {
     let node = NodeSetup::with_plugins(&["default/index", "default/upload", "testdata/crash"]).start().await;
     let http = client();
-    http.put(node.at("/files/doomed")).body("x").send().await.unwrap().error_for_status().unwrap();
+    // Past what is kept in memory, so that its reads go to the plugin.
+    let doomed = pattern(5, 100_000);
+    http.put(node.at("/files/doomed")).body(doomed).send().await.unwrap().error_for_status().unwrap();
     let (status, code, error) = error_of(http.get(node.at("/files/doomed")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
     assert!(error.contains("crash.wasm"), "{error}");
@@ -414,7 +416,8 @@ async fn a_failure_gets_the_same_answer_whichever_node_is_asked() {
         .expect("a name in the second node's arc");
     let lookup: Value = http.get(first.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(lookup["node"]["addr"], second.addr.as_str(), "the ring places {name} on the second node");
-    let put = http.put(first.at(&format!("/files/{name}"))).body("kept on the second node").send().await.unwrap();
+    // Past what is kept in memory, so that its reads go to the plugin.
+    let put = http.put(first.at(&format!("/files/{name}"))).body(pattern(6, 100_000)).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
 
     let here = error_of(http.get(second.at(&format!("/files/{name}"))).send().await.unwrap()).await;
@@ -483,6 +486,9 @@ async fn a_node_with_every_plugin_slot_in_use_answers_busy_and_serves_again_once
             .unwrap();
     }
     http.put(node.at("/files/small")).body("small").send().await.unwrap().error_for_status().unwrap();
+    // Past what is kept in memory: its reads need a plugin instance.
+    let medium = pattern(42, 100_000);
+    http.put(node.at("/files/medium")).body(medium.clone()).send().await.unwrap().error_for_status().unwrap();
     // Two downloads whose bodies nobody reads keep their plugin sessions open.
     let mut held = Vec::new();
     for name in ["held-1", "held-2"] {
@@ -490,19 +496,23 @@ async fn a_node_with_every_plugin_slot_in_use_answers_busy_and_serves_again_once
         assert_eq!(response.status(), StatusCode::OK);
         held.push(response);
     }
-    let (status, code, error) = error_of(http.get(node.at("/files/small")).send().await.unwrap()).await;
+    let (status, code, error) = error_of(http.get(node.at("/files/medium")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"), "{error}");
     assert!(error.contains("all 2 plugin instance slots"), "{error}");
-    // What needs no plugin still answers.
-    assert_eq!(http.head(node.at("/files/small")).send().await.unwrap().status(), StatusCode::OK);
+    // What needs no plugin still answers: a HEAD, and a small file read
+    // from memory.
+    assert_eq!(http.head(node.at("/files/medium")).send().await.unwrap().status(), StatusCode::OK);
+    let small = http.get(node.at("/files/small")).send().await.unwrap();
+    assert_eq!(small.status(), StatusCode::OK);
+    assert_eq!(small.text().await.unwrap(), "small");
     // A download read to its end frees its slot.
     let first = held.remove(0).bytes().await.unwrap();
     assert!(first == big, "the held download is whole");
     ringshare_tests::eventually("a freed slot serves again", || async {
-        let response = http.get(node.at("/files/small")).send().await.unwrap();
+        let response = http.get(node.at("/files/medium")).send().await.unwrap();
         match response.status() {
             StatusCode::OK => {
-                assert_eq!(response.text().await.unwrap(), "small");
+                assert!(response.bytes().await.unwrap() == medium);
                 Ok(())
             }
             other => Err(format!("{other}")),
