@@ -21,17 +21,21 @@ async fn start_ring(n: usize) -> Vec<TestNode> {
 
 /// From every node, lookups of `names` return the oracle's node, in at
 /// most about 2·log2 N hops once the fingers are fixed (Chord's bound).
+/// Both are waited for (bounded): on a busy machine a node may suspect a
+/// live neighbour for a moment after the ring converged, and route around
+/// it until it answers again.
 async fn assert_lookups_agree(nodes: &[TestNode], names: usize) {
     let bound = (2.0 * (nodes.len() as f64).log2()).ceil().max(1.0) as u64;
-    eventually(&format!("lookups took more than {bound} hops"), || async {
-        let hops = lookups_agree(nodes, names).await;
+    eventually(&format!("lookups agreeing with the oracle in at most {bound} hops"), || async {
+        let hops = lookups_agree(nodes, names).await?;
         if hops <= bound { Ok(()) } else { Err(format!("{hops} hops")) }
     })
     .await;
 }
 
-/// Checks every lookup against the oracle; answers the most hops one took.
-async fn lookups_agree(nodes: &[TestNode], names: usize) -> u64 {
+/// Checks every lookup against the oracle; answers the most hops one took,
+/// or the first lookup that named another node.
+async fn lookups_agree(nodes: &[TestNode], names: usize) -> Result<u64, String> {
     let mut most = 0;
     let mut ids: Vec<(Id, &str)> = nodes.iter().map(|n| (Id::hash(&n.addr), n.addr.as_str())).collect();
     ids.sort();
@@ -43,11 +47,13 @@ async fn lookups_agree(nodes: &[TestNode], names: usize) -> u64 {
         for node in nodes {
             let answer: Value =
                 http.get(node.at(&format!("/lookup/{name}"))).send().await.unwrap().json().await.unwrap();
-            assert_eq!(answer["node"]["addr"], want, "lookup of {name} from {}: {answer}", node.addr);
+            if answer["node"]["addr"] != want {
+                return Err(format!("lookup of {name} from {} named another node than {want}: {answer}", node.addr));
+            }
             most = most.max(answer["hops"].as_u64().unwrap());
         }
     }
-    most
+    Ok(most)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
