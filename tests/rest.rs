@@ -189,6 +189,82 @@ async fn small_files_are_read_from_memory_and_only_as_the_store_has_them() {
     assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
+/// A small upload is made durable in the node's journal before the plugin
+/// commits it, and its commit reaches the disk with a checkpoint about a
+/// second later. What a crash left in the journal is written again when
+/// the node starts, before it serves, unless the node has a newer version
+/// or a deletion of the name since: a lost or damaged commit gives way to
+/// what was acknowledged, and nothing deleted or replaced comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_crash_left_in_the_journal_are_written_again_unless_superseded() {
+    use ringshare::integrity::Digest;
+    use ringshare::store::journal::{Journal, Journaled};
+    let node = TestNode::start().await;
+    let http = client();
+    let put = |name: &'static str, body: Vec<u8>| {
+        let (http, url) = (http.clone(), node.at(&format!("/files/{name}")));
+        async move {
+            let put = http.put(url).body(body).send().await.unwrap().error_for_status().unwrap();
+            put.json::<Value>().await.unwrap()["modified_ns"].as_u64().unwrap()
+        }
+    };
+    let kept = put("kept.txt", b"the newer version".to_vec()).await;
+    let gone = put("gone.txt", b"deleted since".to_vec()).await;
+    http.delete(node.at("/files/gone.txt")).send().await.unwrap().error_for_status().unwrap();
+    let torn_content = pattern(41, 5000);
+    let torn = put("torn.txt", torn_content.clone()).await;
+    let folder = node.crash();
+
+    // What a crash can leave of commits that had not reached the disk:
+    // torn.txt's bytes lost (zeros), lost.txt not there at all.
+    let store = folder.path().join("data/store");
+    std::fs::write(store.join("files/torn.txt"), vec![0u8; torn_content.len()]).unwrap();
+    let journaled = |name: &str, version_ns: u64, content: &[u8]| Journaled {
+        name: name.into(),
+        overwrite: true,
+        version_ns,
+        blake3: Digest(*blake3::hash(content).as_bytes()),
+        content: content.to_vec().into(),
+    };
+    let lost_content = pattern(42, 3000);
+    {
+        let (journal, _) = Journal::open(&folder.path().join("data/node/journal")).expect("the crashed node's journal");
+        for write in [
+            journaled("lost.txt", torn + 1, &lost_content),
+            journaled("kept.txt", kept - 1, b"an older version"),
+            journaled("gone.txt", gone, b"deleted since"),
+            journaled("torn.txt", torn, &torn_content),
+            journaled("voided.txt", torn + 2, b"refused by the plugin"),
+        ] {
+            drop(journal.write(&write).unwrap());
+        }
+        journal.void("voided.txt", torn + 2);
+    }
+
+    let node = NodeSetup::default().start_in(folder).await;
+    let get = |name: &str| {
+        let (http, url) = (http.clone(), node.at(&format!("/files/{name}")));
+        async move {
+            let got = http.get(url).send().await.unwrap();
+            (got.status(), got.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(get("lost.txt").await, (StatusCode::OK, lost_content), "a lost commit is written again");
+    assert_eq!(get("torn.txt").await, (StatusCode::OK, torn_content), "a damaged commit is written again");
+    assert_eq!(get("kept.txt").await, (StatusCode::OK, b"the newer version".to_vec()), "an older write came back");
+    assert_eq!(get("gone.txt").await.0, StatusCode::NOT_FOUND, "a deleted file came back");
+    assert_eq!(get("voided.txt").await.0, StatusCode::NOT_FOUND, "a voided write was replayed");
+    let list: Value = http.get(node.at("/files")).send().await.unwrap().json().await.unwrap();
+    let lost = list.as_array().unwrap().iter().find(|e| e["name"] == "lost.txt").expect("lost.txt listed");
+    assert_eq!(lost["modified_ns"], torn + 1, "replayed at its own version");
+
+    // Written again and synced, the journal is cleared: a second start
+    // after a crash finds nothing in it.
+    let folder = node.crash();
+    let (_, left) = Journal::open(&folder.path().join("data/node/journal")).unwrap();
+    assert!(left.iter().all(|w| w.name != "lost.txt"), "the replayed writes are still in the journal");
+}
+
 #[tokio::test]
 async fn missing_files_are_404_json() {
     let node = TestNode::start().await;

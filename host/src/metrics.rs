@@ -38,7 +38,11 @@
 //!   their files changed (`taken`, `refused`);
 //! - `ringshare_store_syncs_total`, `ringshare_store_synced_writes_total`:
 //!   syncs of the store (group commit) and the writes they made durable
-//!   (uploads count twice: their content, then their commit; deletions once);
+//!   (uploads count twice: their content, then their commit; deletions once;
+//!   a checkpoint of the journal once);
+//! - `ringshare_journal_syncs_total`, `ringshare_journal_writes_total`: syncs
+//!   of the journal of small uploads (group commit) and the uploads they
+//!   made durable (`store::journal`);
 //! - `ringshare_read_cache_hits_total`, `ringshare_read_cache_misses_total`:
 //!   reads of small files this node holds answered from memory, and not;
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
@@ -182,6 +186,10 @@ pub struct Metrics {
     pub read_cache_misses: Counter,
     /// Writes those syncs made durable.
     pub store_synced_writes: Counter,
+    /// Syncs of the journal of small uploads (group commit).
+    pub journal_syncs: Counter,
+    /// Small uploads those syncs made durable.
+    pub journal_writes: Counter,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -243,6 +251,17 @@ impl Metrics {
         registry.register("store_syncs", "Syncs of the store (group commit)", store_syncs.clone());
         let synced_help = "Writes made durable by syncs of the store (an upload counts twice: content, commit)";
         registry.register("store_synced_writes", synced_help, store_synced_writes.clone());
+        let (journal_syncs, journal_writes) = (Counter::default(), Counter::default());
+        registry.register(
+            "journal_syncs",
+            "Syncs of the journal of small uploads (group commit)",
+            journal_syncs.clone(),
+        );
+        registry.register(
+            "journal_writes",
+            "Small uploads made durable by syncs of the journal",
+            journal_writes.clone(),
+        );
         Arc::new(Self {
             registry,
             http,
@@ -271,6 +290,8 @@ impl Metrics {
             read_cache_hits,
             read_cache_misses,
             store_synced_writes,
+            journal_syncs,
+            journal_writes,
             scraping: std::sync::Mutex::new(()),
         })
     }

@@ -17,6 +17,7 @@ use crate::plugins::PluginHost;
 use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
+use crate::store::journal::Journal;
 use crate::store::sync::GroupSync;
 use crate::tls::{Credentials, Gate, Rotating, members_only};
 
@@ -99,6 +100,28 @@ impl Node {
             repair_on_departure: config.repair_on_departure,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
+        // Small uploads are made durable through the journal; what a crash
+        // left in it is written again before the node serves.
+        let journal_dir = store.state().join("journal");
+        let (journal, unreplayed) =
+            Journal::open(&journal_dir).with_context(|| format!("opening the journal at {}", journal_dir.display()))?;
+        let found = unreplayed.len();
+        match files.replay(unreplayed).await {
+            Ok(replayed) => {
+                if found > 0 {
+                    tracing::info!(
+                        "the journal held {found} writes from before the node stopped; {replayed} written again"
+                    );
+                }
+                journal.replayed().context("clearing the replayed journal")?;
+            }
+            // Kept for the next start; newer writes made meanwhile win then.
+            Err(e) => {
+                tracing::error!("cannot write again the {found} writes the journal holds, kept for the next start: {e}")
+            }
+        }
+        journal.start_checkpoints(synced.clone()).context("starting the journal's checkpoints")?;
+        plugins.keep_journal(journal.clone());
         let bridge = match &config.amqp {
             Some(url) => {
                 let outbox = store.state().join("outbox.redb");
@@ -115,6 +138,7 @@ impl Node {
         let metrics = crate::metrics::Metrics::new();
         gate.count_in(metrics.clone());
         synced.count_in(metrics.store_syncs.clone(), metrics.store_synced_writes.clone());
+        journal.count_in(metrics.journal_syncs.clone(), metrics.journal_writes.clone());
         if let Some(tls) = &tls {
             tls.count_in(metrics.clone());
         }

@@ -3,7 +3,10 @@
 //! names and overwrites, and is killed (SIGKILL) while they run. Started
 //! again on the same data folder it serves every acknowledged upload byte
 //! for byte, and every file it lists is whole: one of the versions a client
-//! sent, never part of one. While it ran, its uploads shared their syncs.
+//! sent, never part of one. While it ran, its uploads shared their syncs:
+//! the small ones syncs of the journal (`store/journal.rs`), the others
+//! syncs of the store; what the journal held at the kill was written again
+//! at the restart.
 //!
 //! A killed process leaves the kernel's page cache behind, so this checks
 //! what a crash of the node leaves (commits cut between their steps, temp
@@ -156,6 +159,9 @@ async fn a_node_killed_mid_batch_keeps_every_acknowledged_upload_and_nothing_hal
     let (syncs, writes) =
         (metric(&metrics, "ringshare_store_syncs_total"), metric(&metrics, "ringshare_store_synced_writes_total"));
     assert!(syncs > 0 && syncs < writes, "uploads shared their syncs: {syncs} syncs for {writes} writes");
+    let (syncs, writes) =
+        (metric(&metrics, "ringshare_journal_syncs_total"), metric(&metrics, "ringshare_journal_writes_total"));
+    assert!(syncs > 0 && syncs < writes, "small uploads shared journal syncs: {syncs} syncs for {writes} writes");
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");

@@ -19,6 +19,7 @@ use crate::integrity::Digest;
 use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginError, PluginHost, PluginKind, Refusal};
 use crate::store::FileName;
 use crate::store::digest::{KeyRange, Plan, Sum};
+use crate::store::journal::Journaled;
 
 /// The hash a written content must have.
 pub enum Expected {
@@ -292,6 +293,57 @@ impl Local {
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {
             tracing::warn!(file = %name, "could not clear its tombstone: {e}");
         }
+    }
+}
+
+impl Local {
+    /// Writes again the journaled writes a crash left in the journal (see
+    /// `store::journal`), in order, unless this node has a newer version or
+    /// a deletion of the name since, or the write created a name that
+    /// turned out taken; then syncs the store once. Answers how many were
+    /// written again. A name the host no longer accepts is left out with a
+    /// log line.
+    pub async fn replay(&self, writes: Vec<Journaled>) -> Result<usize, FileError> {
+        if writes.is_empty() {
+            return Ok(0);
+        }
+        let mut replayed = 0;
+        for write in writes {
+            let name = match FileName::parse(&write.name) {
+                Ok(name) => name,
+                Err(e) => {
+                    tracing::warn!(file = write.name, "a journaled write is not replayed: {e}");
+                    continue;
+                }
+            };
+            let deleted = self.tombstones.get(&name).is_some_and(|at| at >= write.version_ns);
+            // The index's own entry: a file without a valid record may be
+            // what the crash left of this very write.
+            let kept = match self.plugins.entry(&name).await? {
+                Some(entry) if entry.blake3.is_some() => {
+                    entry.modified_ns > write.version_ns || (entry.modified_ns < write.version_ns && !write.overwrite)
+                }
+                _ => false,
+            };
+            if deleted || kept {
+                continue;
+            }
+            let mut upload = self.plugins.replay_upload(&name, write.version_ns).await?;
+            if !write.content.is_empty() {
+                upload.write(vec![write.content.clone()]).await?;
+            }
+            let entry = upload.finish(Some(write.blake3)).await?;
+            let mut collected = Collected::for_cache(&self.cache);
+            collected.add(std::slice::from_ref(&write.content));
+            self.stored(&name, &entry, collected).await;
+            replayed += 1;
+        }
+        let plugins = self.plugins.clone();
+        tokio::task::spawn_blocking(move || plugins.sync())
+            .await
+            .map_err(|e| FileError::Store(format!("syncing the replayed writes: {e}")))?
+            .map_err(|e| FileError::Store(format!("syncing the replayed writes: {e}")))?;
+        Ok(replayed)
     }
 }
 

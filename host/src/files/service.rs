@@ -164,6 +164,12 @@ impl Files {
         &self.repairer
     }
 
+    /// Writes again the journaled writes a crash left (see
+    /// `Local::replay`); answers how many were.
+    pub async fn replay(&self, writes: Vec<crate::store::journal::Journaled>) -> Result<usize, FileError> {
+        self.local.replay(writes).await
+    }
+
     /// Keeps hand-offs for holders that miss a write through `hints`.
     pub fn keep_hints(&self, hints: &Arc<dyn Hints>) {
         self.writer.keep_hints(hints);

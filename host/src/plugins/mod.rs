@@ -41,6 +41,7 @@ use wasmtime::component::Linker;
 
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
+use crate::store::journal::Journal;
 use crate::store::sync::GroupSync;
 use bindings::download::DownloadPluginPre;
 use bindings::index::IndexPluginPre;
@@ -166,6 +167,8 @@ pub struct PluginHost {
     /// The store's group commit: every upload's content and commit are
     /// made durable by syncs shared with the uploads finishing with it.
     synced: Arc<GroupSync>,
+    /// Where small uploads are made durable first, once the node has one.
+    journal: std::sync::OnceLock<Arc<Journal>>,
     watcher: Mutex<Option<watch::FolderWatch>>,
     /// Where calls are counted, once a node's metrics are set up.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -218,6 +221,7 @@ impl PluginHost {
             reloading: Mutex::new(()),
             index: store_index::StoreIndex::watching(&store_root.join("files")),
             synced,
+            journal: std::sync::OnceLock::new(),
             watcher: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
         });
@@ -230,6 +234,17 @@ impl PluginHost {
         *host.watcher.lock().unwrap_or_else(|p| p.into_inner()) = watch;
         host.reload(None);
         Ok(host)
+    }
+
+    /// Makes small uploads durable through `journal` from now on.
+    pub fn keep_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Syncs the store: everything written before the call is on disk.
+    /// Blocks.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.synced.sync()
     }
 
     /// Reads again `files` of the plugins folder (`NAME.wasm`), or all of

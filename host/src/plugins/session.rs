@@ -27,6 +27,7 @@ use super::store_index::{self, Filling, Listing, Lookup};
 use super::{FileEntry, PluginError, PluginHost, PluginKind, Pre, Refusal};
 use crate::integrity::{self, BLOCK, Digest, Outboard, TreeHasher, Verifier, trim};
 use crate::store::digest::{KeyRange, Plan, Sum};
+use crate::store::journal::{CONTENT_AT_MOST, Journaled, Lease};
 use crate::store::{FileName, space};
 
 /// Chunks in flight between a session's plugin thread and its HTTP side.
@@ -270,6 +271,27 @@ impl PluginHost {
         overwrite: bool,
         modified_ns: Option<u64>,
     ) -> Result<UploadHandle, PluginError> {
+        self.start_upload(name, overwrite, modified_ns, false).await
+    }
+
+    /// Writes `name` again at `version_ns` as a journaled write replayed
+    /// after a crash: nothing is synced per file (the replay syncs once at
+    /// its end, before the journal lets the write go).
+    pub async fn replay_upload(
+        self: &Arc<Self>,
+        name: &FileName,
+        version_ns: u64,
+    ) -> Result<UploadHandle, PluginError> {
+        self.start_upload(name, true, Some(version_ns), true).await
+    }
+
+    async fn start_upload(
+        self: &Arc<Self>,
+        name: &FileName,
+        overwrite: bool,
+        modified_ns: Option<u64>,
+        replay: bool,
+    ) -> Result<UploadHandle, PluginError> {
         let plugin = self.call(PluginKind::Upload)?;
         // A full disk refuses before the plugin makes anything.
         space::room_for(&self.store_root, 0, self.limits.reserve_free_bytes).map_err(no_room)?;
@@ -278,14 +300,20 @@ impl PluginHost {
         let (done_tx, done) = oneshot::channel();
         let (host, name, rt) = (self.clone(), name.clone(), Handle::current());
         tokio::task::spawn_blocking(move || {
-            let request = UploadRequest { name: &name, overwrite, modified_ns };
+            let request = UploadRequest { name: &name, overwrite, modified_ns, replay };
             let _ = done_tx.send(host.upload_session(&rt, &plugin, request, rx, opened_tx));
         });
         match opened.await {
             Ok(opened) => opened?,
             Err(_) => return Err(session_lost(PluginKind::Upload).await),
         }
-        Ok(UploadHandle { chunks: Some(chunks), done, tree: TreeHasher::new(), cvs: Vec::new() })
+        Ok(UploadHandle {
+            chunks: Some(chunks),
+            done,
+            tree: TreeHasher::new(),
+            cvs: Vec::new(),
+            small: Some(Vec::new()),
+        })
     }
 
     /// Removes `name` through the upload plugin; answers whether it existed.
@@ -363,6 +391,7 @@ impl PluginHost {
             };
             rt.block_on(stream.blocking_write_and_flush(cvs)).map_err(|e| io(&e))
         };
+        let mut durable = Durable::Later;
         let result = loop {
             match rx.blocking_recv() {
                 Some(UploadMsg::Chunk { pieces, cvs }) => {
@@ -379,7 +408,7 @@ impl PluginHost {
                         break Err(e);
                     }
                 }
-                Some(UploadMsg::Finish { size, root, cvs, expected }) => {
+                Some(UploadMsg::Finish { size, root, cvs, expected, small }) => {
                     if let Err(e) = write_outboard(&mut store, cvs) {
                         break Err(e);
                     }
@@ -389,12 +418,13 @@ impl PluginHost {
                         )));
                     }
                     drop((content, outboard.take()));
-                    // The content and its outboard are on disk before the
-                    // plugin makes them visible: a crash never leaves a
-                    // visible file whose bytes did not reach the disk.
-                    if let Err(e) = self.synced.sync() {
-                        break Err(io(&e));
-                    }
+                    // The content is on disk before the plugin makes it
+                    // visible: a crash never leaves a visible file whose
+                    // bytes did not reach the disk and are not replayed.
+                    durable = match self.make_durable(&request, root, small) {
+                        Ok(durable) => durable,
+                        Err(e) => break Err(io(&e)),
+                    };
                     let finished =
                         self.guarded(&mut store, plugin, |s| api.call_finish(s, writer, size, &root.to_hex()));
                     break finished.and_then(|e| {
@@ -414,13 +444,54 @@ impl PluginHost {
         let result = result.map_err(|e| self.for_want_of_room(e));
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, plugin, writer, &result);
+        if let (Err(_), Durable::Journaled(..)) = (&result, &durable)
+            && let (Some(journal), Some(version)) = (self.journal.get(), request.modified_ns)
+        {
+            journal.void(name, version);
+        }
         let entry = result?;
         self.index.stored(&entry);
-        // The commit (renames, the record) is on disk before the upload is
-        // acknowledged; the sync is shared with every upload finishing now.
-        // A failed sync fails the upload: what reached the disk is unknown.
-        self.synced.sync().map_err(|e| io(&e))?;
+        match durable {
+            // The commit (renames, the record) is on disk before the upload
+            // is acknowledged; the sync is shared with every upload
+            // finishing now. A failed sync fails the upload: what reached
+            // the disk is unknown.
+            Durable::Synced => self.synced.sync().map_err(|e| io(&e))?,
+            // The journal holds the write until a checkpoint, which waits
+            // for the commit to be over and syncs it.
+            Durable::Journaled(lease) => drop(lease),
+            Durable::Later => {}
+        }
         Ok(entry)
+    }
+
+    /// Makes an upload's content durable before the plugin commits it: a
+    /// small content of a given version goes into the journal (one shared
+    /// sync of one file, and the commit is then synced by a checkpoint);
+    /// anything else is synced in place, and synced again once committed.
+    /// A replayed write is made durable by its replay, at the end.
+    fn make_durable(
+        &self,
+        request: &UploadRequest<'_>,
+        root: Digest,
+        small: Option<Bytes>,
+    ) -> std::io::Result<Durable<'_>> {
+        if request.replay {
+            return Ok(Durable::Later);
+        }
+        match (self.journal.get(), request.modified_ns, small) {
+            (Some(journal), Some(version_ns), Some(content)) => {
+                let write = Journaled {
+                    name: request.name.as_str().to_owned(),
+                    overwrite: request.overwrite,
+                    version_ns,
+                    blake3: root,
+                    content,
+                };
+                Ok(Durable::Journaled(journal.write(&write)?))
+            }
+            _ => self.synced.sync().map(|()| Durable::Synced),
+        }
     }
 
     /// A plugin whose own writes failed (its temp file, its record, its
@@ -680,7 +751,17 @@ enum UploadMsg {
     Chunk { pieces: Vec<Bytes>, cvs: Option<Bytes> },
     /// The end: what was hashed, the rest of the outboard, and the hash the
     /// content must have.
-    Finish { size: u64, root: Digest, cvs: Bytes, expected: Option<Digest> },
+    Finish { size: u64, root: Digest, cvs: Bytes, expected: Option<Digest>, small: Option<Bytes> },
+}
+
+/// How an upload's commit is made durable (see `PluginHost::make_durable`).
+enum Durable<'a> {
+    /// By a sync of the store after it.
+    Synced,
+    /// By the journal, which holds the write until a checkpoint.
+    Journaled(Lease<'a>),
+    /// By the replay it is part of.
+    Later,
 }
 
 /// An upload in progress. Dropped without [`UploadHandle::finish`], the
@@ -692,6 +773,8 @@ pub struct UploadHandle {
     /// session's thread writing the previous chunk.
     tree: TreeHasher,
     cvs: Vec<u8>,
+    /// The content so far, while it is small enough to be journaled.
+    small: Option<Vec<Bytes>>,
 }
 
 impl UploadHandle {
@@ -700,6 +783,11 @@ impl UploadHandle {
     pub async fn write(&mut self, pieces: Vec<Bytes>) -> Result<(), PluginError> {
         for piece in &pieces {
             self.tree.update(piece, &mut self.cvs);
+        }
+        if self.tree.size() > CONTENT_AT_MOST as u64 {
+            self.small = None;
+        } else if let Some(small) = &mut self.small {
+            small.extend(pieces.iter().cloned());
         }
         let cvs = (self.cvs.len() >= OUTBOARD_BATCH).then(|| Bytes::from(std::mem::take(&mut self.cvs)));
         let sent = match &self.chunks {
@@ -726,7 +814,11 @@ impl UploadHandle {
             let size = self.tree.size();
             let root = std::mem::take(&mut self.tree).finish(&mut self.cvs);
             let cvs = Bytes::from(std::mem::take(&mut self.cvs));
-            let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected }).await;
+            let small = self.small.take().map(|pieces| match pieces.as_slice() {
+                [one] => one.clone(),
+                pieces => Bytes::from(pieces.concat()),
+            });
+            let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected, small }).await;
         }
         match (&mut self.done).await {
             Ok(done) => done,
@@ -862,4 +954,6 @@ struct UploadRequest<'a> {
     name: &'a FileName,
     overwrite: bool,
     modified_ns: Option<u64>,
+    /// A journaled write written again after a crash.
+    replay: bool,
 }

@@ -13,6 +13,8 @@
 //!                                no holder confirmed (`files::tombstones`)
 //!         tmp/                   tombstones being written; emptied at start
 //!         outbox.redb            messages waiting for the broker (`crate::mom`)
+//!         journal/segment-N      small uploads made durable before their
+//!                                commit is synced (`journal`)
 //! ```
 //! Only plugins read and write files and their records; the host creates
 //! the folders and keeps its state where no plugin reaches it, so that an
@@ -21,6 +23,7 @@
 //! at the top) is moved into this one at start.
 
 pub mod digest;
+pub mod journal;
 mod name;
 pub mod space;
 pub mod sync;

@@ -72,7 +72,8 @@ impl GroupSync {
         Ok(Self::with(move || folders.iter().try_for_each(|f| rustix::fs::syncfs(f).map_err(io::Error::from))))
     }
 
-    fn with(sync_all: impl Fn() -> io::Result<()> + Send + Sync + 'static) -> Self {
+    /// The group commit of what `sync_all` makes durable.
+    pub fn with(sync_all: impl Fn() -> io::Result<()> + Send + Sync + 'static) -> Self {
         Self { sync_all: Box::new(sync_all), state: Mutex::default(), ended: Condvar::new(), counted: OnceLock::new() }
     }
 
