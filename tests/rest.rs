@@ -199,6 +199,7 @@ async fn small_files_are_read_from_memory_and_only_as_the_store_has_them() {
 async fn writes_a_crash_left_in_the_journal_are_written_again_unless_superseded() {
     use ringshare::integrity::Digest;
     use ringshare::store::journal::{Journal, Journaled};
+    use ringshare::store::sync::GroupSync;
     let node = TestNode::start().await;
     let http = client();
     let put = |name: &'static str, body: Vec<u8>| {
@@ -227,18 +228,21 @@ async fn writes_a_crash_left_in_the_journal_are_written_again_unless_superseded(
         content: content.to_vec().into(),
     };
     let lost_content = pattern(42, 3000);
+    let journal_of = |folder: &std::path::Path| {
+        let sync = std::sync::Arc::new(GroupSync::open(&[folder]).unwrap());
+        Journal::open(&folder.join("data/node/journal"), sync).expect("the crashed node's journal")
+    };
     {
-        let (journal, _) = Journal::open(&folder.path().join("data/node/journal")).expect("the crashed node's journal");
+        let (journal, _) = journal_of(folder.path());
         for write in [
             journaled("lost.txt", torn + 1, &lost_content),
             journaled("kept.txt", kept - 1, b"an older version"),
             journaled("gone.txt", gone, b"deleted since"),
             journaled("torn.txt", torn, &torn_content),
-            journaled("voided.txt", torn + 2, b"refused by the plugin"),
         ] {
             drop(journal.write(&write).unwrap());
         }
-        journal.void("voided.txt", torn + 2);
+        journal.write(&journaled("voided.txt", torn + 2, b"refused by the plugin")).unwrap().void();
     }
 
     let node = NodeSetup::default().start_in(folder).await;
@@ -261,7 +265,7 @@ async fn writes_a_crash_left_in_the_journal_are_written_again_unless_superseded(
     // Written again and synced, the journal is cleared: a second start
     // after a crash finds nothing in it.
     let folder = node.crash();
-    let (_, left) = Journal::open(&folder.path().join("data/node/journal")).unwrap();
+    let (_, left) = journal_of(folder.path());
     assert!(left.iter().all(|w| w.name != "lost.txt"), "the replayed writes are still in the journal");
 }
 

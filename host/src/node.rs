@@ -101,26 +101,30 @@ impl Node {
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
         // Small uploads are made durable through the journal; what a crash
-        // left in it is written again before the node serves.
+        // left in it is written again before the node serves. Like a
+        // database whose log cannot be replayed, a node whose journal cannot
+        // be written again does not start: it says why.
         let journal_dir = store.state().join("journal");
-        let (journal, unreplayed) =
-            Journal::open(&journal_dir).with_context(|| format!("opening the journal at {}", journal_dir.display()))?;
+        let (journal, unreplayed) = {
+            let (dir, synced) = (journal_dir.clone(), synced.clone());
+            tokio::task::spawn_blocking(move || Journal::open(&dir, synced))
+                .await
+                .context("opening the journal")?
+                .with_context(|| format!("opening the journal at {}", journal_dir.display()))?
+        };
         let found = unreplayed.len();
-        match files.replay(unreplayed).await {
-            Ok(replayed) => {
-                if found > 0 {
-                    tracing::info!(
-                        "the journal held {found} writes from before the node stopped; {replayed} written again"
-                    );
-                }
-                journal.replayed().context("clearing the replayed journal")?;
-            }
-            // Kept for the next start; newer writes made meanwhile win then.
-            Err(e) => {
-                tracing::error!("cannot write again the {found} writes the journal holds, kept for the next start: {e}")
-            }
+        let replayed = files.replay(unreplayed).await.with_context(|| {
+            format!("writing again the {found} small uploads the journal at {} holds", journal_dir.display())
+        })?;
+        if found > 0 {
+            tracing::info!("the journal held {found} writes from before the node stopped; {replayed} written again");
         }
-        journal.start_checkpoints(synced.clone()).context("starting the journal's checkpoints")?;
+        let clearing = journal.clone();
+        tokio::task::spawn_blocking(move || clearing.replayed())
+            .await
+            .context("clearing the journal")?
+            .context("clearing the replayed journal")?;
+        journal.start_checkpoints().context("starting the journal's checkpoints")?;
         plugins.keep_journal(journal.clone());
         let bridge = match &config.amqp {
             Some(url) => {

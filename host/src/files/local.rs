@@ -299,10 +299,12 @@ impl Local {
 impl Local {
     /// Writes again the journaled writes a crash left in the journal (see
     /// `store::journal`), in order, unless this node has a newer version or
-    /// a deletion of the name since, or the write created a name that
-    /// turned out taken; then syncs the store once. Answers how many were
-    /// written again. A name the host no longer accepts is left out with a
-    /// log line.
+    /// a deletion of the name since; then syncs the store once. Answers how
+    /// many were written again. A name the host no longer accepts is left
+    /// out with a log line. A copy written again is not taken as confirmed
+    /// (see `tombstones`): it is what the node had before it stopped.
+    /// (A create is written again over an older file too: the removal of
+    /// that file may be what the crash lost.)
     pub async fn replay(&self, writes: Vec<Journaled>) -> Result<usize, FileError> {
         if writes.is_empty() {
             return Ok(0);
@@ -320,10 +322,8 @@ impl Local {
             // The index's own entry: a file without a valid record may be
             // what the crash left of this very write.
             let kept = match self.plugins.entry(&name).await? {
-                Some(entry) if entry.blake3.is_some() => {
-                    entry.modified_ns > write.version_ns || (entry.modified_ns < write.version_ns && !write.overwrite)
-                }
-                _ => false,
+                Some(entry) => entry.blake3.is_some() && entry.modified_ns > write.version_ns,
+                None => false,
             };
             if deleted || kept {
                 continue;
@@ -332,10 +332,7 @@ impl Local {
             if !write.content.is_empty() {
                 upload.write(vec![write.content.clone()]).await?;
             }
-            let entry = upload.finish(Some(write.blake3)).await?;
-            let mut collected = Collected::for_cache(&self.cache);
-            collected.add(std::slice::from_ref(&write.content));
-            self.stored(&name, &entry, collected).await;
+            upload.finish(Some(write.blake3)).await?;
             replayed += 1;
         }
         let plugins = self.plugins.clone();

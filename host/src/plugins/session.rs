@@ -444,11 +444,19 @@ impl PluginHost {
         let result = result.map_err(|e| self.for_want_of_room(e));
         // Unfinished, the writer's destructor removes its temp files.
         self.release(&mut store, plugin, writer, &result);
-        if let (Err(_), Durable::Journaled(..)) = (&result, &durable)
-            && let (Some(journal), Some(version)) = (self.journal.get(), request.modified_ns)
-        {
-            journal.void(name, version);
-        }
+        let durable = match (&result, durable) {
+            // Whatever the plugin made visible before it failed is on disk
+            // (as the store's syncs would have made it), and the journal
+            // does not replay the write.
+            (Err(_), Durable::Journaled(lease)) => {
+                if let Err(e) = self.synced.sync() {
+                    tracing::warn!(file = name, "could not sync what a failed upload left: {e}");
+                }
+                lease.void();
+                Durable::Later
+            }
+            (_, durable) => durable,
+        };
         let entry = result?;
         self.index.stored(&entry);
         match durable {
