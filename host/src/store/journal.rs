@@ -302,13 +302,7 @@ impl Journal {
         let mut next = take_spare(&mut appending.spares, &mut appending.next_file, &self.dir)?;
         next.generation = appending.next_generation;
         appending.next_generation += 1;
-        let mut claimed = [0u8; HEADER];
-        claimed[4..12].copy_from_slice(&next.generation.to_le_bytes());
-        let claim = next
-            .file
-            .write_all_at(&claimed, 0)
-            .and_then(|()| rustix::fs::fdatasync(&*next.file).map_err(io::Error::from));
-        if let Err(e) = claim {
+        if let Err(e) = next.mark_empty() {
             appending.spares.push(next);
             return Err(e);
         }
@@ -409,13 +403,7 @@ impl Appending {
     fn retire(&mut self, segments: Vec<Segment>) -> io::Result<()> {
         let mut first_error = None;
         for segment in segments {
-            let mut cleared = [0u8; HEADER];
-            cleared[4..12].copy_from_slice(&segment.generation.to_le_bytes());
-            let done = segment
-                .file
-                .write_all_at(&cleared, 0)
-                .and_then(|()| rustix::fs::fdatasync(&*segment.file).map_err(io::Error::from));
-            match done {
+            match segment.mark_empty() {
                 Err(e) => {
                     first_error.get_or_insert(e);
                     self.sealed.push(segment);
@@ -425,6 +413,18 @@ impl Appending {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Segment {
+    /// Writes an empty first record holding the segment's generation, and
+    /// syncs it: nothing of the segment is read, and its generation is on
+    /// disk (generations only grow across restarts).
+    fn mark_empty(&self) -> io::Result<()> {
+        let mut empty = [0u8; HEADER];
+        empty[4..12].copy_from_slice(&self.generation.to_le_bytes());
+        self.file.write_all_at(&empty, 0)?;
+        rustix::fs::fdatasync(&*self.file).map_err(io::Error::from)
     }
 }
 
