@@ -325,7 +325,7 @@ async fn store(host: &Arc<PluginHost>, name: &FileName, sample: &Bytes, digest: 
     for piece in sample.chunks(256 << 10) {
         upload.write(vec![sample.slice_ref(piece)]).await.map_err(|e| e.to_string())?;
     }
-    let entry = upload.finish(Some(digest)).await.map_err(|e| e.to_string())?;
+    let entry = upload.finish(Some(digest)).await.map_err(|e| e.to_string())?.entry;
     if entry.size != sample.len() as u64 {
         return Err(format!("it reported {} bytes stored", entry.size));
     }

@@ -13,7 +13,7 @@
 //! (`--read-cache-mib`), evicted by S3-FIFO (`quick_cache`), and files over
 //! [`FILE_AT_MOST`] never go in.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::OnceLock;
 
@@ -78,6 +78,12 @@ impl ReadCache {
         found
     }
 
+    /// The content of the version hashed `digest`, if it is kept, not
+    /// counted as a read (nor made more likely to stay).
+    pub fn peek(&self, digest: &Digest) -> Option<Bytes> {
+        self.entries.as_ref()?.peek(digest)
+    }
+
     /// Keeps `content`, whose BLAKE3 hash (checked by the caller) is
     /// `digest`, if it is small enough. It is copied: a piece of a larger
     /// buffer (a request body's, a plugin stream's) would keep all of that
@@ -89,50 +95,6 @@ impl ReadCache {
         {
             entries.insert(digest, Bytes::copy_from_slice(&content));
         }
-    }
-
-    /// Whether anything is kept at all.
-    pub fn is_on(&self) -> bool {
-        self.entries.is_some()
-    }
-}
-
-/// The whole content of a write as it passes, while it is small enough to
-/// be kept (see [`ReadCache`]); given up at the first byte past that.
-pub struct Collected {
-    pieces: Option<Vec<Bytes>>,
-    size: u64,
-}
-
-impl Collected {
-    /// Collects for `cache` (nothing when it is off).
-    pub fn for_cache(cache: &ReadCache) -> Self {
-        Self { pieces: cache.is_on().then(Vec::new), size: 0 }
-    }
-
-    /// The next pieces of the content.
-    pub fn add(&mut self, pieces: &[Bytes]) {
-        let Some(kept) = &mut self.pieces else { return };
-        self.size += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
-        if self.size > FILE_AT_MOST {
-            self.pieces = None;
-        } else {
-            kept.extend(pieces.iter().cloned());
-        }
-    }
-
-    /// The whole content, if it stayed small (pieces of it joined: the
-    /// cache copies what it keeps anyway).
-    pub fn into_content(self) -> Option<Bytes> {
-        let mut pieces = self.pieces?;
-        if pieces.len() <= 1 {
-            return Some(pieces.pop().unwrap_or_default());
-        }
-        let mut whole = BytesMut::with_capacity(self.size as usize);
-        for piece in pieces {
-            whole.extend_from_slice(&piece);
-        }
-        Some(whole.freeze())
     }
 }
 
@@ -181,29 +143,16 @@ mod tests {
         assert!(kept > 0 && kept <= 64, "{kept} of 1000 files of 1 KiB kept in a budget of 64");
         assert_eq!(hits.get() as usize, kept);
         assert_eq!(misses.get() as usize, 1000 - kept);
+        // A peek is not a read.
+        let peeked = contents.iter().filter(|c| cache.peek(&digest_of(c)).is_some()).count();
+        assert_eq!(peeked, kept);
+        assert_eq!((hits.get() as usize, misses.get() as usize), (kept, 1000 - kept));
     }
 
     #[test]
-    fn a_cache_of_no_bytes_keeps_nothing_and_collects_nothing() {
+    fn a_cache_of_no_bytes_keeps_nothing() {
         let cache = ReadCache::new(0);
         cache.keep(digest_of(b"x"), Bytes::from_static(b"x"));
         assert_eq!(cache.get(&digest_of(b"x")), None);
-        let mut collected = Collected::for_cache(&cache);
-        collected.add(&[Bytes::from_static(b"x")]);
-        assert_eq!(collected.into_content(), None);
-    }
-
-    #[test]
-    fn a_write_is_collected_whole_while_it_stays_small() {
-        let cache = ReadCache::new(1 << 20);
-        let mut collected = Collected::for_cache(&cache);
-        collected.add(&[Bytes::from_static(b"ab"), Bytes::from_static(b"c")]);
-        collected.add(&[Bytes::from_static(b"de")]);
-        assert_eq!(collected.into_content().as_deref(), Some(&b"abcde"[..]));
-
-        let mut collected = Collected::for_cache(&cache);
-        collected.add(&[Bytes::from(vec![0u8; FILE_AT_MOST as usize])]);
-        collected.add(&[Bytes::from_static(b"one past")]);
-        assert_eq!(collected.into_content(), None);
     }
 }

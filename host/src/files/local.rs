@@ -9,14 +9,14 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 
-use super::cache::{Collected, ReadCache};
+use super::cache::ReadCache;
 use super::error::FileError;
 use super::gather::Gather;
 use super::known::Known;
 use super::network::NodeListing;
 use super::tombstones::Tombstones;
 use crate::integrity::Digest;
-use crate::plugins::{DownloadHandle, FileEntry, Listing, PluginError, PluginHost, PluginKind, Refusal};
+use crate::plugins::{DownloadHandle, FileEntry, Finished, Listing, PluginError, PluginHost, PluginKind, Refusal};
 use crate::store::FileName;
 use crate::store::digest::{KeyRange, Plan, Sum};
 use crate::store::journal::Journaled;
@@ -252,14 +252,9 @@ impl Local {
         let mut upload = self.plugins.upload(write.name, write.overwrite, write.modified_ns).await?;
         let body = std::pin::pin!(body);
         let mut body = Gather::new(body, self.chunk_bytes, write.limit);
-        let mut collected = Collected::for_cache(&self.cache);
         while let Some(batch) = body.next().await {
             match batch {
-                Ok(batch) => {
-                    let pieces = batch.into_pieces();
-                    collected.add(&pieces);
-                    upload.write(pieces).await?
-                }
+                Ok(batch) => upload.write(batch.into_pieces()).await?,
                 Err(e) => {
                     upload.abort().await;
                     return Err(e);
@@ -277,17 +272,18 @@ impl Local {
                 }
             },
         };
-        let entry = upload.finish(expected).await?;
-        self.stored(write.name, &entry, collected).await;
-        Ok(entry)
+        let finished = upload.finish(expected).await?;
+        self.stored(write.name, &finished).await;
+        Ok(finished.entry)
     }
 
     /// A version of `name` is stored here: older tombstones go, it needs no
-    /// confirming, and its content is kept in memory if it is small (what
-    /// was `collected` as it was written, hashed to the entry's hash).
-    pub async fn stored(&self, name: &FileName, entry: &FileEntry, collected: Collected) {
-        if let (Some(digest), Some(content)) = (entry.blake3, collected.into_content()) {
-            self.cache.keep(digest, content);
+    /// confirming, and its content is kept in memory if it is small (as the
+    /// upload handed it over, hashed to the entry's hash).
+    pub async fn stored(&self, name: &FileName, finished: &Finished) {
+        let entry = &finished.entry;
+        if let (Some(digest), Some(content)) = (entry.blake3, &finished.small) {
+            self.cache.keep(digest, content.clone());
         }
         self.tombstones.confirm(name.as_str());
         if let Err(e) = self.tombstones.clear_before(name, entry.modified_ns).await {

@@ -21,7 +21,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_util::task::TaskTracker;
 
-use super::cache::Collected;
 use super::error::{ErrorKind, FileError};
 use super::gather::{Batch, Gather};
 use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
@@ -310,17 +309,17 @@ impl Writer {
 
         let body = std::pin::pin!(body);
         let mut body = Gather::new(body, self.chunk_bytes, self.max_upload_bytes);
-        let mut collected = Collected::for_cache(self.local.cache());
         while let Some(batch) = body.next().await {
             match batch {
-                Ok(batch) => fan_out(&mut local, &mut copies, batch, &mut collected).await?,
+                Ok(batch) => fan_out(&mut local, &mut copies, batch).await?,
                 Err(e) => return Err(abandon(local, e).await),
             }
         }
         // Dropped unfinished, the copies end without their commit and every
         // holder discards what it got.
-        let entry = local.finish(None).await?;
-        self.local.stored(name, &entry, collected).await;
+        let finished = local.finish(None).await?;
+        self.local.stored(name, &finished).await;
+        let entry = finished.entry;
         let root = entry.blake3.expect("the host hashed what it wrote");
 
         let copies_wanted = 1 + replicas.min(candidates.len());
@@ -418,6 +417,13 @@ impl Writer {
     /// This node's copy of version `version_ns` of `name`, whole (for small
     /// files only), if it has that version.
     async fn small_content(&self, name: &FileName, version_ns: u64) -> Option<Vec<u8>> {
+        // Kept in memory since it was written, most likely.
+        if let Ok(Some(entry)) = self.local.entry(name).await
+            && entry.modified_ns == version_ns
+            && let Some(kept) = entry.blake3.and_then(|digest| self.local.cache().peek(&digest))
+        {
+            return Some(kept.to_vec());
+        }
         let handle = self.local.open(name).await.ok()??;
         if handle.entry().modified_ns != version_ns || handle.entry().size > INLINE_MAX {
             return None;
@@ -536,23 +542,15 @@ impl Writer {
     }
 }
 
-/// Writes `batch` here (`collected` for the read cache) and sends it to
-/// every copy still streaming.
-async fn fan_out(
-    local: &mut UploadHandle,
-    copies: &mut [Box<dyn CopySink>],
-    batch: Batch,
-    collected: &mut Collected,
-) -> Result<(), FileError> {
+/// Writes `batch` here and sends it to every copy still streaming.
+async fn fan_out(local: &mut UploadHandle, copies: &mut [Box<dyn CopySink>], batch: Batch) -> Result<(), FileError> {
     if !copies.is_empty() {
         let chunk = batch.to_bytes();
         for copy in copies.iter_mut() {
             copy.send(chunk.clone()).await;
         }
     }
-    let pieces = batch.into_pieces();
-    collected.add(&pieces);
-    local.write(pieces).await?;
+    local.write(batch.into_pieces()).await?;
     Ok(())
 }
 

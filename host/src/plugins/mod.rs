@@ -55,7 +55,7 @@ pub use http::CONCURRENT_REQUESTS as HTTP_REQUESTS_AT_ONCE;
 pub use load::{Description, describe};
 pub use manifest::{Grant, Manifest, StoreAccess};
 pub use registry::{PluginStatus, Source};
-pub use session::{DownloadHandle, UploadHandle};
+pub use session::{DownloadHandle, Finished, UploadHandle};
 pub use store_index::{Listing, Lookup};
 
 /// The behaviours a plugin can provide; read from what the component exports.

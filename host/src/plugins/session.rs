@@ -817,19 +817,19 @@ impl UploadHandle {
     /// makes it visible, and the commit before this answers; both syncs are
     /// shared with the uploads finishing at the same time) and returns the stored file's entry. With `expected`, a content whose
     /// hash differs is discarded instead ([`PluginError::Corrupt`]).
-    pub async fn finish(mut self, expected: Option<Digest>) -> Result<FileEntry, PluginError> {
+    pub async fn finish(mut self, expected: Option<Digest>) -> Result<Finished, PluginError> {
+        let small = self.small.take().map(|pieces| match pieces.as_slice() {
+            [one] => one.clone(),
+            pieces => Bytes::from(pieces.concat()),
+        });
         if let Some(chunks) = self.chunks.take() {
             let size = self.tree.size();
             let root = std::mem::take(&mut self.tree).finish(&mut self.cvs);
             let cvs = Bytes::from(std::mem::take(&mut self.cvs));
-            let small = self.small.take().map(|pieces| match pieces.as_slice() {
-                [one] => one.clone(),
-                pieces => Bytes::from(pieces.concat()),
-            });
-            let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected, small }).await;
+            let _ = chunks.send(UploadMsg::Finish { size, root, cvs, expected, small: small.clone() }).await;
         }
         match (&mut self.done).await {
-            Ok(done) => done,
+            Ok(done) => done.map(|entry| Finished { entry, small }),
             Err(_) => Err(session_lost(PluginKind::Upload).await),
         }
     }
@@ -839,6 +839,14 @@ impl UploadHandle {
         self.chunks = None;
         let _ = self.done.await;
     }
+}
+
+/// A finished upload.
+pub struct Finished {
+    /// The stored file's entry.
+    pub entry: FileEntry,
+    /// Its whole content, when it is small (at most `CONTENT_AT_MOST`).
+    pub small: Option<Bytes>,
 }
 
 /// An open file on the download plugin.
