@@ -114,6 +114,9 @@ pub const DEFAULT_PLUGINS: &str = "plugins";
 
 /// Most copies of a file a node keeps or is asked to make (k).
 pub const MAX_REPLICAS: usize = 16;
+/// Linear memory a plugin instance may grow to unless its limits say
+/// otherwise (`--plugin-memory-mib`).
+pub const DEFAULT_PLUGIN_MEMORY_BYTES: usize = 64 << 20;
 /// How long a tombstone is kept once every holder has it: 7 days.
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -149,7 +152,7 @@ impl Default for PluginLimits {
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_secs(30),
-            memory_bytes: 64 << 20,
+            memory_bytes: DEFAULT_PLUGIN_MEMORY_BYTES,
             chunk_bytes: 256 << 10,
             pooling: true,
             instances_at_once: 4096,

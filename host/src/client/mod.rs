@@ -17,6 +17,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::store::url_segment as encode;
+
 pub use menu::run as menu;
 pub use transfer::{GetOptions, PutOptions};
 
@@ -320,16 +322,6 @@ fn checked(name: &str) -> Result<&str, ClientError> {
     crate::store::FileName::parse(name)
         .map_err(|e| ClientError::Invalid(format!("{name:?} is not a file name: {e}")))?;
     Ok(name)
-}
-
-/// What stays as it is in one path segment of a URL: RFC 3986's
-/// unreserved characters.
-const UNRESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// A name as one path segment of a URL.
-fn encode(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, UNRESERVED).to_string()
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

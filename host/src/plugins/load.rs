@@ -230,7 +230,8 @@ pub struct Description {
 /// Compiles `bytes` on a fresh engine and describes the component; fails
 /// when they are not a WebAssembly component.
 pub fn describe(bytes: &[u8]) -> Result<Description, String> {
-    let engine = super::engine::new_engine(false, 64 << 20, 1).map_err(|e| format!("wasmtime engine: {e:#}"))?;
+    let memory = crate::config::DEFAULT_PLUGIN_MEMORY_BYTES;
+    let engine = super::engine::new_engine(false, memory, 1).map_err(|e| format!("wasmtime engine: {e:#}"))?;
     let component = Component::from_binary(&engine, bytes)
         .map_err(|e| format!("not a WebAssembly component: {}", root_cause(&e)))?;
     let kind = kind_of(&engine, &component);

@@ -158,7 +158,7 @@ pub async fn upload(
         return Err(ApiError::too_large(limit));
     }
     let stored = app.files.put(&name, query.overwrite, body.into_data_stream()).await?;
-    let location = format!("/files/{}", percent_encode(name.as_str()));
+    let location = format!("/files/{}", crate::store::url_segment(name.as_str()));
     let mut response = (StatusCode::CREATED, Json(EntryJson::from(stored))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -244,14 +244,4 @@ pub async fn download(
 
 fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text())
-}
-
-/// Percent-encodes everything but unreserved characters, for `Location`.
-fn percent_encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

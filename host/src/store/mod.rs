@@ -31,7 +31,7 @@ pub mod sync;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use name::{FileName, MAX_NAME_BYTES, NameError};
+pub use name::{FileName, MAX_NAME_BYTES, NameError, url_segment};
 
 /// What plugins see, under `<data>/store/`.
 const STORE_FOLDERS: [&str; 4] = ["files", "meta", "outboard", "tmp"];

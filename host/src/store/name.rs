@@ -5,6 +5,17 @@ use std::fmt;
 /// Most bytes of UTF-8 in a name, as on common file systems.
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// What stays as it is in one path segment of a URL: RFC 3986's
+/// unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `text` (a name, a prefix) as one path segment or query value of a URL,
+/// percent-encoded.
+pub fn url_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
 /// A name that is safe as one path segment of the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileName(String);
