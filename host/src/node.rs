@@ -245,9 +245,6 @@ pub async fn run(
     Ok(())
 }
 
-/// A node gone again within this window does not wake the repair again.
-const WAKE_AGAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Wakes the repair loop whenever this node sees another leave or stop
 /// answering (the RabbitMQ bridge wakes it for what other nodes see).
 fn spawn_repair_on_departures(
@@ -266,7 +263,7 @@ fn spawn_repair_on_departures(
                     // A merged ring holds files placed while it was split.
                     Ok(RingChange::Left(node) | RingChange::Suspected(node) | RingChange::Reunited(node)) => {
                         let now = tokio::time::Instant::now();
-                        if woken_for.get(&node.addr).is_none_or(|at| now.duration_since(*at) > WAKE_AGAIN) {
+                        if woken_for.get(&node.addr).is_none_or(|at| now.duration_since(*at) > crate::chord::SAME_DEPARTURE_WITHIN) {
                             woken_for.insert(node.addr, now);
                             files.repairer().wake();
                         }

@@ -23,3 +23,7 @@ pub use node::{
     Unreachable, WALK_LIMIT,
 };
 pub use table::{NodeRef, RoutingTable, Step, merged_successors};
+
+/// A node seen gone again within this window is the same departure: the
+/// repair it wakes and the event announcing it are not repeated.
+pub const SAME_DEPARTURE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

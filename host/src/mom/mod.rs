@@ -54,8 +54,6 @@ const PREFETCH: u16 = 4;
 /// Pause before a failed hand-off is retried the first time (it doubles
 /// with each delivery, up to 30 s).
 pub const RETRY_FIRST: Duration = Duration::from_millis(500);
-/// A node suspected again within this window is not announced again.
-const SUSPECTED_AGAIN: Duration = Duration::from_secs(10);
 /// Pauses between connection attempts.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -241,7 +239,7 @@ impl Bridge {
             };
             if let What::NodeSuspected { addr } = &what {
                 let now = tokio::time::Instant::now();
-                if suspected.get(addr).is_some_and(|at| now.duration_since(*at) < SUSPECTED_AGAIN) {
+                if suspected.get(addr).is_some_and(|at| now.duration_since(*at) < crate::chord::SAME_DEPARTURE_WITHIN) {
                     continue;
                 }
                 suspected.insert(addr.clone(), now);
