@@ -813,10 +813,14 @@ impl UploadHandle {
         }
     }
 
-    /// Commits the upload (durably: the content is synced before the plugin
-    /// makes it visible, and the commit before this answers; both syncs are
-    /// shared with the uploads finishing at the same time) and returns the stored file's entry. With `expected`, a content whose
-    /// hash differs is discarded instead ([`PluginError::Corrupt`]).
+    /// Commits the upload and returns the stored file's entry, with its
+    /// content when it is small. Durably: the content is synced before the
+    /// plugin makes it visible and the commit before this answers (syncs
+    /// shared with the uploads finishing at the same time), or, for a small
+    /// file of a given version, the content is in the journal before the
+    /// plugin makes it visible (see `store::journal`). With `expected`, a
+    /// content whose hash differs is discarded instead
+    /// ([`PluginError::Corrupt`]).
     pub async fn finish(mut self, expected: Option<Digest>) -> Result<Finished, PluginError> {
         let small = self.small.take().map(|pieces| match pieces.as_slice() {
             [one] => one.clone(),

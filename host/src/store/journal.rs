@@ -162,11 +162,13 @@ impl Drop for Lease<'_> {
         let mut held = self.journal.lock_held();
         if let Some(count) = held.get_mut(&self.at.generation) {
             *count -= 1;
+            // Only the last write of a segment can end a checkpoint's wait
+            // (a wake-up costs a system call, waiters or not).
             if *count == 0 {
                 held.remove(&self.at.generation);
+                self.journal.released.notify_all();
             }
         }
-        self.journal.released.notify_all();
     }
 }
 
