@@ -11,7 +11,10 @@
 #
 # Prints each side's PUT rate, the rate of its last tenth of files against
 # its first tenth (a rate that falls as the store fills is a cost that grows
-# with the number of files), and its GET rate, with ratios to nginx.
+# with the number of files), and its GET rate, with ratios to nginx. Then a
+# mixed load on nginx and on the k = 3 ring: 32 clients for 30 s, half PUTs
+# of new files, half GETs of 2,000 files written first: operations per
+# second and each kind's p50 and p99 latency.
 # Usage: scripts/bench-small-files.sh [FILES] [SIZE]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,6 +80,15 @@ measure nginx "http://127.0.0.1:$nginx_port/small/"
 measure k1 "http://$a/files/"
 measure k1nocache "http://$b/files/"
 measure k3 "http://$c/files/,http://$d/files/,http://$e/files/"
+# The mixed load: 32 clients, half PUTs of new files and half GETs of
+# 2,000 files written first, for 30 s.
+mixed() { # label base-urls
+  echo "$1: mixed load, 32 clients, 30 s" >&2
+  sync
+  "$client" --base "$2" --files 2000 --size "$size" --clients 32 --prefix "$1" --mixed 30 | tee "$work/$1.json" >&2
+}
+mixed nginxmixed "http://127.0.0.1:$nginx_port/small/"
+mixed k3mixed "http://$c/files/,http://$d/files/,http://$e/files/"
 
 python3 - "$work" <<'PY'
 import json, sys
@@ -91,4 +103,11 @@ for k, label in rows:
     x = r[k]
     print(f"{label:26} {x['put_per_s']:9.0f} {x['put_per_s']/n['put_per_s']:8.2f}x "
           f"{x['put_last_tenth_per_s']/x['put_first_tenth_per_s']:16.2f}x {x['get_per_s']:9.0f} {x['get_per_s']/n['get_per_s']:8.2f}x")
+m = {k: json.load(open(f"{work}/{k}.json")) for k in ("nginxmixed", "k3mixed")}
+print("\nmixed load: 32 clients, half PUTs of new files, half GETs, 30 s")
+print(f"{'':26} {'ops/s':>9} {'vs nginx':>9} {'PUT p50':>9} {'PUT p99':>9} {'GET p50':>9} {'GET p99':>9}")
+for k, label in (("nginxmixed", "nginx WebDAV"), ("k3mixed", "ringshare k = 3 (3 nodes)")):
+    x = m[k]
+    print(f"{label:26} {x['mixed_ops_per_s']:9.0f} {x['mixed_ops_per_s']/m['nginxmixed']['mixed_ops_per_s']:8.2f}x "
+          f"{x['mixed_put_p50_ms']:7.1f}ms {x['mixed_put_p99_ms']:7.1f}ms {x['mixed_get_p50_ms']:7.1f}ms {x['mixed_get_p99_ms']:7.1f}ms")
 PY

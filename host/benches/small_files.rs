@@ -7,7 +7,12 @@
 //! `GET {base}{name}` (ringshare's `/files/`, nginx WebDAV).
 //!
 //!   cargo bench --bench small_files -- --base URL[,URL...] [--files N]
-//!       [--clients C] [--size BYTES] [--prefix P]
+//!       [--clients C] [--size BYTES] [--prefix P] [--mixed SECONDS]
+//!
+//! With `--mixed`, the clients then run a mixed load for that long: each
+//! request is a PUT of a new file or a GET of one already written, half and
+//! half; the JSON line adds the operations per second and the p50 and p99
+//! latency of each kind.
 
 use std::time::{Duration, Instant};
 
@@ -19,10 +24,12 @@ struct Args {
     clients: usize,
     size: usize,
     prefix: String,
+    mixed: u64,
 }
 
 fn args() -> Args {
-    let mut parsed = Args { bases: Vec::new(), files: 20_000, clients: 8, size: 1024, prefix: "small".into() };
+    let mut parsed =
+        Args { bases: Vec::new(), files: 20_000, clients: 8, size: 1024, prefix: "small".into(), mixed: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -32,6 +39,7 @@ fn args() -> Args {
             "--clients" => parsed.clients = value().parse().expect("--clients C"),
             "--size" => parsed.size = value().parse().expect("--size BYTES"),
             "--prefix" => parsed.prefix = value(),
+            "--mixed" => parsed.mixed = value().parse().expect("--mixed SECONDS"),
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -98,8 +106,66 @@ async fn main() {
         outcome.unwrap_or_else(|e| panic!("{e}"));
     }
     let get_rate = args.files as f64 / started.elapsed().as_secs_f64();
+    let mixed = if args.mixed > 0 { mixed(&args, &http).await } else { String::new() };
     println!(
-        "{{\"files\":{},\"clients\":{},\"size\":{},\"put_per_s\":{put_rate:.1},\"put_first_tenth_per_s\":{first:.1},\"put_last_tenth_per_s\":{last:.1},\"get_per_s\":{get_rate:.1}}}",
+        "{{\"files\":{},\"clients\":{},\"size\":{},\"put_per_s\":{put_rate:.1},\"put_first_tenth_per_s\":{first:.1},\"put_last_tenth_per_s\":{last:.1},\"get_per_s\":{get_rate:.1}{mixed}}}",
         args.files, args.clients, args.size
     );
+}
+
+/// The mixed load (see the module's notes): JSON fields to add.
+async fn mixed(args: &Args, http: &reqwest::Client) -> String {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.mixed);
+    let clients = (0..args.clients).map(|client| {
+        let (http, bases, prefix, size, files) =
+            (http.clone(), args.bases.clone(), args.prefix.clone(), args.size, args.files);
+        tokio::spawn(async move {
+            // (is a PUT, latency) of each request, bounded by the deadline.
+            let mut took: Vec<(bool, Duration)> = Vec::new();
+            let mut state = client as u64 * 2_654_435_761 + 1;
+            let mut n = 0;
+            while Instant::now() < deadline {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let pick = (state >> 33) as usize;
+                let base = &bases[(pick / 2) % bases.len()];
+                let at = Instant::now();
+                if pick % 2 == 0 {
+                    n += 1;
+                    let url = format!("{base}{prefix}-mixed-{client}-{n}");
+                    let answer = http.put(&url).body(body(client * 1_000_000 + n, size)).send().await;
+                    let answer = answer.unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+                    assert!(answer.status().is_success(), "PUT {url}: {}", answer.status());
+                    took.push((true, at.elapsed()));
+                } else {
+                    let i = (pick / 2) % files;
+                    let url = format!("{}{prefix}-{i:06}", bases[i % bases.len()]);
+                    let answer = http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    let status = answer.status();
+                    let got = answer.bytes().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    assert!(status.is_success() && got[..] == body(i, size)[..], "GET {url}: {status}");
+                    took.push((false, at.elapsed()));
+                }
+            }
+            took
+        })
+    });
+    let mut took = Vec::new();
+    for client in clients.collect::<Vec<_>>() {
+        took.extend(client.await.expect("a client"));
+    }
+    let ops = took.len() as f64 / started.elapsed().as_secs_f64();
+    let quantiles = |put: bool| {
+        let mut kind: Vec<Duration> = took.iter().filter(|(p, _)| *p == put).map(|(_, d)| *d).collect();
+        kind.sort();
+        let at = |q: f64| {
+            kind.get(((kind.len() as f64 * q) as usize).min(kind.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        (at(0.5), at(0.99))
+    };
+    let ((put50, put99), (get50, get99)) = (quantiles(true), quantiles(false));
+    format!(
+        ",\"mixed_ops_per_s\":{ops:.1},\"mixed_put_p50_ms\":{put50:.1},\"mixed_put_p99_ms\":{put99:.1},\"mixed_get_p50_ms\":{get50:.1},\"mixed_get_p99_ms\":{get99:.1}"
+    )
 }
