@@ -148,6 +148,10 @@ async fn joining_something_that_is_not_a_ringshare_node_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_a_ring_of_another_cluster_fails_clearly() {
     let theirs = NodeSetup::default().start().await; // the shared test cluster's CA
+    // Serving before the stranger tries: a node still starting (on a busy
+    // machine) leaves the handshake unanswered, which says nothing of
+    // certificates.
+    wait_converged(std::slice::from_ref(&theirs)).await;
     let other = ringshare_tests::Cluster::new();
     let setup = NodeSetup {
         join: Some(theirs.addr.clone()),
