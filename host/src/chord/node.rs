@@ -185,8 +185,15 @@ pub trait Transport: Send + Sync + 'static {
     fn neighbours(&self, to: &NodeRef) -> impl Future<Output = Result<Neighbours, Unreachable>> + Send;
     /// Tells `to` that `me` believes it is `to`'s predecessor.
     fn notify(&self, to: &NodeRef, me: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send;
-    /// Whether `to` is alive.
+    /// Whether `to` is alive, asked whatever the failure detector thinks
+    /// of it (the probe of lost nodes finds out this way that they are back).
     fn ping(&self, to: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send;
+    /// Whether `to` is alive, for a lookup about to answer with it: unlike
+    /// [`Transport::ping`], a transport with a failure detector may answer
+    /// from what it heard lately, and gives up once it suspects `to`.
+    fn answers(&self, to: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send {
+        self.ping(to)
+    }
     /// Tells `to` that `leaver` is leaving, with the leaver's neighbours.
     fn leaving(
         &self,
@@ -530,7 +537,7 @@ impl<T: Transport> ChordNode<T> {
 
     async fn alive(&self, node: &NodeRef) -> bool {
         let me = self.table().me().id;
-        node.id == me || (!self.transport.suspected(node) && self.transport.ping(node).await.is_ok())
+        node.id == me || (!self.transport.suspected(node) && self.transport.answers(node).await.is_ok())
     }
 
     /// The node responsible for `key` and the number of remote hops taken.

@@ -166,11 +166,19 @@ impl Transport for GrpcTransport {
             _ => return Err(Unreachable(to.addr.clone())),
         };
         self.channels.health().heard(&to.addr);
-        // Another node now answering on that address is not the node asked for.
-        if reply.id != to.id.0 {
-            return Err(Unreachable(to.addr.clone()));
+        same_node(to, &reply)
+    }
+
+    async fn answers(&self, to: &NodeRef) -> Result<(), Unreachable> {
+        // A peer that answered within the last heartbeat is taken as alive
+        // without a call; one cut off is given up on once it is suspected
+        // (about a second), not after the call's timeout.
+        if self.channels.health().heard_within(&to.addr, super::health::HEARTBEAT) {
+            return Ok(());
         }
-        Ok(())
+        let mut client = self.client(&to.addr)?;
+        let reply = self.within(to, client.ping(self.timed(pb::Empty {}))).await?;
+        same_node(to, &reply)
     }
 
     async fn leaving(&self, to: &NodeRef, leaver: &NodeRef, neighbours: Neighbours) -> Result<(), Unreachable> {
@@ -193,4 +201,10 @@ impl Transport for GrpcTransport {
         let mut client = self.client(&to.addr)?;
         self.within(to, client.merge(self.timed(request))).await.map(drop)
     }
+}
+
+/// Whether the node that answered a ping on `to`'s address is `to` (another
+/// node now answering there is not the node asked for).
+fn same_node(to: &NodeRef, reply: &pb::Node) -> Result<(), Unreachable> {
+    if reply.id == to.id.0 { Ok(()) } else { Err(Unreachable(to.addr.clone())) }
 }
