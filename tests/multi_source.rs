@@ -23,7 +23,11 @@ async fn ring_with_file_held_away(size: usize) -> (Hosts, Vec<TestNode>, String,
     let nodes = ring_on(&hosts, &write_token(tokens.path(), TOKEN), |_| NodeSetup::default()).await;
     let name = name_held_away_from(&nodes[0], &[nodes[0].addr.as_str()], "spread").await;
     let data = pattern(size as u64, size);
-    let put = client().put(nodes[0].at(&format!("/files/{name}"))).bearer_auth(TOKEN).body(data.clone());
+    let put = client()
+        .put(nodes[0].at(&format!("/files/{name}")))
+        .bearer_auth(TOKEN)
+        .body(data.clone())
+        .timeout(Duration::from_secs(120));
     assert_eq!(put.send().await.unwrap().status(), StatusCode::CREATED, "upload {name}");
     let holders: Vec<usize> = placement(&nodes[0], &name)
         .await

@@ -11,17 +11,37 @@ use ringshare_tests::{NodeSetup, TestNode, client, eventually_within, pattern, p
 /// The write token of the test's nodes: the test's requests do not come
 /// from loopback, so without one they could only read.
 const TOKEN: &str = "partition-test-token";
+/// The longest any one request of the test may take.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Uploads `data` as `name` through `via`: whether it was acknowledged.
 async fn upload(via: &TestNode, name: &str, data: &[u8]) -> bool {
-    let answer = client().put(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).body(data.to_vec()).send().await;
+    let put = client().put(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).body(data.to_vec());
+    let answer = put.timeout(CALL_LIMIT).send().await;
     answer.is_ok_and(|a| a.status() == StatusCode::CREATED)
 }
 
 /// Deletes `name` through `via`: whether it was acknowledged.
 async fn delete(via: &TestNode, name: &str) -> bool {
-    let answer = client().delete(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).send().await;
+    let answer = client().delete(via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).timeout(CALL_LIMIT).send().await;
     answer.is_ok_and(|a| a.status().is_success())
+}
+
+/// The status of `method` on `name` through `via`.
+async fn status_of(via: &TestNode, method: reqwest::Method, name: &str) -> StatusCode {
+    let call = client().request(method, via.at(&format!("/files/{name}"))).bearer_auth(TOKEN).timeout(CALL_LIMIT);
+    call.send().await.unwrap_or_else(|e| panic!("{name} via {}: {e}", via.addr)).status()
+}
+
+/// Each node's own copies (`GET /files`, this node's store): name → size.
+async fn local_copies(node: &TestNode) -> Result<BTreeMap<String, u64>, String> {
+    let answer = client().get(node.at("/files")).timeout(CALL_LIMIT).send().await.map_err(|e| e.to_string())?;
+    let entries: serde_json::Value = answer.json().await.map_err(|e| e.to_string())?;
+    let entries = entries.as_array().ok_or_else(|| format!("{} listed {entries}", node.addr))?;
+    Ok(entries
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap_or_default().to_owned(), e["size"].as_u64().unwrap_or(0)))
+        .collect())
 }
 
 /// What `name` reads as through `node`: its bytes, or the status.
@@ -59,9 +79,11 @@ enum Sides {
 }
 
 /// Six nodes on six hosts split 3|3 for `split` while both sides take
-/// uploads, deletes and an overwrite of the same name; then the network
-/// heals. Within 60 s: one ring of six, every acknowledged upload
-/// byte-identical from every node, every acknowledged delete gone
+/// uploads, deletes and an overwrite of the same name; uploads through
+/// every node at the moment of the cut, while the split is being detected,
+/// are acknowledged all the same. Then the network heals. Within 60 s: one
+/// ring of six, every acknowledged upload byte-identical from every node
+/// and held by each of its k holders, every acknowledged delete gone
 /// everywhere, and the overwrite's winner the same everywhere.
 async fn split_and_heal(split: Duration, sides: Sides) {
     let (hosts, tokens) = (Hosts::new(6), tempfile::tempdir().unwrap());
@@ -104,6 +126,18 @@ async fn split_and_heal(split: Duration, sides: Sides) {
     let (near, far) = nodes.split_at(3);
     let split_at = Instant::now();
     hosts.split(&far_hosts);
+    // Writes stay available while the split is being detected: uploads
+    // through every node, started as the link goes, are acknowledged (on
+    // the next live nodes when their holders are across the cut).
+    let at_the_cut = nodes.iter().enumerate().map(|(i, via)| async move {
+        let (name, data) = (format!("at-the-cut-{i}"), pattern(200 + i as u64, 1_024 + i * 100));
+        let acknowledged = upload(via, &name, &data).await;
+        (name, data, acknowledged, via.addr.clone())
+    });
+    for (name, data, acknowledged, via) in futures_util::future::join_all(at_the_cut).await {
+        assert!(acknowledged, "{name}, uploaded via {via} as the network split, was not acknowledged");
+        expected.insert(name, data);
+    }
     wait_converged_within(Duration::from_secs(30), near).await;
     wait_converged_within(Duration::from_secs(30), far).await;
 
@@ -111,12 +145,11 @@ async fn split_and_heal(split: Duration, sides: Sides) {
     // never 404, for a read and for a delete (which is recorded all the
     // same, and applies once the sides meet again).
     for (via, far_held) in near.iter().flat_map(|via| far_held.as_ref().map(|name| (via, name))) {
-        let status = client().get(via.at(&format!("/files/{far_held}"))).send().await.unwrap().status();
+        let status = status_of(via, reqwest::Method::GET, far_held).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "reading {far_held} via {}", via.addr);
     }
     if let Some(far_held) = far_held {
-        let url = near[0].at(&format!("/files/{far_held}"));
-        let status = client().delete(url).bearer_auth(TOKEN).send().await.unwrap().status();
+        let status = status_of(&near[0], reqwest::Method::DELETE, &far_held).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "deleting {far_held} beyond the split");
         deleted.push(far_held);
     }
@@ -165,10 +198,32 @@ async fn split_and_heal(split: Duration, sides: Sides) {
         Ok(())
     })
     .await;
+    let everywhere = healed_at.elapsed();
+    // And each file is on its k holders (as the healed ring places it), the
+    // deleted ones on none: reads alone would pass with one copy.
+    eventually_within(Duration::from_secs(60).saturating_sub(everywhere), "every file is on its k holders", || async {
+        let mut copies = BTreeMap::new();
+        for node in &nodes {
+            copies.insert(node.addr.clone(), local_copies(node).await?);
+        }
+        for (name, data) in &expected {
+            for holder in placement(&nodes[0], name).await {
+                if copies[&holder].get(name) != Some(&(data.len() as u64)) {
+                    return Err(format!("{holder} holds no copy of {name} of {} bytes", data.len()));
+                }
+            }
+        }
+        match copies.iter().find_map(|(node, held)| deleted.iter().find(|d| held.contains_key(*d)).map(|d| (node, d))) {
+            Some((node, name)) => Err(format!("{node} still holds deleted {name}")),
+            None => Ok(()),
+        }
+    })
+    .await;
     eprintln!(
-        "split of {} s: one ring {:.1} s after the heal, every file in place after {:.1} s",
+        "split of {} s: one ring {:.1} s after the heal, every file served everywhere after {:.1} s, on its k holders after {:.1} s",
         split.as_secs(),
         one_ring.as_secs_f64(),
+        everywhere.as_secs_f64(),
         healed_at.elapsed().as_secs_f64()
     );
 }

@@ -130,7 +130,7 @@ async fn mixed(args: &Args, http: &reqwest::Client) -> String {
                 let pick = (state >> 33) as usize;
                 let base = &bases[(pick / 2) % bases.len()];
                 let at = Instant::now();
-                if pick % 2 == 0 {
+                if pick.is_multiple_of(2) {
                     n += 1;
                     let url = format!("{base}{prefix}-mixed-{client}-{n}");
                     let answer = http.put(&url).body(body(client * 1_000_000 + n, size)).send().await;

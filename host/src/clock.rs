@@ -104,13 +104,24 @@ pub struct Offsets {
     measured: Mutex<Vec<Measured>>,
     /// Whether this node's wall clock agrees with its peers'.
     in_step: AtomicBool,
+    /// Whether it was judged since [`Offsets::judge_first`] (a node that
+    /// joins a ring trusts its clock only once it is measured).
+    judged: AtomicBool,
+    /// Woken when it is judged.
+    judgement: tokio::sync::Notify,
     /// The last verdict.
     last: Mutex<Option<Verdict>>,
 }
 
 impl Default for Offsets {
     fn default() -> Self {
-        Self { measured: Mutex::default(), in_step: AtomicBool::new(true), last: Mutex::default() }
+        Self {
+            measured: Mutex::default(),
+            in_step: AtomicBool::new(true),
+            judged: AtomicBool::new(true),
+            judgement: tokio::sync::Notify::new(),
+            last: Mutex::default(),
+        }
     }
 }
 
@@ -132,7 +143,31 @@ impl Offsets {
     /// Whether this node's clock agrees with its peers' (as last judged):
     /// if not, it takes no writes.
     pub fn trusted(&self) -> bool {
-        self.in_step.load(Ordering::Relaxed)
+        self.judged() && self.in_step.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node's clock was judged since [`Offsets::judge_first`].
+    pub fn judged(&self) -> bool {
+        self.judged.load(Ordering::Relaxed)
+    }
+
+    /// Trusts this node's clock only once [`Offsets::judge`] has run: a
+    /// node that joins a ring takes no writes before its clock is measured
+    /// against its new neighbours' (its first check runs as it joins).
+    pub fn judge_first(&self) {
+        self.judged.store(false, Ordering::Relaxed);
+    }
+
+    /// Waits up to `limit` for this node's clock to be judged (at once if it
+    /// was): whether it was.
+    pub async fn judged_within(&self, limit: std::time::Duration) -> bool {
+        let judgement = self.judgement.notified();
+        tokio::pin!(judgement);
+        judgement.as_mut().enable();
+        if self.judged() {
+            return true;
+        }
+        tokio::time::timeout(limit, judgement).await.is_ok() || self.judged()
     }
 
     /// The last verdict, if any peer was measured yet.
@@ -168,6 +203,8 @@ impl Offsets {
         let verdict = Verdict { median_offset_ms, peers: offsets.len(), off, in_step: off * 2 <= offsets.len() };
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
         let was = self.in_step.swap(verdict.in_step, Ordering::Relaxed);
+        self.judged.store(true, Ordering::Relaxed);
+        self.judgement.notify_waiters();
         if was && !verdict.in_step {
             tracing::error!(
                 median_offset_ms,
@@ -233,5 +270,23 @@ mod tests {
         // A measurement of the same peer replaces the last.
         good.record("fast", now, now, now);
         assert_eq!(good.judge().off, 0);
+    }
+
+    #[tokio::test]
+    async fn a_node_told_to_judge_first_trusts_its_clock_only_once_judged() {
+        let offsets = std::sync::Arc::new(Offsets::default());
+        assert!(offsets.trusted(), "a first node, alone, has nobody to measure");
+        offsets.judge_first();
+        assert!(!offsets.trusted() && !offsets.judged(), "joining: not before its clock is measured");
+        assert!(!offsets.judged_within(std::time::Duration::from_millis(20)).await, "nobody judged it");
+        let waiting = tokio::spawn({
+            let offsets = offsets.clone();
+            async move { offsets.judged_within(std::time::Duration::from_secs(60)).await }
+        });
+        let now = wall_ns();
+        offsets.record("a", now, now + 1_000_000, now + 2_000_000);
+        assert!(!offsets.trusted(), "measured, not yet judged");
+        assert!(offsets.judge().in_step && offsets.trusted());
+        assert!(waiting.await.unwrap(), "a write waiting for the judgement goes on");
     }
 }

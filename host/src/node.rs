@@ -208,8 +208,10 @@ pub async fn run(
     // The listener is being served: a node joining through us, or the one we
     // join through, can call back.
     if config.join.is_some() {
-        // Until it has joined, this node is not the network: no lookups.
+        // Until it has joined, this node is not the network: no lookups;
+        // and no writes stamped before its clock is measured.
         ring.expect_join();
+        files.clock().judge_first();
     }
     if let Some(via) = &config.join
         && let Err(e) = join_with_retries(&ring, via, config.join_timeout).await

@@ -69,6 +69,9 @@ pub enum StoreHow {
 const RETRY_MAX: usize = 256 << 10;
 /// Tries of a held upload whose responsible node is lost meanwhile.
 const PUT_ATTEMPTS: usize = 3;
+/// How long a write waits for a node that has just joined to judge its
+/// clock (its first measurement runs as it joins, one call per neighbour).
+const FIRST_JUDGEMENT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Writes and deletions of files across the ring.
 pub struct Writer {
@@ -122,7 +125,16 @@ impl Writer {
 
     /// A new version or tombstone's time, unless this node's clock is off
     /// its peers'.
-    fn stamp(&self) -> Result<u64, FileError> {
+    async fn stamp(&self) -> Result<u64, FileError> {
+        // A node that has just joined measures its clock at once: a write
+        // that comes first waits for the verdict.
+        if !self.clock.judged_within(FIRST_JUDGEMENT_WITHIN).await {
+            return Err(FileError::ClockOffset(
+                "this node has just joined and could not measure its clock against its peers' yet: it takes \
+                 writes once it has"
+                    .to_owned(),
+            ));
+        }
         if !self.clock.trusted() {
             let off = self.clock.verdict().map_or(0.0, |v| v.median_offset_ms);
             return Err(FileError::ClockOffset(format!(
@@ -299,7 +311,7 @@ impl Writer {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let version_ns = self.stamp()?;
+        let version_ns = self.stamp().await?;
         // Refused here (exists, no plugin), nothing is sent anywhere.
         let mut local = self.local.plugins().upload(name, overwrite, Some(version_ns)).await?;
         let candidates = self.placement.successors(usize::MAX);
@@ -496,7 +508,7 @@ impl Writer {
                 crate::clock::observe(at)?;
                 at
             }
-            None => self.stamp()?,
+            None => self.stamp().await?,
         };
         let existed_here = self.local.forget(name, at).await?;
         let targets = self.placement.successors(replicas);
