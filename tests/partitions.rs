@@ -80,8 +80,8 @@ enum Sides {
 
 /// Six nodes on six hosts split 3|3 for `split` while both sides take
 /// uploads, deletes and an overwrite of the same name; uploads through
-/// every node at the moment of the cut, while the split is being detected,
-/// are acknowledged all the same. Then the network heals. Within 60 s: one
+/// every node and deletions at the moment of the cut, while the split is
+/// being detected, are acknowledged all the same. Then the network heals. Within 60 s: one
 /// ring of six, every acknowledged upload byte-identical from every node
 /// and held by each of its k holders, every acknowledged delete gone
 /// everywhere, and the overwrite's winner the same everywhere.
@@ -123,6 +123,23 @@ async fn split_and_heal(split: Duration, sides: Sides) {
         assert!(upload(&nodes[0], name, b"held beyond the split").await);
     }
 
+    // Files the cut will delete at once: each with its responsible node on
+    // the far side and a holder on the near one, which a deletion through
+    // the near side reaches once the far node is found lost.
+    let mut doomed = Vec::new();
+    for n in 0..2_000 {
+        let name = format!("doomed-{n}");
+        let holders = placement(&nodes[0], &name).await;
+        if far_addrs.contains(&holders[0]) && holders.iter().any(|h| !far_addrs.contains(h)) {
+            assert!(upload(&nodes[n % 3], &name, b"deleted as the network splits").await, "{name}");
+            doomed.push(name);
+            if doomed.len() == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(doomed.len(), 3, "names held on both sides with a responsible node on the far one");
+
     let (near, far) = nodes.split_at(3);
     let split_at = Instant::now();
     hosts.split(&far_hosts);
@@ -134,9 +151,23 @@ async fn split_and_heal(split: Duration, sides: Sides) {
         let acknowledged = upload(via, &name, &data).await;
         (name, data, acknowledged, via.addr.clone())
     });
-    for (name, data, acknowledged, via) in futures_util::future::join_all(at_the_cut).await {
+    // And deletions through the near side whose responsible node is across
+    // the cut: tried again on the next live node, which holds a copy.
+    let deleting = doomed.iter().enumerate().map(|(i, name)| async move {
+        (name, status_of(&near[i % 3], reqwest::Method::DELETE, name).await, near[i % 3].addr.clone())
+    });
+    let (uploads, deletions) = futures_util::future::join(
+        futures_util::future::join_all(at_the_cut),
+        futures_util::future::join_all(deleting),
+    )
+    .await;
+    for (name, data, acknowledged, via) in uploads {
         assert!(acknowledged, "{name}, uploaded via {via} as the network split, was not acknowledged");
         expected.insert(name, data);
+    }
+    for (name, status, via) in deletions {
+        assert_eq!(status, StatusCode::OK, "deleting {name} via {via} as the network split");
+        deleted.push(name.clone());
     }
     wait_converged_within(Duration::from_secs(30), near).await;
     wait_converged_within(Duration::from_secs(30), far).await;

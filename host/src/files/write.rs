@@ -468,25 +468,49 @@ impl Writer {
     /// deletion and passes it to its successors; answers once a write quorum
     /// recorded it.
     pub async fn delete(self: &Arc<Self>, name: &FileName) -> Result<Deleted, FileError> {
-        let holders = self.placement.holders(name).await?;
-        let replicas = self.placement.replicas() - 1;
-        let responsible = &holders[0];
-        let deleted = if self.placement.is_me(responsible) {
-            self.delete_here(name, None, replicas).await?
-        } else {
-            self.peers.delete(&responsible.addr, name, None, replicas).await?
+        // A responsible node lost while it is asked (cut off, found dead by
+        // the failure detector) costs a second try on the next live node,
+        // as an upload's does: a deletion is recorded again harmlessly.
+        let (mut attempt, mut lost_before) = (1, None::<String>);
+        let (deleted, holders) = loop {
+            let tried = async {
+                let holders = self.placement.holders(name).await?;
+                let replicas = self.placement.replicas() - 1;
+                let responsible = &holders[0];
+                let deleted = if self.placement.is_me(responsible) {
+                    self.delete_here(name, None, replicas).await?
+                } else {
+                    self.peers.delete(&responsible.addr, name, None, replicas).await?
+                };
+                Ok::<_, FileError>((deleted, holders))
+            };
+            match tried.await {
+                Err(e)
+                    if attempt < PUT_ATTEMPTS
+                        && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable) =>
+                {
+                    tracing::warn!(file = %name, "a node was lost while the deletion was placed, trying again: {e}");
+                    (attempt, lost_before) = (attempt + 1, Some(e.to_string()));
+                }
+                answer => break answer?,
+            }
         };
-        if !deleted.existed
-            && let Some(lost) = self.placement.lost_holder(name, &holders)
-        {
-            // "Not found" would be a guess: it may be on a member cut off.
+        if !deleted.existed {
+            // "Not found" would be a guess: it may be on a member cut off,
+            // or the node lost during an earlier try may have had it.
+            let lost = self.placement.lost_holder(name, &holders).map(|n| n.addr);
+            let why = match (&lost, &lost_before) {
+                (Some(lost), _) => format!("{lost} may hold it but does not answer"),
+                (None, None) => return Ok(deleted),
+                (None, Some(e)) => {
+                    format!("a node asked before was lost before it answered ({e}) and may have had it")
+                }
+            };
             return Err(FileError::remote(
-                &lost.addr,
+                lost.as_deref().unwrap_or(holders[0].addr.as_str()),
                 ErrorKind::PeerUnavailable,
                 format!(
-                    "no node that answers had {name}, and {} may hold it but does not answer: the deletion is \
-                     recorded and applies to its copy when it is back",
-                    lost.addr
+                    "no node that answers had {name}, and {why}: the deletion is recorded and applies to its copy when it is back"
                 ),
             ));
         }
