@@ -1,6 +1,6 @@
 # The two entry points of the README, plus the benchmark.
 #   make run    build everything, start RabbitMQ and a ring of NODES (4) nodes on 127.0.0.1 (ringshare devnet)
-#   make test   build the plugins and run every test
+#   make test   build the plugins and run every test (the 10-minute partition beside the others)
 #   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
 #               20,000 small files PUT and GET against nginx WebDAV (k = 1 and k = 3),
@@ -9,7 +9,7 @@
 #               the RabbitMQ bridge (messages/s, live network listing, crash to k copies),
 #               plugins swapped every 100 ms under load, writes while 6 namespaced hosts split 3|3,
 #               and the ring simulation (hops at N = 64..1024, 50% crash)
-#   make soak   the long partition: 6 nodes on namespaced hosts split 3|3 for 10 minutes, healed
+#   make soak   the long partition alone: 6 nodes on namespaced hosts split 3|3 for 10 minutes, healed
 .PHONY: run test bench soak plugins setup broker browser
 
 CARGO ?= cargo
@@ -34,10 +34,10 @@ run: plugins broker
 	target/release/ringshare devnet --nodes $(NODES) --port $(PORT) --data $(DATA) --plugins target/plugins/default
 
 test: plugins broker browser
-	$(CARGO) test --workspace --no-fail-fast
+	@CARGO=$(CARGO) scripts/test.sh
 
 soak: plugins
-	RINGSHARE_LONG_SPLIT_SECONDS=600 $(CARGO) test -p ringshare-tests --test partitions a_long_split -- --nocapture
+	$(CARGO) test -p ringshare-tests --test partitions split_for_10_min -- --nocapture
 
 bench: plugins broker
 	@scripts/bench-data-path.sh
