@@ -349,7 +349,11 @@ async fn a_flood_of_reset_http2_streams_closes_that_connection_and_the_node_serv
     };
     let cut = tokio::time::timeout(Duration::from_secs(60), flooding).await.expect("the flood ends within 60 s");
     let cut = cut.unwrap_or_else(|| panic!("{FLOOD} streams opened and reset on one connection, none refused"));
-    assert_eq!(cut.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "after {sent} streams: {cut:?}");
+    // The node's GOAWAY (ENHANCE_YOUR_CALM), or, when the client's next
+    // frame goes out before it reads that (a busy machine), the connection
+    // the node closed after it.
+    let closed_by_node = cut.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || cut.is_io();
+    assert!(closed_by_node, "after {sent} streams: {cut:?}");
     let ended = tokio::time::timeout(Duration::from_secs(10), driven).await.expect("the connection ends");
     assert!(ended.unwrap().is_err(), "the node closed the flooding connection");
     // Everyone else is served.

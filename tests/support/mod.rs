@@ -496,9 +496,11 @@ where
     }
 }
 
-/// Polls until the live `nodes` form a converged ring, or fails after `SETTLE`.
+/// Polls until the live `nodes` form a converged ring, or fails after
+/// [`SETTLE`] and 4 s more per node: each joiner's place spreads by
+/// stabilize rounds, which a busy machine (a build beside the suite) slows.
 pub async fn wait_converged(nodes: &[TestNode]) {
-    wait_converged_within(SETTLE, nodes).await
+    wait_converged_within(SETTLE + Duration::from_secs(4) * nodes.len() as u32, nodes).await
 }
 
 /// Polls until the live `nodes` form a converged ring, or fails after `limit`.

@@ -189,8 +189,8 @@ pub trait Transport: Send + Sync + 'static {
     /// of it (the probe of lost nodes finds out this way that they are back).
     fn ping(&self, to: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send;
     /// Whether `to` is alive, for a lookup about to answer with it: unlike
-    /// [`Transport::ping`], a transport with a failure detector may answer
-    /// from what it heard lately, and gives up once it suspects `to`.
+    /// [`Transport::ping`], a transport with a failure detector gives up
+    /// once it suspects `to`.
     fn answers(&self, to: &NodeRef) -> impl Future<Output = Result<(), Unreachable>> + Send {
         self.ping(to)
     }

@@ -1,6 +1,6 @@
 //! Where a file lives: on the node responsible for its key and the next
 //! k-1 nodes of that node's successor list. The rules are pure functions
-//! ([`holders`], [`write_quorum`]); [`Placement`] asks the ring.
+//! ([`holders`], and [`write_quorum`] for deletions); [`Placement`] asks the ring.
 
 use std::sync::Arc;
 
@@ -44,6 +44,13 @@ impl Placement {
     /// Whether `node` is this node.
     pub fn is_me(&self, node: &NodeRef) -> bool {
         node.id == self.ring.me().id
+    }
+
+    /// The node responsible for `name`: one lookup, where [`Placement::holders`]
+    /// also asks that node for its successors. A write sent to it needs
+    /// nothing more (it places the copies itself).
+    pub async fn responsible(&self, name: &FileName) -> Result<NodeRef, FileError> {
+        Ok(self.ring.lookup(Id::hash(name.as_str())).await?.0)
     }
 
     /// Where `name` belongs: the responsible node first, then its
@@ -204,8 +211,9 @@ pub fn heirs(preds: &[NodeRef], successors: &[NodeRef], k: usize) -> Option<Vec<
     Some(parts.collect())
 }
 
-/// Copies (the responsible node's included) that must hold a file before an
-/// upload is acknowledged: a majority of the `holders` that exist.
+/// Holders (the responsible node included) that must record a deletion
+/// before it is acknowledged: a majority of the `holders` that exist.
+/// (Uploads wait for `--write-quorum` copies, all k unless told otherwise.)
 pub fn write_quorum(holders: usize) -> usize {
     holders / 2 + 1
 }

@@ -207,9 +207,8 @@ impl Writer {
                 None => held_again.boxed(),
             };
             let tried = async {
-                let holders = self.placement.holders(name).await?;
+                let responsible = &self.placement.responsible(name).await?;
                 let replicas = self.placement.replicas() - 1;
-                let responsible = &holders[0];
                 if self.placement.is_me(responsible) {
                     return self.store_here(name, StoreHow::New { overwrite, replicas }, body).await;
                 }
@@ -472,17 +471,15 @@ impl Writer {
         // the failure detector) costs a second try on the next live node,
         // as an upload's does: a deletion is recorded again harmlessly.
         let (mut attempt, mut lost_before) = (1, None::<String>);
-        let (deleted, holders) = loop {
+        let deleted = loop {
             let tried = async {
-                let holders = self.placement.holders(name).await?;
+                let responsible = &self.placement.responsible(name).await?;
                 let replicas = self.placement.replicas() - 1;
-                let responsible = &holders[0];
-                let deleted = if self.placement.is_me(responsible) {
-                    self.delete_here(name, None, replicas).await?
+                if self.placement.is_me(responsible) {
+                    self.delete_here(name, None, replicas).await
                 } else {
-                    self.peers.delete(&responsible.addr, name, None, replicas).await?
-                };
-                Ok::<_, FileError>((deleted, holders))
+                    self.peers.delete(&responsible.addr, name, None, replicas).await
+                }
             };
             match tried.await {
                 Err(e)
@@ -498,6 +495,7 @@ impl Writer {
         if !deleted.existed {
             // "Not found" would be a guess: it may be on a member cut off,
             // or the node lost during an earlier try may have had it.
+            let holders = self.placement.holders(name).await?;
             let lost = self.placement.lost_holder(name, &holders).map(|n| n.addr);
             let why = match (&lost, &lost_before) {
                 (Some(lost), _) => format!("{lost} may hold it but does not answer"),

@@ -14,34 +14,31 @@ pub mod index {
     });
 }
 
+/// The bindings of `world`, which shares the index world's `types` and
+/// `log` and wasmtime-wasi's `io`, `filesystem` and `clocks`.
+macro_rules! sharing_bindings {
+    ($world:tt) => {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: $world,
+            require_store_data_send: true,
+            with: {
+                "ringshare:plugin/types": super::index::ringshare::plugin::types,
+                "ringshare:plugin/log": super::index::ringshare::plugin::log,
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            },
+        });
+    };
+}
+
 pub mod upload {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "upload-plugin",
-        require_store_data_send: true,
-        with: {
-            "ringshare:plugin/types": super::index::ringshare::plugin::types,
-            "ringshare:plugin/log": super::index::ringshare::plugin::log,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
+    sharing_bindings!("upload-plugin");
 }
 
 pub mod download {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "download-plugin",
-        require_store_data_send: true,
-        with: {
-            "ringshare:plugin/types": super::index::ringshare::plugin::types,
-            "ringshare:plugin/log": super::index::ringshare::plugin::log,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
+    sharing_bindings!("download-plugin");
 }
 
 pub use index::ringshare::plugin::log;

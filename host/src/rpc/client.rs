@@ -170,12 +170,9 @@ impl Transport for GrpcTransport {
     }
 
     async fn answers(&self, to: &NodeRef) -> Result<(), Unreachable> {
-        // A peer that answered within the last heartbeat is taken as alive
-        // without a call; one cut off is given up on once it is suspected
-        // (about a second), not after the call's timeout.
-        if self.channels.health().heard_within(&to.addr, super::health::HEARTBEAT) {
-            return Ok(());
-        }
+        // Asked every time (a node killed a moment ago refuses the
+        // connection at once); one cut off is given up on once it is
+        // suspected (about a second), not after the call's timeout.
         let mut client = self.client(&to.addr)?;
         let reply = self.within(to, client.ping(self.timed(pb::Empty {}))).await?;
         same_node(to, &reply)

@@ -33,10 +33,7 @@ pub const WATCH_FOR: Duration = Duration::from_secs(30);
 
 /// What is known of one peer.
 struct Peer {
-    /// When it last answered (when it was first met, until it answers).
     heard: Instant,
-    /// Whether it has answered since it was first met.
-    answered: bool,
     used: Instant,
     suspected: bool,
     /// Woken when the peer becomes suspected.
@@ -61,7 +58,7 @@ impl Health {
         match peers.get_mut(addr) {
             Some(peer) => peer.used = now,
             None => {
-                let peer = Peer { heard: now, answered: false, used: now, suspected: false, lost: Arc::default() };
+                let peer = Peer { heard: now, used: now, suspected: false, lost: Arc::default() };
                 peers.insert(addr.to_owned(), peer);
             }
         }
@@ -74,14 +71,8 @@ impl Health {
                 tracing::info!(peer = addr, "a suspected peer answers again");
             }
             peer.heard = Instant::now();
-            peer.answered = true;
             peer.suspected = false;
         }
-    }
-
-    /// Whether `addr` answered (a heartbeat or a call) within `lately`.
-    pub fn heard_within(&self, addr: &str, lately: Duration) -> bool {
-        self.peers().get(addr).is_some_and(|p| p.answered && !p.suspected && p.heard.elapsed() < lately)
     }
 
     /// Whether `addr` is suspected now.
@@ -96,7 +87,6 @@ impl Health {
             let now = Instant::now();
             let peer = peers.entry(addr.to_owned()).or_insert_with(|| Peer {
                 heard: now,
-                answered: false,
                 used: now,
                 suspected: false,
                 lost: Arc::default(),
@@ -172,19 +162,6 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_peer_is_heard_lately_only_once_it_answered_and_while_it_is_not_suspected() {
-        let health = Health::default();
-        health.used("peer:1");
-        assert!(!health.heard_within("peer:1", HEARTBEAT), "met, but it never answered");
-        assert!(!health.heard_within("peer:2", HEARTBEAT), "never met");
-        health.heard("peer:1");
-        assert!(health.heard_within("peer:1", HEARTBEAT));
-        assert!(!health.heard_within("peer:1", Duration::ZERO), "not within no time at all");
-        health.peers().get_mut("peer:1").unwrap().suspected = true;
-        assert!(!health.heard_within("peer:1", HEARTBEAT), "suspected");
-    }
 
     #[tokio::test]
     async fn a_peer_that_stops_answering_is_suspected_within_about_a_second_and_cleared_when_it_answers() {
