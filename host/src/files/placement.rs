@@ -149,6 +149,12 @@ impl Placement {
         Ok(would_hold(Id::hash(name.as_str()), &placed, self.replicas, node))
     }
 
+    /// Whether `node` would be one of the holders of `name`, placed on
+    /// `placed` (as [`Placement::holders`] answered) if it were in the ring.
+    pub fn would_hold_placed(&self, name: &FileName, placed: &[NodeRef], node: &NodeRef) -> bool {
+        would_hold(Id::hash(name.as_str()), placed, self.replicas, node)
+    }
+
     /// A member that stopped answering (crashed, or beyond a split) and
     /// would be one of the holders of `name` (placed on `placed`) if it
     /// were back: a file found on no live holder may be there.

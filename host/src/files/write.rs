@@ -470,49 +470,52 @@ impl Writer {
         // A responsible node lost while it is asked (cut off, found dead by
         // the failure detector) costs a second try on the next live node,
         // as an upload's does: a deletion is recorded again harmlessly.
-        let (mut attempt, mut lost_before) = (1, None::<String>);
+        let (mut attempt, mut asked_and_lost) = (1, None::<(NodeRef, FileError)>);
         let deleted = loop {
-            let tried = async {
-                let responsible = &self.placement.responsible(name).await?;
-                let replicas = self.placement.replicas() - 1;
-                if self.placement.is_me(responsible) {
-                    self.delete_here(name, None, replicas).await
-                } else {
-                    self.peers.delete(&responsible.addr, name, None, replicas).await
+            let responsible = match self.placement.responsible(name).await {
+                Ok(node) => node,
+                Err(e) if attempt < PUT_ATTEMPTS && e.kind() == ErrorKind::RingUnavailable => {
+                    attempt += 1;
+                    continue;
                 }
+                Err(e) => return Err(e),
             };
-            match tried.await {
-                Err(e)
-                    if attempt < PUT_ATTEMPTS
-                        && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable) =>
-                {
+            let replicas = self.placement.replicas() - 1;
+            if self.placement.is_me(&responsible) {
+                break self.delete_here(name, None, replicas).await?;
+            }
+            match self.peers.delete(&responsible.addr, name, None, replicas).await {
+                Err(e) if attempt < PUT_ATTEMPTS && e.kind() == ErrorKind::PeerUnavailable => {
                     tracing::warn!(file = %name, "a node was lost while the deletion was placed, trying again: {e}");
-                    (attempt, lost_before) = (attempt + 1, Some(e.to_string()));
+                    attempt += 1;
+                    asked_and_lost = Some((responsible, e));
                 }
                 answer => break answer?,
             }
         };
-        if !deleted.existed {
-            // "Not found" would be a guess: it may be on a member cut off,
-            // or the node lost during an earlier try may have had it.
-            let holders = self.placement.holders(name).await?;
-            let lost = self.placement.lost_holder(name, &holders).map(|n| n.addr);
-            let why = match (&lost, &lost_before) {
-                (Some(lost), _) => format!("{lost} may hold it but does not answer"),
-                (None, None) => return Ok(deleted),
-                (None, Some(e)) => {
-                    format!("a node asked before was lost before it answered ({e}) and may have had it")
-                }
-            };
-            return Err(FileError::remote(
-                lost.as_deref().unwrap_or(holders[0].addr.as_str()),
-                ErrorKind::PeerUnavailable,
-                format!(
-                    "no node that answers had {name}, and {why}: the deletion is recorded and applies to its copy when it is back"
-                ),
-            ));
+        if deleted.existed {
+            return Ok(deleted);
         }
-        Ok(deleted)
+        // "Not found" would be a guess while a node that would hold it does
+        // not answer: a member cut off, or the one asked before and lost.
+        let holders = self.placement.holders(name).await?;
+        let lost_asked = asked_and_lost.filter(|(node, _)| {
+            !deleted.holders.contains(&node.addr) && self.placement.would_hold_placed(name, &holders, node)
+        });
+        let (lost, why) = match (self.placement.lost_holder(name, &holders), lost_asked) {
+            (Some(lost), _) => (lost.addr.clone(), format!("{} may hold it but does not answer", lost.addr)),
+            (None, Some((node, e))) => {
+                (node.addr, format!("the node asked first was lost before it answered ({e}) and may have had it"))
+            }
+            (None, None) => return Ok(deleted),
+        };
+        Err(FileError::remote(
+            &lost,
+            ErrorKind::PeerUnavailable,
+            format!(
+                "no node that answers had {name}, and {why}: the deletion is recorded and applies to its copy when it is back"
+            ),
+        ))
     }
 
     /// Records the deletion of `name` at `at` (none: now) here, removes this

@@ -334,7 +334,15 @@ impl Peers for GrpcPeers {
                 deleted_ns: deleted_ns.unwrap_or(0),
                 replicas: replicas as u32,
             };
-            let reply = self.client(&node)?.delete(request).await.map_err(status_error(&node))?.into_inner();
+            // No call timeout (a deletion waits for its quorum), but not
+            // waited for past the failure detector's suspicion of the node.
+            let lost = self.channels.health().suspected(&node);
+            let mut client = self.client(&node)?;
+            let reply = tokio::select! {
+                reply = client.delete(request) => reply.map_err(status_error(&node))?.into_inner(),
+                () = lost => return Err(suspected(&node)),
+            };
+            self.channels.health().heard(&node);
             Ok(Deleted {
                 name: name.as_str().to_owned(),
                 existed: reply.existed,

@@ -80,9 +80,11 @@ impl Health {
         self.peers().get(addr).is_some_and(|p| p.suspected)
     }
 
-    /// Completes when `addr` is suspected (at once if it is already).
+    /// Completes when `addr` is suspected (at once if it is already). It
+    /// listens from the moment it is made, so a suspicion that comes before
+    /// it is first polled is not missed.
     pub fn suspected(&self, addr: &str) -> impl Future<Output = ()> + Send + 'static {
-        let (notify, already) = {
+        let (lost, already) = {
             let mut peers = self.peers();
             let now = Instant::now();
             let peer = peers.entry(addr.to_owned()).or_insert_with(|| Peer {
@@ -91,11 +93,14 @@ impl Health {
                 suspected: false,
                 lost: Arc::default(),
             });
-            (peer.lost.clone(), peer.suspected)
+            // Enabled under the lock that `judge` holds while it notifies.
+            let mut lost = Box::pin(peer.lost.clone().notified_owned());
+            lost.as_mut().enable();
+            (lost, peer.suspected)
         };
         async move {
             if !already {
-                notify.notified().await;
+                lost.await;
             }
         }
     }
