@@ -1,6 +1,6 @@
 # The two entry points of the README, plus the benchmark.
 #   make run    build everything, start RabbitMQ and a ring of NODES (4) nodes on 127.0.0.1 (ringshare devnet)
-#   make test   build the plugins and run every test (the 10-minute partition beside the others)
+#   make test   build the plugins and run every test (the 10-minute partition last, alone)
 #   make bench  the data path against nginx (1 GiB: local and cross-node downloads, uploads with
 #               k = 1 and k = 3, cp + fsync), listings against nginx's JSON autoindex under wrk,
 #               20,000 small files PUT and GET against nginx WebDAV (k = 1 and k = 3),

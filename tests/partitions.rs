@@ -72,8 +72,7 @@ async fn a_ring_split_for_2_min_heals_into_one_with_every_acknowledged_write_kep
     split_and_heal(Duration::from_secs(120), Sides::Interleaved).await
 }
 
-/// `make test` runs this one beside the other test binaries rather than
-/// after them (scripts/test.sh): it mostly waits.
+/// `make test` runs this one last, alone (scripts/test.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_split_for_10_min_heals_into_one_with_every_acknowledged_write_kept() {
     split_and_heal(Duration::from_secs(600), Sides::Interleaved).await
