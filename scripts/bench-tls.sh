@@ -14,14 +14,18 @@
 # between servers changes. Prints best and median times, TLS against plain
 # for each, and the CPU seconds all the nodes of a set spent per GiB moved
 # (user + system, from /proc). Usage: scripts/bench-tls.sh [SIZE_MIB] [REPS]
+# (RINGSHARE_BIN=path runs that binary instead of building one: A/B runs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-512}
 reps=${2:-3}
 . "$root/scripts/bench-lib.sh"
 bench_need nginx b3sum
-(cd "$root" && cargo build --release -q -p ringshare)
-bin=$root/target/release/ringshare
+bin=${RINGSHARE_BIN:-}
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --release -q -p ringshare)
+  bin=$root/target/release/ringshare
+fi
 
 work=$(mktemp -d /tmp/ringshare-bench-tls.XXXXXX)
 pids=()
