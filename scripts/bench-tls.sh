@@ -31,7 +31,10 @@ work=$(mktemp -d /tmp/ringshare-bench-tls.XXXXXX)
 pids=()
 cleanup() {
   local status=$?
-  [ "$status" = 0 ] || { echo "failed ($status); nginx said:" >&2; tail -5 "$work/nginx-error.log" >&2 || true; }
+  if [ "$status" != 0 ]; then
+    echo "failed ($status); nginx said:" >&2; tail -5 "$work/nginx-error.log" >&2 || true
+    for log in "$work"/*.log; do grep -hE " (WARN|ERROR) " "$log" | tail -5 | sed "s|^|$(basename "$log"): |" >&2 || true; done
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   rm -rf "$work"
@@ -116,7 +119,11 @@ cpu() { # CPU seconds (user + system) of the nodes of a set so far
   done
   python3 -c "import os; print($total / os.sysconf('SC_CLK_TCK'))"
 }
-seconds() { curl -s -o /dev/null -w '%{time_total}' "$@"; }
+seconds() { # the time a request took; a failed one says which, and its status
+  local out; out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' "$@") || {
+    echo "curl $* failed (status ${out%% *})" >&2; return 1; }
+  echo "${out#* }"
+}
 declare -A times cpus
 run() { # key set command...: times the command, and the set's CPU
   local key=$1 set=$2; shift 2

@@ -19,9 +19,10 @@ use std::sync::OnceLock;
 
 use crate::integrity::Digest;
 
-/// Files up to this size are kept: those a read of this node's copy reads
-/// whole before it answers (so that such a read fills the cache).
-pub const FILE_AT_MOST: u64 = super::read::READ_WHOLE_AT_MOST;
+/// Files up to this size are kept: the size an upload hands over whole
+/// (and journals), which a read of this node's copy also reads whole before
+/// it answers (so that such a read fills the cache).
+pub const FILE_AT_MOST: u64 = crate::store::journal::CONTENT_AT_MOST as u64;
 
 /// What an entry costs beyond its bytes (its key, the cache's slot, the
 /// `Bytes` header), so that many tiny files cannot overrun the budget.

@@ -303,9 +303,9 @@ enum Here {
 
 /// Ranges up to this size that this node holds are read whole before the
 /// answer starts: one hand-off from the plugin's thread, no pump task. The
-/// size an upload hands over whole (and journals), so that the files a
-/// write keeps in memory are those a read would.
-pub(super) const READ_WHOLE_AT_MOST: u64 = crate::store::journal::CONTENT_AT_MOST as u64;
+/// cache's bound, itself the size an upload hands over whole, so that the
+/// files a write keeps in memory are those a read would.
+const READ_WHOLE_AT_MOST: u64 = cache::FILE_AT_MOST;
 
 impl Pieceable for Version {
     fn file(&self) -> &str {
