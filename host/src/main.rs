@@ -122,10 +122,22 @@ enum Command {
         #[command(flatten)]
         to: Target,
     },
-    /// What the node loaded from its plugins folder.
+    /// What the node loaded from its plugins folder; `plugins export DIR`
+    /// writes out the plugins built into this binary.
     Plugins {
         #[command(flatten)]
         to: Target,
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsAction {
+    /// The same as `ringshare plugin export DIR`.
+    Export {
+        /// The folder to write into (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -313,13 +325,16 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             println!("{report}");
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Plugin(PluginCommand::Export { dir }) => match ringshare::plugins::embedded::export(&dir) {
-            Ok(written) => {
-                println!("wrote {}", written.join(", "));
-                ExitCode::SUCCESS
+        Command::Plugin(PluginCommand::Export { dir })
+        | Command::Plugins { action: Some(PluginsAction::Export { dir }), .. } => {
+            match ringshare::plugins::embedded::export(&dir) {
+                Ok(written) => {
+                    println!("wrote {}", written.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, 1),
             }
-            Err(e) => fail(&e, 1),
-        },
+        }
         Command::Cert(cert) => {
             let made = match cert {
                 CertCommand::Ca { out, days } => ringshare::tls::make_ca(&out, days)
@@ -373,7 +388,7 @@ async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -
         Command::Nodes { to } => client(&to)?.nodes().await,
         Command::Ring { to } => client(&to)?.ring().await,
         Command::Rm { to, name } => client(&to)?.rm(&name).await,
-        Command::Plugins { to } => client(&to)?.plugins().await,
+        Command::Plugins { to, action: None } => client(&to)?.plugins().await,
         Command::Events { to } => {
             let client = client(&to)?;
             tokio::select! {
@@ -381,7 +396,11 @@ async fn run_client(command: Command, file: &ConfigFile, matches: &ArgMatches) -
                 _ = tokio::signal::ctrl_c() => Ok(String::new()),
             }
         }
-        Command::Node(_) | Command::Devnet(_) | Command::Plugin(_) | Command::Cert(_) => {
+        Command::Node(_)
+        | Command::Devnet(_)
+        | Command::Plugin(_)
+        | Command::Cert(_)
+        | Command::Plugins { action: Some(_), .. } => {
             unreachable!("dispatched before")
         }
     }

@@ -283,6 +283,12 @@ fn the_binary_runs_from_an_empty_folder_with_its_embedded_plugins() {
     }
     let again = ringshare(net.dir.path(), &["plugin", "export", "mine"], &[]);
     assert_eq!(again.status.code(), Some(1), "nothing is written over");
+    let spelled = ringshare(net.dir.path(), &["plugins", "export", "theirs"], &[]);
+    assert!(spelled.status.success(), "{}", stderr(&spelled));
+    for kind in ["index", "upload", "download"] {
+        let (one, other) = (net.path(&format!("mine/{kind}.wasm")), net.path(&format!("theirs/{kind}.wasm")));
+        assert!(std::fs::read(one).unwrap() == std::fs::read(other).unwrap(), "`plugins export` wrote {kind} the same");
+    }
 
     let missing =
         ringshare(net.dir.path(), &["node", "--amqp", "none", "--listen", "127.0.0.1:0", "--plugins", "nowhere"], &[]);
