@@ -161,6 +161,10 @@ impl Offsets {
     /// Waits up to `limit` for this node's clock to be judged (at once if it
     /// was): whether it was.
     pub async fn judged_within(&self, limit: std::time::Duration) -> bool {
+        // Every write asks: once judged, no waiter is registered.
+        if self.judged() {
+            return true;
+        }
         let judgement = self.judgement.notified();
         tokio::pin!(judgement);
         judgement.as_mut().enable();

@@ -67,8 +67,16 @@ pub enum StoreHow {
 /// Uploads up to this size are held whole while they are forwarded, so
 /// that they can be tried again on another node.
 const RETRY_MAX: usize = 256 << 10;
-/// Tries of a held upload whose responsible node is lost meanwhile.
-const PUT_ATTEMPTS: usize = 3;
+/// Tries of a held upload, or of a deletion, whose responsible node is lost
+/// meanwhile.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Whether a write that failed with `e` on try `attempt` is tried again: a
+/// node was lost while it was placed (cut off, or found dead by the failure
+/// detector), or the ring could not answer its lookup.
+fn try_again(attempt: usize, e: &FileError) -> bool {
+    attempt < WRITE_ATTEMPTS && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable)
+}
 /// How long a write waits for a node that has just joined to judge its
 /// clock (its first measurement runs as it joins, one call per neighbour).
 const FIRST_JUDGEMENT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -230,11 +238,7 @@ impl Writer {
                         None => Err(e),
                     };
                 }
-                Err(e)
-                    if whole
-                        && attempt < PUT_ATTEMPTS
-                        && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable) =>
-                {
+                Err(e) if whole && try_again(attempt, &e) => {
                     tracing::warn!(file = %name, "a node was lost while the upload was placed, trying again: {e}");
                     attempt += 1;
                 }
@@ -474,7 +478,7 @@ impl Writer {
         let deleted = loop {
             let responsible = match self.placement.responsible(name).await {
                 Ok(node) => node,
-                Err(e) if attempt < PUT_ATTEMPTS && e.kind() == ErrorKind::RingUnavailable => {
+                Err(e) if try_again(attempt, &e) => {
                     attempt += 1;
                     continue;
                 }
@@ -485,7 +489,7 @@ impl Writer {
                 break self.delete_here(name, None, replicas).await?;
             }
             match self.peers.delete(&responsible.addr, name, None, replicas).await {
-                Err(e) if attempt < PUT_ATTEMPTS && e.kind() == ErrorKind::PeerUnavailable => {
+                Err(e) if try_again(attempt, &e) => {
                     tracing::warn!(file = %name, "a node was lost while the deletion was placed, trying again: {e}");
                     attempt += 1;
                     asked_and_lost = Some((responsible, e));

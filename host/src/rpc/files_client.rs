@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::channels::Channels;
 use super::convert::{entry_from_pb, range_to_pb};
 use super::files_pb::{self as pb, files_client::FilesClient};
+use super::health::Health;
 use super::status::from_status;
 use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
 use crate::files::{
@@ -47,6 +48,22 @@ fn status_error(node: &str) -> impl Fn(tonic::Status) -> FileError + '_ {
 /// `node` is suspected by the failure detector: not waited for.
 fn suspected(node: &str) -> FileError {
     FileError::remote(node, ErrorKind::PeerUnavailable, "suspected: it has not answered for a second")
+}
+
+/// `call` to `node`, given up with `PeerUnavailable` once the failure
+/// detector suspects `node`: listening from now, not from the first poll.
+fn unless_suspected<T, C: Future<Output = Result<T, FileError>>>(
+    health: &Health,
+    node: &str,
+    call: C,
+) -> impl Future<Output = Result<T, FileError>> + use<T, C> {
+    let (lost, node) = (health.suspected(node), node.to_owned());
+    async move {
+        tokio::select! {
+            result = call => result,
+            () = lost => Err(suspected(&node)),
+        }
+    }
 }
 
 fn message(part: pb::store_request::Part) -> pb::StoreRequest {
@@ -103,10 +120,8 @@ impl GrpcPeers {
         call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, FileError> {
         let health = self.channels.health();
-        let answer = tokio::select! {
-            answer = tokio::time::timeout(self.call_timeout, call) => answer,
-            () = health.suspected(node) => return Err(suspected(node)),
-        };
+        let answer =
+            unless_suspected(health, node, async { Ok(tokio::time::timeout(self.call_timeout, call).await) }).await?;
         match answer {
             Ok(reply) => {
                 let reply = reply.map_err(status_error(node))?.into_inner();
@@ -159,11 +174,8 @@ impl GrpcPeers {
         let call = async { client.store(outgoing).await.map(|r| r.into_inner()).map_err(status_error(node)) };
         // If the body fails, the call is dropped mid-stream: the node sees a
         // reset, not an end, and discards the partial file.
-        let lost = self.channels.health().suspected(node);
-        let ((), reply) = tokio::select! {
-            both = async { tokio::try_join!(pump, call) } => both?,
-            () = lost => return Err(suspected(node)),
-        };
+        let ((), reply) =
+            unless_suspected(self.channels.health(), node, async { tokio::try_join!(pump, call) }).await?;
         let entry = reply.entry.ok_or_else(|| malformed(node, "store reply without entry"))?;
         let entry = entry_from_pb(entry).map_err(|why| malformed(node, why))?;
         if entry.name != order.name.as_str() || entry.blake3.is_none() {
@@ -293,15 +305,12 @@ impl Peers for GrpcPeers {
         let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
         let client = self.client(node);
         let addr = node.to_owned();
-        let lost = self.channels.health().suspected(node);
-        let reply = tokio::spawn(crate::trace::carried(async move {
-            // A holder suspected while the copy streams is given up on: the
-            // stream's sender sees it closed, and a stand-in takes the copy.
-            tokio::select! {
-                reply = async { client?.store(outgoing).await.map_err(status_error(&addr)) } => Ok(reply?.into_inner()),
-                () = lost => Err(suspected(&addr)),
-            }
-        }));
+        // A holder suspected while the copy streams is given up on: the
+        // stream's sender sees it closed, and a stand-in takes the copy.
+        let reply = unless_suspected(self.channels.health(), node, async move {
+            Ok(client?.store(outgoing).await.map_err(status_error(&addr))?.into_inner())
+        });
+        let reply = tokio::spawn(crate::trace::carried(reply));
         let stall = self.channels.connect_timeout() * 5;
         Box::new(GrpcCopy { node: node.to_owned(), tx: Some(tx), reply, stall })
     }
@@ -336,12 +345,9 @@ impl Peers for GrpcPeers {
             };
             // No call timeout (a deletion waits for its quorum), but not
             // waited for past the failure detector's suspicion of the node.
-            let lost = self.channels.health().suspected(&node);
             let mut client = self.client(&node)?;
-            let reply = tokio::select! {
-                reply = client.delete(request) => reply.map_err(status_error(&node))?.into_inner(),
-                () = lost => return Err(suspected(&node)),
-            };
+            let deleted = async { client.delete(request).await.map_err(status_error(&node)) };
+            let reply = unless_suspected(self.channels.health(), &node, deleted).await?.into_inner();
             self.channels.health().heard(&node);
             Ok(Deleted {
                 name: name.as_str().to_owned(),

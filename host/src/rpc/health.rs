@@ -83,7 +83,7 @@ impl Health {
     /// Completes when `addr` is suspected (at once if it is already). It
     /// listens from the moment it is made, so a suspicion that comes before
     /// it is first polled is not missed.
-    pub fn suspected(&self, addr: &str) -> impl Future<Output = ()> + Send + 'static {
+    pub fn suspected(&self, addr: &str) -> impl Future<Output = ()> + Send + use<> {
         let (lost, already) = {
             let mut peers = self.peers();
             let now = Instant::now();

@@ -58,9 +58,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReadAhead<IO> {
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut filling))?;
             (this.start, this.end) = (0, filling.filled().len());
         }
+        // A read from memory spends the task's budget as one from the socket
+        // would, so a busy connection still yields to the node's other
+        // tasks (the failure detector's heartbeats among them).
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
         let n = out.remaining().min(this.end - this.start);
         out.put_slice(&this.buffer[this.start..this.start + n]);
         this.start += n;
+        coop.made_progress();
         Poll::Ready(Ok(()))
     }
 }
