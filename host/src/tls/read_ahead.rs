@@ -1,7 +1,8 @@
-//! Large reads under rustls. rustls asks its transport for 4 KiB at a time
-//! (at most one record, about 16 KiB), so a gigabyte over TLS costs a
-//! quarter of a million `read` calls and as many trips through the
-//! runtime, where plaintext HTTP/2 takes whatever has arrived in one call.
+//! Large reads under rustls. rustls asks its transport for at most one
+//! record at a time (about 16 KiB, often 4 KiB), so every 16 KiB of a
+//! transfer over TLS cost a `read` call and a trip through the runtime,
+//! where plaintext HTTP/2 takes whatever has arrived in one call (a node
+//! receiving 256 MiB made 16,816 reads; through this, 1,275).
 //! [`ReadAhead`] sits between rustls and the socket: it reads up to
 //! [`READ_AHEAD`] at once and hands rustls its small pieces from memory.
 //! It starts transparent and takes up its buffer only once told the
