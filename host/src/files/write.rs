@@ -492,7 +492,9 @@ impl Writer {
                 Err(e) if try_again(attempt, &e) => {
                     tracing::warn!(file = %name, "a node was lost while the deletion was placed, trying again: {e}");
                     attempt += 1;
-                    asked_and_lost = Some((responsible, e));
+                    if e.kind() == ErrorKind::PeerUnavailable {
+                        asked_and_lost = Some((responsible, e));
+                    }
                 }
                 answer => break answer?,
             }

@@ -119,6 +119,11 @@ async fn connect_tls(
     // As on the listener: window updates must not wait for delayed ACKs.
     tcp.set_nodelay(true)?;
     let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, ReadAhead::new(tcp)).await?;
+    // As tonic's own connector: a server that does not speak HTTP/2 is
+    // refused here, in words, rather than fail later on the preface.
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{addr} did not agree to HTTP/2 over TLS")));
+    }
     stream.get_mut().0.read_ahead();
     Ok(TokioIo::new(stream))
 }

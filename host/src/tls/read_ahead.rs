@@ -5,14 +5,17 @@
 //! receiving 256 MiB made 16,816 reads; through this, 1,275).
 //! [`ReadAhead`] sits between rustls and the socket: it reads up to
 //! [`READ_AHEAD`] at once and hands rustls its small pieces from memory.
-//! It starts transparent and takes up its buffer only once told the
-//! handshake is done ([`ReadAhead::read_ahead`]), so a connection that never
-//! finishes one (a slow or abusive client) costs nothing more.
+//! It starts transparent until told the handshake is done
+//! ([`ReadAhead::read_ahead`]), and holds its buffer only while bytes are
+//! arriving: once the buffer is drained and the socket has nothing more,
+//! the buffer is let go, so an idle connection (or one that never finishes
+//! its handshake) costs nothing more.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most one read from the socket takes.
@@ -21,17 +24,15 @@ pub const READ_AHEAD: usize = 256 << 10;
 /// A transport that reads ahead; writes pass straight through.
 pub struct ReadAhead<IO> {
     io: IO,
-    buffer: Vec<u8>,
-    /// What of `buffer` is read and not yet handed on.
-    start: usize,
-    end: usize,
+    /// Read and not yet handed on; no allocation while empty and idle.
+    buffer: BytesMut,
     on: bool,
 }
 
 impl<IO> ReadAhead<IO> {
     /// `io`, read as it is until [`ReadAhead::read_ahead`].
     pub fn new(io: IO) -> Self {
-        Self { io, buffer: Vec::new(), start: 0, end: 0, on: false }
+        Self { io, buffer: BytesMut::new(), on: false }
     }
 
     /// From now on, reads go through the buffer (made on first use).
@@ -48,24 +49,30 @@ impl<IO> ReadAhead<IO> {
 impl<IO: AsyncRead + Unpin> AsyncRead for ReadAhead<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.start == this.end {
+        if this.buffer.is_empty() {
             if !this.on || out.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.io).poll_read(cx, out);
             }
-            if this.buffer.is_empty() {
-                this.buffer = vec![0; READ_AHEAD];
+            this.buffer.reserve(READ_AHEAD);
+            let filled = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buffer);
+            match filled {
+                Poll::Ready(Ok(0)) | Poll::Pending => {
+                    // The end, or nothing more for now: an idle connection
+                    // keeps no buffer.
+                    this.buffer = BytesMut::new();
+                    return filled.map_ok(|_| ());
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(_)) => {}
             }
-            let mut filling = ReadBuf::new(&mut this.buffer);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut filling))?;
-            (this.start, this.end) = (0, filling.filled().len());
         }
         // A read from memory spends the task's budget as one from the socket
         // would, so a busy connection still yields to the node's other
         // tasks (the failure detector's heartbeats among them).
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let n = out.remaining().min(this.end - this.start);
-        out.put_slice(&this.buffer[this.start..this.start + n]);
-        this.start += n;
+        let n = out.remaining().min(this.buffer.len());
+        out.put_slice(&this.buffer[..n]);
+        this.buffer.advance(n);
         coop.made_progress();
         Poll::Ready(Ok(()))
     }
@@ -123,7 +130,28 @@ mod tests {
         }
         assert_eq!(got.len(), sent.len());
         assert!(got == sent, "the bytes came out changed or out of order");
-        assert_eq!(reader.buffer.len(), READ_AHEAD, "read ahead through its buffer");
+        assert_eq!(reader.buffer.capacity(), 0, "drained at the end, nothing kept");
+    }
+
+    #[tokio::test]
+    async fn one_socket_read_serves_many_small_reads_and_an_idle_connection_lets_its_buffer_go() {
+        let (mut far, near) = tokio::io::duplex(READ_AHEAD * 2);
+        let mut reader = ReadAhead::new(near);
+        reader.read_ahead();
+        far.write_all(&[5u8; 3 * 4096]).await.unwrap();
+        let mut piece = [0u8; 4096];
+        assert_eq!(reader.read(&mut piece).await.unwrap(), 4096);
+        assert_eq!(reader.buffer.len(), 2 * 4096, "the rest waits in memory");
+        assert!(reader.buffer.capacity() + 4096 >= READ_AHEAD, "read ahead in one piece");
+        reader.read_exact(&mut piece).await.unwrap();
+        reader.read_exact(&mut piece).await.unwrap();
+        // Drained, and the socket has nothing: the buffer is let go.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), reader.read(&mut piece)).await;
+        assert!(waiting.is_err(), "nothing to read");
+        assert_eq!(reader.buffer.capacity(), 0, "an idle connection keeps no buffer");
+        far.write_all(b"more").await.unwrap();
+        assert_eq!(reader.read(&mut piece).await.unwrap(), 4);
+        assert_eq!(&piece[..4], b"more");
     }
 
     #[tokio::test]
