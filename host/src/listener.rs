@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::tls::{Gate, Peer, ReadAhead, Rotating};
+use crate::tls::{Gate, Peer, Rotating};
 
 /// Time a client has to send a request's head, and that an idle
 /// keep-alive connection stays open.
@@ -136,15 +136,12 @@ async fn connection(
         tracing::debug!(%remote, "a TLS client on a node without credentials: closed");
         return;
     };
-    let accepted =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(ReadAhead::new(tcp)))
-            .await;
-    let mut stream = match accepted {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(tcp)).await;
+    let stream = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return gate.refused(remote, "handshake", &format!("TLS handshake failed: {e}")),
         Err(_) => return gate.refused(remote, "handshake", "TLS handshake not finished in time"),
     };
-    stream.get_mut().0.read_ahead();
     let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
     serve_connection(stream, Peer { remote, certificate }, app, watcher).await
 }

@@ -72,7 +72,7 @@ impl Node {
         };
         // One channel per peer, for the ring's calls and file transfers alike.
         let channels = match &credentials {
-            Some(credentials) => Channels::new(config.rpc_timeout).with_tls(credentials.client_config()?),
+            Some(credentials) => Channels::new(config.rpc_timeout).with_tls(credentials.client_config()),
             None => Channels::new(config.rpc_timeout),
         };
         let (tls, gate) = match &credentials {

@@ -5,13 +5,11 @@
 //!   TLS configurations it makes for the listener and the peer channels;
 //! - `rotation`: certificates replaced while the node runs;
 //! - `gate`: who may call the ring and file RPCs (members, with a
-//!   certificate of the cluster's CA), and the record of strangers refused;
-//! - `read_ahead`: large reads from the socket under rustls.
+//!   certificate of the cluster's CA), and the record of strangers refused.
 
 mod certs;
 mod credentials;
 mod gate;
-mod read_ahead;
 mod rotation;
 
 use std::path::Path;
@@ -19,7 +17,6 @@ use std::path::Path;
 pub use certs::{CA_DAYS, NODE_DAYS, make_ca, make_node};
 pub use credentials::{Credentials, speaks_for};
 pub use gate::{Gate, Peer, members_only};
-pub use read_ahead::{READ_AHEAD, ReadAhead};
 pub use rotation::{QUIET as ROTATION_QUIET, Rotating};
 
 /// The CA's certificate, in a CA folder and in every node folder.

@@ -25,7 +25,7 @@ pub struct Rotating {
     dir: PathBuf,
     server: RwLock<Arc<rustls::ServerConfig>>,
     /// Told the new client configuration (the peer channels).
-    on_client: Box<dyn Fn(Arc<rustls::ClientConfig>) + Send + Sync>,
+    on_client: Box<dyn Fn(tonic::transport::ClientTlsConfig) + Send + Sync>,
     metrics: OnceLock<Arc<Metrics>>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -35,7 +35,7 @@ impl Rotating {
     /// each new client configuration.
     pub fn start(
         credentials: &Credentials,
-        on_client: impl Fn(Arc<rustls::ClientConfig>) + Send + Sync + 'static,
+        on_client: impl Fn(tonic::transport::ClientTlsConfig) + Send + Sync + 'static,
     ) -> Result<Arc<Self>, TlsError> {
         let dir = credentials.dir().to_path_buf();
         let server = RwLock::new(credentials.server_config()?);
@@ -84,7 +84,7 @@ impl Rotating {
 
     /// Loads the folder again; takes what loads, keeps the old otherwise.
     pub fn reload(&self) {
-        let loaded = Credentials::load(&self.dir).and_then(|c| Ok((c.server_config()?, c.client_config()?)));
+        let loaded = Credentials::load(&self.dir).and_then(|c| Ok((c.server_config()?, c.client_config())));
         let outcome = match loaded {
             Ok((server, client)) => {
                 *self.server.write().unwrap_or_else(|p| p.into_inner()) = server;
