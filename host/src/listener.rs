@@ -36,8 +36,7 @@ use crate::tls::{Gate, Peer, Rotating};
 /// Time a client has to send a request's head, and that an idle
 /// keep-alive connection stays open.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a client has to send its first byte and finish a TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::tls::HANDSHAKE_TIMEOUT;
 /// Requests one HTTP/2 connection may have in flight at once.
 pub const HTTP2_STREAMS: u32 = 256;
 /// Streams a client may reset before this node took them up, on one HTTP/2

@@ -70,7 +70,7 @@ impl Node {
             Some(dir) => Some(Credentials::load(dir).context("loading the node's certificates (--tls-dir)")?),
             None => None,
         };
-        // One channel per peer, for the ring's calls and file transfers alike.
+        // Two channels per peer: the ring's calls, and file bytes (`Channels::bulk`).
         let channels = match &credentials {
             Some(credentials) => Channels::new(config.rpc_timeout).with_tls(credentials.client_config()),
             None => Channels::new(config.rpc_timeout),

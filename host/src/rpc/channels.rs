@@ -1,14 +1,25 @@
-//! One lazily connected HTTP/2 channel per peer, shared by the ring's calls
-//! and file transfers (HTTP/2 multiplexes them; flow control bounds what is
-//! in flight).
+//! Lazily connected HTTP/2 channels to each peer (flow control bounds what
+//! is in flight on each).
+//!
+//! File bytes (stores, copies, fetches) go on a second connection to each
+//! peer ([`Channels::bulk`]): the ring's calls and the failure detector's
+//! heartbeats keep their own, so they never wait behind megabytes of a
+//! transfer queued on the same socket. Over mutual TLS, that second
+//! connection's socket is read through a [`ReadAhead`]: rustls on its own
+//! reads one record (about 16 KiB) per `read` call, so a large fetch cost a
+//! system call and a trip through the runtime per 16 KiB.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::health::Health;
+use crate::tls::ReadAhead;
 
 /// Bytes a peer may have in flight to this node per stream.
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -21,6 +32,8 @@ const MAX_FRAME: u32 = 1 << 20;
 #[derive(Clone)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The channels that file bytes take.
+    bulk_by_addr: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     /// With credentials: mutual TLS, the peer's certificate checked against
     /// the cluster's CA and the host it is called at.
@@ -32,7 +45,13 @@ pub struct Channels {
 impl Channels {
     /// Channels that give up connecting after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { by_addr: Arc::default(), connect_timeout, tls: Arc::default(), health: Arc::default() }
+        Self {
+            by_addr: Arc::default(),
+            bulk_by_addr: Arc::default(),
+            connect_timeout,
+            tls: Arc::default(),
+            health: Arc::default(),
+        }
     }
 
     /// The same channels, over mutual TLS with `tls`.
@@ -46,6 +65,7 @@ impl Channels {
     pub fn set_tls(&self, tls: ClientTlsConfig) {
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(tls);
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.bulk_by_addr.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The failure detector of these channels' peers.
@@ -72,15 +92,46 @@ impl Channels {
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());
         }
+        let channel = self.endpoint(addr)?.connect_timeout(self.connect_timeout).connect_lazy();
+        by_addr.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The channel for file bytes to and from `addr`, made on first use;
+    /// `addr` is watched by the failure detector from now on. A connection
+    /// of its own, apart from the ring's calls; over TLS, read through a
+    /// [`ReadAhead`].
+    pub fn bulk(&self, addr: &str) -> Result<Channel, String> {
+        self.health.used(addr);
+        let mut by_addr = self.bulk_by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = by_addr.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = self.endpoint(addr)?;
+        let channel = if endpoint.uri().scheme_str() == Some("https") {
+            // The connect timeout bounds the TCP connect alone, as on
+            // tonic's own path (`Endpoint::connect_timeout` would bound the
+            // handshake too, which has its own bound in the TLS
+            // configuration).
+            let (to, timeout) = (addr.to_owned(), self.connect_timeout);
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| connect_reading_ahead(to.clone(), timeout)))
+        } else {
+            endpoint.connect_timeout(self.connect_timeout).connect_lazy()
+        };
+        by_addr.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// How a channel to `addr` is made, but for its connector.
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
         let tls = self.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("{addr} is not an address: {e}"))?;
-        if let Some(tls) = &tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS to {addr}: {e}"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS to {addr}: {e}"))?;
         }
-        let endpoint = endpoint
-            .connect_timeout(self.connect_timeout)
+        Ok(endpoint
             // HTTP/2's default 64 KiB window stalls a transfer every few
             // chunks; these bound what is in flight per stream and per peer.
             .initial_stream_window_size(STREAM_WINDOW)
@@ -88,9 +139,17 @@ impl Channels {
             // A chunk per frame rather than sixteen 16 KiB frames.
             .max_frame_size(MAX_FRAME)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(self.connect_timeout);
-        let channel = endpoint.connect_lazy();
-        by_addr.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+            .keep_alive_timeout(self.connect_timeout))
     }
+}
+
+/// A TCP connection to `addr` whose reads go through a [`ReadAhead`]; tonic
+/// makes the TLS connection over it.
+async fn connect_reading_ahead(addr: String, timeout: Duration) -> io::Result<TokioIo<ReadAhead<TcpStream>>> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&addr)).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} took over {timeout:?}"))
+    })??;
+    // As on the listener: window updates must not wait for delayed ACKs.
+    tcp.set_nodelay(true)?;
+    Ok(TokioIo::new(ReadAhead::new(tcp)))
 }

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use super::channels::Channels;
 use super::convert::{entry_from_pb, range_to_pb};
@@ -80,8 +81,17 @@ impl GrpcPeers {
     /// A client to `node` whose every call, streaming ones included, carries
     /// the trace id of the request being served.
     fn client(&self, node: &str) -> Result<FilesClient<Tagged>, FileError> {
-        let channel =
-            self.channels.get(node).map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
+        self.client_on(node, self.channels.get(node))
+    }
+
+    /// A client like [`GrpcPeers::client`] on the channel that file bytes
+    /// take (stores, copies, fetches).
+    fn bulk_client(&self, node: &str) -> Result<FilesClient<Tagged>, FileError> {
+        self.client_on(node, self.channels.bulk(node))
+    }
+
+    fn client_on(&self, node: &str, channel: Result<Channel, String>) -> Result<FilesClient<Tagged>, FileError> {
+        let channel = channel.map_err(|why| FileError::remote(node, ErrorKind::PeerUnavailable, why))?;
         Ok(FilesClient::new(tagging(channel))
             .max_decoding_message_size(FILES_MESSAGE_MAX)
             .max_encoding_message_size(FILES_MESSAGE_MAX))
@@ -94,10 +104,6 @@ impl GrpcPeers {
         request
     }
 
-    /// Waits for `call`'s first answer at most the call timeout: tonic only
-    /// tells the peer the deadline, and a peer the network cut off never
-    /// answers (the connection's keep-alive would take seconds to notice).
-    /// A peer the failure detector suspects is not waited for.
     /// The entries and tombstones of a `List` or `Entries` stream; entries
     /// that break the contract are left out with a warning.
     async fn listing(
@@ -114,26 +120,29 @@ impl GrpcPeers {
         Ok((entries, deleted))
     }
 
+    /// Waits for `call`'s first answer at most the call timeout: tonic only
+    /// tells the peer the deadline, and a peer the network cut off never
+    /// answers (the connection's keep-alive would take seconds to notice).
+    /// A peer the failure detector suspects is not waited for.
     async fn answered<R>(
         &self,
         node: &str,
         call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     ) -> Result<R, FileError> {
-        let health = self.channels.health();
-        let answer =
-            unless_suspected(health, node, async { Ok(tokio::time::timeout(self.call_timeout, call).await) }).await?;
-        match answer {
-            Ok(reply) => {
-                let reply = reply.map_err(status_error(node))?.into_inner();
-                health.heard(node);
-                Ok(reply)
+        let answer = async {
+            match tokio::time::timeout(self.call_timeout, call).await {
+                Ok(reply) => reply.map_err(status_error(node)),
+                Err(_) => Err(FileError::remote(
+                    node,
+                    ErrorKind::PeerUnavailable,
+                    format!("no answer within {} ms", self.call_timeout.as_millis()),
+                )),
             }
-            Err(_) => Err(FileError::remote(
-                node,
-                ErrorKind::PeerUnavailable,
-                format!("no answer within {} ms", self.call_timeout.as_millis()),
-            )),
-        }
+        };
+        let health = self.channels.health();
+        let reply = unless_suspected(health, node, answer).await?.into_inner();
+        health.heard(node);
+        Ok(reply)
     }
 
     async fn store_body(
@@ -143,7 +152,7 @@ impl GrpcPeers {
         body: BodyStream,
         limit: u64,
     ) -> Result<StoreAnswer, FileError> {
-        let mut client = self.client(node)?;
+        let mut client = self.bulk_client(node)?;
         let (new, replicas) = order.new.unwrap_or((false, 0));
         let (version_ns, blake3) =
             order.copy_of.map_or((0, Bytes::new()), |(at, d)| (at, Bytes::copy_from_slice(&d.0)));
@@ -191,7 +200,7 @@ impl GrpcPeers {
         range: Range<u64>,
         known: Option<Arc<Outboard>>,
     ) -> Result<Fetched, FileError> {
-        let mut client = self.client(node)?;
+        let mut client = self.bulk_client(node)?;
         let request = pb::FetchRequest {
             name: name.as_str().to_owned(),
             offset: range.start,
@@ -303,7 +312,7 @@ impl Peers for GrpcPeers {
         let (tx, rx) = mpsc::channel::<pb::StoreRequest>(COPY_CHUNKS);
         let _ = tx.try_send(message(pb::store_request::Part::Header(header)));
         let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let client = self.client(node);
+        let client = self.bulk_client(node);
         let addr = node.to_owned();
         // A holder suspected while the copy streams is given up on: the
         // stream's sender sees it closed, and a stand-in takes the copy.

@@ -5,11 +5,13 @@
 //!   TLS configurations it makes for the listener and the peer channels;
 //! - `rotation`: certificates replaced while the node runs;
 //! - `gate`: who may call the ring and file RPCs (members, with a
-//!   certificate of the cluster's CA), and the record of strangers refused.
+//!   certificate of the cluster's CA), and the record of strangers refused;
+//! - `read_ahead`: large reads from the socket under rustls.
 
 mod certs;
 mod credentials;
 mod gate;
+mod read_ahead;
 mod rotation;
 
 use std::path::Path;
@@ -17,7 +19,12 @@ use std::path::Path;
 pub use certs::{CA_DAYS, NODE_DAYS, make_ca, make_node};
 pub use credentials::{Credentials, speaks_for};
 pub use gate::{Gate, Peer, members_only};
+pub use read_ahead::{READ_AHEAD, ReadAhead};
 pub use rotation::{QUIET as ROTATION_QUIET, Rotating};
+
+/// Time a client has to send its first byte and finish a TLS handshake on
+/// the listener, and that a peer channel gives its handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The CA's certificate, in a CA folder and in every node folder.
 pub const CA_CERT: &str = "ca.crt";
