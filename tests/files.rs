@@ -153,6 +153,61 @@ async fn a_crashed_holder_loses_nothing() {
     }
 }
 
+/// The holders an upload's answer names, responsible node first.
+fn holders_of(reply: &Value) -> Vec<String> {
+    reply["holders"].as_array().expect("holders").iter().map(|h| h.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_uploads_go_where_the_ring_table_says_and_a_lost_node_costs_a_lookup() {
+    let mut nodes = start_ring(4).await;
+    let http = client();
+    let routed = "ringshare_uploads_routed_by_table_total";
+    let before = metric(&nodes[0], routed).await;
+    let mut answers = Vec::new();
+    for i in 0..24 {
+        let name = format!("small-{i}");
+        let put =
+            http.put(nodes[0].at(&format!("/files/{name}"))).body(format!("small body {i}")).send().await.unwrap();
+        let status = put.status();
+        let reply: Value = put.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{name}: {reply}");
+        answers.push((name, holders_of(&reply)));
+    }
+    assert_eq!(metric(&nodes[0], routed).await - before, 24.0, "each small upload went where the table said");
+    for (name, holders) in &answers {
+        let placed = placement(&nodes[1], name).await;
+        assert_eq!(holders[0], placed[0], "{name}: stored by the node responsible for it");
+        let (mut got, mut want) = (holders.clone(), placed);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{name}: its copies on its placement");
+    }
+
+    // The node the table names is killed the moment before the upload: the
+    // first try finds it gone, the second looks the placement up.
+    let gone = nodes[2].addr.clone();
+    let mut name = None;
+    for i in 0..1_000 {
+        let candidate = format!("lost-{i}");
+        if placement(&nodes[0], &candidate).await[0] == gone {
+            name = Some(candidate);
+            break;
+        }
+    }
+    let name = name.expect("a name the third node is responsible for");
+    nodes.remove(2).kill();
+    let put = http.put(nodes[0].at(&format!("/files/{name}"))).body("after a crash").send().await.unwrap();
+    let status = put.status();
+    let reply: Value = put.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    assert!(!holders_of(&reply).contains(&gone), "stored on the killed node: {reply}");
+    for node in &nodes {
+        let body = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap().text().await.unwrap();
+        assert_eq!(body, "after a crash", "through {}", node.addr);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_dying_mid_download_is_replaced_at_the_same_offset() {
     let mut nodes = start_ring(5).await;

@@ -43,6 +43,8 @@
 //! - `ringshare_journal_syncs_total`, `ringshare_journal_writes_total`: syncs
 //!   of the journal of small uploads (group commit) and the uploads they
 //!   made durable (`store::journal`);
+//! - `ringshare_uploads_routed_by_table_total`: small uploads sent where
+//!   this node's ring table placed them, without a lookup;
 //! - `ringshare_read_cache_hits_total`, `ringshare_read_cache_misses_total`:
 //!   reads of small files this node holds answered from memory, and not;
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
@@ -190,6 +192,8 @@ pub struct Metrics {
     pub journal_syncs: Counter,
     /// Small uploads those syncs made durable.
     pub journal_writes: Counter,
+    /// Small uploads sent where the ring table placed them, without a lookup.
+    pub uploads_routed_by_table: Counter,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -262,6 +266,12 @@ impl Metrics {
             "Small uploads made durable by syncs of the journal",
             journal_writes.clone(),
         );
+        let uploads_routed_by_table = Counter::default();
+        registry.register(
+            "uploads_routed_by_table",
+            "Small uploads sent where this node's ring table placed them, without a lookup",
+            uploads_routed_by_table.clone(),
+        );
         Arc::new(Self {
             registry,
             http,
@@ -292,6 +302,7 @@ impl Metrics {
             store_synced_writes,
             journal_syncs,
             journal_writes,
+            uploads_routed_by_table,
             scraping: std::sync::Mutex::new(()),
         })
     }

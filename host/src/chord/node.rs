@@ -553,6 +553,20 @@ impl<T: Transport> ChordNode<T> {
         found
     }
 
+    /// The node responsible for `key` as this node's table alone tells
+    /// ([`RoutingTable::responsible`]), without a call; `None` while this
+    /// node is not joined or is leaving, when the table does not tell, or
+    /// when that node is suspected. Unlike [`ChordNode::lookup`], the answer
+    /// is not checked to be alive: a caller that cannot afford a dead answer
+    /// looks up instead.
+    pub fn responsible_by_table(&self, key: Id) -> Option<NodeRef> {
+        if !self.is_joined() || self.is_leaving() {
+            return None;
+        }
+        let node = self.table().responsible(key)?;
+        (!self.transport.suspected(&node)).then_some(node)
+    }
+
     /// Counts the hops of this node's lookups in `histogram` from now on.
     pub fn count_hops(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
         let _ = self.hops.set(histogram);

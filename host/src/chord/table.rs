@@ -96,6 +96,28 @@ impl RoutingTable {
         Step::Next { closer: candidates, successors: self.successors.clone() }
     }
 
+    /// The node responsible for `key` as this table alone tells, without a
+    /// call: this node when `key` is in (predecessor, me], else the first
+    /// node of the successor list at or after `key`; `None` when neither
+    /// covers it. A lookup from here would answer the same (its last hop
+    /// asks the node before `key` on this same list), but for the calls it
+    /// makes and its check that the answer is alive.
+    pub fn responsible(&self, key: Id) -> Option<NodeRef> {
+        if let Some(pred) = &self.predecessor
+            && key.in_half_open(pred.id, self.me.id)
+        {
+            return Some(self.me.clone());
+        }
+        let mut from = self.me.id;
+        for node in &self.successors {
+            if key.in_half_open(from, node.id) {
+                return Some(node.clone());
+            }
+            from = node.id;
+        }
+        None
+    }
+
     /// Replaces the successor list with `head` followed by `tail` (the
     /// head's own list): ordered by distance, without duplicates or this
     /// node, at most `r` long; `[me]` when nothing is left.
@@ -206,6 +228,25 @@ mod tests {
                 let (got, hops) = route(&tables, start.index(tables.len()), Id(key));
                 prop_assert_eq!(got, want);
                 prop_assert!(hops <= 64);
+            }
+        }
+
+        #[test]
+        fn a_converged_table_names_the_oracles_successor_or_nothing(ids in prop::collection::btree_set(any::<u64>(), 1..40), keys in prop::collection::vec(any::<u64>(), 1..20), at in any::<prop::sample::Index>(), r in 1usize..6) {
+            let mut tables = converged(&ids, r);
+            let sorted: Vec<u64> = ids.iter().copied().collect();
+            let i = at.index(tables.len());
+            let n = sorted.len();
+            tables[i].predecessor = (n > 1).then(|| node(sorted[(i + n - 1) % n]));
+            let table = &tables[i];
+            for key in keys {
+                let want = *sorted.iter().find(|&&id| id >= key).unwrap_or(&sorted[0]);
+                match table.responsible(Id(key)) {
+                    Some(got) => prop_assert_eq!(got.id.0, want),
+                    // Nothing said only for keys beyond the list's last node.
+                    None => prop_assert!(!Id(key).in_half_open(Id(sorted[(i + n - 1) % n]), Id(sorted[i]))
+                        && n > r + 1),
+                }
             }
         }
 

@@ -127,6 +127,11 @@ pub trait Ring: Send + Sync {
     fn successors(&self) -> Vec<NodeRef>;
     /// The node responsible for `key`, and the hops it took to find it.
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>>;
+    /// The node responsible for `key` as this node's own table tells,
+    /// without a call and unchecked; `None` when it does not tell.
+    fn responsible_by_table(&self, _key: Id) -> Option<NodeRef> {
+        None
+    }
     /// `node`'s successor list; an error if it does not answer.
     fn successors_of<'a>(&'a self, node: &'a NodeRef) -> BoxFuture<'a, Result<Vec<NodeRef>, RingError>>;
     /// This node's predecessor, if it knows one.
@@ -157,6 +162,10 @@ impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
 
     fn lookup(&self, key: Id) -> BoxFuture<'_, Result<(NodeRef, usize), RingError>> {
         ChordNode::lookup(self, key).boxed()
+    }
+
+    fn responsible_by_table(&self, key: Id) -> Option<NodeRef> {
+        ChordNode::responsible_by_table(self, key)
     }
 
     fn predecessor(&self) -> Option<NodeRef> {

@@ -53,6 +53,14 @@ impl Placement {
         Ok(self.ring.lookup(Id::hash(name.as_str())).await?.0)
     }
 
+    /// The node responsible for `name` as this node's own ring table tells,
+    /// without a call (`None` when it does not tell). The answer is not
+    /// checked to be alive, as a lookup's is: only for a write that is tried
+    /// again, through a lookup, should that node be lost.
+    pub fn responsible_by_table(&self, name: &FileName) -> Option<NodeRef> {
+        self.ring.responsible_by_table(Id::hash(name.as_str()))
+    }
+
     /// Where `name` belongs: the responsible node first, then its
     /// successors (one lookup, one successor-list read).
     pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {

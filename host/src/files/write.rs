@@ -155,7 +155,8 @@ impl Writer {
         Ok(crate::clock::now_ns())
     }
 
-    /// Counts holders skipped for a full disk in `metrics`.
+    /// Counts holders skipped for a full disk, and uploads routed by the
+    /// ring table, in `metrics`.
     pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
     }
@@ -215,7 +216,19 @@ impl Writer {
                 None => held_again.boxed(),
             };
             let tried = async {
-                let responsible = &self.placement.responsible(name).await?;
+                // A held upload's first try goes where this node's table
+                // says, without the lookup's calls; should that node be
+                // lost, the next try looks it up.
+                let by_table = (whole && attempt == 1).then(|| self.placement.responsible_by_table(name)).flatten();
+                let responsible = &match by_table {
+                    Some(node) => {
+                        if let Some(m) = self.metrics.get() {
+                            m.uploads_routed_by_table.inc();
+                        }
+                        node
+                    }
+                    None => self.placement.responsible(name).await?,
+                };
                 let replicas = self.placement.replicas() - 1;
                 if self.placement.is_me(responsible) {
                     return self.store_here(name, StoreHow::New { overwrite, replicas }, body).await;
