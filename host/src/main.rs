@@ -135,10 +135,14 @@ enum Command {
 #[derive(Subcommand)]
 enum PluginsAction {
     /// The same as `ringshare plugin export DIR`.
-    Export {
-        /// The folder to write into (created if missing).
-        dir: PathBuf,
-    },
+    Export(ExportArgs),
+}
+
+/// Where `plugin export` and `plugins export` write.
+#[derive(Args)]
+struct ExportArgs {
+    /// The folder to write into (created if missing).
+    dir: PathBuf,
 }
 
 /// The node a client command talks to: the `[client]` table.
@@ -221,10 +225,7 @@ enum PluginCommand {
     /// Write the default plugins built into the binary (index.wasm,
     /// upload.wasm, download.wasm) into DIR, to start from them; a file
     /// already there is never replaced.
-    Export {
-        /// The folder to write into (created if missing).
-        dir: PathBuf,
-    },
+    Export(ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -325,8 +326,8 @@ async fn dispatch(cli: Cli, matches: &ArgMatches) -> ExitCode {
             println!("{report}");
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Command::Plugin(PluginCommand::Export { dir })
-        | Command::Plugins { action: Some(PluginsAction::Export { dir }), .. } => {
+        Command::Plugin(PluginCommand::Export(ExportArgs { dir }))
+        | Command::Plugins { action: Some(PluginsAction::Export(ExportArgs { dir })), .. } => {
             match ringshare::plugins::embedded::export(&dir) {
                 Ok(written) => {
                     println!("wrote {}", written.join(", "));
