@@ -88,13 +88,7 @@ impl Channels {
     /// The channel to `addr`, made on first use, without watching `addr`
     /// (the failure detector's own heartbeats, probes of lost nodes).
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut by_addr = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = by_addr.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = self.endpoint(addr)?.connect_timeout(self.connect_timeout).connect_lazy();
-        by_addr.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        made_once(&self.by_addr, addr, || Ok(self.endpoint(addr)?.connect_timeout(self.connect_timeout).connect_lazy()))
     }
 
     /// The channel for file bytes to and from `addr`, made on first use;
@@ -103,23 +97,20 @@ impl Channels {
     /// [`ReadAhead`].
     pub fn bulk(&self, addr: &str) -> Result<Channel, String> {
         self.health.used(addr);
-        let mut by_addr = self.bulk_by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = by_addr.get(addr) {
-            return Ok(channel.clone());
-        }
-        let endpoint = self.endpoint(addr)?;
-        let channel = if endpoint.uri().scheme_str() == Some("https") {
-            // The connect timeout bounds the TCP connect alone, as on
-            // tonic's own path (`Endpoint::connect_timeout` would bound the
-            // handshake too, which has its own bound in the TLS
-            // configuration).
-            let (to, timeout) = (addr.to_owned(), self.connect_timeout);
-            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| connect_reading_ahead(to.clone(), timeout)))
-        } else {
-            endpoint.connect_timeout(self.connect_timeout).connect_lazy()
-        };
-        by_addr.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        made_once(&self.bulk_by_addr, addr, || {
+            let endpoint = self.endpoint(addr)?;
+            Ok(if endpoint.uri().scheme_str() == Some("https") {
+                // The connect timeout bounds the TCP connect alone, as on
+                // tonic's own path (`Endpoint::connect_timeout` would bound
+                // the handshake too, which has its own bound in the TLS
+                // configuration).
+                let (to, timeout) = (addr.to_owned(), self.connect_timeout);
+                endpoint
+                    .connect_with_connector_lazy(tower::service_fn(move |_| connect_reading_ahead(to.clone(), timeout)))
+            } else {
+                endpoint.connect_timeout(self.connect_timeout).connect_lazy()
+            })
+        })
     }
 
     /// How a channel to `addr` is made, but for its connector.
@@ -141,6 +132,22 @@ impl Channels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(self.connect_timeout))
     }
+}
+
+/// The channel to `addr` in `by_addr`, made by `make` and kept there if
+/// there is none yet.
+fn made_once(
+    by_addr: &Mutex<HashMap<String, Channel>>,
+    addr: &str,
+    make: impl FnOnce() -> Result<Channel, String>,
+) -> Result<Channel, String> {
+    let mut by_addr = by_addr.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(channel) = by_addr.get(addr) {
+        return Ok(channel.clone());
+    }
+    let channel = make()?;
+    by_addr.insert(addr.to_owned(), channel.clone());
+    Ok(channel)
 }
 
 /// A TCP connection to `addr` whose reads go through a [`ReadAhead`]; tonic
