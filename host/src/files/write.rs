@@ -77,6 +77,14 @@ const WRITE_ATTEMPTS: usize = 3;
 fn try_again(attempt: usize, e: &FileError) -> bool {
     attempt < WRITE_ATTEMPTS && matches!(e.kind(), ErrorKind::PeerUnavailable | ErrorKind::RingUnavailable)
 }
+
+/// The pause before try `attempt` (the second and later) of a write:
+/// 50 ms, then doubling, so the ring has a moment to route around what was
+/// lost before it is asked again.
+async fn pause_before(attempt: usize) {
+    const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+    tokio::time::sleep(FIRST_PAUSE * (1 << attempt.saturating_sub(2).min(4))).await;
+}
 /// How long a write waits for a node that has just joined to judge its
 /// clock (its first measurement runs as it joins, one call per neighbour).
 const FIRST_JUDGEMENT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -254,6 +262,7 @@ impl Writer {
                 Err(e) if whole && try_again(attempt, &e) => {
                     tracing::warn!(file = %name, "a node was lost while the upload was placed, trying again: {e}");
                     attempt += 1;
+                    pause_before(attempt).await;
                 }
                 answer => return answer,
             }
@@ -493,6 +502,7 @@ impl Writer {
                 Ok(node) => node,
                 Err(e) if try_again(attempt, &e) => {
                     attempt += 1;
+                    pause_before(attempt).await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -505,6 +515,7 @@ impl Writer {
                 Err(e) if try_again(attempt, &e) => {
                     tracing::warn!(file = %name, "a node was lost while the deletion was placed, trying again: {e}");
                     attempt += 1;
+                    pause_before(attempt).await;
                     if e.kind() == ErrorKind::PeerUnavailable {
                         asked_and_lost = Some((responsible, e));
                     }
