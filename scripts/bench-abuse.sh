@@ -15,6 +15,7 @@ size_mib=${1:-256}
 slow=${2:-2000}
 idle=${3:-1000}
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need nginx
 (cd "$root" && cargo build --release -q -p ringshare)
 

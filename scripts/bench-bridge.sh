@@ -13,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-1000}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need wrk
 "$root/scripts/broker.sh"
 (cd "$root" && cargo build --release -q -p ringshare)

@@ -19,6 +19,7 @@ size_mib=${1:-1024}
 reps=${2:-5}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need nginx b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 

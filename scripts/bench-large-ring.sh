@@ -10,6 +10,7 @@ nodes=${1:-64}
 files=${2:-100000}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need nginx b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 

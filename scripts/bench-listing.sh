@@ -9,6 +9,7 @@ secs=${1:-5}
 reps=${2:-3}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need wrk nginx
 (cd "$root" && cargo build --release -q -p ringshare)
 

@@ -17,6 +17,7 @@ secs=${1:-8}
 reps=${2:-3}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need wrk b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 

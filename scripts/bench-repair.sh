@@ -10,6 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-1000000}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need b3sum
 (cd "$root" && cargo build --release -q -p ringshare)
 

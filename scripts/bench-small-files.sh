@@ -22,6 +22,7 @@ files=${1:-20000}
 size=${2:-1024}
 
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need nginx
 (cd "$root" && cargo build --release -q -p ringshare && cargo bench -q -p ringshare --bench small_files --no-run)
 client=$(cd "$root" && cargo bench -q -p ringshare --bench small_files --no-run --message-format=json 2>/dev/null |

@@ -20,6 +20,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-512}
 reps=${2:-3}
 . "$root/scripts/bench-lib.sh"
+bench_settle
 bench_need nginx b3sum
 bin=${RINGSHARE_BIN:-}
 if [ -z "$bin" ]; then
