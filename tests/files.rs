@@ -159,7 +159,7 @@ fn holders_of(reply: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_uploads_go_where_the_ring_table_says_and_a_lost_node_costs_a_lookup() {
+async fn uploads_and_reads_go_where_the_ring_table_says_and_a_lost_node_costs_a_lookup() {
     let mut nodes = start_ring(4).await;
     let http = client();
     let routed = "ringshare_uploads_routed_by_table_total";
@@ -183,6 +183,24 @@ async fn small_uploads_go_where_the_ring_table_says_and_a_lost_node_costs_a_look
         want.sort();
         assert_eq!(got, want, "{name}: its copies on its placement");
     }
+
+    // Reads ask the holders the table names; what they do not find there
+    // (a deletion, a name never written) is asked through a lookup.
+    let placed_reads = "ringshare_reads_placed_by_table_total";
+    let before = metric(&nodes[1], placed_reads).await;
+    for (i, (name, _)) in answers.iter().enumerate() {
+        let body = http.get(nodes[1].at(&format!("/files/{name}"))).send().await.unwrap().text().await.unwrap();
+        assert_eq!(body, format!("small body {i}"), "{name} through {}", nodes[1].addr);
+    }
+    assert_eq!(metric(&nodes[1], placed_reads).await - before, 24.0, "each read found its holders in the table");
+    let (deleted, _) = &answers[0];
+    let gone = http.delete(nodes[0].at(&format!("/files/{deleted}"))).send().await.unwrap();
+    assert!(gone.status().is_success(), "delete: {}", gone.status());
+    for missing in [deleted.as_str(), "never-written"] {
+        let get = http.get(nodes[1].at(&format!("/files/{missing}"))).send().await.unwrap();
+        assert_eq!(get.status(), StatusCode::NOT_FOUND, "{missing}");
+    }
+    assert_eq!(metric(&nodes[1], placed_reads).await - before, 24.0, "a read that found no file counted as placed");
 
     // The node the table names is killed the moment before the upload: the
     // first try finds it gone, the second looks the placement up.

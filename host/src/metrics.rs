@@ -45,6 +45,8 @@
 //!   made durable (`store::journal`);
 //! - `ringshare_uploads_routed_by_table_total`: small uploads sent where
 //!   this node's ring table placed them, without a lookup;
+//! - `ringshare_reads_placed_by_table_total`: reads whose holders this
+//!   node's ring table named, found there without a lookup;
 //! - `ringshare_read_cache_hits_total`, `ringshare_read_cache_misses_total`:
 //!   reads of small files this node holds answered from memory, and not;
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
@@ -194,6 +196,8 @@ pub struct Metrics {
     pub journal_writes: Counter,
     /// Small uploads sent where the ring table placed them, without a lookup.
     pub uploads_routed_by_table: Counter,
+    /// Reads whose holders the ring table named, without a lookup.
+    pub reads_placed_by_table: Counter,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -272,6 +276,12 @@ impl Metrics {
             "Small uploads sent where this node's ring table placed them, without a lookup",
             uploads_routed_by_table.clone(),
         );
+        let reads_placed_by_table = Counter::default();
+        registry.register(
+            "reads_placed_by_table",
+            "Reads whose holders this node's ring table named, found there without a lookup",
+            reads_placed_by_table.clone(),
+        );
         Arc::new(Self {
             registry,
             http,
@@ -303,6 +313,7 @@ impl Metrics {
             journal_syncs,
             journal_writes,
             uploads_routed_by_table,
+            reads_placed_by_table,
             scraping: std::sync::Mutex::new(()),
         })
     }

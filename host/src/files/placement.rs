@@ -61,6 +61,16 @@ impl Placement {
         self.ring.responsible_by_table(Id::hash(name.as_str()))
     }
 
+    /// The holders of `name` as this node's own table tells, without a
+    /// call ([`placed_by_table`]); `None` when the table does not name all
+    /// of them. Like [`Placement::responsible_by_table`], unchecked: a read
+    /// that finds no version there asks through a lookup.
+    pub fn holders_by_table(&self, name: &FileName) -> Option<Vec<NodeRef>> {
+        let responsible = self.ring.responsible_by_table(Id::hash(name.as_str()))?;
+        let predecessor = self.ring.predecessor();
+        placed_by_table(&self.me(), predecessor.as_ref(), &self.ring.successors(), &responsible, self.replicas)
+    }
+
     /// Where `name` belongs: the responsible node first, then its
     /// successors (one lookup, one successor-list read).
     pub async fn holders(&self, name: &FileName) -> Result<Vec<NodeRef>, FileError> {
@@ -203,6 +213,28 @@ pub fn holders(responsible: &NodeRef, successors: &[NodeRef], k: usize) -> Vec<N
     holders
 }
 
+/// The holders of a key whose responsible node is `responsible`, read off
+/// one node's table: `me`, its `predecessor` and its `successors`. They are
+/// `responsible` and the nodes after it on the list, k of them; a list that
+/// ends at the predecessor is the whole ring, and goes round through `me`
+/// (fewer than k nodes then hold every key). `None` when `responsible` is
+/// not on the list, or the list ends before k nodes.
+pub fn placed_by_table(
+    me: &NodeRef,
+    predecessor: Option<&NodeRef>,
+    successors: &[NodeRef],
+    responsible: &NodeRef,
+    k: usize,
+) -> Option<Vec<NodeRef>> {
+    let ring: Vec<&NodeRef> = std::iter::once(me).chain(successors.iter().filter(|s| s.id != me.id)).collect();
+    let n = ring.len();
+    let whole = n > 1 && predecessor.is_some_and(|p| p.id == ring[n - 1].id);
+    let start = ring.iter().position(|node| node.id == responsible.id)?;
+    let span = if whole { n } else { n - start };
+    let placed: Vec<NodeRef> = (0..span.min(k)).map(|j| ring[(start + j) % n].clone()).collect();
+    (placed.len() == k || (whole && placed.len() == n)).then_some(placed)
+}
+
 /// Whether `node` is among `placed` (the holders of `key`, k of them unless
 /// the ring is smaller), or would be if it joined: its id falls between the
 /// key and the last holder, so it would take that holder's place.
@@ -308,6 +340,36 @@ mod tests {
                     prop_assert_eq!(gained, vec![heir]);
                 }
                 None => prop_assert!(!before.contains(&ring[me])),
+            }
+        }
+
+        #[test]
+        fn a_table_names_the_true_holders_or_nothing(
+            ids in prop::collection::btree_set(any::<u64>(), 1..30), at: prop::sample::Index, key: u64,
+            k in 1usize..5, r in 1usize..8,
+        ) {
+            // A converged ring: each node knows its predecessor and its r
+            // nearest successors.
+            let ring: Vec<NodeRef> = ids.iter().map(|&id| NodeRef { id: Id(id), addr: id.to_string() }).collect();
+            let n = ring.len();
+            let me = at.index(n);
+            let successors: Vec<NodeRef> = (1..=r.min(n - 1)).map(|j| ring[(me + j) % n].clone()).collect();
+            let predecessor = (n > 1).then(|| ring[(me + n - 1) % n].clone());
+            let first = ring.iter().position(|node| node.id.0 >= key).unwrap_or(0);
+            let truth: Vec<NodeRef> = (0..k.min(n)).map(|j| ring[(first + j) % n].clone()).collect();
+            for responsible in [&ring[first], &ring[me]] {
+                match placed_by_table(&ring[me], predecessor.as_ref(), &successors, responsible, k) {
+                    Some(placed) if responsible.id == ring[first].id => prop_assert_eq!(&placed, &truth),
+                    Some(placed) => {
+                        prop_assert_eq!(&placed[0], responsible);
+                        prop_assert_eq!(placed.len(), k.min(n));
+                    }
+                    None => {
+                        // Only when the list does not reach k nodes from it.
+                        let at = (ring.iter().position(|node| node.id == responsible.id).unwrap() + n - me) % n;
+                        prop_assert!(n == 1 || (successors.len() < n - 1 && at + k > successors.len() + 1));
+                    }
+                }
             }
         }
 

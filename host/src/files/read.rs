@@ -39,6 +39,8 @@ pub struct Reader {
     tasks: TaskTracker,
     /// Holders read at once by a large read (1: one at a time).
     sources: usize,
+    /// Where reads whose holders the table named are counted.
+    placed_by_table: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Reader {
@@ -51,7 +53,7 @@ impl Reader {
         tasks: TaskTracker,
         sources: usize,
     ) -> Self {
-        Self { placement, local, peers, tasks, sources: sources.max(1) }
+        Self { placement, local, peers, tasks, sources: sources.max(1), placed_by_table: Default::default() }
     }
 
     /// Finds the newest version of `name`: asks every holder what it knows,
@@ -113,16 +115,29 @@ impl Reader {
     /// none of the holders knows the name, the rest of the responsible
     /// node's successor list is asked before the answer is "not found".
     async fn survey(&self, name: &FileName, here: &Known) -> Result<(Known, Vec<NodeRef>), FileError> {
+        // The holders this node's table names are asked first, without the
+        // lookup's calls (one to find the responsible node, one for its
+        // successors): while the table and a lookup name the same holders,
+        // the answers are the same. A file found with every holder
+        // answering is the answer; anything else (nothing found, a
+        // deletion, a holder that did not answer) is asked again through a
+        // lookup, as if the table had not been read.
+        if let Some(placed) = self.placement.holders_by_table(name) {
+            let (holders, theirs) = self.ask(name, placed).await;
+            let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+            if matches!(newest, Known::File(_)) && theirs.iter().all(Result::is_ok) {
+                if let Some(counter) = self.placed_by_table.get() {
+                    counter.inc();
+                }
+                return Ok(Self::having(newest, holders, theirs));
+            }
+        }
         let (placed, further) = self.placement.holders_and_beyond(name).await?;
-        let others =
-            |nodes: Vec<NodeRef>| -> Vec<NodeRef> { nodes.into_iter().filter(|h| !self.placement.is_me(h)).collect() };
         let lost_holder = self.placement.lost_holder(name, &placed);
-        let mut holders = others(placed);
-        let mut theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+        let (mut holders, mut theirs) = self.ask(name, placed).await;
         let mut newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
         if newest == Known::Nothing {
-            let further = others(further);
-            let more = futures_util::future::join_all(further.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+            let (further, more) = self.ask(name, further).await;
             newest = Known::newest(more.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
             holders.extend(further);
             theirs.extend(more);
@@ -144,13 +159,31 @@ impl Reader {
                 format!("{name} is on no node that answers, and {} may hold it but does not answer", lost.addr),
             ));
         }
+        Ok(Self::having(newest, holders, theirs))
+    }
+
+    /// Asks `nodes`, this one left out, what they know of `name`: the nodes
+    /// asked, and their answers in the same order.
+    async fn ask(&self, name: &FileName, nodes: Vec<NodeRef>) -> (Vec<NodeRef>, Vec<Result<Known, FileError>>) {
+        let holders: Vec<NodeRef> = nodes.into_iter().filter(|h| !self.placement.is_me(h)).collect();
+        let theirs = futures_util::future::join_all(holders.iter().map(|h| self.peers.stat(&h.addr, name))).await;
+        (holders, theirs)
+    }
+
+    /// `newest`, with the holders among `holders` whose answer is that state.
+    fn having(newest: Known, holders: Vec<NodeRef>, theirs: Vec<Result<Known, FileError>>) -> (Known, Vec<NodeRef>) {
         let having = holders
             .into_iter()
             .zip(theirs)
             .filter(|(_, k)| k.as_ref().is_ok_and(|k| k.same(&newest)))
             .map(|(h, _)| h)
             .collect();
-        Ok((newest, having))
+        (newest, having)
+    }
+
+    /// Counts reads whose holders this node's table named in `counter`.
+    pub fn count_placed_by_table(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.placed_by_table.set(counter);
     }
 
     /// A node that serves the newest version of `name`: this one if it has

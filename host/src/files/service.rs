@@ -152,9 +152,11 @@ impl Files {
         self.local.list().await
     }
 
-    /// Counts repair passes and holders skipped for a full disk in `metrics`.
+    /// Counts repair passes, holders skipped for a full disk, and reads and
+    /// uploads placed by the ring table in `metrics`.
     pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
         self.writer.count_in(metrics.clone());
+        self.reader.count_placed_by_table(metrics.reads_placed_by_table.clone());
         self.local.cache().count_in(metrics.read_cache_hits.clone(), metrics.read_cache_misses.clone());
         self.repairer.count_passes(metrics);
     }
