@@ -215,7 +215,11 @@ async fn a_plugin_of_the_old_contract_is_refused_with_the_reason() {
     let old = statuses.iter().find(|s| s["file"] == "old-contract.wasm").expect("listed");
     assert_eq!(old["loaded"], false, "{old}");
     let reason = old["reason"].as_str().unwrap();
-    assert!(reason.contains("another version of the plugin contract") && reason.contains("@0.5.0 only"), "{reason}");
+    assert!(
+        reason.contains("another version of the plugin contract")
+            && reason.contains(&format!("@{} only", ringshare::plugins::CONTRACT_VERSION)),
+        "{reason}"
+    );
     let (status, code, _) = error_of(client().get(node.at("/files")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "plugin-unavailable"));
     assert_still_serves(&node, "still.bin").await;
@@ -237,7 +241,8 @@ async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
 
     // A reader claiming 5 bytes whose stream is the whole file: the node
     // reads no more than the 5 (it records them as the file, since the
-    // plugin's word is what the store holds) and serves nothing unchecked.
+    // plugin's word is what the store holds) and serves nothing unchecked:
+    // not the version asked for, then only the 5 bytes it recorded.
     let data = pattern(4, 300_000);
     for name in ["long", "newline", "other-name"] {
         let put = http.put(node.at(&format!("/files/{name}"))).body(data.clone()).send().await.unwrap();
@@ -245,8 +250,11 @@ async fn lying_plugins_cannot_reach_paths_headers_or_lengths() {
     }
     let long = http.get(node.at("/files/long")).send().await.unwrap();
     let (status, code, _) = error_of(long).await;
-    assert_eq!((status, code.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "plugin-failed"));
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "holders-unavailable"));
     assert_eq!(std::fs::read(node.data().join("files/long")).unwrap(), &data[..5]);
+    let long = http.get(node.at("/files/long")).send().await.unwrap();
+    assert_eq!(long.status(), StatusCode::OK);
+    assert_eq!(long.bytes().await.unwrap(), &data[..5], "the bytes recorded, checked against their record");
 
     // A hash with a line break, or an entry for another file: refused as a
     // broken plugin, with no header built from what it said.
@@ -436,7 +444,10 @@ async fn the_plugin_check_passes_the_defaults_and_names_what_is_wrong_with_the_o
         let report = ringshare::check::check_plugin(&defaults.join(format!("{kind}.wasm")), &defaults).await;
         assert!(report.passed(), "{report}");
         let text = report.to_string();
-        assert!(text.contains(&format!("world: ringshare:plugin/{kind}-plugin@0.5.0")), "{text}");
+        assert!(
+            text.contains(&format!("world: ringshare:plugin/{kind}-plugin@{}", ringshare::plugins::CONTRACT_VERSION)),
+            "{text}"
+        );
         assert!(text.contains("reads it back whole, every block verified"), "{text}");
     }
     for template in ["index", "upload", "download", "http"] {

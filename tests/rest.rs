@@ -644,3 +644,39 @@ async fn writes_from_another_origin_are_refused() {
     let reads = http.get(node.at("/files/csrf")).header("origin", "null").send().await.unwrap();
     assert_eq!(reads.status(), StatusCode::OK, "reads are not writes");
 }
+
+/// Plugin contract 0.6.0: the host keeps each file's record, so an upload
+/// leaves one file in the store (no `meta/` record beside it), and a node
+/// started again serves its files without writing them again. A recorded
+/// file found beside the outboard of another version (a crash between the
+/// two renames of an overwrite) is hashed again, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_keeps_the_records_and_a_restart_writes_no_file_again() {
+    use std::os::unix::fs::MetadataExt;
+    let node = TestNode::start().await;
+    let http = client();
+    // One block (past the journal's 64 KiB: a restart replays nothing), and
+    // two of three blocks, with outboards of the same length.
+    let (small, big, other) = (pattern(1, 100_000), pattern(4, 700_000), pattern(6, 700_000));
+    for (name, body) in [("small", &small), ("big", &big), ("other", &other)] {
+        let put = http.put(node.at(&format!("/files/{name}"))).body(body.clone()).send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::CREATED, "{name}");
+    }
+    let beside: Vec<_> = std::fs::read_dir(node.data().join("meta")).unwrap().collect();
+    assert!(beside.is_empty(), "records beside the files: {beside:?}");
+    assert!(std::fs::metadata(node.state().join("records")).unwrap().len() > 0, "the host's records");
+    let inode = |node: &TestNode, name: &str| std::fs::metadata(node.data().join("files").join(name)).unwrap().ino();
+    let before = (inode(&node, "small"), inode(&node, "big"));
+    std::fs::copy(node.data().join("outboard/other"), node.data().join("outboard/big")).unwrap();
+
+    let node = NodeSetup::default().start_in(node.stop().await).await;
+    for (name, body) in [("small", &small), ("big", &big), ("other", &other)] {
+        let got = http.get(node.at(&format!("/files/{name}"))).send().await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK, "{name}");
+        assert_eq!(blake3_hex(&got.bytes().await.unwrap()), blake3_hex(body), "{name}: byte for byte");
+    }
+    assert_eq!(inode(&node, "small"), before.0, "served from the host's record, not written again");
+    assert_ne!(inode(&node, "big"), before.1, "hashed and written again, with its own outboard");
+    let got = http.get(node.at("/files/big")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(blake3_hex(&got), blake3_hex(&big), "and served from then on");
+}

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use ringshare::{FileName, GroupSync, PluginHost, PluginLimits};
+use ringshare::{FileName, GroupSync, PluginHost, PluginLimits, Records};
 
 const CALLS: usize = 2_000;
 
-/// The group commit of a store.
-fn synced(store: &Path) -> std::sync::Arc<GroupSync> {
-    std::sync::Arc::new(GroupSync::open(&[store]).expect("open the store"))
+/// The group commit of a store, and the host's records of its files.
+fn synced(store: &Path) -> (std::sync::Arc<GroupSync>, std::sync::Arc<Records>) {
+    (std::sync::Arc::new(GroupSync::open(&[store]).expect("open the store")), std::sync::Arc::new(Records::in_memory()))
 }
 
 async fn per_call_micros(pooling: bool, store: &Path) -> (f64, f64) {

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
 use crate::plugins::{PluginHost, PluginKind, describe};
+use crate::store::records::Records;
 use crate::store::sync::GroupSync;
 use crate::store::{FileName, StoreDir};
 
@@ -215,7 +216,8 @@ async fn load(
     // The plugins built into the binary stand in for companions missing
     // beside it, so that a check runs from any folder.
     let synced = Arc::new(GroupSync::open(&[&root]).map_err(|e| format!("a temporary store: {e}"))?);
-    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, true, synced))
+    let records = Arc::new(Records::in_memory());
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&plugins, &root, limits, true, (synced, records)))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;

@@ -49,5 +49,6 @@ pub mod trace;
 pub use config::{NodeConfig, PluginLimits};
 pub use node::{Node, run};
 pub use plugins::{PluginError, PluginHost, PluginKind};
+pub use store::records::Records;
 pub use store::sync::GroupSync;
 pub use store::{FileName, NameError};

@@ -18,6 +18,7 @@ use crate::rest::{self, AppState};
 use crate::rpc::{Channels, GrpcPeers, GrpcTransport, chord_routes, files_routes};
 use crate::store::StoreDir;
 use crate::store::journal::Journal;
+use crate::store::records::Records;
 use crate::store::sync::GroupSync;
 use crate::tls::{Credentials, Gate, Rotating, members_only};
 
@@ -53,11 +54,14 @@ impl Node {
             GroupSync::open(&[store.root(), store.state()])
                 .with_context(|| format!("opening {} to sync it", config.data_dir.display()))?,
         );
-        let loading = synced.clone();
-        let plugins =
-            tokio::task::spawn_blocking(move || PluginHost::load(&plugins_dir, &store_root, limits, embedded, loading))
-                .await
-                .context("loading plugins")??;
+        let (loading, records_at) = (synced.clone(), store.state().join("records"));
+        let plugins = tokio::task::spawn_blocking(move || {
+            let records = Records::open(&records_at)
+                .with_context(|| format!("reading the records of the store's files at {}", records_at.display()))?;
+            PluginHost::load(&plugins_dir, &store_root, limits, embedded, (loading, Arc::new(records)))
+        })
+        .await
+        .context("loading plugins")??;
         // The host's index of the store is filled from disk now, not by the
         // first request that needs it (those wait for this listing).
         let filling = plugins.clone();

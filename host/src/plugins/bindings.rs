@@ -1,4 +1,4 @@
-//! Host bindings of the WIT package `ringshare:plugin@0.5.0` (../wit), one
+//! Host bindings of the WIT package `ringshare:plugin` (../wit, at the version `CONTRACT_VERSION` names), one
 //! module per world; the shared `types` and `log` interfaces are generated
 //! once, in `index`, and reused by the others. The `wasi:io` streams a
 //! plugin hands over are wasmtime-wasi's own, so the host drains or fills

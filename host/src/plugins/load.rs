@@ -188,7 +188,8 @@ fn load(
 
 /// The plugin contract's package, and the version this host speaks.
 const CONTRACT: &str = "ringshare:plugin/";
-const CONTRACT_VERSION: &str = super::contract!("").split_at(CONTRACT.len()).1;
+/// `@` and the version this host speaks.
+const AT_VERSION: &str = super::contract!("").split_at(CONTRACT.len()).1;
 /// The interface an HTTP plugin exports (any 0.2 release of `wasi:http`).
 const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
@@ -202,8 +203,8 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<PluginKind, String>
     }
     match kinds.as_slice() {
         [kind] => Ok(*kind),
-        [] if exports.iter().any(|e| e.starts_with(CONTRACT) && !e.ends_with(CONTRACT_VERSION)) => Err(format!(
-            "speaks another version of the plugin contract ([{}]); this node loads {CONTRACT}*{CONTRACT_VERSION} only: \
+        [] if exports.iter().any(|e| e.starts_with(CONTRACT) && !e.ends_with(AT_VERSION)) => Err(format!(
+            "speaks another version of the plugin contract ([{}]); this node loads {CONTRACT}*{AT_VERSION} only: \
              rebuild it against wit/plugin.wit",
             exports.join(", ")
         )),

@@ -42,6 +42,7 @@ use wasmtime::component::Linker;
 use crate::config::PluginLimits;
 use crate::integrity::Digest;
 use crate::store::journal::Journal;
+use crate::store::records::Records;
 use crate::store::sync::GroupSync;
 use bindings::download::DownloadPluginPre;
 use bindings::index::IndexPluginPre;
@@ -76,10 +77,13 @@ pub enum PluginKind {
 /// speaks (`wit/plugin.wit`): the one place that version is written.
 macro_rules! contract {
     ($name:literal) => {
-        concat!("ringshare:plugin/", $name, "@0.5.0")
+        concat!("ringshare:plugin/", $name, "@0.6.0")
     };
 }
 pub(crate) use contract;
+
+/// The version of the plugin contract this host speaks.
+pub const CONTRACT_VERSION: &str = contract!("").split_at("ringshare:plugin/@".len()).1;
 
 impl PluginKind {
     /// The kinds a node needs one of each, in a fixed order.
@@ -169,6 +173,8 @@ pub struct PluginHost {
     synced: Arc<GroupSync>,
     /// Where small uploads are made durable first, once the node has one.
     journal: std::sync::OnceLock<Arc<Journal>>,
+    /// The host's record of each file's hash, kept for the next start.
+    records: Arc<Records>,
     watcher: Mutex<Option<watch::FolderWatch>>,
     /// Where calls are counted, once a node's metrics are set up.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -181,14 +187,14 @@ impl PluginHost {
     /// line and left out; only a failure to build the engine itself is an
     /// error. With `embedded`, the default plugins built into the binary
     /// serve each kind the folder has none of. Uploads are made durable
-    /// through `synced`. This blocks (it compiles code): call it off the
-    /// async runtime.
+    /// through `synced`, and their hashes kept in `records`. This blocks
+    /// (it compiles code): call it off the async runtime.
     pub fn load(
         plugins_dir: &Path,
         store_root: &Path,
         limits: PluginLimits,
         embedded: bool,
-        synced: Arc<GroupSync>,
+        (synced, records): (Arc<GroupSync>, Arc<Records>),
     ) -> anyhow::Result<Arc<Self>> {
         // A folder that is not there yet (the default, in a new place) is
         // made, so that plugins dropped into it later are followed.
@@ -222,6 +228,7 @@ impl PluginHost {
             index: store_index::StoreIndex::watching(&store_root.join("files")),
             synced,
             journal: std::sync::OnceLock::new(),
+            records,
             watcher: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
         });
@@ -239,6 +246,16 @@ impl PluginHost {
     /// Makes small uploads durable through `journal` from now on.
     pub fn keep_journal(&self, journal: Arc<Journal>) {
         let _ = self.journal.set(journal);
+    }
+
+    /// `entry` as a plugin reported it, with the hash the host recorded for
+    /// that file when the plugin reported none (plugins of contract 0.6.0
+    /// leave the record to the host) and the record is of the file as it is.
+    fn with_record(&self, mut entry: FileEntry) -> FileEntry {
+        if entry.blake3.is_none() {
+            entry.blake3 = self.records.hash_of(&entry.name, entry.size, entry.modified_ns);
+        }
+        entry
     }
 
     /// Syncs the store: everything written before the call is on disk.

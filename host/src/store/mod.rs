@@ -3,7 +3,8 @@
 //! ```text
 //! <data>/store/                  granted to plugins as `/store`:
 //!         files/<name>           complete files
-//!         meta/<name>            recorded size, mtime and BLAKE3 of each file
+//!         meta/<name>            size, mtime and BLAKE3 of a file, as plugins
+//!                                of contract 0.5.0 recorded them (still read)
 //!         outboard/<name>        BLAKE3 chaining values of its 256 KiB blocks
 //!         tmp/                   uploads in progress; emptied at start
 //! <data>/node/                   the host's own state, never granted:
@@ -15,8 +16,9 @@
 //!         outbox.redb            messages waiting for the broker (`crate::mom`)
 //!         journal/segment-N      small uploads made durable before their
 //!                                commit is synced (`journal`)
+//!         records                size, mtime and BLAKE3 of each file (`records`)
 //! ```
-//! Only plugins read and write files and their records; the host creates
+//! Only plugins read and write files; the host creates
 //! the folders and keeps its state where no plugin reaches it, so that an
 //! upload plugin, which writes its store, cannot touch the tombstones or
 //! the outbox. A data folder in the layout of earlier versions (all of it
@@ -25,6 +27,7 @@
 pub mod digest;
 pub mod journal;
 mod name;
+pub mod records;
 pub mod space;
 pub mod sync;
 

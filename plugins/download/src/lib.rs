@@ -1,7 +1,8 @@
 //! The default download plugin: opens a complete file of the node's store
 //! with its own capability and hands the host streams of its content and of
-//! its outboard, which the host reads natively and checks. It is granted
-//! `/store` read-only.
+//! its outboard, which the host reads natively and checks. It reports the
+//! hash recorded beside a file by plugins of contract 0.5.0, if any; the
+//! host keeps the others. It is granted `/store` read-only.
 
 wit_bindgen::generate!({ path: "../../wit", world: "download-plugin", generate_all });
 
@@ -11,11 +12,6 @@ use exports::ringshare::plugin::download::{Guest, GuestReader, Reader};
 use ringshare::plugin::types::{Error, FileEntry};
 use wasi::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 use wasi::io::streams::InputStream;
-
-/// Times `open` looks again when the file and its record disagree: an
-/// upload commits the file and its record with two renames, and a reader
-/// can fall between them.
-const ATTEMPTS: usize = 5;
 
 struct Plugin;
 
@@ -55,17 +51,11 @@ impl Guest for Plugin {
 
     fn open(name: String) -> Result<Reader, Error> {
         guest_store::check_name(&name).map_err(Error::InvalidName)?;
-        let path = guest_store::file_path(&name);
-        let mut attempt = 0;
-        loop {
-            let file = open_read(&name, &path)?;
-            let entry = entry_of(&name, &file)?;
-            attempt += 1;
-            if entry.blake3.is_some() || attempt == ATTEMPTS {
-                return Ok(Reader::new(OpenFile { file, entry }));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let file = open_read(&name, &guest_store::file_path(&name))?;
+        // With no record of a 0.5.0 plugin beside it, the hash is the one
+        // the host recorded when the file was written.
+        let entry = entry_of(&name, &file)?;
+        Ok(Reader::new(OpenFile { file, entry }))
     }
 }
 

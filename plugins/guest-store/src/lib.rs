@@ -1,9 +1,11 @@
 //! The store as the default plugins see it, under the preopened `/store`:
 //!
 //! - `/store/files/<name>`: complete files, the only ones ever listed or read;
-//! - `/store/meta/<name>`: `size mtime_ns blake3` of the file as it was
-//!   committed (the host hashes; plugins never do); ignored when the file's
-//!   size or mtime no longer match (a file copied in by hand);
+//! - `/store/meta/<name>`: `size mtime_ns blake3` of the file as plugins of
+//!   contract 0.5.0 committed it (the host hashes; plugins never do);
+//!   ignored when the file's size or mtime no longer match (a file copied
+//!   in by hand). Since 0.6.0 the host keeps these records itself: they are
+//!   read, removed with their file, and no longer written;
 //! - `/store/outboard/<name>`: the BLAKE3 chaining values of the file's
 //!   blocks, written by the host through the upload plugin's stream;
 //! - `/store/tmp/`: uploads in progress, renamed into place when complete.
@@ -11,7 +13,7 @@
 //! The host creates the folders and empties `tmp/` when it starts.
 
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
@@ -108,6 +110,12 @@ pub fn entry_of(name: &str, size: u64, modified_ns: u64) -> Entry {
     Entry { name: name.to_owned(), size, blake3, modified_ns }
 }
 
+/// Whether `meta/` holds any record: a store written by plugins of contract
+/// 0.6.0 has none (the host keeps them), and its listing need not look.
+pub fn has_records() -> bool {
+    fs::read_dir(META).is_ok_and(|mut records| records.next().is_some())
+}
+
 fn recorded_blake3(name: &str, size: u64, modified_ns: u64) -> Option<String> {
     let text = fs::read_to_string(PathBuf::from(META).join(name)).ok()?;
     let mut fields = text.split_whitespace();
@@ -116,20 +124,6 @@ fn recorded_blake3(name: &str, size: u64, modified_ns: u64) -> Option<String> {
     let blake3 = fields.next()?;
     let valid = recorded_size == size && recorded_mtime == modified_ns && is_digest(blake3);
     valid.then(|| blake3.to_owned())
-}
-
-/// Records `entry` in `meta/`, in place with one write. A record cut short
-/// (a crash, a full disk) does not parse or does not match the file, which
-/// is then hashed again: the record only saves reading the file, it never
-/// decides what the file holds.
-pub fn record(name: &str, size: u64, modified_ns: u64, blake3: &str) -> io::Result<()> {
-    let line = format!("{size} {modified_ns} {blake3}\n");
-    let path = PathBuf::from(META).join(name);
-    let written = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?.write_all(line.as_bytes());
-    if written.is_err() {
-        let _ = fs::remove_file(&path);
-    }
-    written
 }
 
 /// Removes the record of `name`, if any: the file is then hashed again by

@@ -1,6 +1,7 @@
 //! The default index plugin: lists the complete files of the node's store
-//! with their recorded hashes (it never reads their content), a page at a
-//! time: the listing keeps the open directory between pages, so its memory
+//! (it never reads their content), with the hashes plugins of contract
+//! 0.5.0 recorded beside them, if any (the host fills in its own), a page
+//! at a time: the listing keeps the open directory between pages, so its memory
 //! does not grow with the store. It is granted `/store` read-only.
 
 wit_bindgen::generate!({ path: "../../wit", world: "index-plugin" });
@@ -19,16 +20,20 @@ impl Guest for Plugin {
 
     fn list() -> Result<Listing, Error> {
         let names = guest_store::file_names().map_err(|e| Error::Io(e.to_string()))?;
-        Ok(Listing::new(Files(RefCell::new(names))))
+        Ok(Listing::new(Files { names: RefCell::new(names), recorded: guest_store::has_records() }))
     }
 }
 
-/// A listing in progress: the names of the store not yet listed.
-struct Files(RefCell<FileNames>);
+/// A listing in progress: the names of the store not yet listed, and
+/// whether records of 0.5.0 plugins are to be looked for.
+struct Files {
+    names: RefCell<FileNames>,
+    recorded: bool,
+}
 
 impl GuestListing for Files {
     fn next(&self, max: u32) -> Result<Vec<FileEntry>, Error> {
-        let mut names = self.0.borrow_mut();
+        let mut names = self.names.borrow_mut();
         let mut entries = Vec::with_capacity(max.min(4096) as usize);
         while entries.len() < max as usize {
             let Some(name) = names.next() else { break };
@@ -43,8 +48,9 @@ impl GuestListing for Files {
                     continue;
                 }
             };
-            let e = guest_store::entry_of(&name, metadata.len(), guest_store::modified_ns(&metadata));
-            entries.push(FileEntry { name: e.name, size: e.size, blake3: e.blake3, modified_ns: e.modified_ns });
+            let (size, modified_ns) = (metadata.len(), guest_store::modified_ns(&metadata));
+            let blake3 = if self.recorded { guest_store::entry_of(&name, size, modified_ns).blake3 } else { None };
+            entries.push(FileEntry { name, size, blake3, modified_ns });
         }
         Ok(entries)
     }

@@ -3,12 +3,13 @@
 //! none), hands the host the first (the host writes it natively) and a
 //! stream into the second, and on `finish` commits them: the outboard
 //! first, then the content with one rename (or a no-clobber hard link),
-//! then the record, so a half-written file is never visible. The host has
-//! synced the temp files before `finish` and syncs the commit after it
-//! (group commit), so the plugin does not sync. A writer dropped before
-//! `finish` removes its temp files.
-//! `remove` deletes a file, its outboard and its record. It is granted
-//! `/store` read-write.
+//! so a half-written file is never visible. The host records the file's
+//! hash itself (contract 0.6.0), so an upload makes one new file in the
+//! store. The host has synced the temp files before `finish` and syncs the
+//! commit after it (group commit), so the plugin does not sync. A writer
+//! dropped before `finish` removes its temp files.
+//! `remove` deletes a file, its outboard and any record a plugin of
+//! contract 0.5.0 left beside it. It is granted `/store` read-write.
 
 wit_bindgen::generate!({ path: "../../wit", world: "upload-plugin", generate_all });
 
@@ -184,11 +185,6 @@ fn commit(upload: &InFlight, size: u64, blake3: &str) -> Result<FileEntry, Error
         && e.kind() != io::ErrorKind::NotFound
     {
         log(Level::Warn, &format!("could not remove the old outboard of {:?}: {e}", upload.name));
-    }
-    // The file is committed; without its record it is hashed again by the
-    // host, so a failure here is logged, not returned.
-    if let Err(e) = guest_store::record(&upload.name, size, modified_ns, blake3) {
-        log(Level::Warn, &format!("could not record metadata of {:?}: {e}", upload.name));
     }
     Ok(FileEntry { name: upload.name.clone(), size, blake3: Some(blake3.to_owned()), modified_ns })
 }
