@@ -68,7 +68,12 @@ def main():
     missed = 1000
     addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     flat = os.path.join(work, "flat")
-    for part in ("files", "outboard", "meta"):
+    # The stores as nodes keep them: the records of the files' hashes in the
+    # host's log (plugin contract 0.6.0), or, with RINGSHARE_SEED_LAYOUT=meta,
+    # one record file beside each file, as the plugins of 0.5.0 kept them.
+    beside = os.environ.get("RINGSHARE_SEED_LAYOUT") == "meta"
+    parts = ("files", "outboard", "meta") if beside else ("files", "outboard")
+    for part in parts:
         os.makedirs(os.path.join(flat, part))
     names = [f"f{j:07d}.txt" for j in range(files)]
     print(f"seeding {files:,} files ...", file=sys.stderr, flush=True)
@@ -83,19 +88,25 @@ def main():
             digest, name = line.split(maxsplit=1)
             hashes[name] = digest
     now = time.time_ns()
+    records = []
     for name in names:
         size = len(f"file {name}\n")
-        for part, content in (("outboard", b""), ("meta", f"{size} {now} {hashes[name]}".encode())):
+        records.append(f"+ {size} {now} {hashes[name]} {name}\n")
+        for part, content in (("outboard", b""), ("meta", f"{size} {now} {hashes[name]}".encode()))[:len(parts) - 1]:
             with open(os.path.join(flat, part, name), "wb") as f:
                 f.write(content)
-        for part in ("files", "outboard", "meta"):
+        for part in parts:
             os.utime(os.path.join(flat, part, name), ns=(now, now))
     for addr in addrs:
-        store = os.path.join(work, addr.replace(":", "_"), "store")
-        for part in ("files", "outboard", "meta"):
-            os.makedirs(os.path.join(store, part))
+        data = os.path.join(work, addr.replace(":", "_"))
+        for part in parts:
+            os.makedirs(os.path.join(data, "store", part))
             for name in names:
-                os.link(os.path.join(flat, part, name), os.path.join(store, part, name))
+                os.link(os.path.join(flat, part, name), os.path.join(data, "store", part, name))
+        if not beside:
+            os.makedirs(os.path.join(data, "node"))
+            with open(os.path.join(data, "node", "records"), "w") as log:
+                log.writelines(records)
 
     procs = {}
 

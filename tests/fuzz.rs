@@ -137,12 +137,13 @@ fn fuzzed_ranges_and_conditions_answer_the_right_bytes_or_a_documented_refusal()
     let tags = prop_oneof![Just(None), Just(Some(etag.clone())), "\\PC{0,20}".prop_map(Some)];
     let seen = Seen::default();
     runner()
-        .run(&(header_text, tags.clone(), tags), |(range, if_range, if_none_match)| {
+        .run(&(header_text, tags.clone(), tags.clone(), tags), |(range, if_range, if_none_match, if_match)| {
             let mut request = Request::get("/files/ranged");
             for (name, value) in [
                 (header::RANGE, Some(range.clone())),
                 (header::IF_RANGE, if_range),
                 (header::IF_NONE_MATCH, if_none_match),
+                (header::IF_MATCH, if_match),
             ] {
                 if let Some(value) = value.filter(|v| header::HeaderValue::from_str(v).is_ok()) {
                     request = request.header(name, value);
@@ -162,13 +163,13 @@ fn fuzzed_ranges_and_conditions_answer_the_right_bytes_or_a_documented_refusal()
                     prop_assert!(body[..] == data[start..=end], "{range}: the bytes of {span}");
                 }
                 304 => prop_assert!(body.is_empty()),
-                416 => prop_assert!(is_json_error(&body)),
+                412 | 416 => prop_assert!(is_json_error(&body)),
                 other => prop_assert!(false, "{range}: {other}"),
             }
             Ok(())
         })
         .unwrap();
-    seen.expect("ranges", &["200", "206", "304", "416"]);
+    seen.expect("ranges", &["200", "206", "304", "412", "416"]);
 }
 
 /// A multipart body of fuzzed parts: headers and content of any kind,

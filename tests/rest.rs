@@ -129,8 +129,18 @@ async fn ranges_head_and_conditional_requests() {
     let etag = format!("\"{}\"", blake3_hex(&data));
     let cached = http.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    for other in ["\"0000\"".to_owned(), "W/\"x\"".to_owned(), format!("W/{etag}")] {
+        let stale = http.get(&url).header(header::IF_MATCH, &other).send().await.unwrap();
+        assert_eq!(stale.headers()[header::ETAG], etag.as_str(), "{other}");
+        let (status, code, _) = error_code(stale).await;
+        assert_eq!((status, code.as_str()), (StatusCode::PRECONDITION_FAILED, "precondition-failed"), "{other}");
+    }
     let after = opened().await;
-    assert_eq!(after, before, "HEAD, 304 and 416 called the download plugin");
+    assert_eq!(after, before, "HEAD, 304, 412 and 416 called the download plugin");
+    for current in [etag.clone(), "*".to_owned(), format!("\"0000\", {etag}")] {
+        let head = http.head(&url).header(header::IF_MATCH, &current).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "{current}");
+    }
     http.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert!(opened().await > after, "a GET reads through the download plugin");
 }

@@ -185,8 +185,10 @@ pub async fn delete(
 }
 
 /// `GET|HEAD /files/{name}` (and the legacy `/download/{filename}`): streams
-/// the file from a holder, honouring `Range`, `If-None-Match` and `If-Range`.
-#[utoipa::path(get, path = "/files/{name}", tag = "files", description = "Also HEAD. Honours Range, If-None-Match (ETag = BLAKE3) and If-Range.", params(("name" = String, Path, description = "one plain name")), responses((status = 200, description = "the file, streamed and checked block by block", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "the range asked"), (status = 304, description = "not modified"), (status = 404, description = "no such file", body = Error), (status = 416, description = "a range outside the file", body = Error), (status = 502, description = "a holder failed or sent damaged bytes", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering; or found on no node that answers while a member that would hold it does not", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
+/// the file from a holder, honouring `Range`, `If-Match`, `If-None-Match`
+/// and `If-Range`; `HEAD`, `304`, `412` and `416` are answered from what the
+/// holders said, without opening the file.
+#[utoipa::path(get, path = "/files/{name}", tag = "files", description = "Also HEAD. Honours Range, If-Match, If-None-Match (ETag = BLAKE3) and If-Range.", params(("name" = String, Path, description = "one plain name")), responses((status = 200, description = "the file, streamed and checked block by block", body = Vec<u8>, content_type = "application/octet-stream"), (status = 206, description = "the range asked"), (status = 304, description = "not modified"), (status = 412, description = "If-Match names another version", body = Error), (status = 404, description = "no such file", body = Error), (status = 416, description = "a range outside the file", body = Error), (status = 502, description = "a holder failed or sent damaged bytes", body = Error), (status = 400, description = "a bad name or query", body = Error), (status = 503, description = "no plugin, no ring or no holder answering; or found on no node that answers while a member that would hold it does not", body = Error), (status = 500, description = "a plugin failed (timeout, memory cap, trap)", body = Error)))]
 pub async fn download(
     State(app): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -205,7 +207,22 @@ pub async fn download(
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "no-cache");
-    if header_text(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    // Preconditions in RFC 9110's order, each compared strongly with the
+    // version found: If-Match, then If-None-Match, then If-Range.
+    let names_it = |tags: &str| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*");
+    if let Some(wanted) = header_text(header::IF_MATCH)
+        && !names_it(wanted)
+    {
+        let mut error = ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            format!("{name} is at version {etag}, not one of If-Match's {wanted}"),
+        )
+        .into_response();
+        error.headers_mut().insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii"));
+        return Ok(error);
+    }
+    if header_text(header::IF_NONE_MATCH).is_some_and(names_it) {
         return Ok(response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).expect("valid response"));
     }
     let range_header = match header_text(header::IF_RANGE) {

@@ -19,7 +19,7 @@
 //! answer. Names hold no line breaks (`FileName`), and a line counts only
 //! with its line break, so a cut line is never read as a shorter one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,17 @@ use crate::integrity::Digest;
 /// again: a small log is never rewritten.
 const SLACK: u64 = 4096;
 
+/// A name as the records keep it: 64 bits of its BLAKE3, not the name
+/// itself, which the host's index of the store holds already. Two names
+/// of one key would only lose a record (each record is checked against the
+/// file's size and time), never lend one.
+type Key = u64;
+
+fn key(name: &str) -> Key {
+    let hash = blake3::hash(name.as_bytes());
+    Key::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// One file's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
@@ -40,10 +51,10 @@ struct Record {
 }
 
 struct State {
-    records: HashMap<Box<str>, Record>,
+    records: HashMap<Key, Record>,
     /// Versions being made visible now (see [`Records::pending`]), in
     /// memory only.
-    pending: HashMap<Box<str>, Vec<Record>>,
+    pending: HashMap<Key, Vec<Record>>,
     /// Where new lines go (none: kept in memory only).
     log: Option<File>,
     /// Lines the log holds.
@@ -110,8 +121,9 @@ impl Records {
     /// bytes modified at `modified_ns` (the file as it is now).
     pub fn hash_of(&self, name: &str, size: u64, modified_ns: u64) -> Option<Digest> {
         let state = self.lock();
-        let pending = state.pending.get(name).into_iter().flatten();
-        let mut records = state.records.get(name).into_iter().chain(pending);
+        let key = key(name);
+        let pending = state.pending.get(&key).into_iter().flatten();
+        let mut records = state.records.get(&key).into_iter().chain(pending);
         records.find(|r| r.size == size && r.modified_ns == modified_ns).map(|r| r.blake3)
     }
 
@@ -122,8 +134,9 @@ impl Records {
     /// the version before it, its own).
     pub fn pending(&self, name: &str, size: u64, modified_ns: u64, blake3: Digest) -> Pending<'_> {
         let record = Record { size, modified_ns, blake3 };
-        self.lock().pending.entry(name.into()).or_default().push(record);
-        Pending { records: self, name: name.into(), record }
+        let key = key(name);
+        self.lock().pending.entry(key).or_default().push(record);
+        Pending { records: self, key, record }
     }
 
     /// Records that `name` now holds `size` bytes modified at `modified_ns`
@@ -131,17 +144,16 @@ impl Records {
     pub fn record(&self, name: &str, size: u64, modified_ns: u64, blake3: Digest) {
         let record = Record { size, modified_ns, blake3 };
         let mut state = self.lock();
-        if state.records.get(name) == Some(&record) {
+        if state.records.insert(key(name), record) == Some(record) {
             return;
         }
-        state.records.insert(name.into(), record);
         self.append(&mut state, line(name, Some(&record)));
     }
 
     /// Records that `name` was removed. Blocks (a write to the log).
     pub fn forget(&self, name: &str) {
         let mut state = self.lock();
-        if state.records.remove(name).is_some() {
+        if state.records.remove(&key(name)).is_some() {
             self.append(&mut state, line(name, None));
         }
     }
@@ -174,14 +186,24 @@ impl Records {
         }
     }
 
-    /// Writes the log again with one line per record: to a new file, synced,
-    /// then renamed over the old one (a crash leaves one or the other).
+    /// Writes the log again with one line per record, the lines of the old
+    /// log that still hold: to a new file, synced, then renamed over the old
+    /// one (a crash leaves one or the other).
     fn rewrite(&self, state: &mut State) -> io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
         let fresh = path.with_extension("new");
         let mut out = BufWriter::new(File::create(&fresh)?);
-        for (name, record) in &state.records {
-            out.write_all(line(name, Some(record)).as_bytes())?;
+        let (mut reader, mut text, mut kept) = (BufReader::new(File::open(path)?), Vec::new(), HashSet::new());
+        loop {
+            text.clear();
+            if reader.read_until(b'\n', &mut text)? == 0 {
+                break;
+            }
+            let Some((name, Some(record))) = text.strip_suffix(b"\n").and_then(parse) else { continue };
+            let key = key(name);
+            if state.records.get(&key) == Some(&record) && kept.insert(key) {
+                out.write_all(&text)?;
+            }
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -190,7 +212,7 @@ impl Records {
             File::open(dir)?.sync_all()?;
         }
         state.log = Some(OpenOptions::new().append(true).open(path)?);
-        state.lines = state.records.len() as u64;
+        state.lines = kept.len() as u64;
         Ok(())
     }
 }
@@ -198,19 +220,19 @@ impl Records {
 /// A version being made visible (see [`Records::pending`]).
 pub struct Pending<'a> {
     records: &'a Records,
-    name: Box<str>,
+    key: Key,
     record: Record,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         let mut state = self.records.lock();
-        if let Some(versions) = state.pending.get_mut(&self.name) {
+        if let Some(versions) = state.pending.get_mut(&self.key) {
             if let Some(at) = versions.iter().position(|r| *r == self.record) {
                 versions.swap_remove(at);
             }
             if versions.is_empty() {
-                state.pending.remove(&self.name);
+                state.pending.remove(&self.key);
             }
         }
     }
@@ -227,7 +249,7 @@ fn line(name: &str, record: Option<&Record>) -> String {
 /// The records a log holds, its lines, and whether it ends in a line cut
 /// short (by a crash): that one is not read, nor are lines that do not
 /// parse.
-fn read_log(mut reader: impl BufRead) -> io::Result<(HashMap<Box<str>, Record>, u64, bool)> {
+fn read_log(mut reader: impl BufRead) -> io::Result<(HashMap<Key, Record>, u64, bool)> {
     let (mut records, mut lines, mut text) = (HashMap::new(), 0, Vec::new());
     loop {
         text.clear();
@@ -238,10 +260,10 @@ fn read_log(mut reader: impl BufRead) -> io::Result<(HashMap<Box<str>, Record>, 
         lines += 1;
         match parse(whole) {
             Some((name, Some(record))) => {
-                records.insert(name.into(), record);
+                records.insert(key(name), record);
             }
             Some((name, None)) => {
-                records.remove(name);
+                records.remove(&key(name));
             }
             None => {}
         }
@@ -343,6 +365,7 @@ mod tests {
         drop(records.pending("g", 3, 30, digest(3)));
         assert_eq!(records.hash_of("g", 3, 30), None, "a version that never became visible is gone");
         assert!(records.lock().pending.is_empty());
+        assert_eq!(records.len(), 1);
     }
 
     #[test]
