@@ -9,6 +9,8 @@
 #   store larger than the cache get
 #   three ringshare nodes keeping three copies (k = 3), uploads spread over the three
 #
+# Each side (nginx, and each node) writes to an ext4 file system of its
+# own, made new for the run (as root; see bench_fresh_fs in bench-lib.sh).
 # Prints each side's PUT rate, the rate of its last tenth of files against
 # its first tenth (a rate that falls as the store fills is a cost that grows
 # with the number of files), and its GET rate, with ratios to nginx. Then a
@@ -38,20 +40,23 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  bench_unmount_all
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# Each side on a file system of its own, new (see bench_fresh_fs).
+bench_fresh_fs "$work/nginx-fs"
 nginx_port=$(free_port)
-mkdir -p "$work/www/small" "$work/body"
+mkdir -p "$work/nginx-fs/www/small" "$work/nginx-fs/body"
 nginx_start "$work" '{ worker_connections 1024; }' <<CONF
 http {
   access_log off;
   sendfile on;
-  client_body_temp_path $work/body;
+  client_body_temp_path $work/nginx-fs/body;
   server {
     listen 127.0.0.1:$nginx_port;
-    root $work/www;
+    root $work/nginx-fs/www;
     client_max_body_size 0;
     location / { dav_methods PUT DELETE; create_full_put_path on; }
   }
@@ -60,7 +65,8 @@ CONF
 
 start_node() { # name replicas [join] [more options]
   local port; port=$(free_port)
-  "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/$1" --replicas "$2" \
+  bench_fresh_fs "$work/fs-$1"
+  "$root/target/release/ringshare" node --amqp none --listen "127.0.0.1:$port" --data "$work/fs-$1/data" --replicas "$2" \
     ${3:+--join "$3"} --plugins "$root/target/plugins/default" "${@:4}" > "$work/$1.out" 2> "$work/$1.log" &
   pids+=($!)
   for _ in $(seq 1 200); do grep -q listening "$work/$1.out" 2>/dev/null && break; sleep 0.05; done
