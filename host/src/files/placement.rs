@@ -66,7 +66,7 @@ impl Placement {
     /// of them. Like [`Placement::responsible_by_table`], unchecked: a read
     /// that finds no version there asks through a lookup.
     pub fn holders_by_table(&self, name: &FileName) -> Option<Vec<NodeRef>> {
-        let responsible = self.ring.responsible_by_table(Id::hash(name.as_str()))?;
+        let responsible = self.responsible_by_table(name)?;
         let predecessor = self.ring.predecessor();
         placed_by_table(&self.me(), predecessor.as_ref(), &self.ring.successors(), &responsible, self.replicas)
     }

@@ -124,7 +124,7 @@ impl Reader {
         // lookup, as if the table had not been read.
         if let Some(placed) = self.placement.holders_by_table(name) {
             let (holders, theirs) = self.ask(name, placed).await;
-            let newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+            let newest = newest_of(&theirs, here);
             if matches!(newest, Known::File(_)) && theirs.iter().all(Result::is_ok) {
                 if let Some(counter) = self.placed_by_table.get() {
                     counter.inc();
@@ -135,10 +135,10 @@ impl Reader {
         let (placed, further) = self.placement.holders_and_beyond(name).await?;
         let lost_holder = self.placement.lost_holder(name, &placed);
         let (mut holders, mut theirs) = self.ask(name, placed).await;
-        let mut newest = Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+        let mut newest = newest_of(&theirs, here);
         if newest == Known::Nothing {
             let (further, more) = self.ask(name, further).await;
-            newest = Known::newest(more.iter().filter_map(|k| k.as_ref().ok()).chain([here]));
+            newest = newest_of(&more, here);
             holders.extend(further);
             theirs.extend(more);
         }
@@ -224,6 +224,11 @@ impl Reader {
             }
         }));
     }
+}
+
+/// The newest of the states the holders that answered told, and `here`.
+fn newest_of(theirs: &[Result<Known, FileError>], here: &Known) -> Known {
+    Known::newest(theirs.iter().filter_map(|k| k.as_ref().ok()).chain([here]))
 }
 
 /// A holder being read (`None`: this node) and its stream of checked bytes.

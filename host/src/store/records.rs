@@ -31,15 +31,15 @@ use crate::integrity::Digest;
 /// again: a small log is never rewritten.
 const SLACK: u64 = 4096;
 
-/// A name as the records keep it: 64 bits of its BLAKE3, not the name
-/// itself, which the host's index of the store holds already. Two names
-/// of one key would only lose a record (each record is checked against the
-/// file's size and time), never lend one.
+/// A name as the records keep it: its key in the ring (`chord::Id`, 64
+/// bits of its SHA-256), not the name itself, which the host's index of the
+/// store holds already. Two names of one key would only lose a record
+/// (each record is checked against the file's size and time), never lend
+/// one.
 type Key = u64;
 
 fn key(name: &str) -> Key {
-    let hash = blake3::hash(name.as_bytes());
-    Key::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    crate::chord::Id::hash(name).0
 }
 
 /// One file's record.
@@ -120,8 +120,8 @@ impl Records {
     /// The recorded hash of `name`, if its record is of a file of `size`
     /// bytes modified at `modified_ns` (the file as it is now).
     pub fn hash_of(&self, name: &str, size: u64, modified_ns: u64) -> Option<Digest> {
-        let state = self.lock();
         let key = key(name);
+        let state = self.lock();
         let pending = state.pending.get(&key).into_iter().flatten();
         let mut records = state.records.get(&key).into_iter().chain(pending);
         records.find(|r| r.size == size && r.modified_ns == modified_ns).map(|r| r.blake3)
