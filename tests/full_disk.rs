@@ -223,3 +223,63 @@ fn fill(path: &PathBuf) {
     }
     let _ = file.flush();
 }
+
+/// Read leases (`files::lease`): every holder serves its own copy without
+/// asking the others, and a holder that misses an overwrite (its disk is
+/// full) while it holds a lease never serves the old bytes once the
+/// overwrite is acknowledged: the answer waits until the lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_misses_an_overwrite_under_a_read_lease_never_serves_the_old_bytes_after_it() {
+    // Long enough that an overwrite answered without waiting would come
+    // well inside the lease.
+    const LEASE: Duration = Duration::from_secs(10);
+    let disk = Tmpfs::mount(16);
+    // No repair pass: it would try the full node again.
+    let leased =
+        || NodeSetup { read_lease: Some(LEASE), repair_every: Duration::from_secs(600), ..NodeSetup::default() };
+    let mut nodes = start_ring_with(2, leased).await;
+    let mut small = NodeSetup { join: Some(nodes[0].addr.clone()), ..leased() };
+    // Room for a small file, not for a 2 MiB one.
+    small.limits.reserve_free_bytes = (16 << 20) - (1 << 20);
+    nodes.push(small.start_in(disk.folder()).await);
+    wait_converged(&nodes).await;
+    let full = nodes[2].addr.clone();
+    let mut name = None;
+    for i in 0..200 {
+        let candidate = format!("leased-{i}");
+        if placement(&nodes[0], &candidate).await[0] != full {
+            name = Some(candidate);
+            break;
+        }
+    }
+    let name = name.expect("one of 200 names has another responsible node");
+    let responsible = placement(&nodes[0], &name).await[0].clone();
+    let via = nodes.iter().find(|n| n.addr == responsible).unwrap();
+    let old = pattern(1, 4 << 10);
+    let (status, stored) = put(via, &name, old.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+
+    // Every node comes to serve its own copy under a lease.
+    for node in &nodes {
+        ringshare_tests::eventually_within(Duration::from_secs(60), "a read served under a lease", || async {
+            let before = metric(node, "ringshare_reads_under_lease_total").await;
+            let (status, body) = get(node, &name).await;
+            let after = metric(node, "ringshare_reads_under_lease_total").await;
+            match (status, after > before) {
+                (StatusCode::OK, true) if body == old => Ok(()),
+                (status, leased) => Err(format!("{}: {status}, under a lease: {leased}", node.addr)),
+            }
+        })
+        .await;
+    }
+
+    let new = pattern(5, 2 << 20);
+    let (status, stored) = put(via, &format!("{name}?overwrite=true"), new.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let held: Vec<&str> = stored["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert!(!held.contains(&full.as_str()), "the full node missed the overwrite: {stored}");
+    assert!(metric(via, "ringshare_lease_waits_total").await >= 1.0, "the answer waited for its lease");
+    let (status, body) = get(&nodes[2], &name).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == new, "the node that missed the overwrite served {} bytes, not the new version", body.len());
+}

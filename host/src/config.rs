@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// Bytes of small files' content (64 KiB or less each) kept in memory,
     /// so that reads of them call no plugin (0: none). Default: 32 MiB.
     pub read_cache_bytes: u64,
+    /// Length of a read lease (`files::lease`): a holder with one serves
+    /// its own copy without asking the other holders. None: every read
+    /// asks them. Default: none.
+    pub read_lease: Option<Duration>,
     /// Bytes of this node's copies read back and checked against their
     /// hashes on each repair pass (0: never). Default: 256 MiB.
     pub scrub_bytes_per_pass: u64,
@@ -187,6 +191,7 @@ impl NodeConfig {
             write_quorum: None,
             download_sources: 8,
             read_cache_bytes: 32 << 20,
+            read_lease: None,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,

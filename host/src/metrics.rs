@@ -47,6 +47,10 @@
 //!   this node's ring table placed them, without a lookup;
 //! - `ringshare_reads_placed_by_table_total`: reads whose holders this
 //!   node's ring table named, found there without a lookup;
+//! - `ringshare_reads_under_lease_total`, `ringshare_lease_waits_total`:
+//!   reads this node served from its own copy under a read lease (asking
+//!   nobody), and writes or deletions it coordinated that waited for a
+//!   holder's lease to run out (`files::lease`);
 //! - `ringshare_read_cache_hits_total`, `ringshare_read_cache_misses_total`:
 //!   reads of small files this node holds answered from memory, and not;
 //! - `ringshare_clock_offset_ms`, `ringshare_clock_in_step`: the median
@@ -198,6 +202,10 @@ pub struct Metrics {
     pub uploads_routed_by_table: Counter,
     /// Reads whose holders the ring table named, without a lookup.
     pub reads_placed_by_table: Counter,
+    /// Reads served from this node's copy under a read lease.
+    pub reads_under_lease: Counter,
+    /// Writes and deletions that waited for a holder's lease to run out.
+    pub lease_waits: Counter,
     /// Held while the hand-off counters are brought up to date.
     scraping: std::sync::Mutex<()>,
 }
@@ -282,6 +290,18 @@ impl Metrics {
             "Reads whose holders this node's ring table named, found there without a lookup",
             reads_placed_by_table.clone(),
         );
+        let reads_under_lease = Counter::default();
+        registry.register(
+            "reads_under_lease",
+            "Reads this node served from its own copy under a read lease, asking no other holder",
+            reads_under_lease.clone(),
+        );
+        let lease_waits = Counter::default();
+        registry.register(
+            "lease_waits",
+            "Writes and deletions this node coordinated that waited for a holder's read lease to run out",
+            lease_waits.clone(),
+        );
         Arc::new(Self {
             registry,
             http,
@@ -314,6 +334,8 @@ impl Metrics {
             journal_writes,
             uploads_routed_by_table,
             reads_placed_by_table,
+            reads_under_lease,
+            lease_waits,
             scraping: std::sync::Mutex::new(()),
         })
     }

@@ -101,6 +101,7 @@ impl Node {
             scrub_bytes: config.scrub_bytes_per_pass,
             download_sources: config.download_sources,
             read_cache_bytes: config.read_cache_bytes,
+            read_lease: config.read_lease,
             repair_on_departure: config.repair_on_departure,
         };
         let files = Arc::new(Files::new(plugins.clone(), ring.clone(), peers, tombstones, settings));
@@ -171,8 +172,9 @@ impl Node {
             listing_json: Default::default(),
             network_json: Default::default(),
         };
-        let rpc = files_routes(chord_routes(axum::Router::new(), ring.clone(), gate.clone()), files.clone())
-            .route_layer(axum::middleware::from_fn_with_state(gate.clone(), members_only));
+        let rpc =
+            files_routes(chord_routes(axum::Router::new(), ring.clone(), gate.clone()), files.clone(), gate.clone())
+                .route_layer(axum::middleware::from_fn_with_state(gate.clone(), members_only));
         let app = rest::router(state)
             .merge(rpc)
             .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record))
@@ -234,6 +236,7 @@ pub async fn run(
     let watch = ring.transport().watch_peers(stop.clone());
     let maintenance = spawn_maintenance(ring, stop.clone());
     let repair = spawn_repair(files.repairer().clone(), config.repair_every, stop.clone());
+    let leases = files.spawn_lease_renewal(stop.clone());
 
     shutdown.await;
     stop.cancel();
@@ -241,6 +244,9 @@ pub async fn run(
     clock_check.await.ok();
     watch.await.ok();
     repair.await.ok();
+    if let Some(leases) = leases {
+        leases.await.ok();
+    }
     reacting.await.ok();
     if let Some(mom) = mom {
         mom.await.ok();

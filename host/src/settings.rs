@@ -114,6 +114,14 @@ pub struct NodeSettings {
     #[arg(long, env = "RINGSHARE_READ_CACHE_MIB", default_value_t = defaults().read_cache_bytes >> 20)]
     #[serde(default = "default_read_cache_mib")]
     pub read_cache_mib: u64,
+    /// Length of a read lease, in milliseconds (0: off): a holder with a
+    /// lease from the node that coordinates a name's writes serves its own
+    /// copy without asking the other holders, and writes wait for a
+    /// holder's lease to run out before they are acknowledged without it.
+    /// At least 4 stabilize periods.
+    #[arg(long, env = "RINGSHARE_READ_LEASE_MS", default_value_t = 0)]
+    #[serde(default)]
+    pub read_lease_ms: u64,
     /// MiB of this node's copies read back and checked on each repair pass (0: never).
     #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = defaults().scrub_bytes_per_pass >> 20)]
     pub scrub_mib: u64,
@@ -232,6 +240,10 @@ impl NodeSettings {
         within("scrub_mib", self.scrub_mib, 0, Some(1 << 30))?;
         within("download_sources", self.download_sources, 1, Some(crate::config::MAX_REPLICAS))?;
         within("read_cache_mib", self.read_cache_mib, 0, Some(1 << 20))?;
+        if self.read_lease_ms != 0 {
+            within("read_lease_ms", self.read_lease_ms, 4 * self.stabilize_ms.max(50), Some(600_000))
+                .map_err(|e| format!("{e} (0 turns read leases off; else at least 4 stabilize periods)"))?;
+        }
         within("max_upload_bytes", self.max_upload_bytes, 1, None)?;
         within("plugin_timeout_ms", self.plugin_timeout_ms, 1, Some(3_600_000))?;
         within("plugin_memory_mib", self.plugin_memory_mib, 1, Some(4096))?;
@@ -261,6 +273,7 @@ impl NodeSettings {
         config.scrub_bytes_per_pass = self.scrub_mib << 20;
         config.download_sources = self.download_sources;
         config.read_cache_bytes = self.read_cache_mib << 20;
+        config.read_lease = (self.read_lease_ms > 0).then(|| Duration::from_millis(self.read_lease_ms));
         if !self.listen.ip().is_loopback() && self.tls_dir.is_none() && !self.insecure {
             return Err(format!(
                 "refusing to listen on {} without --tls-dir: anyone who reaches it could join the ring, \

@@ -167,6 +167,8 @@ pub struct NodeSetup {
     /// How long a tombstone is kept once every holder has it (default: the
     /// node's, 7 days).
     pub tombstone_grace: Duration,
+    /// Length of a read lease (default: the node's).
+    pub read_lease: Option<Duration>,
 }
 
 impl Default for NodeSetup {
@@ -210,6 +212,7 @@ impl Default for NodeSetup {
             rpc_timeout: Duration::from_millis(500),
             download_sources: ringshare::NodeConfig::new("", "").download_sources,
             tombstone_grace: ringshare::config::DEFAULT_TOMBSTONE_GRACE,
+            read_lease: ringshare::NodeConfig::new("", "").read_lease,
         }
     }
 }
@@ -258,6 +261,7 @@ impl NodeSetup {
         config.rpc_timeout = self.rpc_timeout;
         config.download_sources = self.download_sources;
         config.tombstone_grace = self.tombstone_grace;
+        config.read_lease = self.read_lease;
         let (runtime, listener, url) = match &self.host {
             Some(host) => {
                 let runtime = runtime::NodeRuntime::in_namespace(host.namespace.clone());

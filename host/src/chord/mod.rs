@@ -19,8 +19,8 @@ mod table;
 pub use id::{BITS, Id};
 pub use maintenance::spawn_maintenance;
 pub use node::{
-    ChordConfig, ChordNode, LOST_LIMIT, MAX_HOPS, MERGE_HOPS, Merge, Neighbours, RingChange, RingError, Transport,
-    Unreachable, WALK_LIMIT,
+    ChordConfig, ChordNode, LOST_LIMIT, MAX_HOPS, MERGE_HOPS, Merge, Neighbours, RingChange, RingError, Standing,
+    Tenure, Transport, Unreachable, WALK_LIMIT,
 };
 pub use table::{NodeRef, RoutingTable, Step, merged_successors};
 

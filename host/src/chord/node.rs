@@ -277,6 +277,54 @@ pub struct ChordNode<T> {
     /// Where the hops of this node's lookups are counted, once a node's
     /// metrics are set up.
     hops: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+    /// Whether this node's successor names it as predecessor, as stabilize
+    /// last found (see [`ChordNode::standing`]).
+    tenure: Mutex<Tenure>,
+}
+
+/// A run of stabilize answers in which no successor claimed this node's
+/// keys, and the latest in which the first live successor named this node
+/// as its predecessor (or this node was alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tenure {
+    /// When the run began: the first confirmation's arrival.
+    pub since: Option<Instant>,
+    /// When the latest confirmation was asked for.
+    pub last_asked: Option<Instant>,
+    /// Whether the run's confirmations are this node's own, alone.
+    pub alone: bool,
+}
+
+/// What a stabilize answer says of this node's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The successor names this node as its predecessor, or there is no
+    /// other node.
+    Confirmed { alone: bool },
+    /// The successor names a node before this one: it claims this node's
+    /// keys.
+    Claimed,
+    /// No word either way: no answer, no predecessor named, or one between
+    /// this node and the successor.
+    Silent,
+}
+
+/// What this node can tell of its own range: its predecessor, when the
+/// range last took in keys, and its tenure. A node whose successor named
+/// it as predecessor when asked at `t` is the only one answering for its
+/// range until the successor's own range grows; the successor waits as
+/// long after that as this node trusts such an answer
+/// (`files::lease`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The predecessor, if known.
+    pub predecessor: Option<NodeRef>,
+    /// Whether this node is alone in its ring.
+    pub alone: bool,
+    /// When its range last took in keys ([`RoutingTable::gained_at`]).
+    pub gained_at: Option<Instant>,
+    /// The current run of confirmations by its successor.
+    pub tenure: Tenure,
 }
 
 impl<T: Transport> ChordNode<T> {
@@ -292,6 +340,7 @@ impl<T: Transport> ChordNode<T> {
             lost: Mutex::default(),
             hops: std::sync::OnceLock::new(),
             changes: tokio::sync::broadcast::channel(256).0,
+            tenure: Mutex::default(),
         }
     }
 
@@ -469,6 +518,34 @@ impl<T: Transport> ChordNode<T> {
 
     // ---- answering other nodes -------------------------------------------
 
+    /// This node's predecessor, when its range last grew, and its tenure.
+    pub fn standing(&self) -> Standing {
+        let tenure = *self.tenure.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.table();
+        let alone = t.successor().id == t.me().id;
+        Standing { predecessor: t.predecessor.clone(), alone, gained_at: t.gained_at(), tenure }
+    }
+
+    /// Notes stabilize's answer, asked for at `asked`: a confirmation
+    /// renews the run (a new one starts when there was none, or when this
+    /// node is newly alone: its range is then the whole ring); a claim
+    /// ends it.
+    fn note_tenure(&self, verdict: Verdict, asked: Instant) {
+        let mut tenure = self.tenure.lock().unwrap_or_else(|p| p.into_inner());
+        match verdict {
+            Verdict::Claimed => *tenure = Tenure::default(),
+            Verdict::Silent => {}
+            Verdict::Confirmed { alone } => {
+                if alone && !tenure.alone {
+                    *tenure = Tenure::default();
+                }
+                tenure.since.get_or_insert_with(Instant::now);
+                tenure.last_asked = Some(asked);
+                tenure.alone = alone;
+            }
+        }
+    }
+
     /// Answers one lookup step for `key`.
     pub fn handle_step(&self, key: Id) -> Step {
         self.table().step(key)
@@ -493,7 +570,7 @@ impl<T: Transport> ChordNode<T> {
             return; // changed meanwhile; the next notify decides
         }
         if t.accepts_predecessor(&candidate, current_alive) {
-            t.predecessor = Some(candidate.clone());
+            t.set_predecessor(Some(candidate.clone()), Instant::now());
         }
         drop(t);
         // It called: it is alive, and a neighbour in this ring.
@@ -519,7 +596,8 @@ impl<T: Transport> ChordNode<T> {
             t.set_successors(rest, &theirs);
         }
         if t.predecessor.as_ref().is_some_and(|p| p.id == leaver.id) {
-            t.predecessor = neighbours.predecessor.filter(|p| p.id != t.me().id && p.id != leaver.id);
+            let me = t.me().id;
+            t.set_predecessor(neighbours.predecessor.filter(|p| p.id != me && p.id != leaver.id), Instant::now());
         }
         t.forget(leaver);
         drop(t);
@@ -674,6 +752,13 @@ impl<T: Transport> ChordNode<T> {
             }
         }
         let Some((successor, neighbours, asked)) = theirs else { return };
+        let verdict = match &neighbours.predecessor {
+            _ if successor.id == me.id => Verdict::Confirmed { alone: true },
+            Some(p) if p.id == me.id => Verdict::Confirmed { alone: false },
+            Some(p) if !p.id.in_open(me.id, successor.id) => Verdict::Claimed,
+            _ => Verdict::Silent,
+        };
+        self.note_tenure(verdict, asked);
         self.heard_departed(&neighbours.departed);
         self.answered_since(&successor, asked);
         let mut head = vec![successor.clone()];
@@ -734,7 +819,7 @@ impl<T: Transport> ChordNode<T> {
         if !self.alive(&p).await {
             let mut t = self.table();
             if t.predecessor.as_ref() == Some(&p) {
-                t.predecessor = None;
+                t.set_predecessor(None, Instant::now());
             }
             drop(t);
             self.remember_lost(&p, false);
@@ -840,7 +925,7 @@ impl<T: Transport> ChordNode<T> {
             self.found(&hint.pred);
             let mut t = self.table();
             if t.predecessor == predecessor {
-                t.predecessor = Some(hint.pred);
+                t.set_predecessor(Some(hint.pred), Instant::now());
             }
         }
     }

@@ -45,16 +45,50 @@ pub enum Step {
 pub struct RoutingTable {
     me: NodeRef,
     r: usize,
-    /// The node just before this one, once known.
+    /// The node just before this one, once known. Changed only through
+    /// [`RoutingTable::set_predecessor`], which notes when this node's
+    /// range grows.
     pub predecessor: Option<NodeRef>,
     successors: Vec<NodeRef>,
     fingers: Vec<Option<NodeRef>>,
+    /// When this node's own range last took in keys it did not have (a
+    /// predecessor learned, or one further back than the last).
+    gained_at: Option<std::time::Instant>,
+    /// The last predecessor known, kept while there is none.
+    last_predecessor: Option<NodeRef>,
 }
 
 impl RoutingTable {
     /// The table of a node alone in its ring, keeping `r` successors.
     pub fn new(me: NodeRef, r: usize) -> Self {
-        Self { successors: vec![me.clone()], me, r: r.max(1), predecessor: None, fingers: vec![None; BITS as usize] }
+        let fingers = vec![None; BITS as usize];
+        let (gained_at, last_predecessor) = (None, None);
+        Self { successors: vec![me.clone()], me, r: r.max(1), predecessor: None, fingers, gained_at, last_predecessor }
+    }
+
+    /// Sets the predecessor (`now` being the time): when the new one sits
+    /// before the last one known (a predecessor forgotten meanwhile
+    /// counts until another is set), or none was ever known, this node's
+    /// range takes in keys another node may have answered for until now,
+    /// and `now` is noted ([`RoutingTable::gained_at`]).
+    pub fn set_predecessor(&mut self, predecessor: Option<NodeRef>, now: std::time::Instant) {
+        if let Some(new) = &predecessor {
+            let gained = match &self.last_predecessor {
+                None => true,
+                Some(old) => new.id != old.id && !new.id.in_open(old.id, self.me.id),
+            };
+            if gained {
+                self.gained_at = Some(now);
+            }
+            self.last_predecessor = Some(new.clone());
+        }
+        self.predecessor = predecessor;
+    }
+
+    /// When this node's own range last took in keys (see
+    /// [`RoutingTable::set_predecessor`]); `None` if it never had one.
+    pub fn gained_at(&self) -> Option<std::time::Instant> {
+        self.gained_at
     }
 
     /// This node.
@@ -137,7 +171,7 @@ impl RoutingTable {
             }
         }
         if self.predecessor.as_ref().is_some_and(|p| p.id == dead.id) {
-            self.predecessor = None;
+            self.set_predecessor(None, std::time::Instant::now());
         }
     }
 
@@ -176,6 +210,29 @@ pub fn merged_successors(me: &NodeRef, nodes: impl IntoIterator<Item = NodeRef>,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_range_grows_when_the_predecessor_moves_back_not_when_one_joins_between() {
+        let me = NodeRef::new("127.0.0.1:1");
+        let mut t = RoutingTable::new(me.clone(), 4);
+        let t0 = std::time::Instant::now();
+        let mut others: Vec<NodeRef> = (2..40).map(|p| NodeRef::new(format!("127.0.0.1:{p}"))).collect();
+        // Ordered by how far before `me` each sits: nearest first.
+        others.sort_by_key(|n| me.id.0.wrapping_sub(n.id.0));
+        let (near, far) = (others[0].clone(), others[others.len() - 1].clone());
+        t.set_predecessor(Some(far.clone()), t0);
+        assert_eq!(t.gained_at(), Some(t0), "the first predecessor");
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        t.set_predecessor(Some(near.clone()), t1);
+        assert_eq!(t.gained_at(), Some(t0), "one that joined between gives keys away");
+        t.set_predecessor(None, t1);
+        t.set_predecessor(Some(near.clone()), t1);
+        assert_eq!(t.gained_at(), Some(t0), "the same one again after it was forgotten");
+        let t2 = t1 + std::time::Duration::from_secs(1);
+        t.set_predecessor(None, t2);
+        t.set_predecessor(Some(far), t2);
+        assert_eq!(t.gained_at(), Some(t2), "one further back: keys taken in");
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;

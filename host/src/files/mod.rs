@@ -12,6 +12,8 @@
 //! - `local`: [`Local`], this node's store, through its plugins;
 //! - `write`: [`Writer`], uploads (fanned out to every holder) and deletions;
 //! - `read`: [`Reader`] and [`Source`], the newest version from wherever it is;
+//! - `lease`: [`Leases`], read leases, so a holder serves its own copy
+//!   without asking the others;
 //! - `repair`: [`Repairer`], k copies where the ring says, and the hand-over
 //!   before a graceful leave;
 //! - `network`: what the service needs of the ring and of other nodes
@@ -26,6 +28,7 @@ mod gather;
 mod handoff;
 mod index;
 mod known;
+mod lease;
 mod local;
 mod network;
 pub mod placement;
@@ -42,6 +45,7 @@ pub use gather::{Batch, Gather};
 pub use handoff::{Change, HandOff, Hints, Taken, plausible_addr};
 pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
+pub use lease::{LeaseAnswer, LeaseCounters, Leases, spawn_renewal};
 pub use local::{Expected, Local, LocalWrite};
 pub use network::{
     BodyStream, ByteStream, CopySink, Deleted, Fetched, Fut, NodeListing, Peers, Ring, StoreAnswer, StoreOrder,

@@ -117,6 +117,9 @@ pub trait Peers: Send + Sync {
     fn digests(&self, node: &str, ranges: &[KeyRange], parts: u32) -> Fut<'_, Vec<(KeyRange, Sum)>>;
     /// `node`'s files and tombstones in `ranges`.
     fn entries(&self, node: &str, ranges: &[KeyRange]) -> Fut<'_, NodeListing>;
+    /// Asks `node` for a read lease on its range, for `me`, which still
+    /// trusts the lease of `epoch` from it (0: none); see `files::lease`.
+    fn lease<'a>(&'a self, node: &'a str, me: &'a NodeRef, epoch: u64) -> Fut<'a, super::lease::LeaseAnswer>;
 }
 
 /// What the file service asks of the ring.
@@ -144,6 +147,12 @@ pub trait Ring: Send + Sync {
     /// off by a split.
     fn lost_members(&self) -> Vec<NodeRef> {
         Vec::new()
+    }
+    /// What this node can tell of its own range (see `chord::Standing`);
+    /// `None` where the ring cannot tell, and then this node never counts
+    /// as the only one answering for its range.
+    fn standing(&self) -> Option<crate::chord::Standing> {
+        None
     }
 }
 
@@ -190,5 +199,9 @@ impl<T: Transport + Send + Sync + 'static> Ring for ChordNode<T> {
 
     fn walk(&self, limit: usize) -> BoxFuture<'_, Vec<(NodeRef, bool)>> {
         ChordNode::walk(self, limit).boxed()
+    }
+
+    fn standing(&self) -> Option<crate::chord::Standing> {
+        Some(ChordNode::standing(self))
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::cache;
 use super::error::{ErrorKind, FileError};
 use super::known::Known;
+use super::lease::Leases;
 use super::local::Local;
 use super::network::{Fetched, Fut, Peers};
 use super::placement::Placement;
@@ -41,6 +42,9 @@ pub struct Reader {
     sources: usize,
     /// Where reads whose holders the table named are counted.
     placed_by_table: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Read leases, when they are on: a copy held under one is served
+    /// without asking the other holders.
+    leases: std::sync::OnceLock<Arc<Leases>>,
 }
 
 impl Reader {
@@ -53,7 +57,13 @@ impl Reader {
         tasks: TaskTracker,
         sources: usize,
     ) -> Self {
-        Self { placement, local, peers, tasks, sources: sources.max(1), placed_by_table: Default::default() }
+        let (placed_by_table, leases) = Default::default();
+        Self { placement, local, peers, tasks, sources: sources.max(1), placed_by_table, leases }
+    }
+
+    /// Serves copies held under `leases` without asking the other holders.
+    pub fn use_leases(&self, leases: Arc<Leases>) {
+        let _ = self.leases.set(leases);
     }
 
     /// Finds the newest version of `name`: asks every holder what it knows,
@@ -83,6 +93,17 @@ impl Reader {
         // the same version (it is then served from here).
         let copy = local.clone().filter(|e| !self.local.unconfirmed(e));
         let here = Known::from_parts(copy, self.local.tombstones().get(name));
+        // Under a read lease this node has every version the node that
+        // coordinates the name's writes acknowledged: its copy is the newest.
+        if let Known::File(entry) = &here
+            && let Some(leases) = self.leases.get()
+            && leases.serves(Id::hash(name.as_str()))
+        {
+            leases.served();
+            let version =
+                Version { reader: self.clone(), name: name.clone(), entry: entry.clone(), having: Vec::new() };
+            return Ok(Source { version, here: true });
+        }
         let (newest, having) = match self.survey(name, &here).await {
             Ok(found) => found,
             // Without the ring, this node's own copy is all there is; but a

@@ -17,6 +17,7 @@ use super::error::FileError;
 use super::handoff::{Change, HandOff, Hints, Taken};
 use super::index::{Announcer, FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 use super::known::Known;
+use super::lease::{LeaseAnswer, LeaseCounters, Leases, spawn_renewal};
 use super::local::Local;
 use super::network::{Deleted, NodeListing};
 use super::network::{Peers, Ring};
@@ -43,6 +44,8 @@ pub struct Files {
     index: Arc<NetworkIndex>,
     announcer: Announcer,
     tasks: TaskTracker,
+    /// Read leases, when they are on.
+    leases: Option<Arc<Leases>>,
 }
 
 /// How a node keeps files (from [`crate::NodeConfig`]).
@@ -65,6 +68,9 @@ pub struct FilesSettings {
     pub download_sources: usize,
     /// Bytes of small files' content kept in memory.
     pub read_cache_bytes: u64,
+    /// Length of a read lease (see `files::lease`); none: holders are
+    /// asked on every read.
+    pub read_lease: Option<Duration>,
 }
 
 /// What became of a file meant for a node that did not answer it.
@@ -99,7 +105,9 @@ impl Files {
             repair_on_departure,
             download_sources,
             read_cache_bytes,
+            read_lease,
         } = settings;
+        let leases = read_lease.filter(|_| replicas > 1).map(|d| Arc::new(Leases::new(ring.clone(), replicas, d)));
         let tasks = TaskTracker::new();
         let index = Arc::new(NetworkIndex::new());
         let announcer = Announcer::new(index.clone());
@@ -114,11 +122,38 @@ impl Files {
         ));
         let reader =
             Arc::new(Reader::new(placement.clone(), local.clone(), peers.clone(), tasks.clone(), download_sources));
+        if let Some(leases) = &leases {
+            writer.use_leases(leases.clone());
+            reader.use_leases(leases.clone());
+        }
         let receiver = Arc::new(Receiver::new(local.clone(), writer.clone(), peers.clone()));
         let parts = (writer.clone(), reader.clone(), receiver.clone());
         let repair = (scrub_bytes, repair_on_departure);
         let repairer = Arc::new(Repairer::new(placement.clone(), local.clone(), peers.clone(), parts, repair));
-        Self { placement, local, peers, writer, reader, repairer, receiver, index, announcer, tasks }
+        Self { placement, local, peers, writer, reader, repairer, receiver, index, announcer, tasks, leases }
+    }
+
+    /// Answers `requester`'s request for a read lease on this node's range
+    /// (`epoch`: the lease it still trusts); refused when leases are off.
+    pub async fn grant_lease(&self, requester: &NodeRef, epoch: u64) -> Result<LeaseAnswer, FileError> {
+        let Some(leases) = &self.leases else {
+            return Ok(LeaseAnswer::Refused("this node grants no read leases (--read-lease-ms 0)".into()));
+        };
+        let local = &self.local;
+        leases
+            .grant(requester, epoch, |range| async move {
+                Ok(local.sums(vec![range]).await?.first().copied().unwrap_or_default())
+            })
+            .await
+    }
+
+    /// Renews this node's read leases until `shutdown`, when they are on.
+    pub fn spawn_lease_renewal(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let leases = self.leases.clone()?;
+        Some(spawn_renewal(leases, self.peers.clone(), self.local.clone(), shutdown))
     }
 
     /// Largest upload accepted, in bytes.
@@ -158,6 +193,10 @@ impl Files {
         self.writer.count_in(metrics.clone());
         self.reader.count_placed_by_table(metrics.reads_placed_by_table.clone());
         self.local.cache().count_in(metrics.read_cache_hits.clone(), metrics.read_cache_misses.clone());
+        if let Some(leases) = &self.leases {
+            let (reads, waits) = (metrics.reads_under_lease.clone(), metrics.lease_waits.clone());
+            leases.count_in(LeaseCounters { reads, waits });
+        }
         self.repairer.count_passes(metrics);
     }
 

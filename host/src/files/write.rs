@@ -26,10 +26,11 @@ use super::gather::{Batch, Gather};
 use super::handoff::{Change, HandOff, Hints, INLINE_MAX};
 use super::index::{Announcer, FileChange, NetworkEntry};
 use super::known::Known;
+use super::lease::Leases;
 use super::local::{Expected, Local, LocalWrite, whole};
 use super::network::{BodyStream, CopySink, Deleted, Peers, StoreOrder};
 use super::placement::{Placement, write_quorum};
-use crate::chord::NodeRef;
+use crate::chord::{Id, NodeRef};
 use crate::plugins::{FileEntry, UploadHandle};
 use crate::store::FileName;
 
@@ -106,6 +107,10 @@ pub struct Writer {
     /// This node's clock against its peers': out of step, it makes no
     /// new versions or tombstones.
     clock: Arc<crate::clock::Offsets>,
+    /// Read leases, when they are on: a write is coordinated only by the
+    /// node standing for its key, and acknowledged only once every
+    /// holder's lease on it is honoured.
+    leases: OnceLock<Arc<Leases>>,
 }
 
 impl Writer {
@@ -118,7 +123,7 @@ impl Writer {
         (write_quorum, max_upload_bytes, chunk_bytes): (usize, u64, usize),
         (tasks, announcer): (TaskTracker, Announcer),
     ) -> Self {
-        let (hints, metrics, clock) = (OnceLock::new(), OnceLock::new(), Arc::default());
+        let (hints, metrics, clock, leases) = (OnceLock::new(), OnceLock::new(), Arc::default(), OnceLock::new());
         Self {
             placement,
             local,
@@ -131,7 +136,13 @@ impl Writer {
             hints,
             metrics,
             clock,
+            leases,
         }
+    }
+
+    /// Honours `leases` in every write and deletion this node coordinates.
+    pub fn use_leases(&self, leases: Arc<Leases>) {
+        let _ = self.leases.set(leases);
     }
 
     /// This node's clock against its peers' (fed by the node's clock check).
@@ -336,6 +347,11 @@ impl Writer {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        let leases = self.leases.get();
+        let key = Id::hash(name.as_str());
+        if let Some(leases) = leases {
+            leases.stand_for(key).await?;
+        }
         let version_ns = self.stamp().await?;
         // Refused here (exists, no plugin), nothing is sent anywhere.
         let mut local = self.local.plugins().upload(name, overwrite, Some(version_ns)).await?;
@@ -360,7 +376,9 @@ impl Writer {
         let root = entry.blake3.expect("the host hashed what it wrote");
 
         let copies_wanted = 1 + replicas.min(candidates.len());
-        let quorum = self.write_quorum.min(copies_wanted);
+        // Under read leases every holder is waited for: a lease is honoured
+        // before the answer.
+        let quorum = if leases.is_some() { copies_wanted } else { self.write_quorum.min(copies_wanted) };
         let me = self.placement.me().addr;
         let mut holders = vec![me.clone()];
         let mut missed = Vec::new();
@@ -414,6 +432,9 @@ impl Writer {
         }
         if holders.len() < quorum {
             tracing::warn!(file = %name, copies = holders.len(), quorum, "fewer live nodes than copies wanted");
+        }
+        if let Some(leases) = leases {
+            leases.settle(key, &holders).await;
         }
         self.announcer.announce(FileChange::Stored(NetworkEntry {
             name: name.to_string(),
@@ -558,6 +579,11 @@ impl Writer {
         at: Option<u64>,
         replicas: usize,
     ) -> Result<Deleted, FileError> {
+        let leases = self.leases.get().filter(|_| replicas > 0);
+        let key = Id::hash(name.as_str());
+        if let Some(leases) = leases {
+            leases.stand_for(key).await?;
+        }
         let at = match at {
             Some(at) => {
                 crate::clock::observe(at)?;
@@ -584,7 +610,9 @@ impl Writer {
             .collect();
         let mut holders = vec![self.placement.me().addr];
         let mut existed = existed_here;
-        while holders.len() < wanted {
+        // Under read leases every holder is waited for (see `store_new`).
+        let wait_for = if leases.is_some() { usize::MAX } else { wanted };
+        while holders.len() < wait_for {
             match deletes.next().await {
                 Some(Ok(Ok((addr, had)))) => {
                     holders.push(addr);
@@ -597,6 +625,9 @@ impl Writer {
                 Some(Err(e)) => tracing::warn!(file = %name, "a deletion's task failed: {e}"),
                 None => break,
             }
+        }
+        if let Some(leases) = leases {
+            leases.settle(key, &holders).await;
         }
         if holders.len() < wanted {
             return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });

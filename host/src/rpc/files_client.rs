@@ -18,9 +18,10 @@ use super::files_pb::{self as pb, files_client::FilesClient};
 use super::health::Health;
 use super::status::from_status;
 use super::{CHUNK_MAX, FILES_MESSAGE_MAX, pieces};
+use crate::chord::NodeRef;
 use crate::files::{
-    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, Fetched, FileError, Fut, Gather, Known, NodeListing, Peers,
-    StoreAnswer, StoreOrder,
+    BodyStream, ByteStream, CopySink, Deleted, ErrorKind, Fetched, FileError, Fut, Gather, Known, LeaseAnswer,
+    NodeListing, Peers, StoreAnswer, StoreOrder,
 };
 use crate::integrity::{BLOCK, Digest, Outboard, Verifier, outboard_len, trim};
 use crate::store::FileName;
@@ -406,6 +407,36 @@ impl Peers for GrpcPeers {
             let mut client = self.client(&node)?;
             let replies = self.answered(&node, client.entries(self.timed(request))).await?;
             self.listing(&node, replies).await
+        }
+        .boxed()
+    }
+
+    fn lease<'a>(&'a self, node: &'a str, me: &'a NodeRef, epoch: u64) -> Fut<'a, LeaseAnswer> {
+        let request = pb::LeaseRequest { addr: me.addr.clone(), epoch };
+        async move {
+            let mut client = self.client(node)?;
+            let reply = self.answered(node, client.lease(self.timed(request))).await?;
+            if !reply.refused.is_empty() {
+                return Ok(LeaseAnswer::Refused(reply.refused));
+            }
+            let range = reply.range.ok_or_else(|| malformed(node, "a lease without its range"))?;
+            let digest = match (reply.renewed, reply.digest) {
+                (true, _) => Sum::default(),
+                (false, Some(d)) => {
+                    let bytes = <[u8; 16]>::try_from(&d.digest[..])
+                        .map_err(|_| malformed(node, format!("a digest of {} bytes, not 16", d.digest.len())))?;
+                    Sum { digest: u128::from_le_bytes(bytes), count: d.count }
+                }
+                (false, None) => return Err(malformed(node, "a new lease without its digest")),
+            };
+            Ok(LeaseAnswer::Granted {
+                range: KeyRange { from: range.from, to: range.to },
+                epoch: reply.epoch,
+                renewed: reply.renewed,
+                digest,
+                duration: Duration::from_millis(u64::from(reply.lease_ms)),
+                predecessor: (!reply.predecessor.is_empty()).then_some(reply.predecessor),
+            })
         }
         .boxed()
     }

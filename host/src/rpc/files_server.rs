@@ -13,12 +13,14 @@ use super::convert::{entry_to_pb, range_to_pb};
 use super::files_pb::{self as pb, fetch_reply, store_request};
 use super::status::to_status;
 use super::{FILES_MESSAGE_MAX, LIST_BATCH, OUTBOARD_PIECE, pieces};
+use crate::chord::NodeRef;
 use crate::config::MAX_REPLICAS;
-use crate::files::{Expected, FileError, Files, Known, StoreHow};
+use crate::files::{Expected, FileError, Files, Known, LeaseAnswer, StoreHow, plausible_addr};
 use crate::integrity::{BLOCK, Digest};
 use crate::plugins::{FileEntry, PluginError};
 use crate::store::FileName;
 use crate::store::digest::KeyRange;
+use crate::tls::Gate;
 
 /// The chunks of a store's stream, up to its commit (whose hash goes to
 /// `commit`) or its end; anything else is an error that aborts the store.
@@ -70,8 +72,8 @@ pub(super) fn list_batches(
 const FILES_PATH: &str = "/ringshare.files.v1.Files/{*method}";
 
 /// Adds the file-transfer gRPC service to `router`.
-pub fn files_routes(router: axum::Router, files: Arc<Files>) -> axum::Router {
-    let service = pb::files_server::FilesServer::new(FilesService { files })
+pub fn files_routes(router: axum::Router, files: Arc<Files>, gate: Arc<Gate>) -> axum::Router {
+    let service = pb::files_server::FilesServer::new(FilesService { files, gate })
         .max_decoding_message_size(FILES_MESSAGE_MAX)
         .max_encoding_message_size(FILES_MESSAGE_MAX);
     router.route_service(FILES_PATH, service)
@@ -79,6 +81,8 @@ pub fn files_routes(router: axum::Router, files: Arc<Files>) -> axum::Router {
 
 struct FilesService {
     files: Arc<Files>,
+    /// Who may speak for which address (a lease goes to the node asking).
+    gate: Arc<Gate>,
 }
 
 fn name_of(name: &str) -> Result<FileName, Status> {
@@ -227,6 +231,37 @@ impl pb::files_server::Files for FilesService {
         let ranges = key_ranges(&request.into_inner().ranges)?;
         let (entries, deleted) = self.files.entries_in(&ranges).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(futures_util::stream::iter(list_batches(&entries, deleted).map(Ok)).boxed()))
+    }
+
+    async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseReply>, Status> {
+        let addr = request.get_ref().addr.clone();
+        if !plausible_addr(&addr) {
+            return Err(Status::invalid_argument("addr must be the caller's host:port"));
+        }
+        if !self.gate.may_claim(request.extensions(), &addr) {
+            return Err(Status::permission_denied(format!(
+                "your certificate does not name {addr}: you may only ask for a lease for yourself"
+            )));
+        }
+        let epoch = request.into_inner().epoch;
+        let answer = self.files.grant_lease(&NodeRef::new(addr), epoch).await.map_err(|e| to_status(&e))?;
+        let reply = match answer {
+            LeaseAnswer::Refused(refused) => pb::LeaseReply { refused, ..Default::default() },
+            LeaseAnswer::Granted { range, epoch, renewed, digest, duration, predecessor } => pb::LeaseReply {
+                refused: String::new(),
+                range: Some(range_to_pb(range)),
+                epoch,
+                renewed,
+                digest: (!renewed).then(|| pb::RangeDigest {
+                    range: Some(range_to_pb(range)),
+                    digest: Bytes::copy_from_slice(&digest.digest.to_le_bytes()),
+                    count: digest.count,
+                }),
+                lease_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
+                predecessor: predecessor.unwrap_or_default(),
+            },
+        };
+        Ok(Response::new(reply))
     }
 }
 
