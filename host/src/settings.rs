@@ -65,6 +65,10 @@ fn default_download_sources() -> usize {
     defaults().download_sources
 }
 
+fn default_read_lease_ms() -> u64 {
+    defaults().read_lease.map_or(0, |d| d.as_millis() as u64)
+}
+
 fn default_read_cache_mib() -> u64 {
     defaults().read_cache_bytes >> 20
 }
@@ -119,8 +123,8 @@ pub struct NodeSettings {
     /// copy without asking the other holders, and writes wait for a
     /// holder's lease to run out before they are acknowledged without it.
     /// At least 4 stabilize periods.
-    #[arg(long, env = "RINGSHARE_READ_LEASE_MS", default_value_t = 0)]
-    #[serde(default)]
+    #[arg(long, env = "RINGSHARE_READ_LEASE_MS", default_value_t = default_read_lease_ms())]
+    #[serde(default = "default_read_lease_ms")]
     pub read_lease_ms: u64,
     /// MiB of this node's copies read back and checked on each repair pass (0: never).
     #[arg(long, env = "RINGSHARE_SCRUB_MIB", default_value_t = defaults().scrub_bytes_per_pass >> 20)]

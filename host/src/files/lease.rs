@@ -27,8 +27,10 @@
 //!   renewed unbroken (same epoch) needs no digest.
 //! - **Reads.** A node serves its copy of a name without asking anyone
 //!   when it holds a lease whose range has the name's key, or stands for
-//!   it itself ([`Leases::serves`]). Anything else (no lease, no copy, a
-//!   deletion) asks the holders as before.
+//!   it itself and found its digest of its range the same as its first
+//!   successor's since it began to (a node back from a crash lacks what
+//!   was written meanwhile) ([`Leases::serves`]). Anything else (no
+//!   lease, no copy, a deletion) asks the holders as before.
 //!
 //! Time is each node's monotonic clock; the `1/8` margins cover rates
 //! that differ between machines (real clocks are within parts per
@@ -103,8 +105,15 @@ pub struct Leases {
     ring: Arc<dyn Ring>,
     granted: Mutex<(HashMap<Id, Grant>, u64)>,
     held: Mutex<HashMap<Id, Held>>,
+    /// The standing (its run's start, and when the range last grew) in
+    /// which this node's own range was found the same as its first
+    /// successor's.
+    own: Mutex<Option<Run>>,
     counters: OnceLock<LeaseCounters>,
 }
+
+/// A run of standing: when it began, and when the range last grew.
+type Run = (Option<Instant>, Option<Instant>);
 
 /// How long a write waits for this node to stand for its key before it is
 /// refused: standing comes `D` after a change of the ring.
@@ -140,6 +149,7 @@ impl Leases {
             ring,
             granted: Mutex::new((HashMap::new(), 0)),
             held: Mutex::default(),
+            own: Mutex::default(),
             counters: OnceLock::new(),
         }
     }
@@ -256,13 +266,43 @@ impl Leases {
     }
 
     /// Whether this node may serve its own copy of `key` without asking:
-    /// it holds a lease on it, or stands for it.
+    /// it holds a lease on it, or stands for it and its range was found
+    /// the same as its first successor's in this standing.
     pub fn serves(&self, key: Id) -> bool {
         let now = Instant::now();
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let leased = held.values().any(|h| h.until > now && h.range.contains(key.0));
         drop(held);
-        leased || self.standing(now).is_some_and(|r| r.contains(key.0))
+        if leased {
+            return true;
+        }
+        let Some(standing) = self.ring.standing() else { return false };
+        let run = (standing.tenure.since, standing.gained_at);
+        standing_range(&standing, self.ring.me().id, self.duration, now).is_some_and(|r| r.contains(key.0))
+            && *self.own.lock().unwrap_or_else(|p| p.into_inner()) == Some(run)
+    }
+
+    /// Compares this node's own range with its first successor's copies of
+    /// it, once per run of standing (see [`Leases::serves`]).
+    async fn check_own(&self, peers: &dyn Peers, local: &Local) {
+        let Some(standing) = self.ring.standing() else { return };
+        let run = (standing.tenure.since, standing.gained_at);
+        let me = self.ring.me();
+        let Some(range) = standing_range(&standing, me.id, self.duration, Instant::now()) else { return };
+        if *self.own.lock().unwrap_or_else(|p| p.into_inner()) == Some(run) {
+            return;
+        }
+        let same = match self.ring.successors().into_iter().find(|n| n.id != me.id) {
+            // Alone: what it has is all there is.
+            None => true,
+            Some(first) => match (peers.digests(&first.addr, &[range], 1).await, local.sums(vec![range]).await) {
+                (Ok(theirs), Ok(mine)) => theirs.first().map(|(_, sum)| sum) == mine.first(),
+                _ => false,
+            },
+        };
+        if same {
+            *self.own.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        }
     }
 
     /// Counts a read served under a lease.
@@ -276,6 +316,7 @@ impl Leases {
     /// after the other (each names the next); keeps those whose digest is
     /// this node's over the same range (`local`), drops the others.
     pub async fn renew(&self, peers: &dyn Peers, local: &Local) {
+        self.check_own(peers, local).await;
         let me = self.ring.me();
         let mut next = self.ring.predecessor().map(|p| p.addr);
         let mut asked = Vec::new();
