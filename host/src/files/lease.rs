@@ -179,10 +179,12 @@ impl Leases {
             let now = Instant::now();
             match self.standing(now) {
                 Some(range) if range.contains(key.0) => return Ok(()),
-                // Standing, for other keys: a lookup finds the right node.
-                Some(_) => break,
-                None if now >= deadline => break,
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
+                // Standing for other keys, or none: the range may be about
+                // to take the key in (a predecessor lost, a lookup that
+                // already knows it); a write routed here by a stale table
+                // is tried again through a lookup after the bound.
+                _ if now >= deadline => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
         let me = self.ring.me().addr;

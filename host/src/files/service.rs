@@ -107,7 +107,11 @@ impl Files {
             read_cache_bytes,
             read_lease,
         } = settings;
-        let leases = read_lease.filter(|_| replicas > 1).map(|d| Arc::new(Leases::new(ring.clone(), replicas, d)));
+        // A lease needs every holder's copy before an answer: none with a
+        // write quorum below k, nor with one copy.
+        let leases = read_lease
+            .filter(|_| replicas > 1 && write_quorum >= replicas)
+            .map(|d| Arc::new(Leases::new(ring.clone(), replicas, d)));
         let tasks = TaskTracker::new();
         let index = Arc::new(NetworkIndex::new());
         let announcer = Announcer::new(index.clone());

@@ -376,9 +376,9 @@ impl Writer {
         let root = entry.blake3.expect("the host hashed what it wrote");
 
         let copies_wanted = 1 + replicas.min(candidates.len());
-        // Under read leases every holder is waited for: a lease is honoured
-        // before the answer.
-        let quorum = if leases.is_some() { copies_wanted } else { self.write_quorum.min(copies_wanted) };
+        // (Read leases are on only with a write quorum of k: every holder is
+        // waited for, and a lease honoured before the answer.)
+        let quorum = self.write_quorum.min(copies_wanted);
         let me = self.placement.me().addr;
         let mut holders = vec![me.clone()];
         let mut missed = Vec::new();
