@@ -44,31 +44,9 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::error::{ErrorKind, FileError};
 use super::local::Local;
-use super::network::{Peers, Ring};
+use super::network::{LeaseAnswer, Peers, Ring};
 use crate::chord::{Id, NodeRef, Standing};
 use crate::store::digest::{KeyRange, Sum};
-
-/// What a node asked for a lease answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseAnswer {
-    /// No lease, and why.
-    Refused(String),
-    /// A lease on `range` for `duration` from when it was asked.
-    Granted {
-        /// The granter's own range.
-        range: KeyRange,
-        /// Its epoch.
-        epoch: u64,
-        /// The epoch asked for, renewed: no digest needed.
-        renewed: bool,
-        /// The granter's digest of `range` (when not renewed).
-        digest: Sum,
-        /// How long it lasts.
-        duration: Duration,
-        /// The granter's predecessor, the next node to ask.
-        predecessor: Option<String>,
-    },
-}
 
 /// A lease this node granted.
 #[derive(Debug, Clone)]

@@ -45,10 +45,11 @@ pub use gather::{Batch, Gather};
 pub use handoff::{Change, HandOff, Hints, Taken, plausible_addr};
 pub use index::{FileChange, NetworkEntry, NetworkIndex, NetworkListing};
 pub use known::Known;
-pub use lease::{LeaseAnswer, LeaseCounters, Leases, spawn_renewal};
+pub use lease::{LeaseCounters, Leases, spawn_renewal};
 pub use local::{Expected, Local, LocalWrite};
 pub use network::{
-    BodyStream, ByteStream, CopySink, Deleted, Fetched, Fut, NodeListing, Peers, Ring, StoreAnswer, StoreOrder,
+    BodyStream, ByteStream, CopySink, Deleted, Fetched, Fut, LeaseAnswer, NodeListing, Peers, Ring, StoreAnswer,
+    StoreOrder,
 };
 pub use placement::Placement;
 pub use read::{Reader, Source};

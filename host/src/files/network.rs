@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -88,6 +89,28 @@ pub struct Fetched {
     pub bytes: ByteStream,
 }
 
+/// What a node asked for a lease answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// No lease, and why.
+    Refused(String),
+    /// A lease on `range` for `duration` from when it was asked.
+    Granted {
+        /// The granter's own range.
+        range: KeyRange,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch asked for, renewed: no digest needed.
+        renewed: bool,
+        /// The granter's digest of `range` (when not renewed).
+        digest: Sum,
+        /// How long it lasts.
+        duration: Duration,
+        /// The granter's predecessor, the next node to ask.
+        predecessor: Option<String>,
+    },
+}
+
 /// A node's own files, and its tombstones (name, deleted at).
 pub type NodeListing = (Vec<FileEntry>, Vec<(String, u64)>);
 
@@ -119,7 +142,7 @@ pub trait Peers: Send + Sync {
     fn entries(&self, node: &str, ranges: &[KeyRange]) -> Fut<'_, NodeListing>;
     /// Asks `node` for a read lease on its range, for `me`, which still
     /// trusts the lease of `epoch` from it (0: none); see `files::lease`.
-    fn lease<'a>(&'a self, node: &'a str, me: &'a NodeRef, epoch: u64) -> Fut<'a, super::lease::LeaseAnswer>;
+    fn lease<'a>(&'a self, node: &'a str, me: &'a NodeRef, epoch: u64) -> Fut<'a, LeaseAnswer>;
 }
 
 /// What the file service asks of the ring.
