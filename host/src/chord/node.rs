@@ -520,7 +520,9 @@ impl<T: Transport> ChordNode<T> {
 
     /// This node's predecessor, when its range last grew, and its tenure.
     pub fn standing(&self) -> Standing {
-        let tenure = *self.tenure.lock().unwrap_or_else(|p| p.into_inner());
+        // A node leaving answers for nothing from the moment it starts to.
+        let tenure =
+            if self.is_leaving() { Tenure::default() } else { *self.tenure.lock().unwrap_or_else(|p| p.into_inner()) };
         let t = self.table();
         let alone = t.successor().id == t.me().id;
         Standing { predecessor: t.predecessor.clone(), alone, gained_at: t.gained_at(), tenure }
@@ -528,15 +530,16 @@ impl<T: Transport> ChordNode<T> {
 
     /// Notes stabilize's answer, asked for at `asked`: a confirmation
     /// renews the run (a new one starts when there was none, or when this
-    /// node is newly alone: its range is then the whole ring); a claim
-    /// ends it.
+    /// node is newly alone or newly among others); a claim ends it.
     fn note_tenure(&self, verdict: Verdict, asked: Instant) {
         let mut tenure = self.tenure.lock().unwrap_or_else(|p| p.into_inner());
         match verdict {
             Verdict::Claimed => *tenure = Tenure::default(),
             Verdict::Silent => {}
             Verdict::Confirmed { alone } => {
-                if alone && !tenure.alone {
+                // Newly alone (its range is the whole ring), or newly among
+                // others (whose ranges it may have answered for): a new run.
+                if alone != tenure.alone {
                     *tenure = Tenure::default();
                 }
                 tenure.since.get_or_insert_with(Instant::now);

@@ -7,9 +7,12 @@
 //!   less than `7/8 D` ago, in a run of such answers at least `D` old, and
 //!   `D` after its range last took in keys (a predecessor learned, or one
 //!   further back). The successor's range grows the moment it stops naming
-//!   this node, so the two never answer for the same keys at once; a node
-//!   that joins waits until the leases the range's last owner granted have
-//!   run out. Only a node in standing coordinates a write or deletion
+//!   this node, so in a ring that is not split the two never answer for
+//!   the same keys at once; a node that joins waits until the leases the
+//!   range's last owner granted have run out. A write is answered only if
+//!   its coordinator still stands for its key then ([`Leases::still_stands`]).
+//!   While the network is split, each side coordinates its own writes, as
+//!   before (they stay available; the newest wins when it heals). Only a node in standing coordinates a write or deletion
 //!   ([`Leases::stand_for`]); a node alone in its ring stands once alone
 //!   for `D`.
 //! - **Leases.** Every holder asks the k-1 nodes before it (whose ranges
@@ -173,6 +176,25 @@ impl Leases {
         ))
     }
 
+    /// Whether this node still stands for `key`, checked as a write or
+    /// deletion it coordinates is answered: one that lost its standing
+    /// meanwhile (a node joined before it, it started to leave) may have
+    /// written where another now answers, and says it cannot tell.
+    pub fn still_stands(&self, key: Id) -> Result<(), FileError> {
+        if self.standing(Instant::now()).is_some_and(|r| r.contains(key.0)) {
+            return Ok(());
+        }
+        let me = self.ring.me().addr;
+        Err(FileError::remote(
+            &me,
+            ErrorKind::PeerUnavailable,
+            format!(
+                "{me} stopped answering for this key while the write was made (the ring changed round it): its \
+                 copies may be kept, but it cannot be acknowledged here"
+            ),
+        ))
+    }
+
     /// Answers `requester`'s request for a lease on this node's range;
     /// `epoch` is the lease it still trusts. `sums` gives this node's
     /// digest of a range.
@@ -200,7 +222,9 @@ impl Leases {
             let (grants, last_epoch) = &mut *granted;
             grants.retain(|_, g| g.until > now);
             let renewed = epoch != 0
-                && grants.get(&requester.id).is_some_and(|g| g.unbroken && g.epoch == epoch && g.until > now);
+                && grants
+                    .get(&requester.id)
+                    .is_some_and(|g| g.unbroken && g.epoch == epoch && g.until > now && g.range == range);
             let epoch = if renewed {
                 epoch
             } else {

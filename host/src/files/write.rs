@@ -435,6 +435,7 @@ impl Writer {
         }
         if let Some(leases) = leases {
             leases.settle(key, &holders).await;
+            leases.still_stands(key)?;
         }
         self.announcer.announce(FileChange::Stored(NetworkEntry {
             name: name.to_string(),
@@ -610,10 +611,26 @@ impl Writer {
             .collect();
         let mut holders = vec![self.placement.me().addr];
         let mut existed = existed_here;
-        // Under read leases every holder is waited for (see `store_new`).
-        let wait_for = if leases.is_some() { usize::MAX } else { wanted };
-        while holders.len() < wait_for {
-            match deletes.next().await {
+        // Under read leases the other holders are then given a lease's
+        // length to record it; those that do not are waited out by `settle`.
+        let mut rest_until = None;
+        loop {
+            if holders.len() >= wanted {
+                match leases {
+                    None => break,
+                    Some(leases) => {
+                        rest_until.get_or_insert_with(|| tokio::time::Instant::now() + leases.duration());
+                    }
+                }
+            }
+            let next = match rest_until {
+                Some(until) => match tokio::time::timeout_at(until, deletes.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => deletes.next().await,
+            };
+            match next {
                 Some(Ok(Ok((addr, had)))) => {
                     holders.push(addr);
                     existed |= had;
@@ -628,6 +645,7 @@ impl Writer {
         }
         if let Some(leases) = leases {
             leases.settle(key, &holders).await;
+            leases.still_stands(key)?;
         }
         if holders.len() < wanted {
             return Err(FileError::NoQuorum { name: name.to_string(), stored: holders.len(), wanted });
