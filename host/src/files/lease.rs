@@ -102,6 +102,18 @@ fn standing_wait(duration: Duration) -> Duration {
     duration * 2 + Duration::from_secs(1)
 }
 
+/// `mutex`'s guard, also after a thread panicked holding it (the state
+/// is whole between statements).
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The run of standing `standing` is in: when it began, and when the
+/// range last grew.
+fn run_of(standing: &Standing) -> Run {
+    (standing.tenure.since, standing.gained_at)
+}
+
 /// The part of a lease's length its holder trusts.
 fn trusted(duration: Duration) -> Duration {
     duration * 7 / 8
@@ -168,12 +180,13 @@ impl Leases {
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+        Err(self.not_standing("does not answer for this key now (the ring is changing round it): ask the ring again"))
+    }
+
+    /// The error of a write this node does not stand for, and `why`.
+    fn not_standing(&self, why: &str) -> FileError {
         let me = self.ring.me().addr;
-        Err(FileError::remote(
-            &me,
-            ErrorKind::PeerUnavailable,
-            format!("{me} does not answer for this key now (the ring is changing round it): ask the ring again"),
-        ))
+        FileError::remote(&me, ErrorKind::PeerUnavailable, format!("{me} {why}"))
     }
 
     /// Whether this node still stands for `key`, checked as a write or
@@ -184,25 +197,16 @@ impl Leases {
         if self.standing(Instant::now()).is_some_and(|r| r.contains(key.0)) {
             return Ok(());
         }
-        let me = self.ring.me().addr;
-        Err(FileError::remote(
-            &me,
-            ErrorKind::PeerUnavailable,
-            format!(
-                "{me} stopped answering for this key while the write was made (the ring changed round it): its \
-                 copies may be kept, but it cannot be acknowledged here"
-            ),
+        Err(self.not_standing(
+            "stopped answering for this key while the write was made (the ring changed round it): its copies may \
+             be kept, but it cannot be acknowledged here",
         ))
     }
 
     /// Answers `requester`'s request for a lease on this node's range;
-    /// `epoch` is the lease it still trusts. `sums` gives this node's
-    /// digest of a range.
-    pub async fn grant<F, Fut>(&self, requester: &NodeRef, epoch: u64, sums: F) -> Result<LeaseAnswer, FileError>
-    where
-        F: FnOnce(KeyRange) -> Fut,
-        Fut: std::future::Future<Output = Result<Sum, FileError>>,
-    {
+    /// `epoch` is the lease it still trusts; `local` gives this node's
+    /// digest of the range.
+    pub async fn grant(&self, requester: &NodeRef, epoch: u64, local: &Local) -> Result<LeaseAnswer, FileError> {
         let now = Instant::now();
         let Some(range) = self.standing(now) else {
             return Ok(LeaseAnswer::Refused("this node does not answer for its range now".into()));
@@ -218,7 +222,7 @@ impl Leases {
             )));
         }
         let (epoch, renewed) = {
-            let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut granted = locked(&self.granted);
             let (grants, last_epoch) = &mut *granted;
             grants.retain(|_, g| g.until > now);
             let renewed = epoch != 0
@@ -238,7 +242,7 @@ impl Leases {
         };
         // Taken after the grant was recorded: a write applied here after
         // this digest is either applied by the holder too or waited for.
-        let digest = if renewed { Sum::default() } else { sums(range).await? };
+        let digest = if renewed { Sum::default() } else { local.sum(range).await? };
         let predecessor = self.ring.predecessor().map(|p| p.addr);
         Ok(LeaseAnswer::Granted { range, epoch, renewed, digest, duration: self.duration, predecessor })
     }
@@ -249,7 +253,7 @@ impl Leases {
     pub async fn settle(&self, key: Id, applied: &[String]) -> bool {
         let now = Instant::now();
         let until = {
-            let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut granted = locked(&self.granted);
             let mut until: Option<Instant> = None;
             for grant in granted.0.values_mut() {
                 if grant.range.contains(key.0) && !applied.contains(&grant.addr) {
@@ -274,38 +278,38 @@ impl Leases {
     /// the same as its first successor's in this standing.
     pub fn serves(&self, key: Id) -> bool {
         let now = Instant::now();
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = locked(&self.held);
         let leased = held.values().any(|h| h.until > now && h.range.contains(key.0));
         drop(held);
         if leased {
             return true;
         }
         let Some(standing) = self.ring.standing() else { return false };
-        let run = (standing.tenure.since, standing.gained_at);
+        let run = run_of(&standing);
         standing_range(&standing, self.ring.me().id, self.duration, now).is_some_and(|r| r.contains(key.0))
-            && *self.own.lock().unwrap_or_else(|p| p.into_inner()) == Some(run)
+            && *locked(&self.own) == Some(run)
     }
 
     /// Compares this node's own range with its first successor's copies of
     /// it, once per run of standing (see [`Leases::serves`]).
     async fn check_own(&self, peers: &dyn Peers, local: &Local) {
         let Some(standing) = self.ring.standing() else { return };
-        let run = (standing.tenure.since, standing.gained_at);
+        let run = run_of(&standing);
         let me = self.ring.me();
         let Some(range) = standing_range(&standing, me.id, self.duration, Instant::now()) else { return };
-        if *self.own.lock().unwrap_or_else(|p| p.into_inner()) == Some(run) {
+        if *locked(&self.own) == Some(run) {
             return;
         }
         let same = match self.ring.successors().into_iter().find(|n| n.id != me.id) {
             // Alone: what it has is all there is.
             None => true,
-            Some(first) => match (peers.digests(&first.addr, &[range], 1).await, local.sums(vec![range]).await) {
-                (Ok(theirs), Ok(mine)) => theirs.first().map(|(_, sum)| sum) == mine.first(),
+            Some(first) => match (peers.digests(&first.addr, &[range], 1).await, local.sum(range).await) {
+                (Ok(theirs), Ok(mine)) => theirs.first().map(|(_, sum)| sum) == Some(&mine),
                 _ => false,
             },
         };
         if same {
-            *self.own.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+            *locked(&self.own) = Some(run);
         }
     }
 
@@ -337,11 +341,8 @@ impl Leases {
             let kept = match answer {
                 Ok(LeaseAnswer::Granted { range, epoch, renewed, digest, duration, predecessor }) => {
                     next = predecessor;
-                    let same = if renewed {
-                        held == epoch
-                    } else {
-                        local.sums(vec![range]).await.is_ok_and(|mine| mine.first() == Some(&digest))
-                    };
+                    let same =
+                        if renewed { held == epoch } else { local.sum(range).await.is_ok_and(|mine| mine == digest) };
                     let until = when + trusted(duration.min(self.duration));
                     same.then_some(Held { range, until, epoch })
                 }
@@ -354,20 +355,20 @@ impl Leases {
                     None
                 }
             };
-            let mut leases = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let mut leases = locked(&self.held);
             match kept {
                 Some(lease) => leases.insert(granter.id, lease),
                 None => leases.remove(&granter.id),
             };
         }
-        let mut leases = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = locked(&self.held);
         leases.retain(|id, _| asked.contains(id));
     }
 
     /// The epoch of the lease held from `granter`, if it is still trusted;
     /// 0 otherwise.
     fn trusted_epoch(&self, granter: Id) -> u64 {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = locked(&self.held);
         held.get(&granter).filter(|h| h.until > Instant::now()).map_or(0, |h| h.epoch)
     }
 }

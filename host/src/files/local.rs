@@ -106,6 +106,11 @@ impl Local {
         Ok(sums)
     }
 
+    /// The sum of this node's files and tombstones over `range`.
+    pub async fn sum(&self, range: KeyRange) -> Result<Sum, FileError> {
+        Ok(self.sums(vec![range]).await?.first().copied().unwrap_or_default())
+    }
+
     /// This node's files (those it serves, hashed) and tombstones whose
     /// names' keys fall in one of `ranges`.
     pub async fn entries_in(&self, ranges: &[KeyRange]) -> Result<NodeListing, FileError> {
