@@ -53,7 +53,7 @@ pub struct NodeConfig {
     pub read_cache_bytes: u64,
     /// Length of a read lease (`files::lease`): a holder with one serves
     /// its own copy without asking the other holders. None: every read
-    /// asks them. Default: 2 s.
+    /// asks them. Default: none (`--read-lease-ms 2000` turns them on).
     pub read_lease: Option<Duration>,
     /// Bytes of this node's copies read back and checked against their
     /// hashes on each repair pass (0: never). Default: 256 MiB.
@@ -191,7 +191,7 @@ impl NodeConfig {
             write_quorum: None,
             download_sources: 8,
             read_cache_bytes: 32 << 20,
-            read_lease: Some(Duration::from_secs(2)),
+            read_lease: None,
             scrub_bytes_per_pass: 256 << 20,
             repair_every: Duration::from_secs(30),
             repair_on_departure: true,
